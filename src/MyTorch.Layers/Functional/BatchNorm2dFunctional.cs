@@ -1,0 +1,338 @@
+using System;
+using System.Buffers;
+using System.Globalization;
+using System.Numerics;
+using MyTorch.Layers.Kernels;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MyTorch.Layers.Functional;
+
+/// <summary>
+/// The explicit forward and backward of 2-d batch normalisation, mirroring ATen's <c>native_batch_norm</c>
+/// and <c>native_batch_norm_backward</c>: for people who drive the layer by hand. No autograd graph is built;
+/// <see cref="BatchNorm2d"/> wires these into autograd.
+/// </summary>
+public static class BatchNorm2dFunctional
+{
+    /// <summary>
+    /// Normalises each channel of a 4-D input.
+    /// With <paramref name="training"/> (or without running statistics) the batch statistics are used:
+    /// y = (x − μ) / sqrt(σ² + eps) · γ + β, σ² the biased variance over N·H·W values, and the running statistics,
+    /// when given, are updated in place: running = (1 − momentum) · running + momentum · batch, with the unbiased
+    /// variance. Otherwise the running statistics are used and nothing is updated.
+    /// </summary>
+    /// <param name="input">(N, C, H, W), float32 or float64, on the CPU, in any memory layout.</param>
+    /// <param name="weight">γ, C elements of the input's dtype, or <see langword="null"/> for none.</param>
+    /// <param name="bias">β, C elements of the input's dtype, or <see langword="null"/> for none.</param>
+    /// <param name="runningMean">Running mean, C elements, updated in place in training; required when not training.</param>
+    /// <param name="runningVar">Running variance, C elements, updated in place in training; required when not training.</param>
+    /// <param name="training">Use (and track) batch statistics rather than the running ones.</param>
+    /// <param name="momentum">Weight of the new batch in the running statistics.</param>
+    /// <param name="eps">Added to the variance before the square root; not negative.</param>
+    /// <returns>
+    /// The output, in the input's memory layout (contiguous or channels-last; other strides give a contiguous output),
+    /// and the per-channel mean and 1/sqrt(var + eps) that were used, as the backward expects them.
+    /// Unlike ATen, which returns empty tensors in evaluation mode, these are then the running statistics' values.
+    /// </returns>
+    /// <exception cref="ArgumentNullException">A required tensor is null.</exception>
+    /// <exception cref="ObjectDisposedException">A tensor has been disposed.</exception>
+    /// <exception cref="ArgumentException">
+    /// The input is not 4-D; a dtype is not float32/float64 or differs between tensors; a per-channel tensor does not
+    /// have C elements; training with one value per channel; evaluation without running statistics.
+    /// </exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="eps"/> is negative or NaN.</exception>
+    /// <exception cref="NotSupportedException">A tensor is not on the CPU, or has more than <see cref="int.MaxValue"/> elements.</exception>
+    public static (Tensor Output, Tensor SaveMean, Tensor SaveInvstd) Forward(
+        Tensor input,
+        Tensor? weight,
+        Tensor? bias,
+        Tensor? runningMean,
+        Tensor? runningVar,
+        bool training,
+        double momentum,
+        double eps)
+    {
+        CheckInput(input, nameof(input));
+        long channels = input.shape[1];
+        CheckParameters(channels, input.dtype, weight, bias, runningMean, runningVar);
+        CheckEps(eps);
+        bool useBatchStatistics = training || runningMean is null || runningVar is null;
+        if (!useBatchStatistics && (runningMean is null || runningVar is null))
+        {
+            throw new ArgumentException("running_mean and running_var must be defined in evaluation mode.", nameof(runningMean));
+        }
+
+        if (useBatchStatistics)
+        {
+            CheckMoreThanOneValuePerChannel(input.shape);
+        }
+
+        using var scope = NewDisposeScope();
+        var saveMean = empty(channels, input.dtype);
+        var saveInvstd = empty(channels, input.dtype);
+        Tensor output;
+        using (var source = new Borrowed(Layouts.Readable(input, out var layout), input))
+        {
+            output = Layouts.Empty(input.shape, input.dtype, layout);
+            var plane = Layouts.Plane(input.shape, layout);
+            if (input.dtype == ScalarType.Float32)
+            {
+                Forward<float>(source.Tensor, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd);
+            }
+            else
+            {
+                Forward<double>(source.Tensor, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd);
+            }
+        }
+
+        return (output.MoveToOuterDisposeScope(), saveMean.MoveToOuterDisposeScope(), saveInvstd.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// Gradients of <see cref="Forward"/> with respect to the input, γ and β, given the gradient of its output.
+    /// With batch statistics: dx = (dy − mean(dy) − (x − μ) · invstd² · mean(dy · (x − μ))) · invstd · γ;
+    /// with fixed statistics: dx = dy · invstd · γ. In both, dγ = Σ dy · (x − μ) · invstd and dβ = Σ dy, per channel.
+    /// </summary>
+    /// <param name="gradOutput">dy, the input's shape and dtype, any memory layout.</param>
+    /// <param name="input">The forward's input.</param>
+    /// <param name="weight">γ as given to the forward, or <see langword="null"/>.</param>
+    /// <param name="saveMean">The mean the forward returned.</param>
+    /// <param name="saveInvstd">The 1/sqrt(var + eps) the forward returned.</param>
+    /// <param name="training">Whether the forward used batch statistics.</param>
+    /// <returns>dx in the input's memory layout, and dγ and dβ (C elements each, computed even when γ is null).</returns>
+    /// <exception cref="ArgumentNullException">A required tensor is null.</exception>
+    /// <exception cref="ObjectDisposedException">A tensor has been disposed.</exception>
+    /// <exception cref="ArgumentException">Shapes or dtypes do not match the input, or the input is not 4-D.</exception>
+    /// <exception cref="NotSupportedException">A tensor is not on the CPU, or has more than <see cref="int.MaxValue"/> elements.</exception>
+    public static (Tensor GradInput, Tensor GradWeight, Tensor GradBias) Backward(
+        Tensor gradOutput,
+        Tensor input,
+        Tensor? weight,
+        Tensor saveMean,
+        Tensor saveInvstd,
+        bool training)
+    {
+        CheckInput(input, nameof(input));
+        Check.Alive(gradOutput, nameof(gradOutput));
+        Check.OnCpu(gradOutput, nameof(gradOutput));
+        Check.SameDtype(gradOutput, nameof(gradOutput), input.dtype, nameof(input));
+        Check.SameShape(gradOutput, nameof(gradOutput), input.shape, nameof(input));
+        long channels = input.shape[1];
+        Check.Alive(saveMean, nameof(saveMean));
+        Check.Alive(saveInvstd, nameof(saveInvstd));
+        Check.PerChannel(saveMean, "save_mean", channels, input.dtype, nameof(input));
+        Check.PerChannel(saveInvstd, "save_invstd", channels, input.dtype, nameof(input));
+        Check.PerChannel(weight, "weight", channels, input.dtype, nameof(input));
+
+        using var scope = NewDisposeScope();
+        var gradWeight = empty(channels, input.dtype);
+        var gradBias = empty(channels, input.dtype);
+        Tensor gradInput;
+        using (var x = new Borrowed(Layouts.Readable(input, out var layout), input))
+        using (var dy = new Borrowed(Layouts.InLayout(gradOutput, layout), gradOutput))
+        {
+            gradInput = Layouts.Empty(input.shape, input.dtype, layout);
+            var plane = Layouts.Plane(input.shape, layout);
+            if (input.dtype == ScalarType.Float32)
+            {
+                Backward<float>(dy.Tensor, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias);
+            }
+            else
+            {
+                Backward<double>(dy.Tensor, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias);
+            }
+        }
+
+        return (gradInput.MoveToOuterDisposeScope(), gradWeight.MoveToOuterDisposeScope(), gradBias.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>Input checks shared with the module: a live, 4-D, float CPU tensor that a span can index.</summary>
+    internal static void CheckInput(Tensor input, string name)
+    {
+        Check.Alive(input, name);
+        if (input.dim() != 4)
+        {
+            throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"expected 4D input (got {input.dim()}D input)"), name);
+        }
+
+        Check.OnCpu(input, name);
+        Check.FloatingDtype(input, name);
+        Layouts.CheckedLength(input.shape);
+    }
+
+    /// <summary>Checks of the per-channel tensors against the input's channel count and dtype.</summary>
+    internal static void CheckParameters(long channels, ScalarType dtype, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar)
+    {
+        // libtorch checks in this order, so the first complaint is the same.
+        Check.PerChannel(runningMean, "running_mean", channels, dtype, "input");
+        Check.PerChannel(runningVar, "running_var", channels, dtype, "input");
+        Check.PerChannel(weight, "weight", channels, dtype, "input");
+        Check.PerChannel(bias, "bias", channels, dtype, "input");
+    }
+
+    /// <summary>Refuses a negative or NaN eps.</summary>
+    internal static void CheckEps(double eps)
+    {
+        if (!(eps >= 0))
+        {
+            throw new ArgumentOutOfRangeException(nameof(eps), eps, "eps must be zero or positive.");
+        }
+    }
+
+    /// <summary>Batch statistics need more than one value per channel: N·H·W = 1 is refused, as PyTorch does.</summary>
+    internal static void CheckMoreThanOneValuePerChannel(long[] shape)
+    {
+        if (shape[0] * shape[2] * shape[3] == 1)
+        {
+            throw new ArgumentException(
+                $"Expected more than 1 value per channel when training, got input size {Check.Format(shape)}", "input");
+        }
+    }
+
+    private static void Forward<T>(
+        Tensor input,
+        Tensor output,
+        PlaneLayout plane,
+        Tensor? weight,
+        Tensor? bias,
+        Tensor? runningMean,
+        Tensor? runningVar,
+        bool useBatchStatistics,
+        double momentum,
+        double eps,
+        Tensor saveMean,
+        Tensor saveInvstd)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int channels = plane.Channels;
+        double[] scratch = ArrayPool<double>.Shared.Rent(3 * channels);
+        try
+        {
+            var mean = scratch.AsSpan(0, channels);
+            var variance = scratch.AsSpan(channels, channels);
+            var invstd = scratch.AsSpan(2 * channels, channels);
+            ReadOnlySpan<T> x = TensorMemory.Span<T>(input, plane);
+            if (useBatchStatistics)
+            {
+                if (plane.Length == 0)
+                {
+                    // An empty batch has no statistics: libtorch returns an empty output and leaves the running ones alone.
+                    mean.Clear();
+                    invstd.Clear();
+                }
+                else
+                {
+                    BatchNorm2dKernels.BatchStatistics(x, plane, mean, variance);
+                    BatchNorm2dKernels.InverseStandardDeviation(variance, eps, invstd);
+                    if (runningMean is not null && runningVar is not null)
+                    {
+                        BatchNorm2dKernels.UpdateRunningStatistics(
+                            TensorMemory.Vector<T>(runningMean), TensorMemory.Vector<T>(runningVar), mean, variance, plane.ValuesPerChannel, momentum);
+                    }
+                }
+            }
+            else
+            {
+                Widen<T>(TensorMemory.Vector<T>(runningMean), mean);
+                Widen<T>(TensorMemory.Vector<T>(runningVar), variance);
+                BatchNorm2dKernels.InverseStandardDeviation(variance, eps, invstd);
+            }
+
+            BatchNorm2dKernels.Normalize(x, TensorMemory.Span<T>(output, plane), plane, mean, invstd, Parameter<T>(weight), Parameter<T>(bias));
+            Narrow(mean, TensorMemory.Vector<T>(saveMean));
+            Narrow(invstd, TensorMemory.Vector<T>(saveInvstd));
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(scratch);
+        }
+    }
+
+    private static void Backward<T>(
+        Tensor gradOutput,
+        Tensor input,
+        Tensor gradInput,
+        PlaneLayout plane,
+        Tensor? weight,
+        Tensor saveMean,
+        Tensor saveInvstd,
+        bool useBatchStatistics,
+        Tensor gradWeight,
+        Tensor gradBias)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int channels = plane.Channels;
+        double[] scratch = ArrayPool<double>.Shared.Rent(4 * channels);
+        try
+        {
+            var mean = scratch.AsSpan(0, channels);
+            var invstd = scratch.AsSpan(channels, channels);
+            var sumDy = scratch.AsSpan(2 * channels, channels);
+            var sumDyXmu = scratch.AsSpan(3 * channels, channels);
+            Widen<T>(TensorMemory.Vector<T>(saveMean), mean);
+            Widen<T>(TensorMemory.Vector<T>(saveInvstd), invstd);
+            ReadOnlySpan<T> x = TensorMemory.Span<T>(input, plane);
+            ReadOnlySpan<T> dy = TensorMemory.Span<T>(gradOutput, plane);
+            var dx = TensorMemory.Span<T>(gradInput, plane);
+            ReadOnlySpan<T> gamma = Parameter<T>(weight);
+
+            BatchNorm2dKernels.BackwardReductions(x, dy, plane, mean, sumDy, sumDyXmu);
+            if (useBatchStatistics && plane.Length > 0)
+            {
+                BatchNorm2dKernels.BackwardInputBatchStatistics(x, dy, dx, plane, mean, invstd, gamma, sumDy, sumDyXmu);
+            }
+            else
+            {
+                BatchNorm2dKernels.BackwardInputFixedStatistics(dy, dx, plane, invstd, gamma);
+            }
+
+            var dGamma = TensorMemory.Vector<T>(gradWeight);
+            var dBeta = TensorMemory.Vector<T>(gradBias);
+            for (int c = 0; c < channels; c++)
+            {
+                dGamma[c] = T.CreateTruncating(sumDyXmu[c] * invstd[c]);
+                dBeta[c] = T.CreateTruncating(sumDy[c]);
+            }
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(scratch);
+        }
+    }
+
+    private static ReadOnlySpan<T> Parameter<T>(Tensor? tensor)
+        where T : unmanaged => TensorMemory.Vector<T>(tensor);
+
+    private static void Widen<T>(ReadOnlySpan<T> source, Span<double> destination)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < destination.Length; i++)
+        {
+            destination[i] = double.CreateTruncating(source[i]);
+        }
+    }
+
+    private static void Narrow<T>(ReadOnlySpan<double> source, Span<T> destination)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < destination.Length; i++)
+        {
+            destination[i] = T.CreateTruncating(source[i]);
+        }
+    }
+
+    /// <summary>A tensor that may be a temporary copy of another: disposed only if it is not the original.</summary>
+    private readonly struct Borrowed(Tensor tensor, Tensor original) : IDisposable
+    {
+        public Tensor Tensor { get; } = tensor;
+
+        public void Dispose()
+        {
+            if (!ReferenceEquals(Tensor, original))
+            {
+                Tensor.Dispose();
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+using System;
+using MyTorch.Layers.Kernels;
+using static TorchSharp.torch;
+
+namespace MyTorch.Layers.Functional;
+
+/// <summary>How a 4-D tensor's elements are laid out in memory.</summary>
+internal enum MemoryLayout
+{
+    /// <summary>Contiguous NCHW: read in place.</summary>
+    Contiguous,
+
+    /// <summary>Channels-last NHWC, as <c>x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)</c> gives: read in place.</summary>
+    ChannelsLast,
+
+    /// <summary>Any other strides: read through a contiguous copy.</summary>
+    Strided,
+}
+
+/// <summary>Classifies the memory of 4-D tensors and allocates tensors in a given layout.</summary>
+internal static class Layouts
+{
+    private static readonly long[] NchwOrder = [0, 1, 2, 3];
+    private static readonly long[] NhwcOrder = [0, 2, 3, 1];
+
+    /// <summary>
+    /// The layout of a 4-D tensor. As in PyTorch, the stride of a dimension of size 1 does not matter;
+    /// a tensor that is both (for example C = 1) counts as contiguous.
+    /// </summary>
+    public static MemoryLayout Classify(Tensor x)
+    {
+        long[] shape = x.shape;
+        long[] strides = x.stride();
+        if (IsDense(shape, strides, NchwOrder))
+        {
+            return MemoryLayout.Contiguous;
+        }
+
+        return IsDense(shape, strides, NhwcOrder) ? MemoryLayout.ChannelsLast : MemoryLayout.Strided;
+    }
+
+    /// <summary>The (N, C, H·W) view the kernels use for a tensor in <paramref name="layout"/>.</summary>
+    public static PlaneLayout Plane(long[] shape, MemoryLayout layout)
+    {
+        long spatial = shape[2] * shape[3];
+        return new PlaneLayout(checked((int)shape[0]), checked((int)shape[1]), checked((int)spatial), layout == MemoryLayout.ChannelsLast);
+    }
+
+    /// <summary>
+    /// <paramref name="x"/> itself when the kernels can read it in place, otherwise a contiguous copy
+    /// (which the caller disposes); <paramref name="layout"/> tells which of the two readable layouts it is in.
+    /// </summary>
+    public static Tensor Readable(Tensor x, out MemoryLayout layout)
+    {
+        layout = Classify(x);
+        if (layout != MemoryLayout.Strided)
+        {
+            return x;
+        }
+
+        layout = MemoryLayout.Contiguous;
+        return x.contiguous();
+    }
+
+    /// <summary><paramref name="x"/> itself when it is in <paramref name="layout"/>, otherwise a copy in that layout.</summary>
+    public static Tensor InLayout(Tensor x, MemoryLayout layout)
+    {
+        if (Classify(x) == layout)
+        {
+            return x;
+        }
+
+        if (layout == MemoryLayout.ChannelsLast)
+        {
+            using var nhwc = x.permute(0, 2, 3, 1);
+            using var dense = nhwc.contiguous();
+            return dense.permute(0, 3, 1, 2);
+        }
+
+        return x.contiguous();
+    }
+
+    /// <summary>An uninitialised tensor of the given shape and dtype in <paramref name="layout"/>.</summary>
+    public static Tensor Empty(long[] shape, ScalarType dtype, MemoryLayout layout)
+    {
+        if (layout != MemoryLayout.ChannelsLast)
+        {
+            return empty(shape, dtype);
+        }
+
+        using var nhwc = empty([shape[0], shape[2], shape[3], shape[1]], dtype);
+        return nhwc.permute(0, 3, 1, 2);
+    }
+
+    private static bool IsDense(long[] shape, long[] strides, long[] order)
+    {
+        long expected = 1;
+        for (int k = order.Length - 1; k >= 0; k--)
+        {
+            long d = order[k];
+            if (shape[d] == 1)
+            {
+                continue;
+            }
+
+            if (strides[d] != expected)
+            {
+                return false;
+            }
+
+            expected *= shape[d];
+        }
+
+        return true;
+    }
+
+    /// <summary>The number of elements of a shape, refusing what a span cannot index.</summary>
+    public static long CheckedLength(long[] shape)
+    {
+        long length = 1;
+        foreach (long s in shape)
+        {
+            length *= s;
+        }
+
+        if (length > int.MaxValue)
+        {
+            throw new NotSupportedException($"Tensors of more than {int.MaxValue} elements are not supported (got {length}).");
+        }
+
+        return length;
+    }
+}
