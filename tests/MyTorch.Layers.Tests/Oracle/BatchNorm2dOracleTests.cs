@@ -1,0 +1,213 @@
+using System;
+using System.Collections.Generic;
+using System.Globalization;
+using MyTorch.Layers.Tests.Support;
+using NUnit.Framework;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MyTorch.Layers.Tests.Oracle;
+
+/// <summary>
+/// Our BatchNorm2d against TorchSharp's nn.BatchNorm2d: the same options, weights and inputs through both, several
+/// training steps then evaluation, comparing every output, gradient and buffer at every step.
+/// </summary>
+[TestFixture]
+public class BatchNorm2dOracleTests
+{
+    private static readonly long[][] SmallShapes =
+    [
+        [1, 3, 4, 5],   // N = 1, H·W > 1
+        [4, 1, 3, 3],   // C = 1
+        [6, 3, 1, 1],   // H·W = 1, N > 1
+        [3, 5, 7, 9],   // odd sizes
+    ];
+
+    public static IEnumerable<TestCaseData> OptionMatrix()
+    {
+        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.Float64 })
+        {
+            foreach (bool affine in new[] { true, false })
+            {
+                foreach (bool track in new[] { true, false })
+                {
+                    foreach (double? momentum in new double?[] { 0.1, 0.5, null })
+                    {
+                        foreach (var layout in Enum.GetValues<Layout>())
+                        {
+                            foreach (var shape in SmallShapes)
+                            {
+                                yield return new TestCaseData(new Options(dtype, affine, track, momentum, 1e-5), layout, shape)
+                                    .SetArgDisplayNames(
+                                        dtype.ToString(),
+                                        affine ? "affine" : "no-affine",
+                                        track ? "tracking" : "no-tracking",
+                                        momentum is null ? "momentum=null" : string.Create(CultureInfo.InvariantCulture, $"momentum={momentum}"),
+                                        layout.ToString(),
+                                        string.Join('x', shape));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    [TestCaseSource(nameof(OptionMatrix))]
+    public void TrainingThenEval_MatchesTorchSharp(Options options, Layout layout, long[] shape)
+    {
+        RunAgainstOracle(options, layout, shape, trainingSteps: 3, evalSteps: 2);
+    }
+
+    /// <summary>
+    /// 100,352 values per channel. In float32, libtorch's own sums carry errors of about 1e-4 relative at this size, so the
+    /// oracle runs TorchSharp in float64 on the same values: ours must be within the float32 tolerance of that.
+    /// </summary>
+    [TestCase(ScalarType.Float32, Layout.Contiguous)]
+    [TestCase(ScalarType.Float32, Layout.ChannelsLast)]
+    [TestCase(ScalarType.Float64, Layout.Contiguous)]
+    public void LargeInput_MatchesTorchSharp(ScalarType dtype, Layout layout)
+    {
+        var options = new Options(dtype, Affine: true, Track: true, Momentum: 0.1, Eps: 1e-5) { OracleDtype = ScalarType.Float64 };
+        RunAgainstOracle(options, layout, [32, 64, 56, 56], trainingSteps: 2, evalSteps: 1);
+    }
+
+    [Test]
+    public void OtherEps_MatchesTorchSharp()
+    {
+        RunAgainstOracle(new Options(ScalarType.Float64, true, true, 0.1, Eps: 1e-3), Layout.Contiguous, [5, 4, 3, 2], trainingSteps: 2, evalSteps: 1);
+        RunAgainstOracle(new Options(ScalarType.Float64, true, true, 0.1, Eps: 0), Layout.Contiguous, [5, 4, 3, 2], trainingSteps: 2, evalSteps: 1);
+    }
+
+    [TestCase(Layout.Contiguous)]
+    [TestCase(Layout.ChannelsLast)]
+    public void Output_KeepsTheInputsMemoryLayout(Layout layout)
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(7);
+        var theirs = nn.BatchNorm2d(4);
+        var ours = new BatchNorm2d(4);
+        using var input = LaidOutInput.Create(randn(2, 4, 3, 5), layout);
+        var expected = theirs.forward(input.View);
+        var actual = ours.forward(input.View);
+        Assert.That(actual.stride(), Is.EqualTo(expected.stride()));
+        expected.backward([ones_like(expected)]);
+        var expectedGrad = input.Leaf.grad!.clone();
+        input.Leaf.grad!.zero_();
+        actual.backward([ones_like(actual)]);
+        Tolerance.AssertClose(input.Leaf.grad, expectedGrad, "x.grad");
+    }
+
+    [Test]
+    public void EmptyBatch_BehavesAsTorchSharp()
+    {
+        using var scope = NewDisposeScope();
+        var theirs = nn.BatchNorm2d(3);
+        var ours = new BatchNorm2d(3);
+        var x = randn(0, 3, 4, 4);
+        var expected = theirs.forward(x);
+        var actual = ours.forward(x);
+        Assert.That(actual.shape, Is.EqualTo(expected.shape));
+        Tolerance.AssertClose(ours.running_mean, theirs.running_mean, "running_mean");
+        Tolerance.AssertClose(ours.running_var, theirs.running_var, "running_var");
+        Assert.That(ours.num_batches_tracked!.item<long>(), Is.EqualTo(theirs.num_batches_tracked!.to(ScalarType.Int64).item<long>()));
+    }
+
+    [Test]
+    public void NaNAndInfinity_PropagateAsInTorchSharp()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(11);
+        var x = randn(4, 3, 2, 2);
+        x[0, 0, 0, 0] = tensor(double.NaN);
+        x[1, 1, 1, 1] = tensor(double.PositiveInfinity);
+        foreach (bool training in new[] { true, false })
+        {
+            var theirs = nn.BatchNorm2d(3);
+            var ours = new BatchNorm2d(3);
+            theirs.train(training);
+            ours.train(training);
+            Tolerance.AssertClose(ours.forward(x), theirs.forward(x), $"output (training={training})");
+            Tolerance.AssertClose(ours.running_mean, theirs.running_mean, "running_mean");
+            Tolerance.AssertClose(ours.running_var, theirs.running_var, "running_var");
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="trainingSteps"/> training steps and <paramref name="evalSteps"/> evaluation steps through both
+    /// modules, comparing output, input gradient, parameter gradients and buffers after each.
+    /// </summary>
+    internal static void RunAgainstOracle(Options options, Layout layout, long[] shape, int trainingSteps, int evalSteps)
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(1234);
+        long channels = shape[1];
+        var oracleDtype = options.OracleDtype ?? options.Dtype;
+        var theirs = nn.BatchNorm2d(channels, options.Eps, options.Momentum ?? 0.1, options.Affine, options.Track, dtype: oracleDtype);
+        theirs.momentum = options.Momentum;
+        var ours = new BatchNorm2d(channels, options.Eps, options.Momentum, options.Affine, options.Track, dtype: options.Dtype);
+        if (options.Affine)
+        {
+            using var noGrad = no_grad();
+            var gamma = (rand(channels, options.Dtype) * 1.5) + 0.25;
+            var beta = randn(channels, options.Dtype);
+            theirs.weight.copy_(gamma.to(oracleDtype));
+            theirs.bias!.copy_(beta.to(oracleDtype));
+            ours.weight!.copy_(gamma);
+            ours.bias!.copy_(beta);
+        }
+
+        for (int step = 0; step < trainingSteps + evalSteps; step++)
+        {
+            bool training = step < trainingSteps;
+            theirs.train(training);
+            ours.train(training);
+            string at = $"{(training ? "training" : "eval")} step {step}";
+
+            // Non-zero means and non-unit spreads per channel, so that every term of the math matters.
+            var values = (randn(shape, options.Dtype) * (rand(1, channels, 1, 1, options.Dtype) * 3 + 0.5)) + randn(1, channels, 1, 1, options.Dtype);
+            var gradOutput = randn(shape, options.Dtype);
+            using var theirInput = LaidOutInput.Create(values.to(oracleDtype), layout);
+            using var ourInput = LaidOutInput.Create(values, layout);
+
+            var expected = theirs.forward(theirInput.View);
+            var actual = ours.forward(ourInput.View);
+            Tolerance.AssertClose(actual, AsOurs(expected, options), $"output, {at}");
+
+            expected.backward([gradOutput.to(oracleDtype)]);
+            actual.backward([gradOutput]);
+            Tolerance.AssertClose(ourInput.Leaf.grad, AsOurs(theirInput.Leaf.grad, options), $"x.grad, {at}");
+            if (options.Affine)
+            {
+                Tolerance.AssertClose(ours.weight!.grad, AsOurs(theirs.weight.grad, options), $"weight.grad, {at}");
+                Tolerance.AssertClose(ours.bias!.grad, AsOurs(theirs.bias!.grad, options), $"bias.grad, {at}");
+                ours.zero_grad();
+                theirs.zero_grad();
+            }
+
+            if (options.Track)
+            {
+                Tolerance.AssertClose(ours.running_mean, AsOurs(theirs.running_mean, options), $"running_mean, {at}");
+                Tolerance.AssertClose(ours.running_var, AsOurs(theirs.running_var, options), $"running_var, {at}");
+                Assert.That(ours.num_batches_tracked!.item<long>(), Is.EqualTo(theirs.num_batches_tracked!.to(ScalarType.Int64).item<long>()), $"num_batches_tracked, {at}");
+            }
+            else
+            {
+                Assert.That(ours.running_mean, Is.Null);
+                Assert.That(ours.running_var, Is.Null);
+                Assert.That(ours.num_batches_tracked, Is.Null);
+            }
+        }
+    }
+
+    /// <summary>The oracle's result in our dtype: itself, or rounded from the float64 oracle.</summary>
+    private static Tensor? AsOurs(Tensor? expected, Options options) =>
+        expected is null || options.OracleDtype is null ? expected : expected.to(options.Dtype);
+
+    /// <summary>Module options shared by both implementations; the oracle may run in a wider dtype.</summary>
+    public sealed record Options(ScalarType Dtype, bool Affine, bool Track, double? Momentum, double Eps)
+    {
+        /// <summary>The dtype TorchSharp computes in, when not <see cref="Dtype"/>.</summary>
+        public ScalarType? OracleDtype { get; init; }
+    }
+}

@@ -1,0 +1,59 @@
+using System;
+using System.Globalization;
+using NUnit.Framework;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MyTorch.Layers.Tests.Support;
+
+/// <summary>
+/// The one tolerance of the whole suite: |actual − expected| ≤ atol + rtol · |expected|, element by element.
+/// float64: rtol 1e-10, atol 1e-12; float32: rtol 1e-5, atol 1e-6. No test loosens it for itself.
+/// </summary>
+internal static class Tolerance
+{
+    public static (double Relative, double Absolute) For(ScalarType dtype) => dtype switch
+    {
+        ScalarType.Float64 => (1e-10, 1e-12),
+        ScalarType.Float32 => (1e-5, 1e-6),
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "no tolerance for this dtype"),
+    };
+
+    /// <summary>Asserts values, shape and dtype; NaN must meet NaN and infinities must match exactly.</summary>
+    public static void AssertClose(Tensor? actual, Tensor? expected, string what)
+    {
+        Assert.That(actual, Is.Not.Null, $"{what}: ours is missing");
+        Assert.That(expected, Is.Not.Null, $"{what}: the oracle's is missing");
+        Assert.That(actual!.shape, Is.EqualTo(expected!.shape), $"{what}: shape");
+        Assert.That(actual.dtype, Is.EqualTo(expected.dtype), $"{what}: dtype");
+        var (rtol, atol) = For(expected.dtype);
+        using var scope = NewDisposeScope();
+        var a = actual.detach().to(ScalarType.Float64).flatten();
+        var e = expected.detach().to(ScalarType.Float64).flatten();
+        var nanMismatch = a.isnan().logical_xor(e.isnan()).sum().item<long>();
+        Assert.That(nanMismatch, Is.Zero, $"{what}: NaN in one result but not the other at {nanMismatch} places");
+        var finite = e.isfinite().logical_and(a.isfinite());
+        var infMismatch = a.isinf().logical_or(e.isinf()).logical_and(a.ne(e)).sum().item<long>();
+        Assert.That(infMismatch, Is.Zero, $"{what}: infinities differ at {infMismatch} places");
+        var diff = (a - e).abs().where(finite, 0.0);
+        var bound = e.abs().where(finite, 0.0) * rtol + atol;
+        var excess = (diff - bound).max().item<double>();
+        if (excess > 0)
+        {
+            long worst = (diff - bound).argmax().item<long>();
+            Assert.Fail(string.Create(
+                CultureInfo.InvariantCulture,
+                $"{what}: ours {a[worst].item<double>():R} vs oracle {e[worst].item<double>():R} at flat index {worst}; " +
+                $"|diff| {diff[worst].item<double>():G3} exceeds {atol:G3} + {rtol:G3}·|expected| (max |diff| {diff.max().item<double>():G3})"));
+        }
+    }
+
+    /// <summary>The largest relative difference max|a − e| / max(|e|, tiny) over all elements, for reporting.</summary>
+    public static double MaxRelative(Tensor actual, Tensor expected)
+    {
+        using var scope = NewDisposeScope();
+        var a = actual.detach().to(ScalarType.Float64);
+        var e = expected.detach().to(ScalarType.Float64);
+        return ((a - e).abs() / e.abs().clamp_min(1e-30)).max().item<double>();
+    }
+}
