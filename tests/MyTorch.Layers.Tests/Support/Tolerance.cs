@@ -8,7 +8,7 @@ namespace MyTorch.Layers.Tests.Support;
 
 /// <summary>
 /// The one tolerance of the whole suite: |actual − expected| ≤ atol + rtol · |expected|, element by element.
-/// float64: rtol 1e-10, atol 1e-12; float32: rtol 1e-5, atol 1e-6. No test loosens it for itself.
+/// float64: rtol 1e-10, atol 1e-12; float32: rtol 1e-5, atol 1e-6; integers exactly. No test loosens it for itself.
 /// </summary>
 internal static class Tolerance
 {
@@ -16,6 +16,7 @@ internal static class Tolerance
     {
         ScalarType.Float64 => (1e-10, 1e-12),
         ScalarType.Float32 => (1e-5, 1e-6),
+        ScalarType.Int64 or ScalarType.Int32 => (0, 0),
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "no tolerance for this dtype"),
     };
 
