@@ -25,9 +25,10 @@ public static class BatchNorm2dFunctional
     /// <param name="input">(N, C, H, W), float32 or float64, on the CPU, in any memory layout.</param>
     /// <param name="weight">γ, C elements of the input's dtype, or <see langword="null"/> for none.</param>
     /// <param name="bias">β, C elements of the input's dtype, or <see langword="null"/> for none.</param>
-    /// <param name="runningMean">Running mean, C elements, updated in place in training; required when not training.</param>
-    /// <param name="runningVar">Running variance, C elements, updated in place in training; required when not training.</param>
-    /// <param name="training">Use (and track) batch statistics rather than the running ones.</param>
+    /// <param name="runningMean">Running mean, C elements, updated in place in training; or null, with <paramref name="runningVar"/>, for none.</param>
+    /// <param name="runningVar">Running variance, C elements, updated in place in training; or null, with <paramref name="runningMean"/>, for none.</param>
+    /// <param name="training">Use (and track) batch statistics rather than the running ones. Without running statistics,
+    /// batch statistics are used either way, as in <c>native_batch_norm</c>.</param>
     /// <param name="momentum">Weight of the new batch in the running statistics.</param>
     /// <param name="eps">Added to the variance before the square root; not negative.</param>
     /// <returns>
@@ -39,7 +40,7 @@ public static class BatchNorm2dFunctional
     /// <exception cref="ObjectDisposedException">A tensor has been disposed.</exception>
     /// <exception cref="ArgumentException">
     /// The input is not 4-D; a dtype is not float32/float64 or differs between tensors; a per-channel tensor does not
-    /// have C elements; training with one value per channel; evaluation without running statistics.
+    /// have C elements; only one of the running statistics is given; one value per channel when batch statistics are used.
     /// </exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="eps"/> is negative or NaN.</exception>
     /// <exception cref="NotSupportedException">A tensor is not on the CPU, or has more than <see cref="int.MaxValue"/> elements.</exception>
@@ -57,11 +58,12 @@ public static class BatchNorm2dFunctional
         long channels = input.shape[1];
         CheckParameters(channels, input.dtype, weight, bias, runningMean, runningVar);
         CheckEps(eps);
-        bool useBatchStatistics = training || runningMean is null || runningVar is null;
-        if (!useBatchStatistics && (runningMean is null || runningVar is null))
+        if ((runningMean is null) != (runningVar is null))
         {
-            throw new ArgumentException("running_mean and running_var must be defined in evaluation mode.", nameof(runningMean));
+            throw new ArgumentException("running_mean and running_var must either both be null or neither be null.", runningMean is null ? nameof(runningMean) : nameof(runningVar));
         }
+
+        bool useBatchStatistics = training || runningMean is null;
 
         if (useBatchStatistics)
         {

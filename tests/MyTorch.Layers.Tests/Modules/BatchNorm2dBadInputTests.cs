@@ -182,6 +182,20 @@ public class BatchNorm2dBadInputTests
     }
 
     [Test]
+    public void Functional_OnlyOneRunningStatistic_Throws_AndChangesNothing()
+    {
+        using var scope = NewDisposeScope();
+        var x = randn(4, 3, 2, 2);
+        var runningMean = rand(3);
+        using var snapshot = new Snapshot();
+        snapshot.Add("x", x);
+        snapshot.Add("running_mean", runningMean);
+        var thrown = Assert.Throws<ArgumentException>(() => BatchNorm2dFunctional.Forward(x, null, null, runningMean, null, training: true, momentum: 0.1, eps: 1e-5));
+        Assert.That(thrown!.Message, Does.Contain("running_mean and running_var must either both be null or neither be null"));
+        snapshot.AssertUnchanged();
+    }
+
+    [Test]
     public void FunctionalBackward_GradientOfWrongShape_Throws_AndChangesNothing()
     {
         using var scope = NewDisposeScope();
