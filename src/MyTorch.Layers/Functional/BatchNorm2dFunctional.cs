@@ -74,9 +74,9 @@ public static class BatchNorm2dFunctional
         var saveMean = empty(channels, input.dtype);
         var saveInvstd = empty(channels, input.dtype);
         Tensor output;
-        using (var source = new Borrowed(Layouts.Readable(input, out var layout), input))
+        using (var source = new Borrowed(Layouts.ReadablePlanes(input, out var layout), input))
         {
-            output = Layouts.Empty(input.shape, input.dtype, layout);
+            output = Layouts.EmptyPlanes(input.shape, input.dtype, layout);
             var plane = Layouts.Plane(input.shape, layout);
             if (input.dtype == ScalarType.Float32)
             {
@@ -131,10 +131,10 @@ public static class BatchNorm2dFunctional
         var gradWeight = empty(channels, input.dtype);
         var gradBias = empty(channels, input.dtype);
         Tensor gradInput;
-        using (var x = new Borrowed(Layouts.Readable(input, out var layout), input))
-        using (var dy = new Borrowed(Layouts.InLayout(gradOutput, layout), gradOutput))
+        using (var x = new Borrowed(Layouts.ReadablePlanes(input, out var layout), input))
+        using (var dy = new Borrowed(Layouts.PlanesInLayout(gradOutput, layout), gradOutput))
         {
-            gradInput = Layouts.Empty(input.shape, input.dtype, layout);
+            gradInput = Layouts.EmptyPlanes(input.shape, input.dtype, layout);
             var plane = Layouts.Plane(input.shape, layout);
             if (input.dtype == ScalarType.Float32)
             {

@@ -86,6 +86,27 @@ internal static class Check
         }
     }
 
+    /// <summary>
+    /// Refuses, for writing, a tensor in which several elements share one memory location (a dimension of more than one
+    /// element with stride 0, as <c>expand</c> makes), with libtorch's message. Like libtorch, overlaps that need more
+    /// than that test to find are not looked for.
+    /// </summary>
+    public static void NoInternalOverlap(Tensor tensor, string name)
+    {
+        long[] shape = tensor.shape;
+        long[] strides = tensor.stride();
+        for (int d = 0; d < shape.Length; d++)
+        {
+            if (shape[d] > 1 && strides[d] == 0)
+            {
+                throw new ArgumentException(
+                    "unsupported operation: more than one element of the written-to tensor refers to a single memory location. " +
+                    "Please clone() the tensor before performing the operation.",
+                    name);
+            }
+        }
+    }
+
     /// <summary>PyTorch's way of printing a size: [1, 3, 1, 1].</summary>
     public static string Format(long[] shape) =>
         "[" + string.Join(", ", shape.Select(s => s.ToString(CultureInfo.InvariantCulture))) + "]";

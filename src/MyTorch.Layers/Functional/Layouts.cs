@@ -47,12 +47,40 @@ internal static class Layouts
     }
 
     /// <summary>
-    /// <paramref name="x"/> itself when the kernels can read it in place, otherwise a contiguous copy
+    /// <paramref name="shape"/> as a batch: a 3-D (C, H, W) shape becomes (1, C, H, W), the single sample it is;
+    /// a 4-D shape is returned as it is.
+    /// </summary>
+    public static long[] AsBatch(long[] shape) => shape.Length == 3 ? [1, shape[0], shape[1], shape[2]] : shape;
+
+    /// <summary>
+    /// The layout of a 3-D (C, H, W) or 4-D (N, C, H, W) tensor, a 3-D tensor being read as one sample:
+    /// contiguous, channels-last ((H, W, C) memory for 3-D) or strided.
+    /// </summary>
+    public static MemoryLayout ClassifyPlanes(Tensor x)
+    {
+        if (x.dim() == 4)
+        {
+            return Classify(x);
+        }
+
+        long[] shape = AsBatch(x.shape);
+        long[] s = x.stride();
+        long[] strides = [shape[1] * shape[2] * shape[3], s[0], s[1], s[2]];
+        if (IsDense(shape, strides, NchwOrder))
+        {
+            return MemoryLayout.Contiguous;
+        }
+
+        return IsDense(shape, strides, NhwcOrder) ? MemoryLayout.ChannelsLast : MemoryLayout.Strided;
+    }
+
+    /// <summary>
+    /// <paramref name="x"/>, 3-D or 4-D, itself when the kernels can read it in place, otherwise a contiguous copy
     /// (which the caller disposes); <paramref name="layout"/> tells which of the two readable layouts it is in.
     /// </summary>
-    public static Tensor Readable(Tensor x, out MemoryLayout layout)
+    public static Tensor ReadablePlanes(Tensor x, out MemoryLayout layout)
     {
-        layout = Classify(x);
+        layout = ClassifyPlanes(x);
         if (layout != MemoryLayout.Strided)
         {
             return x;
@@ -62,34 +90,37 @@ internal static class Layouts
         return x.contiguous();
     }
 
-    /// <summary><paramref name="x"/> itself when it is in <paramref name="layout"/>, otherwise a copy in that layout.</summary>
-    public static Tensor InLayout(Tensor x, MemoryLayout layout)
+    /// <summary><paramref name="x"/>, 3-D or 4-D, itself when it is in <paramref name="layout"/>, otherwise a copy in that layout.</summary>
+    public static Tensor PlanesInLayout(Tensor x, MemoryLayout layout)
     {
-        if (Classify(x) == layout)
+        if (ClassifyPlanes(x) == layout)
         {
             return x;
         }
 
-        if (layout == MemoryLayout.ChannelsLast)
-        {
-            using var nhwc = x.permute(0, 2, 3, 1);
-            using var dense = nhwc.contiguous();
-            return dense.permute(0, 3, 1, 2);
-        }
-
-        return x.contiguous();
-    }
-
-    /// <summary>An uninitialised tensor of the given shape and dtype in <paramref name="layout"/>.</summary>
-    public static Tensor Empty(long[] shape, ScalarType dtype, MemoryLayout layout)
-    {
         if (layout != MemoryLayout.ChannelsLast)
         {
-            return empty(shape, dtype);
+            return x.contiguous();
         }
 
-        using var nhwc = empty([shape[0], shape[2], shape[3], shape[1]], dtype);
-        return nhwc.permute(0, 3, 1, 2);
+        var copy = EmptyPlanes(x.shape, x.dtype, layout);
+        copy.copy_(x);
+        return copy;
+    }
+
+    /// <summary>
+    /// An uninitialised 3-D or 4-D tensor in <paramref name="layout"/> (strided means contiguous), allocated with its
+    /// strides rather than as a permuted view, so that autograd does not treat it as a view of a hidden base
+    /// (a view returned from a custom autograd function cannot be modified in place afterwards).
+    /// </summary>
+    public static Tensor EmptyPlanes(long[] shape, ScalarType dtype, MemoryLayout layout)
+    {
+        long[] batch = AsBatch(shape);
+        long c = batch[1], h = batch[2], w = batch[3];
+        long[] strides = layout == MemoryLayout.ChannelsLast
+            ? [h * w * c, 1, w * c, c]
+            : [c * h * w, h * w, w, 1];
+        return empty_strided(shape, shape.Length == 3 ? strides[1..] : strides, dtype);
     }
 
     private static bool IsDense(long[] shape, long[] strides, long[] order)

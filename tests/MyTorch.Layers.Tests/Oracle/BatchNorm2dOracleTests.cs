@@ -98,6 +98,26 @@ public class BatchNorm2dOracleTests
         Tolerance.AssertClose(input.Leaf.grad, expectedGrad, "x.grad");
     }
 
+    [TestCase(Layout.Contiguous)]
+    [TestCase(Layout.ChannelsLast)]
+    public void Output_CanBeModifiedInPlace_AsTorchSharpsCan(Layout layout)
+    {
+        // The output is allocated with its strides, not as a permuted view: autograd refuses in-place changes to a
+        // view returned by a custom function, and users write bn.forward(x).relu_().
+        using var scope = NewDisposeScope();
+        manual_seed(8);
+        var theirs = nn.BatchNorm2d(4);
+        var ours = new BatchNorm2d(4);
+        using var theirInput = LaidOutInput.Create(randn(2, 4, 3, 5), layout);
+        using var ourInput = LaidOutInput.Create(theirInput.View.detach(), layout);
+        var expected = theirs.forward(theirInput.View).relu_();
+        var actual = ours.forward(ourInput.View).relu_();
+        Tolerance.AssertClose(actual, expected, "relu_ of the output");
+        expected.sum().backward();
+        actual.sum().backward();
+        Tolerance.AssertClose(ourInput.Leaf.grad, theirInput.Leaf.grad, "x.grad through relu_");
+    }
+
     [Test]
     public void EmptyBatch_BehavesAsTorchSharp()
     {

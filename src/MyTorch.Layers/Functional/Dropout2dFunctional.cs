@@ -1,0 +1,297 @@
+using System;
+using System.Globalization;
+using System.Numerics;
+using System.Runtime.InteropServices;
+using MyTorch.Layers.Kernels;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MyTorch.Layers.Functional;
+
+/// <summary>
+/// The explicit forward and backward of 2-d (channel) dropout, as libtorch's <c>feature_dropout</c> computes it,
+/// for people who drive the layer by hand. No autograd graph is built; <see cref="Dropout2d"/> wires these into autograd.
+/// </summary>
+/// <remarks>
+/// The mask is drawn as libtorch draws it: one <c>bernoulli_(1 − p)</c> over a tensor of N·C elements of the input's
+/// dtype, from the given generator or TorchSharp's default CPU generator, then divided by (1 − p) in that dtype.
+/// So after the same <c>torch.manual_seed(s)</c> the result is bit for bit TorchSharp's <c>nn.functional.dropout2d</c>.
+/// Applying the mask and its derivative are MyTorch.Layers' kernels; the draw is the only TorchSharp computation.
+/// </remarks>
+public static class Dropout2dFunctional
+{
+    private const string LeafInPlace = "a leaf Variable that requires grad is being used in an in-place operation.";
+
+    /// <summary>
+    /// Zeroes each channel (n, c) of the input with probability <paramref name="p"/> and scales the others by 1/(1 − p):
+    /// output = input · mask, mask[n, c] = 0 for a dropped channel and T(1) / T(1 − p) for a kept one, both products
+    /// taken in the input's dtype T. A 3-D input (C, H, W) is one sample: whole (H, W) planes are dropped.
+    /// p = 1 gives input · 0 (NaN and ±∞ become NaN, negative values −0.0) and draws nothing, as libtorch does.
+    /// Not training, p = 0 or an empty input: nothing is drawn or computed and the output is the input itself.
+    /// </summary>
+    /// <param name="input">(N, C, H, W) or (C, H, W), float32 or float64, on the CPU, in any memory layout.</param>
+    /// <param name="p">Probability of dropping a channel, in [0, 1].</param>
+    /// <param name="training">Drop channels; when false the input is returned as it is.</param>
+    /// <param name="inplace">Write the output into <paramref name="input"/>'s memory.</param>
+    /// <param name="generator">Where the Bernoulli draws come from; <see langword="null"/> for TorchSharp's default CPU generator.</param>
+    /// <returns>
+    /// The output and the mask. The output is in the input's memory layout (contiguous or channels-last; other strides
+    /// give a contiguous output). When nothing is dropped, or with <paramref name="inplace"/>, it is the input's own
+    /// tensor under a new handle, as TorchSharp returns it: same storage, same autograd identity, and disposing it does
+    /// not dispose <paramref name="input"/>. The mask has shape (N, C, 1, 1), or (C, 1, 1) for a 3-D input, and the
+    /// input's dtype, so that output = input · mask broadcasts; it is all ones when nothing is dropped and all zeros
+    /// when p = 1.
+    /// </returns>
+    /// <exception cref="ArgumentNullException"><paramref name="input"/> is null.</exception>
+    /// <exception cref="ObjectDisposedException"><paramref name="input"/> has been disposed.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">
+    /// <paramref name="p"/> is outside [0, 1] or NaN: "dropout probability has to be between 0 and 1, but got 1.5", PyTorch's text.
+    /// </exception>
+    /// <exception cref="ArgumentException">
+    /// The input is not 3-D or 4-D, or not float32/float64; or, with <paramref name="inplace"/>, several of its
+    /// elements share memory (an expanded tensor), or it requires grad while grad mode is on (this function records no
+    /// autograd history, so it would change the tensor behind autograd's back; a leaf gets libtorch's message).
+    /// Nothing is written or drawn.
+    /// </exception>
+    /// <exception cref="NotSupportedException">The input is not on the CPU, or has more than <see cref="int.MaxValue"/> elements.</exception>
+    public static (Tensor Output, Tensor Mask) Forward(
+        Tensor input,
+        double p = 0.5,
+        bool training = true,
+        bool inplace = false,
+        Generator? generator = null)
+    {
+        Check.Alive(input, nameof(input));
+        CheckProbability(p);
+        CheckInput(input, nameof(input));
+        if (!Drops(input, p, training))
+        {
+            return (input.alias(), ones(MaskShape(input.shape), input.dtype));
+        }
+
+        if (inplace)
+        {
+            CheckInPlace(input, nameof(input), recordsHistory: false);
+        }
+
+        var output = Apply(input, p, inplace, generator, out var mask);
+        return (inplace ? input.alias() : output, mask);
+    }
+
+    /// <summary>
+    /// Gradient of <see cref="Forward"/> with respect to its input: gradInput = gradOutput · mask, per channel, in the
+    /// dtype of both (what libtorch's MulBackward computes, so the result is bit for bit libtorch's).
+    /// </summary>
+    /// <param name="gradOutput">dy, (N, C, H, W) or (C, H, W), float32 or float64, on the CPU, any memory layout.</param>
+    /// <param name="mask">The mask <see cref="Forward"/> returned: (N, C, 1, 1), or (C, 1, 1) for 3-D, contiguous, dy's dtype.</param>
+    /// <returns>dx, a new tensor in gradOutput's memory layout (contiguous or channels-last; other strides give a contiguous one).</returns>
+    /// <exception cref="ArgumentNullException">A tensor is null.</exception>
+    /// <exception cref="ObjectDisposedException">A tensor has been disposed.</exception>
+    /// <exception cref="ArgumentException">
+    /// <paramref name="gradOutput"/> is not 3-D or 4-D or not float32/float64; the mask's dtype differs from it, its
+    /// shape is not the one above, or it is not contiguous.
+    /// </exception>
+    /// <exception cref="NotSupportedException">A tensor is not on the CPU, or has more than <see cref="int.MaxValue"/> elements.</exception>
+    public static Tensor Backward(Tensor gradOutput, Tensor mask)
+    {
+        CheckInput(gradOutput, nameof(gradOutput));
+        Check.Alive(mask, nameof(mask));
+        Check.OnCpu(mask, nameof(mask));
+        Check.SameDtype(mask, nameof(mask), gradOutput.dtype, nameof(gradOutput));
+        long[] expected = MaskShape(gradOutput.shape);
+        Check.SameShape(mask, nameof(mask), expected, "the mask of " + nameof(gradOutput));
+        if (!mask.is_contiguous())
+        {
+            throw new ArgumentException($"'{nameof(mask)}' must be contiguous.", nameof(mask));
+        }
+
+        using var scope = NewDisposeScope();
+        var dy = Layouts.ReadablePlanes(gradOutput, out var layout);
+        var gradInput = Layouts.EmptyPlanes(gradOutput.shape, gradOutput.dtype, layout);
+        var plane = Layouts.Plane(Layouts.AsBatch(gradOutput.shape), layout);
+        if (gradOutput.dtype == ScalarType.Float32)
+        {
+            Dropout2dKernels.Backward(TensorMemory.Span<float>(dy, plane), TensorMemory.Span<float>(gradInput, plane), plane, TensorMemory.Vector<float>(mask));
+        }
+        else
+        {
+            Dropout2dKernels.Backward(TensorMemory.Span<double>(dy, plane), TensorMemory.Span<double>(gradInput, plane), plane, TensorMemory.Vector<double>(mask));
+        }
+
+        return gradInput.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Input checks shared with the module: a live, 3-D or 4-D, float CPU tensor that a span can index.</summary>
+    internal static void CheckInput(Tensor input, string name)
+    {
+        Check.Alive(input, name);
+        if (input.dim() is not (3 or 4))
+        {
+            throw new ArgumentException(
+                string.Create(
+                    CultureInfo.InvariantCulture,
+                    $"Dropout2d expects a 3-D (C, H, W) or 4-D (N, C, H, W) input, got a {input.dim()}-D input of size {Check.Format(input.shape)}. ") +
+                "PyTorch has deprecated other ranks for dropout2d and MyTorch.Layers refuses them; reshape the input to 4-D.",
+                name);
+        }
+
+        Check.OnCpu(input, name);
+        Check.FloatingDtype(input, name);
+        Layouts.CheckedLength(input.shape);
+    }
+
+    /// <summary>Refuses a drop probability outside [0, 1], or NaN, with PyTorch's message.</summary>
+    internal static void CheckProbability(double p)
+    {
+        if (!(p >= 0 && p <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(p), p, "dropout probability has to be between 0 and 1, but got " + FormatProbability(p));
+        }
+    }
+
+    /// <summary>Whether a forward changes anything: in training, with p &gt; 0, on a non-empty input.</summary>
+    internal static bool Drops(Tensor input, double p, bool training) => training && p > 0 && input.numel() > 0;
+
+    /// <summary>
+    /// Checks that <paramref name="input"/> may be written in place, before anything is drawn or written: no shared
+    /// memory, and, when autograd would track the write (grad mode on and the input requires grad), the rules libtorch
+    /// applies to every in-place operation.
+    /// </summary>
+    /// <param name="input">The tensor to write.</param>
+    /// <param name="name">The argument's name, for messages.</param>
+    /// <param name="recordsHistory">
+    /// Whether the caller records the write in the autograd graph (the module does). If not, a tensor that autograd
+    /// tracks is refused. If so, libtorch itself checks it through a no-op in-place operation, <c>transpose_(0, 0)</c>,
+    /// which refuses leaves that require grad, views of them, views made in no-grad mode and views from multi-output
+    /// functions with libtorch's messages (the operation changes nothing and adds a free node to the graph).
+    /// </param>
+    internal static void CheckInPlace(Tensor input, string name, bool recordsHistory)
+    {
+        Check.NoInternalOverlap(input, name);
+        if (!is_grad_enabled() || !input.requires_grad)
+        {
+            return;
+        }
+
+        if (!recordsHistory)
+        {
+            if (input.is_leaf)
+            {
+                throw new ArgumentException(LeafInPlace, name);
+            }
+
+            throw new ArgumentException(
+                $"'{name}' requires grad, and {nameof(Dropout2dFunctional)}.{nameof(Forward)} records no autograd history, so an in-place " +
+                "forward would change the tensor behind autograd's back. Use MyTorch.Layers.Dropout2d, or call this under torch.no_grad().",
+                name);
+        }
+
+        try
+        {
+            // libtorch's check_inplace, in its order: unsupported views first, then leaves.
+            input.transpose_(0, 0);
+        }
+        catch (ExternalException e)
+        {
+            throw new ArgumentException(FirstLine(e.Message), name, e);
+        }
+    }
+
+    /// <summary>
+    /// The forward on a checked input that <see cref="Drops"/>: draws the mask, scales it and applies it.
+    /// With <paramref name="inplace"/> the result is written into <paramref name="input"/>, whose version counter is
+    /// advanced as any in-place operation does (so autograd detects a saved tensor that was overwritten), and
+    /// <paramref name="input"/> itself is returned; otherwise a new tensor in the input's layout is.
+    /// </summary>
+    internal static Tensor Apply(Tensor input, double p, bool inplace, Generator? generator, out Tensor mask)
+    {
+        using var scope = NewDisposeScope();
+        double keep = 1 - p;
+        var factors = p == 1 ? zeros(MaskShape(input.shape), input.dtype) : DrawMask(MaskShape(input.shape), input.dtype, keep, generator);
+        var source = Layouts.ReadablePlanes(input, out var layout);
+        var plane = Layouts.Plane(Layouts.AsBatch(input.shape), layout);
+        Tensor output;
+        if (inplace)
+        {
+            ApplyMask(source, source, plane, factors);
+            using (no_grad())
+            {
+                if (ReferenceEquals(source, input))
+                {
+                    // The kernel wrote behind libtorch's back: a no-op in-place operation advances the version counter.
+                    input.transpose_(0, 0);
+                }
+                else
+                {
+                    // A strided input was computed in a contiguous copy: write it back (which advances the version counter).
+                    input.copy_(source);
+                }
+            }
+
+            output = input;
+        }
+        else
+        {
+            output = Layouts.EmptyPlanes(input.shape, input.dtype, layout).MoveToOuterDisposeScope();
+            ApplyMask(source, output, plane, factors);
+        }
+
+        mask = factors.MoveToOuterDisposeScope();
+        return output;
+    }
+
+    /// <summary>(N, C, 1, 1) for a 4-D shape, (C, 1, 1) for a 3-D one.</summary>
+    internal static long[] MaskShape(long[] shape) => shape.Length == 3 ? [shape[0], 1, 1] : [shape[0], shape[1], 1, 1];
+
+    /// <summary>Python's way of printing a float: 1.5, -0.1, 1e-05, nan, inf.</summary>
+    private static string FormatProbability(double p) => p switch
+    {
+        double.NaN => "nan",
+        double.PositiveInfinity => "inf",
+        double.NegativeInfinity => "-inf",
+        _ => p.ToString("R", CultureInfo.InvariantCulture).Replace('E', 'e'),
+    };
+
+    private static string FirstLine(string message)
+    {
+        int end = message.IndexOf('\n', StringComparison.Ordinal);
+        return end < 0 ? message : message[..end];
+    }
+
+    /// <summary>libtorch's draw: Bernoulli(keep) over a tensor of the mask's shape and dtype, then divided by keep in that dtype.</summary>
+    private static Tensor DrawMask(long[] shape, ScalarType dtype, double keep, Generator? generator)
+    {
+        var mask = empty(shape, dtype);
+        mask.bernoulli_(keep, generator);
+        if (dtype == ScalarType.Float32)
+        {
+            Dropout2dKernels.ScaleMask(TensorMemory.Vector<float>(mask), keep);
+        }
+        else
+        {
+            Dropout2dKernels.ScaleMask(TensorMemory.Vector<double>(mask), keep);
+        }
+
+        return mask;
+    }
+
+    private static void ApplyMask(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask)
+    {
+        if (source.dtype == ScalarType.Float32)
+        {
+            ApplyMask<float>(source, destination, plane, mask);
+        }
+        else
+        {
+            ApplyMask<double>(source, destination, plane, mask);
+        }
+    }
+
+    private static void ApplyMask<T>(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        Span<T> y = TensorMemory.Span<T>(destination, plane);
+        ReadOnlySpan<T> x = ReferenceEquals(source, destination) ? y : TensorMemory.Span<T>(source, plane);
+        Dropout2dKernels.ApplyMask(x, y, plane, TensorMemory.Vector<T>(mask));
+    }
+}
