@@ -5,23 +5,25 @@ using static TorchSharp.torch;
 
 namespace MyTorch.Layers.Examples;
 
-/// <summary>The command line of the example: the input shape and dtype.</summary>
-internal sealed record ExampleOptions(long[] Shape, ScalarType Dtype)
+/// <summary>The command line of the example: the input shape and dtype, and Dropout2d's drop probability.</summary>
+internal sealed record ExampleOptions(long[] Shape, ScalarType Dtype, double P)
 {
     public const string Usage = """
         Usage: dotnet run --project src/MyTorch.Layers.Examples -c Release -- [options]
 
         Runs MyTorch.Layers.BatchNorm2d and TorchSharp's torch.nn.BatchNorm2d side by side (training steps, then
-        evaluation), prints how far apart their results are and indicative timings. Exit code: 0 when they agree,
+        evaluation), prints how far apart their results are and indicative timings; then MyTorch.Layers.Dropout2d and
+        torch.nn.Dropout2d under the same torch.manual_seed, compared bit for bit. Exit code: 0 when they agree,
         1 when a quantity disagrees, 2 for bad options.
 
         Options:
           --shape N,C,H,W          input shape, four positive integers (default 32,64,56,56)
           --dtype float32|float64  element type (default float32)
+          --p P                    Dropout2d's probability of zeroing a channel, in [0, 1] (default 0.5)
           -h, --help               print this message and exit
         """;
 
-    public static ExampleOptions Default { get; } = new([32, 64, 56, 56], ScalarType.Float32);
+    public static ExampleOptions Default { get; } = new([32, 64, 56, 56], ScalarType.Float32, 0.5);
 
     public long Channels => Shape[1];
 
@@ -30,6 +32,8 @@ internal sealed record ExampleOptions(long[] Shape, ScalarType Dtype)
     public string ShapeText => string.Join('x', Shape);
 
     public string DtypeText => Dtype == ScalarType.Float64 ? "float64" : "float32";
+
+    public string PText => P.ToString("R", CultureInfo.InvariantCulture);
 
     /// <summary>Parses <paramref name="args"/>; the result has options, or asks for help, or carries an error.</summary>
     public static ParseResult Parse(IReadOnlyList<string> args)
@@ -54,7 +58,7 @@ internal sealed record ExampleOptions(long[] Shape, ScalarType Dtype)
                 value = arg[(equals + 1)..];
             }
 
-            if (name is not ("--shape" or "--dtype"))
+            if (name is not ("--shape" or "--dtype" or "--p"))
             {
                 return ParseResult.Failed($"unknown option '{arg}'");
             }
@@ -75,10 +79,15 @@ internal sealed record ExampleOptions(long[] Shape, ScalarType Dtype)
                 error = TryParseShape(value, out long[] shape);
                 options = options with { Shape = shape };
             }
-            else
+            else if (name == "--dtype")
             {
                 error = TryParseDtype(value, out var dtype);
                 options = options with { Dtype = dtype };
+            }
+            else
+            {
+                error = TryParseProbability(value, out double p);
+                options = options with { P = p };
             }
 
             if (error is not null)
@@ -119,6 +128,18 @@ internal sealed record ExampleOptions(long[] Shape, ScalarType Dtype)
         }
 
         shape = sizes;
+        return null;
+    }
+
+    private static string? TryParseProbability(string text, out double p)
+    {
+        // NaN and the infinities parse, and fail the range check.
+        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out p) || !(p >= 0 && p <= 1))
+        {
+            p = default;
+            return $"--p expects a probability in [0, 1], got '{text}'";
+        }
+
         return null;
     }
 

@@ -7,13 +7,15 @@ using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
 using OurBatchNorm2d = MyTorch.Layers.BatchNorm2d;
+using OurDropout2d = MyTorch.Layers.Dropout2d;
 using TorchBatchNorm2d = TorchSharp.Modules.BatchNorm2d;
 
 namespace MyTorch.Layers.Examples;
 
 /// <summary>
 /// MyTorch.Layers.BatchNorm2d next to TorchSharp's torch.nn.BatchNorm2d: how far apart their results are, and how
-/// long each takes. Exit code 0 when they agree within tolerance, 1 when they do not, 2 for bad options.
+/// long each takes; then MyTorch.Layers.Dropout2d next to torch.nn.Dropout2d under the same seeds, compared bit for bit.
+/// Exit code 0 when they agree (within tolerance for BatchNorm2d, bitwise for Dropout2d), 1 when they do not, 2 for bad options.
 /// </summary>
 internal static class Program
 {
@@ -47,7 +49,12 @@ internal static class Program
         var quantities = Agreement.Run(ours, theirs, options, tolerance);
         PrintAgreement(quantities, tolerance, options);
 
-        var timings = Timings.Run(ours, theirs, options);
+        using var theirsDropout = torch.nn.Dropout2d(options.P);
+        using var oursDropout = new OurDropout2d(options.P);
+        var dropoutQuantities = DropoutAgreement.Run(oursDropout, theirsDropout, options);
+        PrintDropoutAgreement(dropoutQuantities, options);
+
+        var timings = Timings.Run(ours, theirs, options).Append(Timings.RunDropout2d(oursDropout, theirsDropout, options)).ToList();
         PrintTimings(timings);
 
         var failed = quantities.Where(q => !q.Passed).ToList();
@@ -59,10 +66,20 @@ internal static class Program
             Console.Error.WriteLine($"DISAGREE: {q.Phase} {q.Name}: {why}");
         }
 
-        Console.Out.WriteLine(failed.Count == 0
+        var dropoutFailed = dropoutQuantities.Where(q => !q.Passed).ToList();
+        foreach (var q in dropoutFailed)
+        {
+            string why = q.Problem ?? string.Create(
+                CultureInfo.InvariantCulture,
+                $"{q.Differing} of {q.Elements} elements differ bitwise, max |diff| {TextTable.Scientific(q.MaxAbsolute)}");
+            Console.Error.WriteLine($"DISAGREE: Dropout2d {q.Phase} {q.Name}: {why}");
+        }
+
+        int failures = failed.Count + dropoutFailed.Count;
+        Console.Out.WriteLine(failures == 0
             ? "Result: ours agrees with TorchSharp on every quantity."
-            : string.Create(CultureInfo.InvariantCulture, $"Result: {failed.Count} quantit{(failed.Count == 1 ? "y disagrees" : "ies disagree")} with TorchSharp."));
-        return failed.Count == 0 ? 0 : 1;
+            : string.Create(CultureInfo.InvariantCulture, $"Result: {failures} quantit{(failures == 1 ? "y disagrees" : "ies disagree")} with TorchSharp."));
+        return failures == 0 ? 0 : 1;
     }
 
     private static void PrintHeader(ExampleOptions options)
@@ -123,6 +140,38 @@ internal static class Program
             CultureInfo.InvariantCulture,
             $"  weight.grad and bias.grad sum N*H*W = {options.ValuesPerChannel} values per channel, and rounding errors grow with a sum: atol * sqrt(N*H*W) for them."));
         Console.Out.WriteLine("  An element near 0 can have a large relative difference and still agree.");
+        Console.Out.Write(table.ToString());
+        Console.Out.WriteLine();
+    }
+
+    private static void PrintDropoutAgreement(IReadOnlyList<BitwiseQuantity> quantities, ExampleOptions options)
+    {
+        var table = new TextTable(
+            ("phase", false),
+            ("quantity", false),
+            ("elements", true),
+            ("bitwise different", true),
+            ("max abs diff", true),
+            ("result", false));
+        foreach (var q in quantities)
+        {
+            table.Add(
+                q.Phase,
+                q.Name,
+                q.Elements.ToString(CultureInfo.InvariantCulture),
+                q.Differing.ToString(CultureInfo.InvariantCulture),
+                TextTable.Scientific(q.MaxAbsolute),
+                q.Passed ? "ok" : "DISAGREE" + (q.Problem is null ? string.Empty : $" ({q.Problem})"));
+        }
+
+        long lastSeed = DropoutAgreement.FirstSeed + Agreement.TrainingSteps + Agreement.EvalSteps - 1;
+        Console.Out.WriteLine(string.Create(
+            CultureInfo.InvariantCulture,
+            $"MyTorch.Layers.Dropout2d vs TorchSharp torch.nn.Dropout2d, p = {options.PText}: bit for bit (totals over all steps)"));
+        Console.Out.WriteLine(string.Create(
+            CultureInfo.InvariantCulture,
+            $"  {Agreement.TrainingSteps} training steps, then {Agreement.EvalSteps} eval step, with seeds s = {DropoutAgreement.FirstSeed}..{lastSeed}: torch.manual_seed(s) right before each forward, TorchSharp's then ours;"));
+        Console.Out.WriteLine("  x.grad after backward of the same fresh random grad_output. Any bitwise difference disagrees.");
         Console.Out.Write(table.ToString());
         Console.Out.WriteLine();
     }

@@ -37,6 +37,22 @@ internal static class Timings
         return [trainingForward, trainingBoth, evalForward];
     }
 
+    /// <summary>Dropout2d's training forward+backward, measured as the BatchNorm2d rows are.</summary>
+    public static Timing RunDropout2d(nn.Module<Tensor, Tensor> ours, nn.Module<Tensor, Tensor> theirs, ExampleOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(ours);
+        ArgumentNullException.ThrowIfNull(theirs);
+        ArgumentNullException.ThrowIfNull(options);
+
+        using var scope = NewDisposeScope();
+        var x = Agreement.RandomInput(options.Shape, options.Dtype);
+        var gradOutput = randn(options.Shape, options.Dtype);
+
+        ours.train();
+        theirs.train();
+        return Measure("Dropout2d training forward+backward", ours, theirs, m => TrainingPass(m, x, gradOutput));
+    }
+
     /// <summary>Warms both up, then alternates them so that neither always runs on a warmer machine.</summary>
     private static Timing Measure(string pass, nn.Module<Tensor, Tensor> ours, nn.Module<Tensor, Tensor> theirs, Func<nn.Module<Tensor, Tensor>, TimeSpan> once)
     {
