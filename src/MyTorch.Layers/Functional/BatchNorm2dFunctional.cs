@@ -54,22 +54,49 @@ public static class BatchNorm2dFunctional
         double momentum,
         double eps)
     {
+        CheckForward(input, weight, bias, runningMean, runningVar, training, eps);
+        return Compute(input, weight, bias, runningMean, runningVar, training, momentum, eps);
+    }
+
+    /// <summary>
+    /// Every check <see cref="Forward"/> makes, in libtorch's order, before anything is written.
+    /// The module runs it before it advances num_batches_tracked, naming its own dtype as <paramref name="moduleDtype"/>.
+    /// </summary>
+    internal static void CheckForward(
+        Tensor input, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar, bool training, double eps, ScalarType? moduleDtype = null)
+    {
         CheckInput(input, nameof(input));
-        long channels = input.shape[1];
-        CheckParameters(channels, input.dtype, weight, bias, runningMean, runningVar);
+        if (moduleDtype is { } expected)
+        {
+            Check.SameDtype(input, nameof(input), expected, "the module");
+        }
+
+        CheckParameters(input.shape[1], input.dtype, weight, bias, runningMean, runningVar);
         CheckEps(eps);
         if ((runningMean is null) != (runningVar is null))
         {
             throw new ArgumentException("running_mean and running_var must either both be null or neither be null.", runningMean is null ? nameof(runningMean) : nameof(runningVar));
         }
 
-        bool useBatchStatistics = training || runningMean is null;
-
-        if (useBatchStatistics)
+        if (training || runningMean is null)
         {
             CheckMoreThanOneValuePerChannel(input.shape);
         }
+    }
 
+    /// <summary><see cref="Forward"/> on arguments that <see cref="CheckForward"/> accepted.</summary>
+    internal static (Tensor Output, Tensor SaveMean, Tensor SaveInvstd) Compute(
+        Tensor input,
+        Tensor? weight,
+        Tensor? bias,
+        Tensor? runningMean,
+        Tensor? runningVar,
+        bool training,
+        double momentum,
+        double eps)
+    {
+        long channels = input.shape[1];
+        bool useBatchStatistics = training || runningMean is null;
         using var scope = NewDisposeScope();
         var saveMean = empty(channels, input.dtype);
         var saveInvstd = empty(channels, input.dtype);
@@ -150,7 +177,7 @@ public static class BatchNorm2dFunctional
     }
 
     /// <summary>Input checks shared with the module: a live, 4-D, float CPU tensor that a span can index.</summary>
-    internal static void CheckInput(Tensor input, string name)
+    private static void CheckInput(Tensor input, string name)
     {
         Check.Alive(input, name);
         if (input.dim() != 4)
@@ -164,7 +191,7 @@ public static class BatchNorm2dFunctional
     }
 
     /// <summary>Checks of the per-channel tensors against the input's channel count and dtype.</summary>
-    internal static void CheckParameters(long channels, ScalarType dtype, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar)
+    private static void CheckParameters(long channels, ScalarType dtype, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar)
     {
         // libtorch checks in this order, so the first complaint is the same.
         Check.PerChannel(runningMean, "running_mean", channels, dtype, "input");
@@ -183,7 +210,7 @@ public static class BatchNorm2dFunctional
     }
 
     /// <summary>Batch statistics need more than one value per channel: N·H·W = 1 is refused, as PyTorch does.</summary>
-    internal static void CheckMoreThanOneValuePerChannel(long[] shape)
+    private static void CheckMoreThanOneValuePerChannel(long[] shape)
     {
         if (shape[0] * shape[2] * shape[3] == 1)
         {

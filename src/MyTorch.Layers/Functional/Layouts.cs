@@ -27,7 +27,7 @@ internal static class Layouts
     /// The layout of a 4-D tensor. As in PyTorch, the stride of a dimension of size 1 does not matter;
     /// a tensor that is both (for example C = 1) counts as contiguous.
     /// </summary>
-    public static MemoryLayout Classify(Tensor x)
+    private static MemoryLayout Classify(Tensor x)
     {
         long[] shape = x.shape;
         long[] strides = x.stride();

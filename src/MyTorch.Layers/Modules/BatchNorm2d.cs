@@ -225,19 +225,7 @@ public sealed class BatchNorm2d : nn.Module<Tensor, Tensor>
     /// <exception cref="NotSupportedException">The input is not on the CPU. Nothing is changed.</exception>
     public override Tensor forward(Tensor input)
     {
-        BatchNorm2dFunctional.CheckInput(input, nameof(input));
-        ScalarType? dtype = _weight?.dtype ?? _running_mean?.dtype;
-        if (dtype is { } expected)
-        {
-            Check.SameDtype(input, nameof(input), expected, "the module");
-        }
-
-        BatchNorm2dFunctional.CheckParameters(input.shape[1], input.dtype, _weight, _bias, _running_mean, _running_var);
-        bool useBatchStatistics = training || !track_running_stats;
-        if (useBatchStatistics)
-        {
-            BatchNorm2dFunctional.CheckMoreThanOneValuePerChannel(input.shape);
-        }
+        BatchNorm2dFunctional.CheckForward(input, _weight, _bias, _running_mean, _running_var, training, _eps, moduleDtype: _weight?.dtype ?? _running_mean?.dtype);
 
         // Every check has passed: from here on the call changes state.
         double factor = momentum ?? 0.0;
@@ -337,7 +325,7 @@ internal sealed class BatchNorm2dAutograd : autograd.SingleTensorFunction<BatchN
         var weight = vars[1] as Tensor;
         var bias = vars[2] as Tensor;
         var call = (BatchNorm2dCall)vars[3];
-        var (output, mean, invstd) = BatchNorm2dFunctional.Forward(
+        var (output, mean, invstd) = BatchNorm2dFunctional.Compute(
             input, weight, bias, call.RunningMean, call.RunningVar, call.Training, call.Momentum, call.Eps);
         ctx.save_for_backward([input, weight!, mean, invstd]);
         ctx.save_data(UsedBatchStatistics, call.Training || call.RunningMean is null);

@@ -48,13 +48,4 @@ internal static class Tolerance
                 $"|diff| {diff[worst].item<double>():G3} exceeds {atol:G3} + {rtol:G3}·|expected| (max |diff| {diff.max().item<double>():G3})"));
         }
     }
-
-    /// <summary>The largest relative difference max|a − e| / max(|e|, tiny) over all elements, for reporting.</summary>
-    public static double MaxRelative(Tensor actual, Tensor expected)
-    {
-        using var scope = NewDisposeScope();
-        var a = actual.detach().to(ScalarType.Float64);
-        var e = expected.detach().to(ScalarType.Float64);
-        return ((a - e).abs() / e.abs().clamp_min(1e-30)).max().item<double>();
-    }
 }
