@@ -235,12 +235,14 @@ public static class BatchNorm2dFunctional
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         int channels = plane.Channels;
-        double[] scratch = ArrayPool<double>.Shared.Rent(3 * channels);
+        int threads = Threads();
+        double[] scratch = ArrayPool<double>.Shared.Rent((3 * channels) + BatchNorm2dKernels.VectorizedScratchLength(plane));
         try
         {
             var mean = scratch.AsSpan(0, channels);
             var variance = scratch.AsSpan(channels, channels);
             var invstd = scratch.AsSpan(2 * channels, channels);
+            var kernelScratch = scratch.AsSpan(3 * channels);
             ReadOnlySpan<T> x = TensorMemory.Span<T>(input, plane);
             if (useBatchStatistics)
             {
@@ -252,7 +254,7 @@ public static class BatchNorm2dFunctional
                 }
                 else
                 {
-                    BatchNorm2dKernels.BatchStatistics(x, plane, mean, variance);
+                    BatchNorm2dKernels.BatchStatisticsVectorized(x, plane, mean, variance, kernelScratch, threads);
                     BatchNorm2dKernels.InverseStandardDeviation(variance, eps, invstd);
                     if (runningMean is not null && runningVar is not null)
                     {
@@ -268,7 +270,8 @@ public static class BatchNorm2dFunctional
                 BatchNorm2dKernels.InverseStandardDeviation(variance, eps, invstd);
             }
 
-            BatchNorm2dKernels.Normalize(x, TensorMemory.Span<T>(output, plane), plane, mean, invstd, Parameter<T>(weight), Parameter<T>(bias));
+            BatchNorm2dKernels.NormalizeVectorized(
+                x, TensorMemory.Span<T>(output, plane), plane, mean, invstd, Parameter<T>(weight), Parameter<T>(bias), kernelScratch, threads);
             Narrow(mean, TensorMemory.Vector<T>(saveMean));
             Narrow(invstd, TensorMemory.Vector<T>(saveInvstd));
         }
@@ -292,13 +295,15 @@ public static class BatchNorm2dFunctional
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         int channels = plane.Channels;
-        double[] scratch = ArrayPool<double>.Shared.Rent(4 * channels);
+        int threads = Threads();
+        double[] scratch = ArrayPool<double>.Shared.Rent((4 * channels) + BatchNorm2dKernels.VectorizedScratchLength(plane));
         try
         {
             var mean = scratch.AsSpan(0, channels);
             var invstd = scratch.AsSpan(channels, channels);
             var sumDy = scratch.AsSpan(2 * channels, channels);
             var sumDyXmu = scratch.AsSpan(3 * channels, channels);
+            var kernelScratch = scratch.AsSpan(4 * channels);
             Widen<T>(TensorMemory.Vector<T>(saveMean), mean);
             Widen<T>(TensorMemory.Vector<T>(saveInvstd), invstd);
             ReadOnlySpan<T> x = TensorMemory.Span<T>(input, plane);
@@ -306,15 +311,9 @@ public static class BatchNorm2dFunctional
             var dx = TensorMemory.Span<T>(gradInput, plane);
             ReadOnlySpan<T> gamma = Parameter<T>(weight);
 
-            BatchNorm2dKernels.BackwardReductions(x, dy, plane, mean, sumDy, sumDyXmu);
-            if (useBatchStatistics && plane.Length > 0)
-            {
-                BatchNorm2dKernels.BackwardInputBatchStatistics(x, dy, dx, plane, mean, invstd, gamma, sumDy, sumDyXmu);
-            }
-            else
-            {
-                BatchNorm2dKernels.BackwardInputFixedStatistics(dy, dx, plane, invstd, gamma);
-            }
+            BatchNorm2dKernels.BackwardReductionsVectorized(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
+            BatchNorm2dKernels.BackwardInputVectorized(
+                x, dy, dx, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, kernelScratch, threads);
 
             var dGamma = TensorMemory.Vector<T>(gradWeight);
             var dBeta = TensorMemory.Vector<T>(gradBias);
@@ -329,6 +328,9 @@ public static class BatchNorm2dFunctional
             ArrayPool<double>.Shared.Return(scratch);
         }
     }
+
+    /// <summary>Our kernels use as many threads as TorchSharp's own CPU operations, so one setting governs both.</summary>
+    private static int Threads() => Math.Max(1, torch.get_num_threads());
 
     private static ReadOnlySpan<T> Parameter<T>(Tensor? tensor)
         where T : unmanaged => TensorMemory.Vector<T>(tensor);

@@ -1,0 +1,877 @@
+using System;
+using System.Diagnostics;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace MyTorch.Layers.Kernels;
+
+/// <summary>
+/// The same math as the reference kernels, vectorised and spread over threads; the tests hold it to the reference.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Every value is widened to <see cref="double"/> before it is used, so float32 and float64 share one vector code path
+/// that handles <see cref="Lanes"/> elements at a time as two <see cref="Vector{T}"/>s of doubles.
+/// </para>
+/// <para>
+/// The batch statistics take one read: per channel, Σ(x − K) and Σ(x − K)² with K the channel's first value, then
+/// μ = K + Σ(x − K)/M and σ² = Σ(x − K)²/M − (Σ(x − K)/M)². K lies within √M standard deviations of μ, so the
+/// subtraction loses at most log10(M) of double's 16 digits; the reference's second pass over x costs a full read.
+/// </para>
+/// <para>
+/// Determinism: NCHW work is split into whole channel planes and each plane's sums are kept apart; NHWC work is split
+/// into blocks of rows whose size depends on C only. Partial sums are combined in a fixed order afterwards, so the
+/// result is the same bits whatever the thread count.
+/// </para>
+/// <para>
+/// NHWC is read in place: a run of P = lcm(C, <see cref="Lanes"/>) values holds every channel a whole number of
+/// times at the same offsets, so per-channel constants and accumulators are stored as P-long periodic rows.
+/// </para>
+/// </remarks>
+internal static unsafe partial class BatchNorm2dKernels
+{
+    /// <summary>Elements per vector step: two vectors of doubles, one widened vector of floats.</summary>
+    private static int Lanes => 2 * Vector<double>.Count;
+
+    /// <summary>About this many elements per chunk of work: large enough to amortise dispatch, small enough to balance.</summary>
+    private const int ChunkElements = 1 << 15;
+
+    /// <summary>Below this many elements, a kernel runs on the calling thread only.</summary>
+    private const int ParallelThreshold = 1 << 16;
+
+    /// <summary>
+    /// The length of the scratch buffer the vectorised kernels need for <paramref name="layout"/>: four per-channel
+    /// rows, then the partial sums (per plane for NCHW, per block and period position for NHWC) and, for NHWC, four
+    /// periodic rows of constants.
+    /// </summary>
+    public static int VectorizedScratchLength(PlaneLayout layout)
+    {
+        int perChannel = 4 * layout.Channels;
+        if (!layout.ChannelsLast)
+        {
+            return perChannel + (2 * layout.Batch * layout.Channels);
+        }
+
+        var blocks = new RowBlocks(layout);
+        return perChannel + (2 * blocks.Count * blocks.Period) + (4 * blocks.Period);
+    }
+
+    /// <summary>
+    /// μ[c] and the biased σ²[c] of each channel in one read of x. Same contract as <see cref="BatchStatistics{T}"/>;
+    /// the input must not be empty.
+    /// </summary>
+    public static void BatchStatisticsVectorized<T>(
+        ReadOnlySpan<T> x, PlaneLayout layout, Span<double> mean, Span<double> variance, Span<double> scratch, int threads)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        Debug.Assert(layout.Length > 0 && x.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
+        int channels = layout.Channels;
+        Span<double> first = scratch[..channels];
+        Span<double> second = scratch.Slice(channels, channels);
+        Span<double> reference = scratch.Slice(2 * channels, channels);
+        for (int c = 0; c < channels; c++)
+        {
+            reference[c] = double.CreateTruncating(x[c * layout.ChannelStride]);
+        }
+
+        MomentSums(x, default, layout, reference, first, second, scratch[(4 * channels)..], threads);
+        double count = layout.ValuesPerChannel;
+        for (int c = 0; c < channels; c++)
+        {
+            double shifted = first[c] / count;
+            mean[c] = reference[c] + shifted;
+            variance[c] = Math.Max((second[c] / count) - (shifted * shifted), 0);
+        }
+    }
+
+    /// <summary>The sums of <see cref="BackwardReductions{T}"/>, vectorised: Σdy and Σdy·(x − mean[c]) per channel.</summary>
+    public static void BackwardReductionsVectorized<T>(
+        ReadOnlySpan<T> x,
+        ReadOnlySpan<T> gradOutput,
+        PlaneLayout layout,
+        ReadOnlySpan<double> mean,
+        Span<double> sumDy,
+        Span<double> sumDyXmu,
+        Span<double> scratch,
+        int threads)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        Debug.Assert(x.Length >= layout.Length && gradOutput.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
+        if (layout.Length == 0)
+        {
+            sumDy[..layout.Channels].Clear();
+            sumDyXmu[..layout.Channels].Clear();
+            return;
+        }
+
+        MomentSums(gradOutput, x, layout, mean, sumDy, sumDyXmu, scratch[(4 * layout.Channels)..], threads);
+    }
+
+    /// <summary>
+    /// y = (x − mean[c]) · invstd[c] · γ[c] + β[c], vectorised. <paramref name="y"/> may be <paramref name="x"/> itself.
+    /// </summary>
+    public static void NormalizeVectorized<T>(
+        ReadOnlySpan<T> x,
+        Span<T> y,
+        PlaneLayout layout,
+        ReadOnlySpan<double> mean,
+        ReadOnlySpan<double> invstd,
+        ReadOnlySpan<T> weight,
+        ReadOnlySpan<T> bias,
+        Span<double> scratch,
+        int threads)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        Debug.Assert(x.Length >= layout.Length && y.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
+        if (layout.Length == 0)
+        {
+            return;
+        }
+
+        // Per channel: y = (x − offset) · scale + shift.
+        int channels = layout.Channels;
+        Span<double> offset = scratch[..channels];
+        Span<double> scale = scratch.Slice(channels, channels);
+        Span<double> shift = scratch.Slice(2 * channels, channels);
+        for (int c = 0; c < channels; c++)
+        {
+            offset[c] = mean[c];
+            scale[c] = invstd[c] * (weight.IsEmpty ? 1.0 : double.CreateTruncating(weight[c]));
+            shift[c] = bias.IsEmpty ? 0.0 : double.CreateTruncating(bias[c]);
+        }
+
+        Elementwise(x, default, y, layout, offset, scale, shift, default, scratch[(4 * channels)..], threads);
+    }
+
+    /// <summary>
+    /// dx of <see cref="BackwardInputBatchStatistics{T}"/> (<paramref name="batchStatistics"/>) or
+    /// <see cref="BackwardInputFixedStatistics{T}"/>, vectorised. <paramref name="gradInput"/> may be
+    /// <paramref name="gradOutput"/> itself.
+    /// </summary>
+    public static void BackwardInputVectorized<T>(
+        ReadOnlySpan<T> x,
+        ReadOnlySpan<T> gradOutput,
+        Span<T> gradInput,
+        PlaneLayout layout,
+        ReadOnlySpan<double> mean,
+        ReadOnlySpan<double> invstd,
+        ReadOnlySpan<T> weight,
+        ReadOnlySpan<double> sumDy,
+        ReadOnlySpan<double> sumDyXmu,
+        bool batchStatistics,
+        Span<double> scratch,
+        int threads)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        Debug.Assert(gradOutput.Length >= layout.Length && gradInput.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
+        if (layout.Length == 0)
+        {
+            return;
+        }
+
+        // Per channel, with batch statistics: dx = (dy − shift − (x − offset) · projection) · scale;
+        // with fixed ones: dx = (dy − 0) · scale + 0, the affine form with zero offset and shift.
+        int channels = layout.Channels;
+        double count = layout.ValuesPerChannel;
+        Span<double> offset = scratch[..channels];
+        Span<double> scale = scratch.Slice(channels, channels);
+        Span<double> shift = scratch.Slice(2 * channels, channels);
+        Span<double> projection = scratch.Slice(3 * channels, channels);
+        for (int c = 0; c < channels; c++)
+        {
+            double istd = invstd[c];
+            offset[c] = batchStatistics ? mean[c] : 0;
+            scale[c] = istd * (weight.IsEmpty ? 1.0 : double.CreateTruncating(weight[c]));
+            shift[c] = batchStatistics ? sumDy[c] / count : 0;
+            projection[c] = batchStatistics ? sumDyXmu[c] * istd * istd / count : 0;
+        }
+
+        Elementwise(gradOutput, batchStatistics ? x : default, gradInput, layout, offset, scale, shift, projection, scratch[(4 * channels)..], threads);
+    }
+
+    /// <summary>
+    /// Per channel c: first[c] = Σa and second[c] = Σa·(b − reference[c]); without b (empty), first[c] = Σ(a − reference[c])
+    /// and second[c] = Σ(a − reference[c])².
+    /// </summary>
+    private static void MomentSums<T>(
+        ReadOnlySpan<T> a,
+        ReadOnlySpan<T> b,
+        PlaneLayout layout,
+        ReadOnlySpan<double> reference,
+        Span<double> first,
+        Span<double> second,
+        Span<double> scratch,
+        int threads)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int channels = layout.Channels;
+        threads = layout.Length < ParallelThreshold ? 1 : threads;
+        fixed (T* pa = a)
+        fixed (T* pb = b)
+        fixed (double* pr = reference)
+        fixed (double* ps = scratch)
+        {
+            if (!layout.ChannelsLast)
+            {
+                // Partial sums per (n, c) plane: N·C firsts, then N·C seconds.
+                int planes = layout.Batch * channels;
+                var job = new PlaneMomentsJob<T>
+                {
+                    A = pa,
+                    B = b.IsEmpty ? null : pb,
+                    Reference = pr,
+                    First = ps,
+                    Second = ps + planes,
+                    Spatial = layout.Spatial,
+                    Channels = channels,
+                    Planes = planes,
+                    PlanesPerChunk = Math.Max(1, ChunkElements / Math.Max(1, layout.Spatial)),
+                };
+                ChunkScheduler.Run(ref job, DivideRoundingUp(planes, job.PlanesPerChunk), threads);
+                for (int c = 0; c < channels; c++)
+                {
+                    double sum = 0;
+                    double products = 0;
+                    for (int n = 0; n < layout.Batch; n++)
+                    {
+                        sum += job.First[(n * channels) + c];
+                        products += job.Second[(n * channels) + c];
+                    }
+
+                    first[c] = sum;
+                    second[c] = products;
+                }
+            }
+            else
+            {
+                var blocks = new RowBlocks(layout);
+                int period = blocks.Period;
+                double* periodicReference = ps + (2 * blocks.Count * period);
+                for (int k = 0; k < period; k++)
+                {
+                    periodicReference[k] = reference[k % channels];
+                }
+
+                var job = new RowMomentsJob<T>
+                {
+                    A = pa,
+                    B = b.IsEmpty ? null : pb,
+                    Reference = periodicReference,
+                    First = ps,
+                    Second = ps + (blocks.Count * period),
+                    Blocks = blocks,
+                };
+                ChunkScheduler.Run(ref job, blocks.Count, threads);
+                for (int c = 0; c < channels; c++)
+                {
+                    double sum = 0;
+                    double products = 0;
+                    for (int block = 0; block < blocks.Count; block++)
+                    {
+                        for (int k = c; k < period; k += channels)
+                        {
+                            sum += job.First[(block * period) + k];
+                            products += job.Second[(block * period) + k];
+                        }
+                    }
+
+                    first[c] = sum;
+                    second[c] = products;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Per element of channel c: out = (a − shift[c] − (b − offset[c]) · projection[c]) · scale[c], or without b
+    /// (empty <paramref name="b"/>, and then <paramref name="projection"/> is not read): out = (a − offset[c]) · scale[c] + shift[c].
+    /// </summary>
+    private static void Elementwise<T>(
+        ReadOnlySpan<T> a,
+        ReadOnlySpan<T> b,
+        Span<T> output,
+        PlaneLayout layout,
+        ReadOnlySpan<double> offset,
+        ReadOnlySpan<double> scale,
+        ReadOnlySpan<double> shift,
+        ReadOnlySpan<double> projection,
+        Span<double> periodicScratch,
+        int threads)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int channels = layout.Channels;
+        threads = layout.Length < ParallelThreshold ? 1 : threads;
+        var parameters = new ChannelParameters { Count = channels };
+        fixed (T* pa = a)
+        fixed (T* pb = b)
+        fixed (T* po = output)
+        fixed (double* offsetPointer = offset)
+        fixed (double* scalePointer = scale)
+        fixed (double* shiftPointer = shift)
+        fixed (double* projectionPointer = projection)
+        fixed (double* periodic = periodicScratch)
+        {
+            parameters.Offset = offsetPointer;
+            parameters.Scale = scalePointer;
+            parameters.Shift = shiftPointer;
+            parameters.Projection = b.IsEmpty ? null : projectionPointer;
+            bool gradient = !b.IsEmpty;
+            if (!layout.ChannelsLast)
+            {
+                int planes = layout.Batch * channels;
+                var job = new PlaneElementwiseJob<T>
+                {
+                    A = pa,
+                    B = pb,
+                    Output = po,
+                    Parameters = parameters,
+                    Gradient = gradient,
+                    Spatial = layout.Spatial,
+                    Planes = planes,
+                    PlanesPerChunk = Math.Max(1, ChunkElements / Math.Max(1, layout.Spatial)),
+                };
+                ChunkScheduler.Run(ref job, DivideRoundingUp(planes, job.PlanesPerChunk), threads);
+            }
+            else
+            {
+                // The same constants repeated over one period, so that a vector of values meets a vector of constants.
+                var blocks = new RowBlocks(layout);
+                int period = blocks.Period;
+                var periodicParameters = new ChannelParameters
+                {
+                    Count = period,
+                    Offset = periodic,
+                    Scale = periodic + period,
+                    Shift = periodic + (2 * period),
+                    Projection = parameters.Projection is null ? null : periodic + (3 * period),
+                };
+                for (int k = 0; k < period; k++)
+                {
+                    int c = k % channels;
+                    periodicParameters.Offset[k] = offset[c];
+                    periodicParameters.Scale[k] = scale[c];
+                    periodicParameters.Shift[k] = shift[c];
+                    if (periodicParameters.Projection is not null)
+                    {
+                        periodicParameters.Projection[k] = projection[c];
+                    }
+                }
+
+                var job = new RowElementwiseJob<T>
+                {
+                    A = pa,
+                    B = pb,
+                    Output = po,
+                    Parameters = periodicParameters,
+                    Gradient = gradient,
+                    Blocks = blocks,
+                };
+                ChunkScheduler.Run(ref job, blocks.Count, threads);
+            }
+        }
+    }
+
+    private static int DivideRoundingUp(int value, int divisor) => (value + divisor - 1) / divisor;
+
+    private static int GreatestCommonDivisor(int a, int b)
+    {
+        while (b != 0)
+        {
+            (a, b) = (b, a % b);
+        }
+
+        return a;
+    }
+
+    /// <summary>
+    /// Channels-last work split into blocks of whole rows (one row = the C values of one sample and position), the row
+    /// count per block a multiple of P / C so that every block starts at a whole period.
+    /// </summary>
+    private readonly struct RowBlocks
+    {
+        public RowBlocks(PlaneLayout layout)
+        {
+            Channels = layout.Channels;
+            Period = Channels / GreatestCommonDivisor(Channels, Lanes) * Lanes;
+            int rowsPerPeriod = Period / Channels;
+            int periods = Math.Max(1, ChunkElements / Period);
+            RowsPerBlock = periods * rowsPerPeriod;
+            Rows = layout.ValuesPerChannel;
+            Count = Math.Max(1, DivideRoundingUp(Rows, RowsPerBlock));
+        }
+
+        public int Channels { get; }
+
+        /// <summary>P = lcm(C, Lanes).</summary>
+        public int Period { get; }
+
+        public int RowsPerBlock { get; }
+
+        public int Rows { get; }
+
+        public int Count { get; }
+
+        /// <summary>The first element of a block, and how many elements it holds.</summary>
+        public (long Start, int Length) Span(int block)
+        {
+            int firstRow = block * RowsPerBlock;
+            int rows = Math.Min(RowsPerBlock, Rows - firstRow);
+            return ((long)firstRow * Channels, rows * Channels);
+        }
+    }
+
+    /// <summary>Per-channel (or per-period-position) constants of an element-wise pass.</summary>
+    private struct ChannelParameters
+    {
+        public int Count;
+        public double* Offset;
+        public double* Scale;
+        public double* Shift;
+        public double* Projection;
+    }
+
+    private struct PlaneMomentsJob<T> : IChunkJob
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        public T* A;
+        public T* B;
+        public double* Reference;
+        public double* First;
+        public double* Second;
+        public int Spatial;
+        public int Channels;
+        public int Planes;
+        public int PlanesPerChunk;
+
+        public readonly void Run(int chunk)
+        {
+            int end = Math.Min(Planes, (chunk + 1) * PlanesPerChunk);
+            for (int plane = chunk * PlanesPerChunk; plane < end; plane++)
+            {
+                long start = (long)plane * Spatial;
+                double r = Reference[plane % Channels];
+                (First[plane], Second[plane]) = B is null
+                    ? ShiftedSums(new ReadOnlySpan<T>(A + start, Spatial), r)
+                    : ProductSums(new ReadOnlySpan<T>(A + start, Spatial), new ReadOnlySpan<T>(B + start, Spatial), r);
+            }
+        }
+    }
+
+    private struct RowMomentsJob<T> : IChunkJob
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        public T* A;
+        public T* B;
+        public double* Reference;
+        public double* First;
+        public double* Second;
+        public RowBlocks Blocks;
+
+        public readonly void Run(int chunk)
+        {
+            int period = Blocks.Period;
+            (long start, int length) = Blocks.Span(chunk);
+            var first = new Span<double>(First + ((long)chunk * period), period);
+            var second = new Span<double>(Second + ((long)chunk * period), period);
+            first.Clear();
+            second.Clear();
+            var reference = new ReadOnlySpan<double>(Reference, period);
+            var a = new ReadOnlySpan<T>(A + start, length);
+            if (B is null)
+            {
+                PeriodicShiftedSums(a, reference, first, second);
+            }
+            else
+            {
+                PeriodicProductSums(a, new ReadOnlySpan<T>(B + start, length), reference, first, second);
+            }
+        }
+    }
+
+    private struct PlaneElementwiseJob<T> : IChunkJob
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        public T* A;
+        public T* B;
+        public T* Output;
+        public ChannelParameters Parameters;
+        public bool Gradient;
+        public int Spatial;
+        public int Planes;
+        public int PlanesPerChunk;
+
+        public readonly void Run(int chunk)
+        {
+            int end = Math.Min(Planes, (chunk + 1) * PlanesPerChunk);
+            for (int plane = chunk * PlanesPerChunk; plane < end; plane++)
+            {
+                long start = (long)plane * Spatial;
+                int c = plane % Parameters.Count;
+                double offset = Parameters.Offset[c];
+                double scale = Parameters.Scale[c];
+                double shift = Parameters.Shift[c];
+                var a = new ReadOnlySpan<T>(A + start, Spatial);
+                var output = new Span<T>(Output + start, Spatial);
+                if (Gradient)
+                {
+                    GradientBroadcast(a, new ReadOnlySpan<T>(B + start, Spatial), output, offset, scale, shift, Parameters.Projection[c]);
+                }
+                else
+                {
+                    AffineBroadcast(a, output, offset, scale, shift);
+                }
+            }
+        }
+    }
+
+    private struct RowElementwiseJob<T> : IChunkJob
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        public T* A;
+        public T* B;
+        public T* Output;
+        public ChannelParameters Parameters;
+        public bool Gradient;
+        public RowBlocks Blocks;
+
+        public readonly void Run(int chunk)
+        {
+            (long start, int length) = Blocks.Span(chunk);
+            int period = Parameters.Count;
+            var a = new ReadOnlySpan<T>(A + start, length);
+            var output = new Span<T>(Output + start, length);
+            var offset = new ReadOnlySpan<double>(Parameters.Offset, period);
+            var scale = new ReadOnlySpan<double>(Parameters.Scale, period);
+            var shift = new ReadOnlySpan<double>(Parameters.Shift, period);
+            if (Gradient)
+            {
+                GradientPeriodic(a, new ReadOnlySpan<T>(B + start, length), output, offset, scale, shift, new ReadOnlySpan<double>(Parameters.Projection, period));
+            }
+            else
+            {
+                AffinePeriodic(a, output, offset, scale, shift);
+            }
+        }
+    }
+
+    // ---- Loops over contiguous runs. Each has a vector body of Lanes elements and a scalar tail. ----
+
+    /// <summary>(Σ(x − r), Σ(x − r)²) over a contiguous run.</summary>
+    private static (double Sum, double Squares) ShiftedSums<T>(ReadOnlySpan<T> x, double r)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int i = 0;
+        double sum = 0;
+        double squares = 0;
+        if (Vector.IsHardwareAccelerated && x.Length >= Lanes)
+        {
+            var vr = new Vector<double>(r);
+            Vector<double> s0 = default, s1 = default, q0 = default, q1 = default;
+            ref T start = ref MemoryMarshal.GetReference(x);
+            for (; i <= x.Length - Lanes; i += Lanes)
+            {
+                Load(ref start, (nuint)i, out var lo, out var hi);
+                lo -= vr;
+                hi -= vr;
+                s0 += lo;
+                s1 += hi;
+                q0 = Vector.FusedMultiplyAdd(lo, lo, q0);
+                q1 = Vector.FusedMultiplyAdd(hi, hi, q1);
+            }
+
+            sum = Vector.Sum(s0 + s1);
+            squares = Vector.Sum(q0 + q1);
+        }
+
+        for (; i < x.Length; i++)
+        {
+            double d = double.CreateTruncating(x[i]) - r;
+            sum += d;
+            squares += d * d;
+        }
+
+        return (sum, squares);
+    }
+
+    /// <summary>(Σa, Σa·(b − r)) over a contiguous run.</summary>
+    private static (double Sum, double Products) ProductSums<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, double r)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int i = 0;
+        double sum = 0;
+        double products = 0;
+        if (Vector.IsHardwareAccelerated && a.Length >= Lanes)
+        {
+            var vr = new Vector<double>(r);
+            Vector<double> s0 = default, s1 = default, p0 = default, p1 = default;
+            ref T startA = ref MemoryMarshal.GetReference(a);
+            ref T startB = ref MemoryMarshal.GetReference(b);
+            for (; i <= a.Length - Lanes; i += Lanes)
+            {
+                Load(ref startA, (nuint)i, out var alo, out var ahi);
+                Load(ref startB, (nuint)i, out var blo, out var bhi);
+                s0 += alo;
+                s1 += ahi;
+                p0 = Vector.FusedMultiplyAdd(alo, blo - vr, p0);
+                p1 = Vector.FusedMultiplyAdd(ahi, bhi - vr, p1);
+            }
+
+            sum = Vector.Sum(s0 + s1);
+            products = Vector.Sum(p0 + p1);
+        }
+
+        for (; i < a.Length; i++)
+        {
+            double value = double.CreateTruncating(a[i]);
+            sum += value;
+            products += value * (double.CreateTruncating(b[i]) - r);
+        }
+
+        return (sum, products);
+    }
+
+    /// <summary>sum[k] += Σ(x − r[k]), squares[k] += Σ(x − r[k])² over the values at offsets ≡ k modulo the period.</summary>
+    private static void PeriodicShiftedSums<T>(ReadOnlySpan<T> x, ReadOnlySpan<double> r, Span<double> sum, Span<double> squares)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int period = r.Length;
+        int i = 0;
+        if (Vector.IsHardwareAccelerated)
+        {
+            ref T start = ref MemoryMarshal.GetReference(x);
+            ref double rs = ref MemoryMarshal.GetReference(r);
+            ref double ss = ref MemoryMarshal.GetReference(sum);
+            ref double qs = ref MemoryMarshal.GetReference(squares);
+            int half = Vector<double>.Count;
+            for (; i <= x.Length - period; i += period)
+            {
+                for (int k = 0; k < period; k += Lanes)
+                {
+                    Load(ref start, (nuint)(i + k), out var lo, out var hi);
+                    lo -= Vector.LoadUnsafe(ref rs, (nuint)k);
+                    hi -= Vector.LoadUnsafe(ref rs, (nuint)(k + half));
+                    (Vector.LoadUnsafe(ref ss, (nuint)k) + lo).StoreUnsafe(ref ss, (nuint)k);
+                    (Vector.LoadUnsafe(ref ss, (nuint)(k + half)) + hi).StoreUnsafe(ref ss, (nuint)(k + half));
+                    Vector.FusedMultiplyAdd(lo, lo, Vector.LoadUnsafe(ref qs, (nuint)k)).StoreUnsafe(ref qs, (nuint)k);
+                    Vector.FusedMultiplyAdd(hi, hi, Vector.LoadUnsafe(ref qs, (nuint)(k + half))).StoreUnsafe(ref qs, (nuint)(k + half));
+                }
+            }
+        }
+
+        for (; i < x.Length; i++)
+        {
+            int k = i % period;
+            double d = double.CreateTruncating(x[i]) - r[k];
+            sum[k] += d;
+            squares[k] += d * d;
+        }
+    }
+
+    /// <summary>sum[k] += Σa, products[k] += Σa·(b − r[k]) over the values at offsets ≡ k modulo the period.</summary>
+    private static void PeriodicProductSums<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, ReadOnlySpan<double> r, Span<double> sum, Span<double> products)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int period = r.Length;
+        int i = 0;
+        if (Vector.IsHardwareAccelerated)
+        {
+            ref T startA = ref MemoryMarshal.GetReference(a);
+            ref T startB = ref MemoryMarshal.GetReference(b);
+            ref double rs = ref MemoryMarshal.GetReference(r);
+            ref double ss = ref MemoryMarshal.GetReference(sum);
+            ref double ps = ref MemoryMarshal.GetReference(products);
+            int half = Vector<double>.Count;
+            for (; i <= a.Length - period; i += period)
+            {
+                for (int k = 0; k < period; k += Lanes)
+                {
+                    Load(ref startA, (nuint)(i + k), out var alo, out var ahi);
+                    Load(ref startB, (nuint)(i + k), out var blo, out var bhi);
+                    blo -= Vector.LoadUnsafe(ref rs, (nuint)k);
+                    bhi -= Vector.LoadUnsafe(ref rs, (nuint)(k + half));
+                    (Vector.LoadUnsafe(ref ss, (nuint)k) + alo).StoreUnsafe(ref ss, (nuint)k);
+                    (Vector.LoadUnsafe(ref ss, (nuint)(k + half)) + ahi).StoreUnsafe(ref ss, (nuint)(k + half));
+                    Vector.FusedMultiplyAdd(alo, blo, Vector.LoadUnsafe(ref ps, (nuint)k)).StoreUnsafe(ref ps, (nuint)k);
+                    Vector.FusedMultiplyAdd(ahi, bhi, Vector.LoadUnsafe(ref ps, (nuint)(k + half))).StoreUnsafe(ref ps, (nuint)(k + half));
+                }
+            }
+        }
+
+        for (; i < a.Length; i++)
+        {
+            int k = i % period;
+            double value = double.CreateTruncating(a[i]);
+            sum[k] += value;
+            products[k] += value * (double.CreateTruncating(b[i]) - r[k]);
+        }
+    }
+
+    /// <summary>out = (a − offset) · scale + shift over a contiguous run.</summary>
+    private static void AffineBroadcast<T>(ReadOnlySpan<T> a, Span<T> output, double offset, double scale, double shift)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int i = 0;
+        if (Vector.IsHardwareAccelerated && a.Length >= Lanes)
+        {
+            var vo = new Vector<double>(offset);
+            var vs = new Vector<double>(scale);
+            var vt = new Vector<double>(shift);
+            ref T source = ref MemoryMarshal.GetReference(a);
+            ref T destination = ref MemoryMarshal.GetReference(output);
+            for (; i <= a.Length - Lanes; i += Lanes)
+            {
+                Load(ref source, (nuint)i, out var lo, out var hi);
+                Store(Vector.FusedMultiplyAdd(lo - vo, vs, vt), Vector.FusedMultiplyAdd(hi - vo, vs, vt), ref destination, (nuint)i);
+            }
+        }
+
+        for (; i < a.Length; i++)
+        {
+            output[i] = T.CreateTruncating(((double.CreateTruncating(a[i]) - offset) * scale) + shift);
+        }
+    }
+
+    /// <summary>out = (a − shift − (b − offset) · projection) · scale over a contiguous run.</summary>
+    private static void GradientBroadcast<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, Span<T> output, double offset, double scale, double shift, double projection)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int i = 0;
+        if (Vector.IsHardwareAccelerated && a.Length >= Lanes)
+        {
+            var vo = new Vector<double>(offset);
+            var vs = new Vector<double>(scale);
+            var vt = new Vector<double>(shift);
+            var vp = new Vector<double>(projection);
+            ref T startA = ref MemoryMarshal.GetReference(a);
+            ref T startB = ref MemoryMarshal.GetReference(b);
+            ref T destination = ref MemoryMarshal.GetReference(output);
+            for (; i <= a.Length - Lanes; i += Lanes)
+            {
+                Load(ref startA, (nuint)i, out var alo, out var ahi);
+                Load(ref startB, (nuint)i, out var blo, out var bhi);
+                var lo = (alo - vt - ((blo - vo) * vp)) * vs;
+                var hi = (ahi - vt - ((bhi - vo) * vp)) * vs;
+                Store(lo, hi, ref destination, (nuint)i);
+            }
+        }
+
+        for (; i < a.Length; i++)
+        {
+            double xmu = double.CreateTruncating(b[i]) - offset;
+            output[i] = T.CreateTruncating((double.CreateTruncating(a[i]) - shift - (xmu * projection)) * scale);
+        }
+    }
+
+    /// <summary>out = (a − offset[k]) · scale[k] + shift[k] with k the offset modulo the period.</summary>
+    private static void AffinePeriodic<T>(
+        ReadOnlySpan<T> a, Span<T> output, ReadOnlySpan<double> offset, ReadOnlySpan<double> scale, ReadOnlySpan<double> shift)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int period = offset.Length;
+        int i = 0;
+        if (Vector.IsHardwareAccelerated)
+        {
+            ref T source = ref MemoryMarshal.GetReference(a);
+            ref T destination = ref MemoryMarshal.GetReference(output);
+            ref double os = ref MemoryMarshal.GetReference(offset);
+            ref double ss = ref MemoryMarshal.GetReference(scale);
+            ref double ts = ref MemoryMarshal.GetReference(shift);
+            int half = Vector<double>.Count;
+            for (; i <= a.Length - period; i += period)
+            {
+                for (int k = 0; k < period; k += Lanes)
+                {
+                    Load(ref source, (nuint)(i + k), out var lo, out var hi);
+                    lo = Vector.FusedMultiplyAdd(lo - Vector.LoadUnsafe(ref os, (nuint)k), Vector.LoadUnsafe(ref ss, (nuint)k), Vector.LoadUnsafe(ref ts, (nuint)k));
+                    hi = Vector.FusedMultiplyAdd(hi - Vector.LoadUnsafe(ref os, (nuint)(k + half)), Vector.LoadUnsafe(ref ss, (nuint)(k + half)), Vector.LoadUnsafe(ref ts, (nuint)(k + half)));
+                    Store(lo, hi, ref destination, (nuint)(i + k));
+                }
+            }
+        }
+
+        for (; i < a.Length; i++)
+        {
+            int k = i % period;
+            output[i] = T.CreateTruncating(((double.CreateTruncating(a[i]) - offset[k]) * scale[k]) + shift[k]);
+        }
+    }
+
+    /// <summary>out = (a − shift[k] − (b − offset[k]) · projection[k]) · scale[k] with k the offset modulo the period.</summary>
+    private static void GradientPeriodic<T>(
+        ReadOnlySpan<T> a,
+        ReadOnlySpan<T> b,
+        Span<T> output,
+        ReadOnlySpan<double> offset,
+        ReadOnlySpan<double> scale,
+        ReadOnlySpan<double> shift,
+        ReadOnlySpan<double> projection)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int period = offset.Length;
+        int i = 0;
+        if (Vector.IsHardwareAccelerated)
+        {
+            ref T startA = ref MemoryMarshal.GetReference(a);
+            ref T startB = ref MemoryMarshal.GetReference(b);
+            ref T destination = ref MemoryMarshal.GetReference(output);
+            ref double os = ref MemoryMarshal.GetReference(offset);
+            ref double ss = ref MemoryMarshal.GetReference(scale);
+            ref double ts = ref MemoryMarshal.GetReference(shift);
+            ref double ps = ref MemoryMarshal.GetReference(projection);
+            int half = Vector<double>.Count;
+            for (; i <= a.Length - period; i += period)
+            {
+                for (int k = 0; k < period; k += Lanes)
+                {
+                    Load(ref startA, (nuint)(i + k), out var alo, out var ahi);
+                    Load(ref startB, (nuint)(i + k), out var blo, out var bhi);
+                    nuint k0 = (nuint)k;
+                    nuint k1 = (nuint)(k + half);
+                    var lo = (alo - Vector.LoadUnsafe(ref ts, k0) - ((blo - Vector.LoadUnsafe(ref os, k0)) * Vector.LoadUnsafe(ref ps, k0))) * Vector.LoadUnsafe(ref ss, k0);
+                    var hi = (ahi - Vector.LoadUnsafe(ref ts, k1) - ((bhi - Vector.LoadUnsafe(ref os, k1)) * Vector.LoadUnsafe(ref ps, k1))) * Vector.LoadUnsafe(ref ss, k1);
+                    Store(lo, hi, ref destination, (nuint)(i + k));
+                }
+            }
+        }
+
+        for (; i < a.Length; i++)
+        {
+            int k = i % period;
+            double xmu = double.CreateTruncating(b[i]) - offset[k];
+            output[i] = T.CreateTruncating((double.CreateTruncating(a[i]) - shift[k] - (xmu * projection[k])) * scale[k]);
+        }
+    }
+
+    /// <summary>Lanes values from <paramref name="source"/> + <paramref name="index"/>, widened to two vectors of doubles.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Load<T>(ref T source, nuint index, out Vector<double> lo, out Vector<double> hi)
+    {
+        if (typeof(T) == typeof(float))
+        {
+            Vector.Widen(Vector.LoadUnsafe(ref Unsafe.As<T, float>(ref source), index), out lo, out hi);
+        }
+        else
+        {
+            ref double start = ref Unsafe.As<T, double>(ref source);
+            lo = Vector.LoadUnsafe(ref start, index);
+            hi = Vector.LoadUnsafe(ref start, index + (nuint)Vector<double>.Count);
+        }
+    }
+
+    /// <summary>Stores two vectors of doubles as Lanes values of T (rounded to nearest for float32).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store<T>(Vector<double> lo, Vector<double> hi, ref T destination, nuint index)
+    {
+        if (typeof(T) == typeof(float))
+        {
+            Vector.Narrow(lo, hi).StoreUnsafe(ref Unsafe.As<T, float>(ref destination), index);
+        }
+        else
+        {
+            ref double start = ref Unsafe.As<T, double>(ref destination);
+            lo.StoreUnsafe(ref start, index);
+            hi.StoreUnsafe(ref start, index + (nuint)Vector<double>.Count);
+        }
+    }
+}
