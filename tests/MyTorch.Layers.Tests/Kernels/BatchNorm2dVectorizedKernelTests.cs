@@ -1,0 +1,244 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using System.Numerics;
+using System.Threading.Tasks;
+using MyTorch.Layers.Kernels;
+using NUnit.Framework;
+
+namespace MyTorch.Layers.Tests.Kernels;
+
+/// <summary>
+/// The vectorised, threaded BatchNorm2d kernels against the plain reference kernels, on every length from 0 to a few
+/// vector widths with odd tails, both layouts and both dtypes; and bit-identical results for any thread count.
+/// Run a second time in CI with DOTNET_EnableHWIntrinsic=0, which sends the same calls down the scalar fallbacks.
+/// </summary>
+[TestFixture]
+public class BatchNorm2dVectorizedKernelTests
+{
+    private static readonly int[] Spatials = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 23, 31, 32, 33, 47, 64, 65];
+    private static readonly int[] ChannelCounts = [1, 2, 3, 5, 8, 9, 16, 17, 24];
+
+    public static IEnumerable<TestCaseData> SmallShapes()
+    {
+        foreach (bool channelsLast in new[] { false, true })
+        {
+            foreach (int channels in ChannelCounts)
+            {
+                foreach (int batch in new[] { 1, 3 })
+                {
+                    yield return new TestCaseData(batch, channels, channelsLast)
+                        .SetArgDisplayNames($"N={batch}", $"C={channels}", channelsLast ? "NHWC" : "NCHW");
+                }
+            }
+        }
+    }
+
+    [TestCaseSource(nameof(SmallShapes))]
+    public void Float32_MatchesTheReference_OnEveryTail(int batch, int channels, bool channelsLast)
+    {
+        foreach (int spatial in Spatials)
+        {
+            CompareWithReference<float>(new PlaneLayout(batch, channels, spatial, channelsLast), seed: spatial, outputTolerance: 2e-6);
+        }
+    }
+
+    [TestCaseSource(nameof(SmallShapes))]
+    public void Float64_MatchesTheReference_OnEveryTail(int batch, int channels, bool channelsLast)
+    {
+        foreach (int spatial in Spatials)
+        {
+            CompareWithReference<double>(new PlaneLayout(batch, channels, spatial, channelsLast), seed: spatial, outputTolerance: 1e-12);
+        }
+    }
+
+    [TestCase(false)]
+    [TestCase(true)]
+    public void EmptyBatch_WritesZeroSumsAndNoElements(bool channelsLast)
+    {
+        var layout = new PlaneLayout(0, 3, 5, channelsLast);
+        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
+        double[] sumDy = [9, 9, 9];
+        double[] sumDyXmu = [9, 9, 9];
+        BatchNorm2dKernels.BackwardReductionsVectorized<float>([], [], layout, [0, 0, 0], sumDy, sumDyXmu, scratch, threads: 2);
+        Assert.That(sumDy, Is.EqualTo(new double[3]));
+        Assert.That(sumDyXmu, Is.EqualTo(new double[3]));
+        BatchNorm2dKernels.NormalizeVectorized<float>([], [], layout, [0, 0, 0], [1, 1, 1], [], [], scratch, threads: 2);
+    }
+
+    [TestCase(false)]
+    [TestCase(true)]
+    public void LargeMeanSmallSpread_StatisticsMatchTheTwoPassReference(bool channelsLast)
+    {
+        // Mean 1e4, standard deviation 1e-2: the shifted one-read sums must not lose the variance.
+        var layout = new PlaneLayout(4, 3, 257, channelsLast);
+        var random = new Random(3);
+        double[] x = Enumerable.Range(0, layout.Length).Select(_ => 1e4 + (Gaussian(random) * 1e-2)).ToArray();
+        var (mean, variance) = ReferenceStatistics<double>(x, layout);
+        var (fastMean, fastVariance) = FastStatistics<double>(x, layout, threads: 2);
+        for (int c = 0; c < layout.Channels; c++)
+        {
+            Assert.That(fastMean[c], Is.EqualTo(mean[c]).Within(1e-12).Percent, $"mean of channel {c}");
+            Assert.That(fastVariance[c], Is.EqualTo(variance[c]).Within(1e-6).Percent, $"variance of channel {c}");
+        }
+    }
+
+    public static IEnumerable<TestCaseData> ThreadedShapes()
+    {
+        // Above the parallel threshold and several chunks long in both layouts; C = 5 makes the NHWC period 5 · 8.
+        foreach (bool channelsLast in new[] { false, true })
+        {
+            yield return new TestCaseData(4, 5, 4099, channelsLast).SetArgDisplayNames("4x5x4099", channelsLast ? "NHWC" : "NCHW");
+            yield return new TestCaseData(64, 70, 9, channelsLast).SetArgDisplayNames("64x70x9", channelsLast ? "NHWC" : "NCHW");
+        }
+    }
+
+    [TestCaseSource(nameof(ThreadedShapes))]
+    public void Results_AreBitIdentical_ForAnyThreadCount(int batch, int channels, int spatial, bool channelsLast)
+    {
+        var layout = new PlaneLayout(batch, channels, spatial, channelsLast);
+        var one = RunFast<float>(layout, seed: 11, threads: 1);
+        foreach (int threads in new[] { 2, 3, 8 })
+        {
+            var many = RunFast<float>(layout, seed: 11, threads);
+            AssertBitIdentical(many, one, $"{threads} threads");
+        }
+
+        var oneDouble = RunFast<double>(layout, seed: 12, threads: 1);
+        AssertBitIdentical(RunFast<double>(layout, seed: 12, threads: 2), oneDouble, "float64, 2 threads");
+    }
+
+    [TestCaseSource(nameof(ThreadedShapes))]
+    public void ConcurrentCallers_GetTheSameResultsAsOneAfterAnother(int batch, int channels, int spatial, bool channelsLast)
+    {
+        var layout = new PlaneLayout(batch, channels, spatial, channelsLast);
+        var expected = RunFast<float>(layout, seed: 21, threads: 2);
+        var results = new FastResult<float>[6];
+        Parallel.For(0, results.Length, new ParallelOptions { MaxDegreeOfParallelism = results.Length }, i => results[i] = RunFast<float>(layout, seed: 21, threads: 2));
+        foreach (var result in results)
+        {
+            AssertBitIdentical(result, expected, "concurrent");
+        }
+    }
+
+    private static void CompareWithReference<T>(PlaneLayout layout, int seed, double outputTolerance)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        string where = $"N={layout.Batch} C={layout.Channels} S={layout.Spatial} {(layout.ChannelsLast ? "NHWC" : "NCHW")}";
+        var random = new Random(seed);
+        T[] x = Fill<T>(random, layout.Length, 3, 1);
+        T[] dy = Fill<T>(random, layout.Length, 1, 0.25);
+        T[] weight = Fill<T>(random, layout.Channels, 1, 0.5);
+        T[] bias = Fill<T>(random, layout.Channels, 1, 0);
+        int c = layout.Channels;
+
+        var (mean, variance) = ReferenceStatistics(x, layout);
+        var invstd = new double[c];
+        BatchNorm2dKernels.InverseStandardDeviation(variance, 1e-5, invstd);
+        var output = new T[x.Length];
+        BatchNorm2dKernels.Normalize<T>(x, output, layout, mean, invstd, weight, bias);
+        double[] sumDy = new double[c], sumDyXmu = new double[c];
+        BatchNorm2dKernels.BackwardReductions<T>(x, dy, layout, mean, sumDy, sumDyXmu);
+        var gradInput = new T[x.Length];
+        BatchNorm2dKernels.BackwardInputBatchStatistics<T>(x, dy, gradInput, layout, mean, invstd, weight, sumDy, sumDyXmu);
+        var gradFixed = new T[x.Length];
+        BatchNorm2dKernels.BackwardInputFixedStatistics<T>(dy, gradFixed, layout, invstd, weight);
+
+        var (fastMean, fastVariance) = FastStatistics(x, layout, threads: 2);
+        Assert.That(fastMean, Is.EqualTo(mean).Within(1e-12), $"mean, {where}");
+        Assert.That(fastVariance, Is.EqualTo(variance).Within(1e-12), $"variance, {where}");
+
+        // The rest is fed the reference statistics, so each kernel is compared on its own.
+        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
+        var fastOutput = new T[x.Length];
+        BatchNorm2dKernels.NormalizeVectorized<T>(x, fastOutput, layout, mean, invstd, weight, bias, scratch, threads: 2);
+        Assert.That(ToDoubles(fastOutput), Is.EqualTo(ToDoubles(output)).Within(outputTolerance), $"output, {where}");
+
+        double[] fastSumDy = new double[c], fastSumDyXmu = new double[c];
+        BatchNorm2dKernels.BackwardReductionsVectorized<T>(x, dy, layout, mean, fastSumDy, fastSumDyXmu, scratch, threads: 2);
+        double sumTolerance = 1e-13 * layout.ValuesPerChannel * 8;
+        Assert.That(fastSumDy, Is.EqualTo(sumDy).Within(sumTolerance), $"Σdy, {where}");
+        Assert.That(fastSumDyXmu, Is.EqualTo(sumDyXmu).Within(sumTolerance), $"Σdy·(x − μ), {where}");
+
+        var fastGradInput = new T[x.Length];
+        BatchNorm2dKernels.BackwardInputVectorized<T>(x, dy, fastGradInput, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads: 2);
+        Assert.That(ToDoubles(fastGradInput), Is.EqualTo(ToDoubles(gradInput)).Within(outputTolerance), $"dx with batch statistics, {where}");
+
+        var fastGradFixed = new T[x.Length];
+        BatchNorm2dKernels.BackwardInputVectorized<T>(x, dy, fastGradFixed, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: false, scratch, threads: 2);
+        Assert.That(ToDoubles(fastGradFixed), Is.EqualTo(ToDoubles(gradFixed)).Within(outputTolerance), $"dx with fixed statistics, {where}");
+
+        // In place, as the module never does but the contract allows.
+        var inPlace = (T[])x.Clone();
+        BatchNorm2dKernels.NormalizeVectorized<T>(inPlace, inPlace, layout, mean, invstd, weight, bias, scratch, threads: 2);
+        Assert.That(inPlace, Is.EqualTo(fastOutput), $"in-place output, {where}");
+    }
+
+    private static (double[] Mean, double[] Variance) ReferenceStatistics<T>(T[] x, PlaneLayout layout)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        double[] mean = new double[layout.Channels], variance = new double[layout.Channels];
+        BatchNorm2dKernels.BatchStatistics<T>(x, layout, mean, variance);
+        return (mean, variance);
+    }
+
+    private static (double[] Mean, double[] Variance) FastStatistics<T>(T[] x, PlaneLayout layout, int threads)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        double[] mean = new double[layout.Channels], variance = new double[layout.Channels];
+        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
+        BatchNorm2dKernels.BatchStatisticsVectorized<T>(x, layout, mean, variance, scratch, threads);
+        return (mean, variance);
+    }
+
+    /// <summary>Forward and backward through the vectorised kernels only.</summary>
+    private static FastResult<T> RunFast<T>(PlaneLayout layout, int seed, int threads)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        var random = new Random(seed);
+        T[] x = Fill<T>(random, layout.Length, 3, 1);
+        T[] dy = Fill<T>(random, layout.Length, 1, 0.25);
+        T[] weight = Fill<T>(random, layout.Channels, 1, 0.5);
+        T[] bias = Fill<T>(random, layout.Channels, 1, 0);
+        int c = layout.Channels;
+        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
+        var r = new FastResult<T>(new double[c], new double[c], new double[c], new double[c], new T[x.Length], new T[x.Length]);
+        var invstd = new double[c];
+        BatchNorm2dKernels.BatchStatisticsVectorized<T>(x, layout, r.Mean, r.Variance, scratch, threads);
+        BatchNorm2dKernels.InverseStandardDeviation(r.Variance, 1e-5, invstd);
+        BatchNorm2dKernels.NormalizeVectorized<T>(x, r.Output, layout, r.Mean, invstd, weight, bias, scratch, threads);
+        BatchNorm2dKernels.BackwardReductionsVectorized<T>(x, dy, layout, r.Mean, r.SumDy, r.SumDyXmu, scratch, threads);
+        BatchNorm2dKernels.BackwardInputVectorized<T>(x, dy, r.GradInput, layout, r.Mean, invstd, weight, r.SumDy, r.SumDyXmu, batchStatistics: true, scratch, threads);
+        return r;
+    }
+
+    private static void AssertBitIdentical<T>(FastResult<T> actual, FastResult<T> expected, string what)
+    {
+        Assert.That(actual.Mean, Is.EqualTo(expected.Mean), $"mean, {what}");
+        Assert.That(actual.Variance, Is.EqualTo(expected.Variance), $"variance, {what}");
+        Assert.That(actual.SumDy, Is.EqualTo(expected.SumDy), $"Σdy, {what}");
+        Assert.That(actual.SumDyXmu, Is.EqualTo(expected.SumDyXmu), $"Σdy·(x − μ), {what}");
+        Assert.That(actual.Output, Is.EqualTo(expected.Output), $"output, {what}");
+        Assert.That(actual.GradInput, Is.EqualTo(expected.GradInput), $"dx, {what}");
+    }
+
+    private static double[] ToDoubles<T>(T[] values)
+        where T : INumberBase<T> => values.Select(double.CreateTruncating).ToArray();
+
+    private static T[] Fill<T>(Random random, int length, double scale, double offset)
+        where T : IFloatingPoint<T>
+    {
+        var values = new T[length];
+        for (int i = 0; i < length; i++)
+        {
+            values[i] = T.CreateTruncating((((random.NextDouble() * 2) - 1) * scale) + offset);
+        }
+
+        return values;
+    }
+
+    private static double Gaussian(Random random) =>
+        Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble());
+
+    private sealed record FastResult<T>(double[] Mean, double[] Variance, double[] SumDy, double[] SumDyXmu, T[] Output, T[] GradInput);
+}
