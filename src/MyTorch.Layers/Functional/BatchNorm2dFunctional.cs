@@ -235,7 +235,7 @@ public static class BatchNorm2dFunctional
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         int channels = plane.Channels;
-        int threads = Threads();
+        int threads = KernelThreads.Count;
         double[] scratch = ArrayPool<double>.Shared.Rent((3 * channels) + BatchNorm2dKernels.VectorizedScratchLength(plane));
         try
         {
@@ -295,7 +295,7 @@ public static class BatchNorm2dFunctional
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         int channels = plane.Channels;
-        int threads = Threads();
+        int threads = KernelThreads.Count;
         double[] scratch = ArrayPool<double>.Shared.Rent((4 * channels) + BatchNorm2dKernels.VectorizedScratchLength(plane));
         try
         {
@@ -328,9 +328,6 @@ public static class BatchNorm2dFunctional
             ArrayPool<double>.Shared.Return(scratch);
         }
     }
-
-    /// <summary>Our kernels use as many threads as TorchSharp's own CPU operations, so one setting governs both.</summary>
-    private static int Threads() => Math.Max(1, torch.get_num_threads());
 
     private static ReadOnlySpan<T> Parameter<T>(Tensor? tensor)
         where T : unmanaged => TensorMemory.Vector<T>(tensor);

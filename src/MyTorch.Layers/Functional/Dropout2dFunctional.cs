@@ -111,11 +111,11 @@ public static class Dropout2dFunctional
         var plane = Layouts.Plane(Layouts.AsBatch(gradOutput.shape), layout);
         if (gradOutput.dtype == ScalarType.Float32)
         {
-            Dropout2dKernels.Backward(TensorMemory.Span<float>(dy, plane), TensorMemory.Span<float>(gradInput, plane), plane, TensorMemory.Vector<float>(mask));
+            Dropout2dKernels.Backward(TensorMemory.Span<float>(dy, plane), TensorMemory.Span<float>(gradInput, plane), plane, TensorMemory.Vector<float>(mask), KernelThreads.Count);
         }
         else
         {
-            Dropout2dKernels.Backward(TensorMemory.Span<double>(dy, plane), TensorMemory.Span<double>(gradInput, plane), plane, TensorMemory.Vector<double>(mask));
+            Dropout2dKernels.Backward(TensorMemory.Span<double>(dy, plane), TensorMemory.Span<double>(gradInput, plane), plane, TensorMemory.Vector<double>(mask), KernelThreads.Count);
         }
 
         return gradInput.MoveToOuterDisposeScope();
@@ -292,6 +292,6 @@ public static class Dropout2dFunctional
     {
         Span<T> y = TensorMemory.Span<T>(destination, plane);
         ReadOnlySpan<T> x = ReferenceEquals(source, destination) ? y : TensorMemory.Span<T>(source, plane);
-        Dropout2dKernels.ApplyMask(x, y, plane, TensorMemory.Vector<T>(mask));
+        Dropout2dKernels.ApplyMask(x, y, plane, TensorMemory.Vector<T>(mask), KernelThreads.Count);
     }
 }

@@ -34,39 +34,44 @@ internal static class Dropout2dKernels
         }
     }
 
+    /// <summary>About this many elements per chunk of work.</summary>
+    private const int ChunkElements = 1 << 15;
+
+    /// <summary>Below this many elements, the kernel runs on the calling thread only.</summary>
+    private const int ParallelThreshold = 1 << 16;
+
     /// <summary>
-    /// y[n, c, s] = x[n, c, s] · mask[n·C + c]. <paramref name="y"/> may be <paramref name="x"/> itself (in-place dropout).
+    /// y[n, c, s] = x[n, c, s] · mask[n·C + c], on up to <paramref name="threads"/> threads (each product is independent,
+    /// so the thread count cannot change a bit). <paramref name="y"/> may be <paramref name="x"/> itself (in-place dropout).
     /// </summary>
-    public static void ApplyMask<T>(ReadOnlySpan<T> x, Span<T> y, PlaneLayout layout, ReadOnlySpan<T> mask)
+    public static unsafe void ApplyMask<T>(ReadOnlySpan<T> x, Span<T> y, PlaneLayout layout, ReadOnlySpan<T> mask, int threads = 1)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         Debug.Assert(x.Length >= layout.Length && y.Length >= layout.Length);
         Debug.Assert(mask.Length >= layout.Batch * layout.Channels);
-        int planes = layout.Batch * layout.Channels;
-        if (!layout.ChannelsLast)
+        if (layout.Length == 0)
         {
-            // NCHW: plane (n, c) is S contiguous values starting at (n·C + c)·S, all scaled by one factor.
-            int spatial = layout.Spatial;
-            for (int plane = 0; plane < planes; plane++)
-            {
-                int offset = plane * spatial;
-                Scale(x.Slice(offset, spatial), mask[plane], y.Slice(offset, spatial));
-            }
-
             return;
         }
 
-        // NHWC: each spatial position of sample n holds C contiguous values, multiplied element-wise by that sample's C factors.
-        int channels = layout.Channels;
-        for (int n = 0; n < layout.Batch; n++)
+        // A unit is a plane (n, c) of S values in NCHW, a row (n, s) of C values in NHWC.
+        int unitLength = layout.ChannelsLast ? layout.Channels : layout.Spatial;
+        int units = layout.Length / unitLength;
+        fixed (T* px = x)
+        fixed (T* py = y)
+        fixed (T* pm = mask)
         {
-            var factors = mask.Slice(n * channels, channels);
-            int sample = n * layout.BatchStride;
-            for (int s = 0; s < layout.Spatial; s++)
+            var job = new ApplyMaskJob<T>
             {
-                int offset = sample + (s * channels);
-                Multiply(x.Slice(offset, channels), factors, y.Slice(offset, channels));
-            }
+                X = px,
+                Y = py,
+                Mask = pm,
+                Layout = layout,
+                Units = units,
+                UnitsPerChunk = Math.Max(1, ChunkElements / unitLength),
+            };
+            int chunks = (units + job.UnitsPerChunk - 1) / job.UnitsPerChunk;
+            ChunkScheduler.Run(ref job, chunks, layout.Length < ParallelThreshold ? 1 : threads);
         }
     }
 
@@ -74,8 +79,47 @@ internal static class Dropout2dKernels
     /// Input gradient: dx[n, c, s] = dy[n, c, s] · mask[n·C + c], the derivative of <see cref="ApplyMask{T}"/>
     /// (and what libtorch's MulBackward computes). <paramref name="gradInput"/> may be <paramref name="gradOutput"/> itself.
     /// </summary>
-    public static void Backward<T>(ReadOnlySpan<T> gradOutput, Span<T> gradInput, PlaneLayout layout, ReadOnlySpan<T> mask)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T> => ApplyMask(gradOutput, gradInput, layout, mask);
+    public static void Backward<T>(ReadOnlySpan<T> gradOutput, Span<T> gradInput, PlaneLayout layout, ReadOnlySpan<T> mask, int threads = 1)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> => ApplyMask(gradOutput, gradInput, layout, mask, threads);
+
+    /// <summary>Units [chunk · UnitsPerChunk, …) of <see cref="ApplyMask{T}"/>.</summary>
+    private unsafe struct ApplyMaskJob<T> : IChunkJob
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        public T* X;
+        public T* Y;
+        public T* Mask;
+        public PlaneLayout Layout;
+        public int Units;
+        public int UnitsPerChunk;
+
+        public readonly void Run(int chunk)
+        {
+            int first = chunk * UnitsPerChunk;
+            int end = Math.Min(Units, first + UnitsPerChunk);
+            if (!Layout.ChannelsLast)
+            {
+                // NCHW: plane (n, c) is S contiguous values starting at (n·C + c)·S, all scaled by one factor.
+                int spatial = Layout.Spatial;
+                for (int plane = first; plane < end; plane++)
+                {
+                    long offset = (long)plane * spatial;
+                    Scale(new ReadOnlySpan<T>(X + offset, spatial), Mask[plane], new Span<T>(Y + offset, spatial));
+                }
+
+                return;
+            }
+
+            // NHWC: row (n, s) holds C contiguous values, multiplied element-wise by sample n's C factors.
+            int channels = Layout.Channels;
+            for (int row = first; row < end; row++)
+            {
+                long offset = (long)row * channels;
+                var factors = new ReadOnlySpan<T>(Mask + ((long)(row / Layout.Spatial) * channels), channels);
+                Multiply(new ReadOnlySpan<T>(X + offset, channels), factors, new Span<T>(Y + offset, channels));
+            }
+        }
+    }
 
     /// <summary>y[i] = x[i] · factor. <paramref name="y"/> may be <paramref name="x"/>; they must not partly overlap.</summary>
     private static void Scale<T>(ReadOnlySpan<T> x, T factor, Span<T> y)

@@ -235,6 +235,16 @@ public sealed class BatchNorm2d : nn.Module<Tensor, Tensor>
             factor = momentum ?? 1.0 / count;
         }
 
+        bool tracked = is_grad_enabled() && (input.requires_grad || (_weight?.requires_grad ?? false) || (_bias?.requires_grad ?? false));
+        if (!tracked)
+        {
+            // Nothing to record (inference, or frozen parameters on an input without history): skip the autograd node.
+            var (output, mean, invstd) = BatchNorm2dFunctional.Compute(input, _weight, _bias, _running_mean, _running_var, training, factor, _eps);
+            mean.Dispose();
+            invstd.Dispose();
+            return output;
+        }
+
         var call = new BatchNorm2dCall(_running_mean, _running_var, training, factor, _eps);
         return BatchNorm2dAutograd.apply(input, _weight, _bias, call);
     }

@@ -130,4 +130,44 @@ public class Dropout2dKernelTests
         Assert.That(dx, Is.EqualTo(new[] { 0f, -0f, 0f, 8f, 10f, -12f }));
         Assert.That(BitConverter.SingleToInt32Bits(dx[1]), Is.EqualTo(int.MinValue), "−2 · 0 = −0.0, as libtorch's dy · 0");
     }
+
+    [TestCase(false)]
+    [TestCase(true)]
+    public void ApplyMask_OnSeveralThreads_IsEveryProductExactly(bool channelsLast)
+    {
+        // Above the parallel threshold, several chunks long: each element is still x · its channel's factor, exactly.
+        var layout = new PlaneLayout(6, 7, 3001, channelsLast);
+        var random = new Random(4);
+        float[] x = new float[layout.Length];
+        for (int i = 0; i < x.Length; i++)
+        {
+            x[i] = (float)((random.NextDouble() * 4) - 2);
+        }
+
+        float[] mask = new float[layout.Batch * layout.Channels];
+        for (int i = 0; i < mask.Length; i++)
+        {
+            mask[i] = random.Next(2) * 2f;
+        }
+
+        foreach (int threads in new[] { 1, 2, 5 })
+        {
+            var y = new float[x.Length];
+            Dropout2dKernels.ApplyMask<float>(x, y, layout, mask, threads);
+            for (int n = 0; n < layout.Batch; n++)
+            {
+                for (int c = 0; c < layout.Channels; c++)
+                {
+                    for (int s = 0; s < layout.Spatial; s++)
+                    {
+                        int i = (n * layout.BatchStride) + (c * layout.ChannelStride) + (s * layout.SpatialStride);
+                        if (y[i] != x[i] * mask[(n * layout.Channels) + c])
+                        {
+                            Assert.Fail($"{threads} threads: element (n, c, s) = ({n}, {c}, {s}) is {y[i]}, expected {x[i] * mask[(n * layout.Channels) + c]}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
