@@ -282,6 +282,11 @@ public sealed class BatchNorm2d : nn.Module<Tensor, Tensor>
             throw new ArgumentException($"dtype must be Float32 or Float64, got {d}.", nameof(dtype));
         }
 
+        if (device is not null && device.type != DeviceType.CPU)
+        {
+            throw new NotSupportedException($"device {device} is not supported; MyTorch.Layers kernels run on the CPU only.");
+        }
+
         if (_weight is not null && ReplaceParameter(dtype ?? _weight.dtype, device ?? _weight.device, _weight, out var w))
         {
             weight = w;
