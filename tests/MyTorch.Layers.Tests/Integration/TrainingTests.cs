@@ -12,12 +12,6 @@ namespace MyTorch.Layers.Tests.Integration;
 [TestFixture]
 public class TrainingTests
 {
-    /// <summary>
-    /// The largest difference of per-step training losses allowed between our run and TorchSharp's (float32), the
-    /// README's tolerance. Over a few dozen steps the measured difference is far below it.
-    /// </summary>
-    private const double LossTolerance = 1e-2;
-
     private const int Steps = 30;
 
     [TestCase("sgd")]
@@ -35,17 +29,16 @@ public class TrainingTests
 
         Assert.That(theirLosses[^1], Is.LessThan(0.5 * theirLosses[0]), "TorchSharp's run learns");
         Assert.That(ourLosses[^1], Is.LessThan(0.5 * ourLosses[0]), "our run learns");
+        // Over a few dozen steps the runs stay within the suite's float32 tolerance, step by step; the README's
+        // whole-run tolerance (1e-2, for hundreds of steps, where float32 differences grow) is not needed here.
         TestContext.Out.WriteLine($"largest step-loss difference: {theirLosses.Zip(ourLosses, (a, b) => Math.Abs(a - b)).Max():G3}");
-        for (int s = 0; s < Steps; s++)
-        {
-            Assert.That(Math.Abs(ourLosses[s] - theirLosses[s]), Is.LessThanOrEqualTo(LossTolerance), $"step {s + 1}: ours {ourLosses[s]:R}, TorchSharp's {theirLosses[s]:R}");
-        }
+        Tolerance.AssertClose(tensor(ourLosses.Select(v => (float)v).ToArray()), tensor(theirLosses.Select(v => (float)v).ToArray()), "training loss per step (float32)");
 
         // The models end in the same place, parameters and running statistics alike.
         var expected = theirs.state_dict();
         foreach (var (key, value) in ours.state_dict())
         {
-            Assert.That((value.detach().to(ScalarType.Float64) - expected[key].detach().to(ScalarType.Float64)).abs().max().item<double>(), Is.LessThan(LossTolerance), key);
+            Tolerance.AssertClose(value, expected[key], key);
         }
     }
 
