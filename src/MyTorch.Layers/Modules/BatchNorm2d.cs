@@ -321,6 +321,7 @@ internal sealed record BatchNorm2dCall(Tensor? RunningMean, Tensor? RunningVar, 
 internal sealed class BatchNorm2dAutograd : autograd.SingleTensorFunction<BatchNorm2dAutograd>
 {
     private const string UsedBatchStatistics = "batch";
+    private const string HasBias = "bias";
 
     public override string Name => "MyTorchBatchNorm2dBackward";
 
@@ -334,6 +335,7 @@ internal sealed class BatchNorm2dAutograd : autograd.SingleTensorFunction<BatchN
             input, weight, bias, call.RunningMean, call.RunningVar, call.Training, call.Momentum, call.Eps);
         ctx.save_for_backward([input, weight!, mean, invstd]);
         ctx.save_data(UsedBatchStatistics, call.Training || call.RunningMean is null);
+        ctx.save_data(HasBias, bias is not null);
         return output;
     }
 
@@ -346,11 +348,18 @@ internal sealed class BatchNorm2dAutograd : autograd.SingleTensorFunction<BatchN
             Tensor? weight = saved[1];
             bool batch = (bool)ctx.get_data(UsedBatchStatistics);
             var (gradInput, gradWeight, gradBias) = BatchNorm2dFunctional.Backward(grad_output, input, weight, saved[2], saved[3], batch);
+
+            // Weight and bias are each optional: a gradient only for an input that was given.
             if (weight is null)
             {
                 gradWeight.Dispose();
+                gradWeight = null!;
+            }
+
+            if (!(bool)ctx.get_data(HasBias))
+            {
                 gradBias.Dispose();
-                return [gradInput, null!, null!, null!];
+                gradBias = null!;
             }
 
             return [gradInput, gradWeight, gradBias, null!];
