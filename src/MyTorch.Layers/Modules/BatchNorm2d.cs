@@ -292,6 +292,11 @@ public sealed class BatchNorm2d : nn.Module<Tensor, Tensor>
             throw new ArgumentException($"dtype must be Float32 or Float64, got {d}.", nameof(dtype));
         }
 
+        if (device is not null && device.type != DeviceType.CPU)
+        {
+            throw new NotSupportedException($"device {device} is not supported; MyTorch.Layers kernels run on the CPU only.");
+        }
+
         if (_weight is not null && ReplaceParameter(dtype ?? _weight.dtype, device ?? _weight.device, _weight, out var w))
         {
             weight = w;
@@ -326,6 +331,7 @@ internal sealed record BatchNorm2dCall(Tensor? RunningMean, Tensor? RunningVar, 
 internal sealed class BatchNorm2dAutograd : autograd.SingleTensorFunction<BatchNorm2dAutograd>
 {
     private const string UsedBatchStatistics = "batch";
+    private const string HasBias = "bias";
 
     public override string Name => "MyTorchBatchNorm2dBackward";
 
@@ -339,6 +345,7 @@ internal sealed class BatchNorm2dAutograd : autograd.SingleTensorFunction<BatchN
             input, weight, bias, call.RunningMean, call.RunningVar, call.Training, call.Momentum, call.Eps);
         ctx.save_for_backward([input, weight!, mean, invstd]);
         ctx.save_data(UsedBatchStatistics, call.Training || call.RunningMean is null);
+        ctx.save_data(HasBias, bias is not null);
         return output;
     }
 
@@ -351,11 +358,18 @@ internal sealed class BatchNorm2dAutograd : autograd.SingleTensorFunction<BatchN
             Tensor? weight = saved[1];
             bool batch = (bool)ctx.get_data(UsedBatchStatistics);
             var (gradInput, gradWeight, gradBias) = BatchNorm2dFunctional.Backward(grad_output, input, weight, saved[2], saved[3], batch);
+
+            // Weight and bias are each optional: a gradient only for an input that was given.
             if (weight is null)
             {
                 gradWeight.Dispose();
+                gradWeight = null!;
+            }
+
+            if (!(bool)ctx.get_data(HasBias))
+            {
                 gradBias.Dispose();
-                return [gradInput, null!, null!, null!];
+                gradBias = null!;
             }
 
             return [gradInput, gradWeight, gradBias, null!];

@@ -85,10 +85,25 @@ public sealed class Dropout2d : nn.Module<Tensor, Tensor>
     /// function), with libtorch's messages. Nothing is written and nothing is drawn from the generator.
     /// </exception>
     /// <exception cref="NotSupportedException">The input is not on the CPU, or has more than <see cref="int.MaxValue"/> elements.</exception>
-    public override Tensor forward(Tensor input)
+    public override Tensor forward(Tensor input) => Dropout2dAutograd.Forward(input, _p, training, inplace, generator);
+}
+
+/// <summary>The non-tensor arguments of one forward, passed through autograd to the kernels.</summary>
+internal sealed record Dropout2dCall(double P, bool Inplace, Generator? Generator);
+
+/// <summary>Autograd node of <see cref="Dropout2d"/>: forward and backward both run MyTorch.Layers' kernels.</summary>
+internal sealed class Dropout2dAutograd : autograd.SingleTensorFunction<Dropout2dAutograd>
+{
+    public override string Name => "MyTorchDropout2dBackward";
+
+    /// <summary>
+    /// The forward of the module and of <see cref="layers.functional.dropout2d"/>: every check first, then, when
+    /// autograd has something to record, this node; otherwise the kernels directly.
+    /// </summary>
+    internal static Tensor Forward(Tensor input, double p, bool training, bool inplace, Generator? generator)
     {
         Dropout2dFunctional.CheckInput(input, nameof(input));
-        if (!Dropout2dFunctional.Drops(input, _p, training))
+        if (!Dropout2dFunctional.Drops(input, p, training))
         {
             return input.alias();
         }
@@ -102,22 +117,13 @@ public sealed class Dropout2d : nn.Module<Tensor, Tensor>
         if (!tracked)
         {
             // Nothing to record: skip the autograd node, and return what TorchSharp returns (the input itself when in place).
-            var output = Dropout2dFunctional.Apply(input, _p, inplace, generator, out var mask);
+            var output = Dropout2dFunctional.Apply(input, p, inplace, generator, out var mask);
             mask.Dispose();
             return inplace ? input.alias() : output;
         }
 
-        return Dropout2dAutograd.apply(input, new Dropout2dCall(_p, inplace, generator));
+        return apply(input, new Dropout2dCall(p, inplace, generator));
     }
-}
-
-/// <summary>The non-tensor arguments of one forward, passed through autograd to the kernels.</summary>
-internal sealed record Dropout2dCall(double P, bool Inplace, Generator? Generator);
-
-/// <summary>Autograd node of <see cref="Dropout2d"/>: forward and backward both run MyTorch.Layers' kernels.</summary>
-internal sealed class Dropout2dAutograd : autograd.SingleTensorFunction<Dropout2dAutograd>
-{
-    public override string Name => "MyTorchDropout2dBackward";
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {

@@ -1,0 +1,132 @@
+using System;
+using System.Collections.Generic;
+using System.Globalization;
+
+namespace MyTorch.Layers.Examples;
+
+/// <summary>The command line of the training comparison.</summary>
+internal sealed record TrainingOptions(int Epochs, int BatchSize, int Threads, string Output, bool Quick)
+{
+    public const string Usage = """
+        Usage: dotnet run --project src/MyTorch.Layers.Examples -c Release -- [options]
+
+        Trains the same small CNN (conv, BatchNorm2d, ReLU, Dropout2d, max-pool, ..., linear) twice from the same
+        seed on a generated shapes data set: once with TorchSharp's BatchNorm2d and Dropout2d, once with
+        MyTorch.Layers'. Prints both runs side by side per epoch, writes the curves as CSV and a chart of both loss
+        curves as PNG. Exit code: 0 when the two runs agree within the tolerance, 1 when they do not, 2 for bad options.
+
+        Options:
+          --epochs N        passes over the training set (default 6; 2 with --quick)
+          --batch-size N    images per training step (default 64)
+          --threads N       torch.set_num_threads (default: the number of processors)
+          --output DIR      folder for training-curves.csv and training-loss.png (default training-output)
+          --quick           a smaller data set and fewer epochs, for a smoke test
+          -h, --help        print this message and exit
+        """;
+
+    /// <summary>Training images in the generated data set (test images: a quarter of that).</summary>
+    public int TrainImages => Quick ? 1024 : 4096;
+
+    public int TestImages => TrainImages / 4;
+
+    /// <summary>Parses <paramref name="args"/>; the result has options, or asks for help, or carries an error.</summary>
+    public static ParseResult Parse(IReadOnlyList<string> args)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        int? epochs = null;
+        int batchSize = 64;
+        int threads = Environment.ProcessorCount;
+        string output = "training-output";
+        bool quick = false;
+        for (int i = 0; i < args.Count; i++)
+        {
+            string arg = args[i];
+            if (arg is "-h" or "--help")
+            {
+                return ParseResult.Help;
+            }
+
+            if (arg == "--quick")
+            {
+                quick = true;
+                continue;
+            }
+
+            // Both "--name value" and "--name=value".
+            string name = arg;
+            string? value = null;
+            int equals = arg.IndexOf('=', StringComparison.Ordinal);
+            if (arg.StartsWith("--", StringComparison.Ordinal) && equals > 0)
+            {
+                name = arg[..equals];
+                value = arg[(equals + 1)..];
+            }
+
+            if (name is not ("--epochs" or "--batch-size" or "--threads" or "--output"))
+            {
+                return ParseResult.Failed($"unknown option '{arg}'");
+            }
+
+            if (value is null)
+            {
+                if (i + 1 >= args.Count)
+                {
+                    return ParseResult.Failed($"option '{name}' needs a value");
+                }
+
+                value = args[++i];
+            }
+
+            switch (name)
+            {
+                case "--output":
+                    if (value.Length == 0)
+                    {
+                        return ParseResult.Failed("--output needs a folder name");
+                    }
+
+                    output = value;
+                    break;
+                case "--epochs":
+                    if (!TryParsePositive(value, 1000, out int e))
+                    {
+                        return ParseResult.Failed($"--epochs expects an integer from 1 to 1000, got '{value}'");
+                    }
+
+                    epochs = e;
+                    break;
+                case "--batch-size":
+                    if (!TryParsePositive(value, 4096, out batchSize))
+                    {
+                        return ParseResult.Failed($"--batch-size expects an integer from 1 to 4096, got '{value}'");
+                    }
+
+                    break;
+                default:
+                    if (!TryParsePositive(value, 1024, out threads))
+                    {
+                        return ParseResult.Failed($"--threads expects an integer from 1 to 1024, got '{value}'");
+                    }
+
+                    break;
+            }
+        }
+
+        return ParseResult.Succeeded(new TrainingOptions(epochs ?? (quick ? 2 : 6), batchSize, threads, output, quick));
+    }
+
+    private static bool TryParsePositive(string text, int max, out int value) =>
+        int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out value) && value >= 1 && value <= max;
+}
+
+/// <summary>What <see cref="TrainingOptions.Parse"/> found: options to run with, a request for help, or an error.</summary>
+internal sealed record ParseResult(TrainingOptions? Options, string? Error)
+{
+    public static ParseResult Help { get; } = new(null, null);
+
+    public bool IsHelp => Options is null && Error is null;
+
+    public static ParseResult Succeeded(TrainingOptions options) => new(options, null);
+
+    public static ParseResult Failed(string error) => new(null, error);
+}

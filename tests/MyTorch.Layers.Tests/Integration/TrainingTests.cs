@@ -1,0 +1,224 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using MyTorch.Layers.Tests.Support;
+using NUnit.Framework;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MyTorch.Layers.Tests.Integration;
+
+/// <summary>Our layers inside TorchSharp models, trained with TorchSharp's optimisers, schedulers and loss.</summary>
+[TestFixture]
+public class TrainingTests
+{
+    private const int Steps = 30;
+
+    [TestCase("sgd")]
+    [TestCase("adam")]
+    public void ShortTrainingRun_LossFalls_AndMatchesTorchSharpStepByStep(string optimizer)
+    {
+        using var scope = NewDisposeScope();
+        var (theirs, ours) = SmallModels.SamePair(seed: 11);
+        manual_seed(12);
+        var x = randn(32, 1, 8, 8);
+        var y = randint(SmallModels.Classes, [32]);
+
+        var theirLosses = Train(theirs, x, y, optimizer);
+        var ourLosses = Train(ours, x, y, optimizer);
+
+        Assert.That(theirLosses[^1], Is.LessThan(0.5 * theirLosses[0]), "TorchSharp's run learns");
+        Assert.That(ourLosses[^1], Is.LessThan(0.5 * ourLosses[0]), "our run learns");
+        // Over a few dozen steps the runs stay within the suite's float32 tolerance, step by step; the README's
+        // whole-run tolerance (1e-2, for hundreds of steps, where float32 differences grow) is not needed here.
+        TestContext.Out.WriteLine($"largest step-loss difference: {theirLosses.Zip(ourLosses, (a, b) => Math.Abs(a - b)).Max():G3}");
+        Tolerance.AssertClose(tensor(ourLosses.Select(v => (float)v).ToArray()), tensor(theirLosses.Select(v => (float)v).ToArray()), "training loss per step (float32)");
+
+        // The models end in the same place, parameters and running statistics alike.
+        var expected = theirs.state_dict();
+        foreach (var (key, value) in ours.state_dict())
+        {
+            Tolerance.AssertClose(value, expected[key], key);
+        }
+    }
+
+    [Test]
+    public void TrainAndEval_OnTheParent_ReachOurModules()
+    {
+        using var scope = NewDisposeScope();
+        var (_, ours) = SmallModels.SamePair(seed: 3);
+        var mine = ours.modules().Where(m => m is BatchNorm2d or Dropout2d).ToList();
+        Assert.That(mine, Has.Count.EqualTo(4));
+        ours.eval();
+        Assert.That(mine.Select(m => m.training), Is.All.False);
+        ours.train();
+        Assert.That(mine.Select(m => m.training), Is.All.True);
+
+        // In evaluation, dropout is the identity and BatchNorm2d uses its running statistics: the same as TorchSharp's.
+        var (theirs, _) = SmallModels.SamePair(seed: 3);
+        theirs.eval();
+        ours.eval();
+        var x = randn(5, 1, 8, 8);
+        Tolerance.AssertClose(ours.forward(x), theirs.forward(x), "eval output");
+    }
+
+    [Test]
+    public void ParametersBuffersAndZeroGrad_BehaveAsTorchSharps()
+    {
+        using var scope = NewDisposeScope();
+        var (theirs, ours) = SmallModels.SamePair(seed: 4);
+        Assert.That(ours.named_parameters().Select(p => p.name), Is.EqualTo(theirs.named_parameters().Select(p => p.name)));
+        Assert.That(ours.named_buffers().Select(b => b.name), Is.EqualTo(theirs.named_buffers().Select(b => b.name)));
+        Assert.That(ours.named_buffers().Select(b => b.name), Does.Contain("bn2.num_batches_tracked"));
+
+        var x = randn(6, 1, 8, 8);
+        manual_seed(5);
+        ours.forward(x).sum().backward();
+        manual_seed(5);
+        theirs.forward(x).sum().backward();
+        var theirParameters = theirs.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        foreach (var (name, p) in ours.named_parameters())
+        {
+            Tolerance.AssertClose(p.grad, theirParameters[name].grad, name + ".grad");
+        }
+
+        ours.zero_grad();
+        theirs.zero_grad();
+        foreach (var (name, p) in ours.named_parameters())
+        {
+            var t = theirParameters[name];
+            Assert.That(p.grad is null, Is.EqualTo(t.grad is null), name + ": grad present after zero_grad");
+            if (p.grad is not null)
+            {
+                Assert.That(p.grad.abs().max().item<float>(), Is.Zero, name + ".grad after zero_grad");
+            }
+        }
+    }
+
+    [Test]
+    public void ToFloat64_OnTheParent_MovesOurParametersAndBuffers_AndMatchesTorchSharp()
+    {
+        using var scope = NewDisposeScope();
+        var (theirs, ours) = SmallModels.SamePair(seed: 6);
+        theirs.to(ScalarType.Float64);
+        ours.to(ScalarType.Float64);
+        foreach (var bn in ours.modules().OfType<BatchNorm2d>())
+        {
+            Assert.That(bn.weight!.dtype, Is.EqualTo(ScalarType.Float64));
+            Assert.That(bn.running_var!.dtype, Is.EqualTo(ScalarType.Float64));
+        }
+
+        var x = randn([6, 1, 8, 8], ScalarType.Float64);
+        manual_seed(8);
+        var expected = theirs.forward(x);
+        manual_seed(8);
+        var actual = ours.forward(x);
+        Tolerance.AssertClose(actual, expected, "float64 training output");
+        foreach (var (name, b) in ours.named_buffers())
+        {
+            var e = theirs.named_buffers().Single(t => t.name == name).buffer;
+            if (name.EndsWith("num_batches_tracked", StringComparison.Ordinal))
+            {
+                Assert.That(b.item<long>(), Is.EqualTo(e.item<long>()), name);
+            }
+            else
+            {
+                Tolerance.AssertClose(b, e, name);
+            }
+        }
+    }
+
+    [Test]
+    public void ToAnotherDevice_IsRefused_NamingTheDevice_AndChangesNothing()
+    {
+        using var scope = NewDisposeScope();
+        var bn = layers.BatchNorm2d(3);
+        using var snapshot = Snapshot.Of(bn);
+        var e = Assert.Throws<NotSupportedException>(() => bn.to(new Device(DeviceType.CUDA, 0)));
+        Assert.That(e!.Message, Does.Contain("cuda"));
+        snapshot.AssertUnchanged();
+        Assert.That(bn.weight!.device_type, Is.EqualTo(DeviceType.CPU));
+    }
+
+    [Test]
+    public void MixedModel_TrainsThenInfersInNoGrad_WithoutLeakingTensors()
+    {
+        using var outer = NewDisposeScope();
+        manual_seed(9);
+        var model = nn.Sequential(
+            ("conv", nn.Conv2d(1, 4, 3, padding: 1)),
+            ("bn", layers.BatchNorm2d(4)),
+            ("relu", nn.ReLU()),
+            ("drop", layers.Dropout2d(0.25)),
+            ("pool", nn.MaxPool2d(2)),
+            ("bn_theirs", nn.BatchNorm2d(4)),
+            ("flatten", nn.Flatten()),
+            ("fc", nn.Linear(4 * 4 * 4, SmallModels.Classes)));
+        var optimizer = optim.Adam(model.parameters(), 0.01);
+        var scheduler = optim.lr_scheduler.StepLR(optimizer, 10, 0.5);
+        var lossFunction = nn.CrossEntropyLoss();
+        var x = randn(16, 1, 8, 8);
+        var y = randint(SmallModels.Classes, [16]);
+
+        var live = new List<long>();
+        double first = 0, last = 0;
+        for (int step = 0; step < 60; step++)
+        {
+            using (var scope = NewDisposeScope())
+            {
+                optimizer.zero_grad();
+                var loss = lossFunction.forward(model.forward(x), y);
+                loss.backward();
+                optimizer.step();
+                scheduler.step();
+                last = loss.item<float>();
+                first = step == 0 ? last : first;
+            }
+
+            live.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        }
+
+        Assert.That(last, Is.LessThan(0.5 * first), "the mixed model learns");
+
+        // The optimiser creates its state in the first steps; from then on every step frees what it made.
+        Assert.That(live.Skip(5).Distinct(), Has.Exactly(1).Items, "live tensors after each step: " + string.Join(", ", live));
+
+        model.eval();
+        for (int step = 0; step < 20; step++)
+        {
+            using var noGrad = no_grad();
+            using var scope = NewDisposeScope();
+            var output = model.forward(x);
+            Assert.That(output.requires_grad, Is.False);
+        }
+
+        Assert.That(DisposeScopeManager.Statistics.ThreadTotalLiveCount, Is.EqualTo(live[^1]), "live tensors after inference");
+    }
+
+    private static List<double> Train(nn.Module<Tensor, Tensor> model, Tensor x, Tensor y, string optimizerName)
+    {
+        using var scope = NewDisposeScope();
+        optim.Optimizer optimizer = optimizerName == "sgd"
+            ? optim.SGD(model.parameters(), 0.05, momentum: 0.9)
+            : optim.Adam(model.parameters(), 0.03);
+        optim.lr_scheduler.LRScheduler scheduler = optimizerName == "sgd"
+            ? optim.lr_scheduler.StepLR(optimizer, 10, 0.5)
+            : optim.lr_scheduler.ExponentialLR(optimizer, 0.95);
+        var lossFunction = nn.CrossEntropyLoss();
+        manual_seed(100);
+        model.train();
+        var losses = new List<double>();
+        for (int step = 0; step < Steps; step++)
+        {
+            using var stepScope = NewDisposeScope();
+            optimizer.zero_grad();
+            var loss = lossFunction.forward(model.forward(x), y);
+            loss.backward();
+            optimizer.step();
+            scheduler.step();
+            losses.Add(loss.item<float>());
+        }
+
+        return losses;
+    }
+}
