@@ -13,17 +13,27 @@ namespace MyTorch.Layers.Examples;
 /// <summary>
 /// A real training run with MyTorch.Layers' BatchNorm2d and Dropout2d beside the same run with TorchSharp's: the
 /// same small CNN, the same initial weights, the same data order and the same dropout masks, so the two runs differ
-/// only in how the two layers compute. Exit code 0 when the step losses agree within <see cref="LossTolerance"/>,
-/// 1 when they do not, 2 for bad options.
+/// only in how the two layers compute. Exit code 0 when the first epoch's step losses agree within
+/// <see cref="FirstEpochStepTolerance"/>, every epoch's mean training loss within <see cref="EpochLossTolerance"/> and
+/// the final test accuracies within <see cref="AccuracyTolerance"/>; 1 when they do not, 2 for bad options.
 /// </summary>
 internal static class Program
 {
     /// <summary>
-    /// The largest difference of the per-step training losses the two runs may show. The README explains the
-    /// number: float32 BatchNorm2d backward sums differ (ours in double, TorchSharp's in float), and the difference
-    /// grows over the steps as it does between any two float32 summation orders.
+    /// The largest difference of an epoch's mean training loss the two runs may show. The README explains the number:
+    /// single steps of two float32 runs drift apart chaotically (TorchSharp against itself, with only the thread count
+    /// changed, by up to 4e-2), while epoch means stay within a few 1e-3 of each other; a faulty layer moves them by more.
     /// </summary>
-    public const double LossTolerance = 1e-2;
+    public const double EpochLossTolerance = 1e-2;
+
+    /// <summary>
+    /// The largest difference of a single step's training loss during the first epoch, before rounding differences
+    /// have been amplified: there the runs agree to about 1e-6, and a faulty gradient moves them by about 1e-1.
+    /// </summary>
+    public const double FirstEpochStepTolerance = 1e-3;
+
+    /// <summary>The largest difference of the final test accuracies, as a fraction (2 percentage points).</summary>
+    public const double AccuracyTolerance = 0.02;
 
     private const int Seed = 2024;
 
@@ -97,15 +107,23 @@ internal static class Program
         Console.Out.WriteLine(string.Create(
             CultureInfo.InvariantCulture,
             $"Test accuracy: TorchSharp {100 * lastA.TestAccuracy:F1}%, MyTorch.Layers {100 * lastB.TestAccuracy:F1}%. Training time: TorchSharp {theirs.Epochs.Sum(e => e.Seconds):F1} s, MyTorch.Layers {ours.Epochs.Sum(e => e.Seconds):F1} s."));
+        double firstEpochMax = Enumerable.Range(0, stepsPerEpoch).Max(s => Math.Abs(theirs.StepLosses[s] - ours.StepLosses[s]));
+        double epochMax = theirs.Epochs.Zip(ours.Epochs, (x, y) => Math.Abs(x.Loss - y.Loss)).Max();
+        double accuracyDifference = Math.Abs(lastA.TestAccuracy - lastB.TestAccuracy);
         Console.Out.WriteLine(string.Create(
             CultureInfo.InvariantCulture,
-            $"Largest difference of the training losses over {theirs.StepLosses.Count} steps: {max:0.00e+00} (step {worstStep}: {theirs.StepLosses[worstStep - 1]:R} vs {ours.StepLosses[worstStep - 1]:R}); tolerance {LossTolerance:0.0e+00}."));
+            $"Largest difference of the step losses in the first epoch: {firstEpochMax:0.00e+00} (tolerance {FirstEpochStepTolerance:0.0e+00}); of the epochs' mean training losses: {epochMax:0.00e+00} (tolerance {EpochLossTolerance:0.0e+00}); of the final test accuracies: {100 * accuracyDifference:F1} points (tolerance {100 * AccuracyTolerance:F0})."));
+        Console.Out.WriteLine(string.Create(
+            CultureInfo.InvariantCulture,
+            $"Largest difference of single steps' losses over all {theirs.StepLosses.Count} steps: {max:0.00e+00} (step {worstStep}: {theirs.StepLosses[worstStep - 1]:R} vs {ours.StepLosses[worstStep - 1]:R}); reported, not checked."));
         Console.Out.WriteLine($"Wrote {Path.Combine(options.Output, Report.EpochsFile)}, {Report.StepsFile} and {Report.ChartFile}.");
         Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Total time {total.Elapsed.TotalSeconds:F1} s."));
 
-        if (!(max <= LossTolerance))
+        if (!(firstEpochMax <= FirstEpochStepTolerance) || !(epochMax <= EpochLossTolerance) || !(accuracyDifference <= AccuracyTolerance))
         {
-            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"DISAGREE: the runs' losses differ by {max:0.00e+00}, more than {LossTolerance:0.0e+00}."));
+            Console.Error.WriteLine(string.Create(
+                CultureInfo.InvariantCulture,
+                $"DISAGREE: first-epoch step losses differ by up to {firstEpochMax:0.00e+00} (tolerance {FirstEpochStepTolerance:0.0e+00}), epoch losses by up to {epochMax:0.00e+00} (tolerance {EpochLossTolerance:0.0e+00}), final test accuracies by {100 * accuracyDifference:F1} points (tolerance {100 * AccuracyTolerance:F0})."));
             return 1;
         }
 
