@@ -51,7 +51,6 @@ internal static class Program
             passThrough.AddRange(["--filter", "*"]);
         }
 
-        TensorCase.Quick = quick;
         var start = Stopwatch.GetTimestamp();
         var summaries = BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run([.. passThrough], CreateConfig(quick)).ToList();
         var elapsed = Stopwatch.GetElapsedTime(start);
@@ -81,12 +80,12 @@ internal static class Program
         // UnrollFactor 1: a step takes milliseconds, so BenchmarkDotNet's default of 16 calls per loop turn would only
         // force long iterations on the slowest cases.
         var job = quick
-            ? Job.Default.WithId("Quick").WithWarmupCount(1).WithIterationCount(5).WithInvocationCount(1).WithUnrollFactor(1)
+            ? Job.Default.WithId("Quick").WithWarmupCount(2).WithIterationCount(7).WithInvocationCount(1).WithUnrollFactor(1)
             : Job.Default.WithId("Full").WithWarmupCount(3).WithIterationCount(15).WithUnrollFactor(1);
 
         return ManualConfig.Create(DefaultConfig.Instance)
             .AddJob(job.WithToolchain(toolchain))
             .AddColumn(StatisticColumn.Median)
-            .WithSummaryStyle(SummaryStyle.Default.WithTimeUnit(TimeUnit.Millisecond));
+            .WithSummaryStyle(SummaryStyle.Default.WithTimeUnit(TimeUnit.Millisecond).WithMaxParameterColumnWidth(40));
     }
 }

@@ -48,7 +48,7 @@ internal static class SummaryTable
             text.AppendLine();
             text.AppendLine("| shape | layout | dtype | ours ms | TorchSharp ms | ratio | roofline ms | fraction of roofline |");
             text.AppendLine("|---|---|---|---:|---:|---:|---:|---:|");
-            foreach (var byCase in group.Where(r => CaseOf(r) is not null).GroupBy(r => CaseOf(r)!))
+            foreach (var byCase in group.Where(r => CaseOf(r) is not null).GroupBy(r => CaseOf(r)!).OrderBy(g => g.Key.Order()))
             {
                 var tensorCase = byCase.Key;
                 double? ours = MedianMs(byCase.FirstOrDefault(r => r.BenchmarkCase.Descriptor.WorkloadMethod.Name == nameof(BatchNorm2dEvalForward.MyTorchLayers)));

@@ -16,8 +16,11 @@ public enum Layout
     ChannelsLast,
 }
 
-/// <summary>One benchmark parameter: the input's shape, memory layout and dtype.</summary>
-public sealed record TensorCase(long N, long C, long H, long W, Layout Layout, ScalarType Dtype)
+/// <summary>
+/// One benchmark parameter: the input's shape, memory layout and dtype. Ordered as the lists below give them (shape,
+/// then layout, then dtype), which is the order BenchmarkDotNet's tables and the summary show.
+/// </summary>
+public sealed record TensorCase(long N, long C, long H, long W, Layout Layout, ScalarType Dtype) : IComparable<TensorCase>, IComparable
 {
     /// <summary>The shapes every benchmark runs on: a ResNet early layer, mid layers, a late layer, an RGB batch, a small-map wide layer.</summary>
     public static readonly IReadOnlyList<long[]> Shapes =
@@ -28,12 +31,6 @@ public sealed record TensorCase(long N, long C, long H, long W, Layout Layout, S
         [8, 3, 224, 224],
         [256, 512, 4, 4],
     ];
-
-    /// <summary>The shapes <c>--quick</c> keeps: the largest, one of many small planes and one of few channels.</summary>
-    public static readonly IReadOnlyList<long[]> QuickShapes = [Shapes[0], Shapes[3], Shapes[4]];
-
-    /// <summary>Set by the program before any benchmark is enumerated.</summary>
-    public static bool Quick { get; set; }
 
     public long[] Shape => [N, C, H, W];
 
@@ -78,6 +75,37 @@ public sealed record TensorCase(long N, long C, long H, long W, Layout Layout, S
     /// <summary>Shown in BenchmarkDotNet's tables.</summary>
     public override string ToString() => $"{ShapeText} {LayoutText} {DtypeText}";
 
+    public static bool operator <(TensorCase? left, TensorCase? right) => Compare(left, right) < 0;
+
+    public static bool operator <=(TensorCase? left, TensorCase? right) => Compare(left, right) <= 0;
+
+    public static bool operator >(TensorCase? left, TensorCase? right) => Compare(left, right) > 0;
+
+    public static bool operator >=(TensorCase? left, TensorCase? right) => Compare(left, right) >= 0;
+
+    public int CompareTo(TensorCase? other) => Compare(this, other);
+
+    public int CompareTo(object? obj) => obj is null or TensorCase
+        ? Compare(this, (TensorCase?)obj)
+        : throw new ArgumentException($"Cannot compare a {nameof(TensorCase)} with a {obj.GetType().Name}.", nameof(obj));
+
+    /// <summary>Where the case stands in the lists above: shapes in their order, then layout, then dtype.</summary>
+    public int Order()
+    {
+        int shape = 0;
+        while (shape < Shapes.Count && !Shapes[shape].AsSpan().SequenceEqual(Shape))
+        {
+            shape++;
+        }
+
+        return (((shape * 2) + (int)Layout) * 2) + (Dtype == ScalarType.Float64 ? 1 : 0);
+    }
+
+    private static int Compare(TensorCase? left, TensorCase? right) =>
+        left is null ? (right is null ? 0 : -1)
+        : right is null ? 1
+        : left.Order().CompareTo(right.Order());
+
     private static IEnumerable<TensorCase> Of(Layout layout, ScalarType dtype) =>
-        (Quick ? QuickShapes : Shapes).Select(s => new TensorCase(s[0], s[1], s[2], s[3], layout, dtype));
+        Shapes.Select(s => new TensorCase(s[0], s[1], s[2], s[3], layout, dtype));
 }
