@@ -2,6 +2,7 @@ using System;
 using System.Collections.Generic;
 using System.Diagnostics;
 using System.Globalization;
+using System.IO;
 using System.Linq;
 using BenchmarkDotNet.Columns;
 using BenchmarkDotNet.Configs;
@@ -45,10 +46,25 @@ internal static class Program
             }
         }
 
+        if (passThrough.Any(a => a is "--help" or "-h" or "-?"))
+        {
+            Console.Out.WriteLine("MyTorch.Layers.Benchmarks [--quick] [--threads N] [BenchmarkDotNet options]");
+            Console.Out.WriteLine("  --quick      2 warm-ups and 7 single-call iterations per benchmark instead of 3 and 15 of about 0.5 s");
+            Console.Out.WriteLine("  --threads N  TorchSharp's intra-op threads, which MyTorch.Layers follows (default: all cores)");
+            Console.Out.WriteLine("BenchmarkDotNet's options follow.");
+        }
+
         // Without a filter BenchmarkSwitcher asks interactively; run everything instead.
         if (!passThrough.Any(a => a is "--filter" or "-f" || a.StartsWith("--filter=", StringComparison.Ordinal)))
         {
             passThrough.AddRange(["--filter", "*"]);
+        }
+
+        string? load = LoadAverage();
+        if (load is not null && double.TryParse(load, NumberStyles.Float, CultureInfo.InvariantCulture, out double busy) && busy >= 1.0)
+        {
+            // With every core in the thread pool, one busy core makes each parallel region wait for a time slice.
+            Console.Error.WriteLine($"warning: load average {load} on {Environment.ProcessorCount} cores before the run; other processes will skew the times.");
         }
 
         var start = Stopwatch.GetTimestamp();
@@ -57,7 +73,7 @@ internal static class Program
 
         if (summaries.Count > 0 && summaries.SelectMany(s => s.Reports).Any())
         {
-            string markdown = SummaryTable.Markdown(summaries, quick ? "quick" : "full", Threads.Count, elapsed);
+            string markdown = SummaryTable.Markdown(summaries, quick ? "quick" : "full", Threads.Count, load, elapsed);
             string path = SummaryTable.Write(summaries, markdown);
             Console.Out.WriteLine();
             Console.Out.WriteLine(markdown);
@@ -67,6 +83,13 @@ internal static class Program
         Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Total time: {elapsed.TotalMinutes:F1} min"));
         bool failed = summaries.Any(s => s.HasCriticalValidationErrors || s.Reports.Any(r => !r.Success));
         return failed ? 1 : 0;
+    }
+
+    /// <summary>The one-minute load average, where the system reports one.</summary>
+    private static string? LoadAverage()
+    {
+        const string path = "/proc/loadavg";
+        return File.Exists(path) ? File.ReadAllText(path).Split(' ')[0] : null;
     }
 
     /// <summary>

@@ -19,7 +19,7 @@ internal static class SummaryTable
 
     private const string Missing = "–";
 
-    public static string Markdown(IReadOnlyList<Summary> summaries, string mode, int threads, TimeSpan elapsed)
+    public static string Markdown(IReadOnlyList<Summary> summaries, string mode, int threads, string? loadAverage, TimeSpan elapsed)
     {
         var reports = summaries.SelectMany(s => s.Reports).ToList();
         var copies = new Dictionary<TensorCase, double>();
@@ -32,7 +32,7 @@ internal static class SummaryTable
         }
 
         var text = new StringBuilder();
-        text.AppendLine(CultureInfo.InvariantCulture, $"Medians in milliseconds; {mode} run, {threads} threads, {Environment.ProcessorCount} cores, {RuntimeInformation.OSDescription.Trim()}, {RuntimeInformation.FrameworkDescription}; {elapsed.TotalMinutes:F1} min.");
+        text.AppendLine(CultureInfo.InvariantCulture, $"Medians in milliseconds; {mode} run, {threads} threads, {Environment.ProcessorCount} cores, {RuntimeInformation.OSDescription.Trim()}, {RuntimeInformation.FrameworkDescription}; load average {loadAverage ?? "unknown"} before the run; {elapsed.TotalMinutes:F1} min.");
         text.AppendLine("Ratio: ours / TorchSharp (below 1 is faster). Roofline: copy median × passes / 2. Fraction of roofline: roofline / ours (1 = as fast as memory allows).");
 
         foreach (var group in reports.GroupBy(r => r.BenchmarkCase.Descriptor.Type).OrderBy(g => Order(g.Key)))
