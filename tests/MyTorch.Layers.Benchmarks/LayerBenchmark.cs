@@ -1,0 +1,99 @@
+using System;
+using BenchmarkDotNet.Attributes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MyTorch.Layers.Benchmarks;
+
+/// <summary>
+/// The frame every comparison shares: TorchSharp's module and ours, built for the same case, fed the same inputs from
+/// one <see cref="TensorRing"/>, each step measured the same way. Derived classes name the step and the cases.
+/// </summary>
+public abstract class LayerBenchmark
+{
+    private TensorRing? _ring;
+
+    private nn.Module<Tensor, Tensor>? _theirs;
+
+    private nn.Module<Tensor, Tensor>? _ours;
+
+    /// <summary>The benchmark parameter; derived classes give it a <see cref="ParamsSourceAttribute"/>.</summary>
+    public abstract TensorCase Case { get; set; }
+
+    /// <summary>What the step is, as the summary's heading.</summary>
+    public abstract string Title { get; }
+
+    /// <summary>Reads of the tensor plus writes of it that the step cannot do without; the roofline is that many half-copies.</summary>
+    public abstract int Passes { get; }
+
+    /// <summary>Whether the step needs an output gradient in each ring entry.</summary>
+    protected abstract bool NeedsGradOutput { get; }
+
+    protected TensorRing Ring => _ring ?? throw new InvalidOperationException("GlobalSetup has not run.");
+
+    protected nn.Module<Tensor, Tensor> Theirs => _theirs ?? throw new InvalidOperationException("GlobalSetup has not run.");
+
+    protected nn.Module<Tensor, Tensor> Ours => _ours ?? throw new InvalidOperationException("GlobalSetup has not run.");
+
+    [GlobalSetup]
+    public void GlobalSetup()
+    {
+        Threads.Apply();
+        manual_seed(42);
+        using (var scope = NewDisposeScope())
+        {
+            var x = Case.RandomInput();
+            Tensor[] first = NeedsGradOutput ? [x, Case.RandomInput()] : [x];
+            foreach (var t in first)
+            {
+                t.DetachFromDisposeScope();
+            }
+
+            _ring = new TensorRing(first);
+        }
+
+        (_theirs, _ours) = CreateModules(Case);
+    }
+
+    [GlobalCleanup]
+    public void GlobalCleanup()
+    {
+        _ring?.Dispose();
+        _ring = null;
+        _theirs?.Dispose();
+        _theirs = null;
+        _ours?.Dispose();
+        _ours = null;
+    }
+
+    /// <summary>TorchSharp's module and ours, with the same parameters, in the mode the step runs in.</summary>
+    protected abstract (nn.Module<Tensor, Tensor> Theirs, nn.Module<Tensor, Tensor> Ours) CreateModules(TensorCase tensorCase);
+
+    /// <summary>
+    /// One training step on a fresh leaf input that requires grad (a view of the next ring entry, so no data is
+    /// copied), with the backward from the entry's output gradient when <paramref name="backward"/>; the gradients of
+    /// the step before are dropped first so nothing accumulates, and everything the step made is disposed.
+    /// </summary>
+    protected void TrainingStep(nn.Module<Tensor, Tensor> module, bool backward)
+    {
+        ArgumentNullException.ThrowIfNull(module);
+        using var scope = NewDisposeScope();
+        var entry = Ring.Next();
+        module.zero_grad();
+        var input = entry[0].detach().requires_grad_(true);
+        var output = module.call(input);
+        if (backward)
+        {
+            output.backward([entry[1]]);
+        }
+    }
+
+    /// <summary>One forward in no-grad mode on the next ring entry, its output disposed.</summary>
+    protected void NoGradForward(nn.Module<Tensor, Tensor> module)
+    {
+        ArgumentNullException.ThrowIfNull(module);
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        module.call(Ring.Next()[0]);
+    }
+}
