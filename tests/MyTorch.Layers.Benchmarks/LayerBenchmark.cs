@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using BenchmarkDotNet.Attributes;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -70,21 +71,28 @@ public abstract class LayerBenchmark
     protected abstract (nn.Module<Tensor, Tensor> Theirs, nn.Module<Tensor, Tensor> Ours) CreateModules(TensorCase tensorCase);
 
     /// <summary>
-    /// One training step on a fresh leaf input that requires grad (a view of the next ring entry, so no data is
-    /// copied), with the backward from the entry's output gradient when <paramref name="backward"/>; the gradients of
-    /// the step before are dropped first so nothing accumulates, and everything the step made is disposed.
+    /// One training step on a fresh input that requires grad (a view of the next ring entry, so no data is copied),
+    /// with, when <paramref name="backward"/>, the gradients of the input and of the module's parameters from the
+    /// entry's output gradient; everything the step made is disposed.
     /// </summary>
+    /// <remarks>
+    /// The gradients are taken with <c>torch.autograd.grad</c> rather than accumulated into <c>.grad</c>: in a network
+    /// the layer's input is the output of the layer before, whose backward takes the input gradient as it is. Accumulating
+    /// into a leaf's <c>.grad</c> would add, for a custom autograd function only, a copy of the input gradient that
+    /// libtorch makes because TorchSharp still holds the returned tensor; that copy is TorchSharp's, not the layer's.
+    /// </remarks>
     protected void TrainingStep(nn.Module<Tensor, Tensor> module, bool backward)
     {
         ArgumentNullException.ThrowIfNull(module);
         using var scope = NewDisposeScope();
         var entry = Ring.Next();
-        module.zero_grad();
         var input = entry[0].detach().requires_grad_(true);
         var output = module.call(input);
         if (backward)
         {
-            output.backward([entry[1]]);
+            var inputs = new List<Tensor> { input };
+            inputs.AddRange(module.parameters());
+            torch.autograd.grad([output], inputs, [entry[1]]);
         }
     }
 

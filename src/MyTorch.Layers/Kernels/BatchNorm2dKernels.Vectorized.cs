@@ -25,6 +25,10 @@ namespace MyTorch.Layers.Kernels;
 /// result is the same bits whatever the thread count.
 /// </para>
 /// <para>
+/// The loops are marked <see cref="MethodImplOptions.AggressiveOptimization"/>: they are entered a few thousand times per
+/// call, so tiered compilation would keep them in unoptimised code, about six times slower, for many training steps.
+/// </para>
+/// <para>
 /// NHWC is read in place: a run of P = lcm(C, <see cref="Lanes"/>) values holds every channel a whole number of
 /// times at the same offsets, so per-channel constants and accumulators are stored as P-long periodic rows.
 /// </para>
@@ -54,7 +58,7 @@ internal static unsafe partial class BatchNorm2dKernels
         }
 
         var blocks = new RowBlocks(layout);
-        return perChannel + (2 * blocks.Count * blocks.Period) + (4 * blocks.Period);
+        return perChannel + (2 * blocks.Count * blocks.AccumulatorStride) + (4 * blocks.Period);
     }
 
     /// <summary>
@@ -247,7 +251,8 @@ internal static unsafe partial class BatchNorm2dKernels
             {
                 var blocks = new RowBlocks(layout);
                 int period = blocks.Period;
-                double* periodicReference = ps + (2 * blocks.Count * period);
+                int stride = blocks.AccumulatorStride;
+                double* periodicReference = ps + (2 * blocks.Count * stride);
                 for (int k = 0; k < period; k++)
                 {
                     periodicReference[k] = reference[k % channels];
@@ -259,7 +264,7 @@ internal static unsafe partial class BatchNorm2dKernels
                     B = b.IsEmpty ? null : pb,
                     Reference = periodicReference,
                     First = ps,
-                    Second = ps + (blocks.Count * period),
+                    Second = ps + (blocks.Count * stride),
                     Blocks = blocks,
                 };
                 ChunkScheduler.Run(ref job, blocks.Count, threads);
@@ -271,8 +276,8 @@ internal static unsafe partial class BatchNorm2dKernels
                     {
                         for (int k = c; k < period; k += channels)
                         {
-                            sum += job.First[(block * period) + k];
-                            products += job.Second[(block * period) + k];
+                            sum += job.First[(block * stride) + k];
+                            products += job.Second[(block * stride) + k];
                         }
                     }
 
@@ -406,6 +411,12 @@ internal static unsafe partial class BatchNorm2dKernels
         /// <summary>P = lcm(C, Lanes).</summary>
         public int Period { get; }
 
+        /// <summary>
+        /// Distance between the accumulator rows of consecutive blocks: P and a 64-byte gap, so that two threads
+        /// accumulating neighbouring blocks never write the same cache line.
+        /// </summary>
+        public int AccumulatorStride => Period + 8;
+
         public int RowsPerBlock { get; }
 
         public int Rows { get; }
@@ -444,6 +455,7 @@ internal static unsafe partial class BatchNorm2dKernels
         public int Planes;
         public int PlanesPerChunk;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Run(int chunk)
         {
             int end = Math.Min(Planes, (chunk + 1) * PlanesPerChunk);
@@ -468,12 +480,13 @@ internal static unsafe partial class BatchNorm2dKernels
         public double* Second;
         public RowBlocks Blocks;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Run(int chunk)
         {
             int period = Blocks.Period;
             (long start, int length) = Blocks.Span(chunk);
-            var first = new Span<double>(First + ((long)chunk * period), period);
-            var second = new Span<double>(Second + ((long)chunk * period), period);
+            var first = new Span<double>(First + ((long)chunk * Blocks.AccumulatorStride), period);
+            var second = new Span<double>(Second + ((long)chunk * Blocks.AccumulatorStride), period);
             first.Clear();
             second.Clear();
             var reference = new ReadOnlySpan<double>(Reference, period);
@@ -501,6 +514,7 @@ internal static unsafe partial class BatchNorm2dKernels
         public int Planes;
         public int PlanesPerChunk;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Run(int chunk)
         {
             int end = Math.Min(Planes, (chunk + 1) * PlanesPerChunk);
@@ -535,6 +549,7 @@ internal static unsafe partial class BatchNorm2dKernels
         public bool Gradient;
         public RowBlocks Blocks;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Run(int chunk)
         {
             (long start, int length) = Blocks.Span(chunk);
@@ -558,6 +573,7 @@ internal static unsafe partial class BatchNorm2dKernels
     // ---- Loops over contiguous runs. Each has a vector body of Lanes elements and a scalar tail. ----
 
     /// <summary>(Σ(x − r), Σ(x − r)²) over a contiguous run.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static (double Sum, double Squares) ShiftedSums<T>(ReadOnlySpan<T> x, double r)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
@@ -595,6 +611,7 @@ internal static unsafe partial class BatchNorm2dKernels
     }
 
     /// <summary>(Σa, Σa·(b − r)) over a contiguous run.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static (double Sum, double Products) ProductSums<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, double r)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
@@ -632,6 +649,7 @@ internal static unsafe partial class BatchNorm2dKernels
     }
 
     /// <summary>sum[k] += Σ(x − r[k]), squares[k] += Σ(x − r[k])² over the values at offsets ≡ k modulo the period.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PeriodicShiftedSums<T>(ReadOnlySpan<T> x, ReadOnlySpan<double> r, Span<double> sum, Span<double> squares)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
@@ -669,6 +687,7 @@ internal static unsafe partial class BatchNorm2dKernels
     }
 
     /// <summary>sum[k] += Σa, products[k] += Σa·(b − r[k]) over the values at offsets ≡ k modulo the period.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PeriodicProductSums<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, ReadOnlySpan<double> r, Span<double> sum, Span<double> products)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
@@ -708,6 +727,7 @@ internal static unsafe partial class BatchNorm2dKernels
     }
 
     /// <summary>out = (a − offset) · scale + shift over a contiguous run.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AffineBroadcast<T>(ReadOnlySpan<T> a, Span<T> output, double offset, double scale, double shift)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
@@ -733,6 +753,7 @@ internal static unsafe partial class BatchNorm2dKernels
     }
 
     /// <summary>out = (a − shift − (b − offset) · projection) · scale over a contiguous run.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void GradientBroadcast<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, Span<T> output, double offset, double scale, double shift, double projection)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
@@ -764,6 +785,7 @@ internal static unsafe partial class BatchNorm2dKernels
     }
 
     /// <summary>out = (a − offset[k]) · scale[k] + shift[k] with k the offset modulo the period.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AffinePeriodic<T>(
         ReadOnlySpan<T> a, Span<T> output, ReadOnlySpan<double> offset, ReadOnlySpan<double> scale, ReadOnlySpan<double> shift)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
@@ -798,6 +820,7 @@ internal static unsafe partial class BatchNorm2dKernels
     }
 
     /// <summary>out = (a − shift[k] − (b − offset[k]) · projection[k]) · scale[k] with k the offset modulo the period.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void GradientPeriodic<T>(
         ReadOnlySpan<T> a,
         ReadOnlySpan<T> b,

@@ -1,6 +1,7 @@
 using System;
 using System.Diagnostics;
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace MyTorch.Layers.Kernels;
@@ -93,6 +94,7 @@ internal static class Dropout2dKernels
         public int Units;
         public int UnitsPerChunk;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Run(int chunk)
         {
             int first = chunk * UnitsPerChunk;
@@ -122,6 +124,7 @@ internal static class Dropout2dKernels
     }
 
     /// <summary>y[i] = x[i] · factor. <paramref name="y"/> may be <paramref name="x"/>; they must not partly overlap.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Scale<T>(ReadOnlySpan<T> x, T factor, Span<T> y)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
@@ -147,6 +150,7 @@ internal static class Dropout2dKernels
     }
 
     /// <summary>y[i] = x[i] · factors[i]. <paramref name="y"/> may be <paramref name="x"/>; they must not partly overlap.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Multiply<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> factors, Span<T> y)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
