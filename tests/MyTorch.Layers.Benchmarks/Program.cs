@@ -49,7 +49,7 @@ internal static class Program
         if (passThrough.Any(a => a is "--help" or "-h" or "-?"))
         {
             Console.Out.WriteLine("MyTorch.Layers.Benchmarks [--quick] [--threads N] [BenchmarkDotNet options]");
-            Console.Out.WriteLine("  --quick      2 warm-ups and 7 single-call iterations per benchmark instead of 3 and 15 of about 0.5 s");
+            Console.Out.WriteLine("  --quick      3 warm-ups and 9 iterations of 4 calls per benchmark instead of 3 and 15 of about 0.5 s");
             Console.Out.WriteLine("  --threads N  TorchSharp's intra-op threads, which MyTorch.Layers follows (default: all cores)");
             Console.Out.WriteLine("BenchmarkDotNet's options follow.");
         }
@@ -103,7 +103,7 @@ internal static class Program
         // UnrollFactor 1: a step takes milliseconds, so BenchmarkDotNet's default of 16 calls per loop turn would only
         // force long iterations on the slowest cases.
         var job = quick
-            ? Job.Default.WithId("Quick").WithWarmupCount(2).WithIterationCount(7).WithInvocationCount(1).WithUnrollFactor(1)
+            ? Job.Default.WithId("Quick").WithWarmupCount(3).WithIterationCount(9).WithInvocationCount(4).WithUnrollFactor(1)
             : Job.Default.WithId("Full").WithWarmupCount(3).WithIterationCount(15).WithUnrollFactor(1);
 
         return ManualConfig.Create(DefaultConfig.Instance)
