@@ -103,6 +103,23 @@ internal static class Dropout2dKernels
             {
                 // NCHW: plane (n, c) is S contiguous values starting at (n·C + c)·S, all scaled by one factor.
                 int spatial = Layout.Spatial;
+                if (Vector.IsHardwareAccelerated && Vector<T>.IsSupported && spatial % Vector<T>.Count == 0)
+                {
+                    // Whole vectors per plane (every usual H·W): the loop stays here, because small planes
+                    // (4×4 = 16 values) would otherwise spend more time entering a call than multiplying.
+                    for (int plane = first; plane < end; plane++)
+                    {
+                        long offset = (long)plane * spatial;
+                        var factor = new Vector<T>(Mask[plane]);
+                        for (int k = 0; k < spatial; k += Vector<T>.Count)
+                        {
+                            Vector.Store(Vector.Load(X + offset + k) * factor, Y + offset + k);
+                        }
+                    }
+
+                    return;
+                }
+
                 for (int plane = first; plane < end; plane++)
                 {
                     long offset = (long)plane * spatial;
