@@ -15,7 +15,8 @@ namespace MyTorch.Layers.Kernels;
 /// that handles <see cref="Lanes"/> elements at a time as two <see cref="Vector{T}"/>s of doubles.
 /// </para>
 /// <para>
-/// The batch statistics take one read: per channel, Σ(x − K) and Σ(x − K)² with K the channel's first value, then
+/// The batch statistics take one read: per channel, Σ(x − K) and Σ(x − K)² with K the channel's first value (0 if it
+/// is not finite), then
 /// μ = K + Σ(x − K)/M and σ² = Σ(x − K)²/M − (Σ(x − K)/M)². K lies within √M standard deviations of μ, so the
 /// subtraction loses at most log10(M) of double's 16 digits; the reference's second pass over x costs a full read.
 /// </para>
@@ -76,7 +77,9 @@ internal static unsafe partial class BatchNorm2dKernels
         Span<double> reference = scratch.Slice(2 * channels, channels);
         for (int c = 0; c < channels; c++)
         {
-            reference[c] = double.CreateTruncating(x[c * layout.ChannelStride]);
+            // An infinite K would turn an infinite mean into NaN; without a finite one, plain sums (K = 0) do.
+            double k = double.CreateTruncating(x[c * layout.ChannelStride]);
+            reference[c] = double.IsFinite(k) ? k : 0;
         }
 
         MomentSums(x, default, layout, reference, first, second, scratch[(4 * channels)..], threads);

@@ -83,6 +83,23 @@ public class BatchNorm2dVectorizedKernelTests
         }
     }
 
+    [TestCase(false)]
+    [TestCase(true)]
+    public void InfiniteFirstValue_GivesTheReferencesInfiniteMean(bool channelsLast)
+    {
+        // The first value of channel 0 is +∞, of channel 1 −∞; channel 2 holds a +∞ further on. Plain sums give ±∞ means.
+        var layout = new PlaneLayout(2, 3, 5, channelsLast);
+        double[] x = Enumerable.Range(0, layout.Length).Select(i => (double)(i % 7)).ToArray();
+        x[0 * layout.ChannelStride] = double.PositiveInfinity;
+        x[1 * layout.ChannelStride] = double.NegativeInfinity;
+        x[(2 * layout.ChannelStride) + (3 * layout.SpatialStride)] = double.PositiveInfinity;
+        var (mean, variance) = ReferenceStatistics<double>(x, layout);
+        var (fastMean, fastVariance) = FastStatistics<double>(x, layout, threads: 2);
+        Assert.That(mean, Is.EqualTo(new[] { double.PositiveInfinity, double.NegativeInfinity, double.PositiveInfinity }));
+        Assert.That(fastMean, Is.EqualTo(mean));
+        Assert.That(fastVariance.Select(double.IsNaN), Is.EqualTo(variance.Select(double.IsNaN)));
+    }
+
     public static IEnumerable<TestCaseData> ThreadedShapes()
     {
         // Above the parallel threshold and several chunks long in both layouts; C = 5 makes the NHWC period 5 · 8.
