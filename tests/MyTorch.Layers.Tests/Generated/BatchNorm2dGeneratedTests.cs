@@ -34,10 +34,11 @@ public class BatchNorm2dGeneratedTests
     /// <summary>Cases above this many elements are not drawn, so that a run stays fast.</summary>
     private const long MaxElements = 200_000;
 
-    // Not drawn: N·H·W = 2, or an expanded input with two distinct values per channel. With two values per channel the
-    // input gradient is exactly the cancellation of its terms (0 but for eps), so every float32 result is rounding noise
-    // against float64: at one element of [1, 70, 2, 1] ours missed by 4.79e-6 and TorchSharp's float32 by 4.74e-6.
-    // Numerics/ measures that case against float64 on its own.
+    // Not drawn: N·H·W = 2, or an expanded input with one or two distinct values per channel. With two values per
+    // channel the input gradient is exactly the cancellation of its terms (0 but for eps), so every float32 result is
+    // rounding noise against float64: at one element of [1, 70, 2, 1] ours missed by 4.79e-6 and TorchSharp's float32 by
+    // 4.74e-6. An expansion that makes a channel constant gives ours exactly 0 for weight.grad (x − μ is exactly 0) and
+    // TorchSharp's float64 1e-12 ([1, 35, 8, 1] expanded along H). Numerics/ measures both cases against float64.
 
     private static readonly Gen<long> Batch = Gen.Frequency((1, Gen.Const(0L)), (2, Gen.Const(1L)), (6, Gen.Long[0, 8]));
     private static readonly Gen<long> Channels = Gen.Frequency((1, Gen.Const(1L)), (4, Gen.Long[1, 8]), (2, Gen.Long[1, 70]));
@@ -62,7 +63,7 @@ public class BatchNorm2dGeneratedTests
         from eps in Gen.OneOf(1e-5, 1e-3, 0.1)
         from layout in Gen.Enum<GeneratedLayout>()
         from expandDim in Gen.Int[0, 3]
-        where layout != GeneratedLayout.Expanded || DistinctPerChannel(n, h, w, expandDim) != 2
+        where layout != GeneratedLayout.Expanded || DistinctPerChannel(n, h, w, expandDim) > 2
         from steps in Gen.Bool.Array[1, 3]
         from seed in Gen.Int[0, 1_000_000]
         select new Case(dtype, [n, c, h, w], affine, track, momentum, eps, layout, n == 0 && expandDim == 0 ? 1 : expandDim, steps, seed);
