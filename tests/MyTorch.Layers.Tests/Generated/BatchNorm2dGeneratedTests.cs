@@ -34,11 +34,13 @@ public class BatchNorm2dGeneratedTests
     /// <summary>Cases above this many elements are not drawn, so that a run stays fast.</summary>
     private const long MaxElements = 200_000;
 
-    // Not drawn: N·H·W = 2, or an expanded input with one or two distinct values per channel. With two values per
-    // channel the input gradient is exactly the cancellation of its terms (0 but for eps), so every float32 result is
-    // rounding noise against float64: at one element of [1, 70, 2, 1] ours missed by 4.79e-6 and TorchSharp's float32 by
-    // 4.74e-6. An expansion that makes a channel constant gives ours exactly 0 for weight.grad (x − μ is exactly 0) and
-    // TorchSharp's float64 1e-12 ([1, 35, 8, 1] expanded along H). Numerics/ measures both cases against float64.
+    // Not drawn: N·H·W = 2 or 3, or an expanded input with three distinct values per channel or fewer. With so few
+    // values the input gradient is the near-cancellation of terms many times its size, so float32 results are rounding
+    // noise against float64, ours and TorchSharp's alike, and either may be the luckier: at one element of [1, 70, 2, 1]
+    // ours missed by 4.79e-6 and TorchSharp's float32 by 4.74e-6; of [3, 45, 1, 1] ours by 1.3e-5 and TorchSharp's by
+    // 4.0e-5; of [1, 64, 1, 3] ours by 3.9e-6 and TorchSharp's by 1.1e-7. An expansion that makes a channel constant
+    // gives ours exactly 0 for weight.grad (x − μ is exactly 0) and TorchSharp's float64 1e-12. N·H·W = 1 is drawn: it
+    // must be refused in training. Numerics/ measures the two-value and constant cases against float64.
 
     private static readonly Gen<long> Batch = Gen.Frequency((1, Gen.Const(0L)), (2, Gen.Const(1L)), (6, Gen.Long[0, 8]));
     private static readonly Gen<long> Channels = Gen.Frequency((1, Gen.Const(1L)), (4, Gen.Long[1, 8]), (2, Gen.Long[1, 70]));
@@ -56,14 +58,14 @@ public class BatchNorm2dGeneratedTests
         from c in Channels
         from h in Side
         from w in Side
-        where n * c * h * w <= MaxElements && n * h * w != 2
+        where n * c * h * w <= MaxElements && (n * h * w == 1 || n * h * w > 3)
         from affine in Gen.Bool
         from track in Gen.Bool
         from momentum in Momentum
         from eps in Gen.OneOf(1e-5, 1e-3, 0.1)
         from layout in Gen.Enum<GeneratedLayout>()
         from expandDim in Gen.Int[0, 3]
-        where layout != GeneratedLayout.Expanded || DistinctPerChannel(n, h, w, expandDim) > 2
+        where layout != GeneratedLayout.Expanded || DistinctPerChannel(n, h, w, expandDim) > 3
         from steps in Gen.Bool.Array[1, 3]
         from seed in Gen.Int[0, 1_000_000]
         select new Case(dtype, [n, c, h, w], affine, track, momentum, eps, layout, n == 0 && expandDim == 0 ? 1 : expandDim, steps, seed);
