@@ -211,4 +211,149 @@ public class BatchNorm2dBadInputTests
         Assert.That(thrown!.Message, Does.Contain("'gradOutput' has shape [4, 3, 2, 3] but input has shape [4, 3, 2, 2]"));
         snapshot.AssertUnchanged();
     }
+
+    [Test]
+    public void Forward_InputNotOnTheCpu_Throws_NamingTheDevice_AndKeepsState()
+    {
+        using var module = TrainedModule();
+        using var input = empty([2, 3, 3, 3], device: META);
+        using var snapshot = Snapshot.Of(module);
+        var thrown = Assert.Throws<NotSupportedException>(() => module.forward(input));
+        Assert.That(thrown!.Message, Is.EqualTo("'input' is on device meta; MyTorch.Layers kernels run on the CPU only. Move the tensor with .cpu() first."));
+        snapshot.AssertUnchanged();
+    }
+
+    [Test]
+    public void To_IntegerDtype_Throws_AndKeepsParametersAndBuffers()
+    {
+        using var module = TrainedModule();
+        using var snapshot = Snapshot.Of(module);
+        var thrown = Assert.Throws<ArgumentException>(() => module.to(ScalarType.Int32));
+        Assert.That(thrown!.Message, Does.StartWith("dtype must be Float32 or Float64, got Int32."));
+        snapshot.AssertUnchanged();
+    }
+
+    [Test]
+    public void To_DeviceOtherThanTheCpu_Throws_NamingTheDevice_AndKeepsParametersAndBuffers()
+    {
+        using var module = TrainedModule();
+        using var snapshot = Snapshot.Of(module);
+        var thrown = Assert.Throws<NotSupportedException>(() => module.to(DeviceType.META));
+        Assert.That(thrown!.Message, Is.EqualTo("device meta is not supported; MyTorch.Layers kernels run on the CPU only."));
+        snapshot.AssertUnchanged();
+    }
+
+    [Test]
+    public void SecondBackwardThroughTheSameForward_RefusedByTorchSharp_RepeatedByOurs()
+    {
+        // libtorch frees a node's saved tensors after its backward unless retain_graph is set, so TorchSharp's module
+        // refuses a second backward. A TorchSharp custom autograd function keeps what it saved, and cannot tell whether
+        // retain_graph was set, so ours computes the same gradients again and accumulates them: a documented difference.
+        using var scope = NewDisposeScope();
+        var x = randn(4, 3, 3, 3);
+        var theirs = nn.BatchNorm2d(3);
+        var theirX = x.clone().requires_grad_(true);
+        var theirY = theirs.forward(theirX);
+        theirY.backward([ones_like(theirY)]);
+        var refused = Assert.Catch(() => theirY.backward([ones_like(theirY)]));
+        Assert.That(refused!.Message, Does.StartWith("Trying to backward through the graph a second time"));
+
+        using var module = new BatchNorm2d(3);
+        var ourX = x.clone().requires_grad_(true);
+        var dy = randn(4, 3, 3, 3);
+        var y = module.forward(ourX);
+        y.backward([dy]);
+        var first = ourX.grad!.clone();
+        var firstWeight = module.weight!.grad!.clone();
+        y.backward([dy]);
+        Tolerance.AssertClose(ourX.grad, first * 2, "x.grad after two backwards");
+        Tolerance.AssertClose(module.weight!.grad, firstWeight * 2, "weight.grad after two backwards");
+    }
+
+    public static readonly object[] BadFunctionalForwards =
+    [
+        new object[] { "eps = -1", typeof(ArgumentOutOfRangeException), "eps must be zero or positive. (Parameter 'eps')\nActual value was -1." },
+        new object[] { "weight of 2 elements", typeof(ArgumentException), "weight should contain 3 elements not 2 (Parameter 'weight')" },
+        new object[] { "running_mean of shape [1, 3]", typeof(ArgumentException), "'running_mean' must be a contiguous 1-D tensor. (Parameter 'running_mean')" },
+        new object[] { "running_var of dtype Float64", typeof(ArgumentException), "'running_var' has dtype Float64 but input has dtype Float32; they must match. (Parameter 'running_var')" },
+        new object[] { "disposed input", typeof(ObjectDisposedException), "The tensor 'input' has been disposed.\nObject name: 'input'." },
+    ];
+
+    [TestCaseSource(nameof(BadFunctionalForwards))]
+    public void FunctionalForward_BadArgument_Throws_AndChangesNothing(string what, Type exception, string message)
+    {
+        using var scope = NewDisposeScope();
+        var x = randn(4, 3, 2, 2);
+        var weight = rand(3);
+        var bias = rand(3);
+        var runningMean = rand(3);
+        var runningVar = rand(3) + 1;
+        double eps = 1e-5;
+        switch (what)
+        {
+            case "eps = -1": eps = -1; break;
+            case "weight of 2 elements": weight = rand(2); break;
+            case "running_mean of shape [1, 3]": runningMean = rand(1, 3); break;
+            case "running_var of dtype Float64": runningVar = rand(3, ScalarType.Float64); break;
+        }
+
+        using var snapshot = new Snapshot();
+        foreach (var (name, t) in new[] { ("x", x), ("weight", weight), ("bias", bias), ("running_mean", runningMean), ("running_var", runningVar) })
+        {
+            snapshot.Add(name, t);
+        }
+
+        var input = x;
+        if (what == "disposed input")
+        {
+            input = randn(4, 3, 2, 2);
+            input.Dispose();
+        }
+
+        var thrown = Assert.Throws(exception, () => BatchNorm2dFunctional.Forward(input, weight, bias, runningMean, runningVar, training: true, momentum: 0.1, eps: eps));
+        Assert.That(thrown!.Message, Is.EqualTo(message.ReplaceLineEndings()));
+        snapshot.AssertUnchanged();
+    }
+
+    public static readonly object[] BadFunctionalBackwards =
+    [
+        new object[] { "gradOutput of dtype Float64", typeof(ArgumentException), "'gradOutput' has dtype Float64 but input has dtype Float32; they must match. (Parameter 'gradOutput')" },
+        new object[] { "save_mean of 2 elements", typeof(ArgumentException), "save_mean should contain 3 elements not 2 (Parameter 'save_mean')" },
+        new object[] { "weight of 4 elements", typeof(ArgumentException), "weight should contain 3 elements not 4 (Parameter 'weight')" },
+        new object[] { "3-D input", typeof(ArgumentException), "expected 4D input (got 3D input) (Parameter 'input')" },
+        new object[] { "disposed gradOutput", typeof(ObjectDisposedException), "The tensor 'gradOutput' has been disposed.\nObject name: 'gradOutput'." },
+    ];
+
+    [TestCaseSource(nameof(BadFunctionalBackwards))]
+    public void FunctionalBackward_BadArgument_Throws_AndChangesNothing(string what, Type exception, string message)
+    {
+        using var scope = NewDisposeScope();
+        var x = randn(4, 3, 2, 2);
+        var weight = rand(3);
+        var (_, mean, invstd) = BatchNorm2dFunctional.Forward(x, weight, null, null, null, training: true, momentum: 0.1, eps: 1e-5);
+        var dy = randn(4, 3, 2, 2);
+        switch (what)
+        {
+            case "gradOutput of dtype Float64": dy = dy.to(ScalarType.Float64); break;
+            case "save_mean of 2 elements": mean = rand(2); break;
+            case "weight of 4 elements": weight = rand(4); break;
+            case "3-D input": x = randn(3, 2, 2); break;
+            case "disposed gradOutput": dy.Dispose(); break;
+        }
+
+        using var snapshot = new Snapshot();
+        foreach (var (name, t) in new[] { ("x", x), ("weight", weight), ("save_mean", mean), ("save_invstd", invstd) })
+        {
+            snapshot.Add(name, t);
+        }
+
+        if (!dy.IsInvalid)
+        {
+            snapshot.Add("gradOutput", dy);
+        }
+
+        var thrown = Assert.Throws(exception, () => BatchNorm2dFunctional.Backward(dy, x, weight, mean, invstd, training: true));
+        Assert.That(thrown!.Message, Is.EqualTo(message.ReplaceLineEndings()));
+        snapshot.AssertUnchanged();
+    }
 }

@@ -1,6 +1,7 @@
 using System;
 using MyTorch.Layers.Functional;
 using MyTorch.Layers.Tests.Oracle;
+using MyTorch.Layers.Tests.Support;
 using NUnit.Framework;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -198,6 +199,34 @@ public class Dropout2dBadInputTests
         Assert.That(threeD!.Message, Does.StartWith("'mask' has shape [1, 3, 1, 1] but the mask of gradOutput has shape [3, 1, 1]"));
         var badRank = Assert.Throws<ArgumentException>(() => Dropout2dFunctional.Backward(randn(2, 3), ones(2, 3, 1, 1)));
         Assert.That(badRank!.Message, Does.StartWith("Dropout2d expects a 3-D (C, H, W) or 4-D (N, C, H, W) input, got a 2-D input"));
+    }
+
+    [Test]
+    public void Backward_BadMaskOrGradient_IsRefused_AndChangesNothing()
+    {
+        using var scope = NewDisposeScope();
+        var dy = randn(2, 3, 4, 4);
+        var mask = ones(2, 3, 1, 1) * 2;
+        var wide = ones(2, 6, 1, 1);
+        var strided = wide.slice(1, 0, 6, 2);
+        var disposed = ones(2, 3, 1, 1);
+        disposed.Dispose();
+        using var snapshot = new Snapshot();
+        snapshot.Add("gradOutput", dy);
+        snapshot.Add("mask", mask);
+        snapshot.Add("strided mask", strided);
+
+        var notContiguous = Assert.Throws<ArgumentException>(() => Dropout2dFunctional.Backward(dy, strided));
+        Assert.That(notContiguous!.Message, Is.EqualTo("'mask' must be contiguous. (Parameter 'mask')"));
+        var gone = Assert.Throws<ObjectDisposedException>(() => Dropout2dFunctional.Backward(dy, disposed));
+        Assert.That(gone!.Message, Does.StartWith("The tensor 'mask' has been disposed."));
+        var onMeta = Assert.Throws<NotSupportedException>(() => Dropout2dFunctional.Backward(dy, empty([2, 3, 1, 1], device: META)));
+        Assert.That(onMeta!.Message, Is.EqualTo("'mask' is on device meta; MyTorch.Layers kernels run on the CPU only. Move the tensor with .cpu() first."));
+        var wrongShape = Assert.Throws<ArgumentException>(() => Dropout2dFunctional.Backward(dy, ones(3, 2, 1, 1)));
+        Assert.That(wrongShape!.Message, Does.StartWith("'mask' has shape [3, 2, 1, 1] but the mask of gradOutput has shape [2, 3, 1, 1]"));
+        var integer = Assert.Throws<ArgumentException>(() => Dropout2dFunctional.Backward(dy.to(ScalarType.Int32), mask));
+        Assert.That(integer!.Message, Does.StartWith("'gradOutput' has dtype Int32; expected Float32 or Float64."));
+        snapshot.AssertUnchanged();
     }
 
     /// <summary>

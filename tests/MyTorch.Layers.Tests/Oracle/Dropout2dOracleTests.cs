@@ -398,6 +398,11 @@ internal static class BitExact
     /// <summary>Every element in logical (row-major) order, with its bits in its own dtype.</summary>
     public static (double Value, long Bits)[] Values(Tensor tensor)
     {
+        if (tensor.numel() == 0)
+        {
+            return [];
+        }
+
         using var dense = tensor.detach().contiguous();
         return tensor.dtype switch
         {

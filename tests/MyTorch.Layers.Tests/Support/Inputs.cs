@@ -78,6 +78,17 @@ internal sealed class LaidOutInput : IDisposable
         return new LaidOutInput(leaf, view);
     }
 
+    /// <summary>
+    /// An expanded (zero-stride) input: the leaf holds only index 0 of dimension <paramref name="dim"/> of
+    /// <paramref name="values"/>, and the view repeats it along that dimension with stride 0, as <c>x.expand(...)</c> of a
+    /// size-1 dimension gives. The view's values are therefore <paramref name="values"/> with that slice repeated.
+    /// </summary>
+    public static LaidOutInput CreateExpanded(Tensor values, int dim)
+    {
+        var leaf = values.detach().narrow(dim, 0, 1).clone().requires_grad_(true);
+        return new LaidOutInput(leaf, leaf.expand(values.shape));
+    }
+
     public void Dispose()
     {
         if (!ReferenceEquals(View, Leaf))
