@@ -1,0 +1,70 @@
+using System.Collections.Generic;
+using NUnit.Framework;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MyTorch.Layers.Tests.Integration;
+
+/// <summary>
+/// The modules follow <c>torch.set_num_threads</c>, and their results are the same bits for any thread count:
+/// the work is split by shape and partial sums are combined in a fixed order.
+/// </summary>
+[TestFixture]
+[NonParallelizable]
+public class ThreadCountTests
+{
+    [TestCase(false, ScalarType.Float32)]
+    [TestCase(true, ScalarType.Float32)]
+    [TestCase(false, ScalarType.Float64)]
+    [TestCase(true, ScalarType.Float64)]
+    public void BatchNorm2dTrainingStep_IsBitIdentical_OnOneTwoAndThreeThreads(bool channelsLast, ScalarType dtype)
+    {
+        int original = torch.get_num_threads();
+        try
+        {
+            var one = Step(1, channelsLast, dtype);
+            foreach (int threads in new[] { 2, 3 })
+            {
+                var many = Step(threads, channelsLast, dtype);
+                for (int i = 0; i < one.Count; i++)
+                {
+                    Assert.That(many[i].eq(one[i]).all().item<bool>(), Is.True, $"{threads} threads, result {i} (output, x.grad, weight.grad, bias.grad, running_mean, running_var)");
+                }
+            }
+        }
+        finally
+        {
+            torch.set_num_threads(original);
+        }
+    }
+
+    /// <summary>
+    /// One training forward and backward of a fresh module on 16×32×24×24 (above the size where the kernels start
+    /// using threads), with <paramref name="threads"/> set for TorchSharp and so for the kernels.
+    /// </summary>
+    private static List<Tensor> Step(int threads, bool channelsLast, ScalarType dtype)
+    {
+        torch.set_num_threads(threads);
+        Assert.That(torch.get_num_threads(), Is.EqualTo(threads));
+        manual_seed(5);
+        var values = (randn(16, 32, 24, 24, dtype: dtype) * 2) + 3;
+        var dy = randn(16, 32, 24, 24, dtype: dtype);
+        if (channelsLast)
+        {
+            values = values.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);
+            dy = dy.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);
+        }
+
+        var bn = new BatchNorm2d(32, dtype: dtype);
+        using (no_grad())
+        {
+            bn.weight!.uniform_(0.5, 1.5);
+            bn.bias!.uniform_(-1, 1);
+        }
+
+        var x = values.detach().requires_grad_(true);
+        var y = bn.forward(x);
+        y.backward([dy]);
+        return [y.detach(), x.grad!, bn.weight!.grad!, bn.bias!.grad!, bn.running_mean!, bn.running_var!];
+    }
+}
