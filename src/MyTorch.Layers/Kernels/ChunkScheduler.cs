@@ -38,8 +38,8 @@ internal static unsafe class ChunkScheduler
     public static void Run<TJob>(ref TJob job, int chunks, int threads)
         where TJob : unmanaged, IChunkJob
     {
-        int helpers = Math.Min(threads, chunks) - 1;
-        if (helpers <= 0 || !Gate.TryEnter())
+        int workersNeeded = Math.Min(threads, chunks) - 1;
+        if (workersNeeded <= 0 || !Gate.TryEnter())
         {
             for (int chunk = 0; chunk < chunks; chunk++)
             {
@@ -51,16 +51,16 @@ internal static unsafe class ChunkScheduler
 
         try
         {
-            EnsureWorkers(helpers);
+            EnsureWorkers(workersNeeded);
             fixed (TJob* pointer = &job)
             {
                 currentRun = &RunChunk<TJob>;
                 currentJob = pointer;
                 currentChunks = chunks;
                 nextChunk = 0;
-                busyWorkers = helpers;
+                busyWorkers = workersNeeded;
                 Finished.Reset();
-                Start.Release(helpers);
+                Start.Release(workersNeeded);
                 Work();
                 Finished.Wait();
                 currentJob = null;
