@@ -235,18 +235,7 @@ public sealed class BatchNorm2d : nn.Module<Tensor, Tensor>
             factor = momentum ?? 1.0 / count;
         }
 
-        bool tracked = is_grad_enabled() && (input.requires_grad || (_weight?.requires_grad ?? false) || (_bias?.requires_grad ?? false));
-        if (!tracked)
-        {
-            // Nothing to record (inference, or frozen parameters on an input without history): skip the autograd node.
-            var (output, mean, invstd) = BatchNorm2dFunctional.Compute(input, _weight, _bias, _running_mean, _running_var, training, factor, _eps);
-            mean.Dispose();
-            invstd.Dispose();
-            return output;
-        }
-
-        var call = new BatchNorm2dCall(_running_mean, _running_var, training, factor, _eps);
-        return BatchNorm2dAutograd.apply(input, _weight, _bias, call);
+        return BatchNorm2dAutograd.Run(input, _weight, _bias, new BatchNorm2dCall(_running_mean, _running_var, training, factor, _eps));
     }
 
     /// <inheritdoc/>
@@ -334,6 +323,25 @@ internal sealed class BatchNorm2dAutograd : autograd.SingleTensorFunction<BatchN
     private const string HasBias = "bias";
 
     public override string Name => "MyTorchBatchNorm2dBackward";
+
+    /// <summary>
+    /// The forward on checked arguments: through this autograd node when a gradient is wanted, otherwise (inference,
+    /// or frozen parameters on an input without history) straight to the kernels, with no node to record.
+    /// </summary>
+    public static Tensor Run(Tensor input, Tensor? weight, Tensor? bias, BatchNorm2dCall call)
+    {
+        bool tracked = is_grad_enabled() && (input.requires_grad || (weight?.requires_grad ?? false) || (bias?.requires_grad ?? false));
+        if (tracked)
+        {
+            return apply(input, weight, bias, call);
+        }
+
+        var (output, mean, invstd) = BatchNorm2dFunctional.Compute(
+            input, weight, bias, call.RunningMean, call.RunningVar, call.Training, call.Momentum, call.Eps);
+        mean.Dispose();
+        invstd.Dispose();
+        return output;
+    }
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {

@@ -99,7 +99,7 @@ public static class layers
             double eps = 1e-05)
         {
             BatchNorm2dFunctional.CheckForward(input, weight, bias, running_mean, running_var, training, eps);
-            return BatchNorm2dAutograd.apply(input, weight, bias, new BatchNorm2dCall(running_mean, running_var, training, momentum, eps));
+            return BatchNorm2dAutograd.Run(input, weight, bias, new BatchNorm2dCall(running_mean, running_var, training, momentum, eps));
         }
 
         /// <summary>
