@@ -39,12 +39,6 @@ internal static unsafe partial class BatchNorm2dKernels
     /// <summary>Elements per vector step: two vectors of doubles, one widened vector of floats.</summary>
     private static int Lanes => 2 * Vector<double>.Count;
 
-    /// <summary>About this many elements per chunk of work: large enough to amortise dispatch, small enough to balance.</summary>
-    private const int ChunkElements = 1 << 15;
-
-    /// <summary>Below this many elements, a kernel runs on the calling thread only.</summary>
-    private const int ParallelThreshold = 1 << 16;
-
     /// <summary>
     /// The length of the scratch buffer the vectorised kernels need for <paramref name="layout"/>: four per-channel
     /// rows, then the partial sums (per plane for NCHW, per block and period position for NHWC) and, for NHWC, four
@@ -213,7 +207,7 @@ internal static unsafe partial class BatchNorm2dKernels
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         int channels = layout.Channels;
-        threads = layout.Length < ParallelThreshold ? 1 : threads;
+        threads = ChunkScheduler.ThreadsFor(layout.Length, threads);
         fixed (T* pa = a)
         fixed (T* pb = b)
         fixed (double* pr = reference)
@@ -233,9 +227,9 @@ internal static unsafe partial class BatchNorm2dKernels
                     Spatial = layout.Spatial,
                     Channels = channels,
                     Planes = planes,
-                    PlanesPerChunk = Math.Max(1, ChunkElements / Math.Max(1, layout.Spatial)),
+                    PlanesPerChunk = ChunkScheduler.UnitsPerChunk(layout.Spatial),
                 };
-                ChunkScheduler.Run(ref job, DivideRoundingUp(planes, job.PlanesPerChunk), threads);
+                ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(planes, job.PlanesPerChunk), threads);
                 for (int c = 0; c < channels; c++)
                 {
                     double sum = 0;
@@ -309,7 +303,7 @@ internal static unsafe partial class BatchNorm2dKernels
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         int channels = layout.Channels;
-        threads = layout.Length < ParallelThreshold ? 1 : threads;
+        threads = ChunkScheduler.ThreadsFor(layout.Length, threads);
         var parameters = new ChannelParameters { Count = channels };
         fixed (T* pa = a)
         fixed (T* pb = b)
@@ -337,9 +331,9 @@ internal static unsafe partial class BatchNorm2dKernels
                     Gradient = gradient,
                     Spatial = layout.Spatial,
                     Planes = planes,
-                    PlanesPerChunk = Math.Max(1, ChunkElements / Math.Max(1, layout.Spatial)),
+                    PlanesPerChunk = ChunkScheduler.UnitsPerChunk(layout.Spatial),
                 };
-                ChunkScheduler.Run(ref job, DivideRoundingUp(planes, job.PlanesPerChunk), threads);
+                ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(planes, job.PlanesPerChunk), threads);
             }
             else
             {
@@ -380,8 +374,6 @@ internal static unsafe partial class BatchNorm2dKernels
         }
     }
 
-    private static int DivideRoundingUp(int value, int divisor) => (value + divisor - 1) / divisor;
-
     private static int GreatestCommonDivisor(int a, int b)
     {
         while (b != 0)
@@ -403,10 +395,10 @@ internal static unsafe partial class BatchNorm2dKernels
             Channels = layout.Channels;
             Period = Channels / GreatestCommonDivisor(Channels, Lanes) * Lanes;
             int rowsPerPeriod = Period / Channels;
-            int periods = Math.Max(1, ChunkElements / Period);
+            int periods = ChunkScheduler.UnitsPerChunk(Period);
             RowsPerBlock = periods * rowsPerPeriod;
             Rows = layout.ValuesPerChannel;
-            Count = Math.Max(1, DivideRoundingUp(Rows, RowsPerBlock));
+            Count = Math.Max(1, ChunkScheduler.ChunkCount(Rows, RowsPerBlock));
         }
 
         public int Channels { get; }

@@ -23,6 +23,21 @@ internal interface IChunkJob
 /// </remarks>
 internal static unsafe class ChunkScheduler
 {
+    /// <summary>About this many elements per chunk of work: large enough to amortise dispatch, small enough to balance.</summary>
+    public const int ChunkElements = 1 << 15;
+
+    /// <summary>Below this many elements, a kernel runs on the calling thread only.</summary>
+    public const int ParallelThreshold = 1 << 16;
+
+    /// <summary>How many units of <paramref name="unitLength"/> elements make one chunk: at least one.</summary>
+    public static int UnitsPerChunk(int unitLength) => Math.Max(1, ChunkElements / Math.Max(1, unitLength));
+
+    /// <summary>The number of chunks of <paramref name="unitsPerChunk"/> units that cover <paramref name="units"/>.</summary>
+    public static int ChunkCount(int units, int unitsPerChunk) => (units + unitsPerChunk - 1) / unitsPerChunk;
+
+    /// <summary>The threads a kernel over <paramref name="elements"/> elements uses: one below <see cref="ParallelThreshold"/>.</summary>
+    public static int ThreadsFor(int elements, int threads) => elements < ParallelThreshold ? 1 : threads;
+
     private static readonly Lock Gate = new();
     private static readonly SemaphoreSlim Start = new(0);
     private static readonly ManualResetEventSlim Finished = new(false);

@@ -35,12 +35,6 @@ internal static class Dropout2dKernels
         }
     }
 
-    /// <summary>About this many elements per chunk of work.</summary>
-    private const int ChunkElements = 1 << 15;
-
-    /// <summary>Below this many elements, the kernel runs on the calling thread only.</summary>
-    private const int ParallelThreshold = 1 << 16;
-
     /// <summary>
     /// y[n, c, s] = x[n, c, s] · mask[n·C + c], on up to <paramref name="threads"/> threads (each product is independent,
     /// so the thread count cannot change a bit). <paramref name="y"/> may be <paramref name="x"/> itself (in-place dropout).
@@ -69,10 +63,9 @@ internal static class Dropout2dKernels
                 Mask = pm,
                 Layout = layout,
                 Units = units,
-                UnitsPerChunk = Math.Max(1, ChunkElements / unitLength),
+                UnitsPerChunk = ChunkScheduler.UnitsPerChunk(unitLength),
             };
-            int chunks = (units + job.UnitsPerChunk - 1) / job.UnitsPerChunk;
-            ChunkScheduler.Run(ref job, chunks, layout.Length < ParallelThreshold ? 1 : threads);
+            ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(units, job.UnitsPerChunk), ChunkScheduler.ThreadsFor(layout.Length, threads));
         }
     }
 

@@ -131,12 +131,14 @@ public class Dropout2dKernelTests
         Assert.That(BitConverter.SingleToInt32Bits(dx[1]), Is.EqualTo(int.MinValue), "−2 · 0 = −0.0, as libtorch's dy · 0");
     }
 
-    [TestCase(false)]
-    [TestCase(true)]
-    public void ApplyMask_OnSeveralThreads_IsEveryProductExactly(bool channelsLast)
+    [TestCase(false, 3001)]
+    [TestCase(false, 3008)]
+    [TestCase(true, 3001)]
+    public void ApplyMask_OnSeveralThreads_IsEveryProductExactly(bool channelsLast, int spatial)
     {
         // Above the parallel threshold, several chunks long: each element is still x · its channel's factor, exactly.
-        var layout = new PlaneLayout(6, 7, 3001, channelsLast);
+        // NCHW planes of whole vectors (3008) take the loop inside the chunk, others (3001) the call per plane.
+        var layout = new PlaneLayout(6, 7, spatial, channelsLast);
         var random = new Random(4);
         float[] x = new float[layout.Length];
         for (int i = 0; i < x.Length; i++)
