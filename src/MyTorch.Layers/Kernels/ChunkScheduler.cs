@@ -1,5 +1,6 @@
 using System;
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Threading;
 
 namespace MyTorch.Layers.Kernels;
@@ -12,14 +13,16 @@ internal interface IChunkJob
 }
 
 /// <summary>
-/// Runs the chunks of a job on up to a given number of threads: the calling thread and a few long-lived workers.
+/// Runs the chunks of a job on up to a given number of threads: the calling thread and either the threads of an
+/// OpenMP-style team (see <see cref="UseTeam"/>) or, without one, a few long-lived workers of its own.
 /// </summary>
 /// <remarks>
 /// Results cannot depend on the thread count because the callers fix the partition (chunk boundaries depend on the
 /// shape only) and every chunk writes its own partial results, which the caller combines in chunk order afterwards.
-/// A job is an unmanaged struct on the caller's stack, reached by the workers through a pointer while the caller
-/// waits, so dispatching allocates nothing. One job runs at a time; a caller that finds the workers busy (another
-/// thread's kernel) runs its chunks itself, which gives the same results.
+/// Threads claim chunks one at a time, so which thread runs a chunk does not matter either.
+/// A job is an unmanaged struct on the caller's stack, reached by the other threads through a pointer while the
+/// caller waits, so dispatching allocates nothing. The own workers run one job at a time; a caller that finds them
+/// busy (another thread's kernel) runs its chunks itself, which gives the same results.
 /// </remarks>
 internal static unsafe class ChunkScheduler
 {
@@ -38,6 +41,22 @@ internal static unsafe class ChunkScheduler
     /// <summary>The threads a kernel over <paramref name="elements"/> elements uses: one below <see cref="ParallelThreshold"/>.</summary>
     public static int ThreadsFor(int elements, int threads) => elements < ParallelThreshold ? 1 : threads;
 
+    private static delegate* unmanaged<delegate* unmanaged<void*, void>, void*, uint, uint, void> team;
+
+    /// <summary>The team given to <see cref="UseTeam"/>, or <see langword="null"/> when parallel chunks go to the own workers.</summary>
+    public static delegate* unmanaged<delegate* unmanaged<void*, void>, void*, uint, uint, void> Team => team;
+
+    /// <summary>
+    /// Sends parallel work to a fork-join runtime with OpenMP's <c>GOMP_parallel(body, data, threads, flags)</c> contract:
+    /// it calls <c>body(data)</c> once on each of up to <c>threads</c> threads, the caller among them, and returns when
+    /// all calls have returned. <see langword="null"/> goes back to the own workers.
+    /// </summary>
+    /// <remarks>
+    /// The point is to share threads with a library that already has a team: two busy pools on the same cores take
+    /// time slices from each other, and a worker descheduled in the middle of a chunk keeps the caller waiting.
+    /// </remarks>
+    public static void UseTeam(delegate* unmanaged<delegate* unmanaged<void*, void>, void*, uint, uint, void> parallel) => team = parallel;
+
     private static readonly Lock Gate = new();
     private static readonly SemaphoreSlim Start = new(0);
     private static readonly ManualResetEventSlim Finished = new(false);
@@ -54,6 +73,13 @@ internal static unsafe class ChunkScheduler
         where TJob : unmanaged, IChunkJob
     {
         int workersNeeded = Math.Min(threads, chunks) - 1;
+        var parallel = team;
+        if (workersNeeded > 0 && parallel != null)
+        {
+            RunOnTeam(ref job, chunks, workersNeeded + 1, parallel);
+            return;
+        }
+
         if (workersNeeded <= 0 || !Gate.TryEnter())
         {
             for (int chunk = 0; chunk < chunks; chunk++)
@@ -84,6 +110,55 @@ internal static unsafe class ChunkScheduler
         finally
         {
             Gate.Exit();
+        }
+    }
+
+    private static void RunOnTeam<TJob>(
+        ref TJob job,
+        int chunks,
+        int threads,
+        delegate* unmanaged<delegate* unmanaged<void*, void>, void*, uint, uint, void> parallel)
+        where TJob : unmanaged, IChunkJob
+    {
+        fixed (TJob* pointer = &job)
+        {
+            var region = new TeamRegion { Run = &RunChunk<TJob>, Job = pointer, Chunks = chunks };
+            parallel(&TeamBody, &region, (uint)threads, 0);
+            if (region.Failed != 0)
+            {
+                throw new InvalidOperationException("A kernel chunk failed on a thread of the parallel team.");
+            }
+        }
+    }
+
+    /// <summary>What the team's threads share: the job, and the next unclaimed chunk.</summary>
+    private struct TeamRegion
+    {
+        public delegate*<void*, int, void> Run;
+        public void* Job;
+        public int Chunks;
+        public int Next;
+        public int Failed;
+    }
+
+    /// <summary>The team's body: claims and runs chunks until none is left. No exception may cross into the runtime.</summary>
+    [UnmanagedCallersOnly]
+    private static void TeamBody(void* data)
+    {
+        var region = (TeamRegion*)data;
+        try
+        {
+            int chunk;
+            while ((chunk = Interlocked.Increment(ref region->Next) - 1) < region->Chunks)
+            {
+                region->Run(region->Job, chunk);
+            }
+        }
+        catch (Exception)
+        {
+            // Stop every thread claiming, and let the caller throw on its own thread.
+            Volatile.Write(ref region->Failed, 1);
+            Interlocked.Exchange(ref region->Next, region->Chunks);
         }
     }
 

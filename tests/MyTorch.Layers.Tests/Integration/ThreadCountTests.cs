@@ -1,4 +1,7 @@
+using System;
 using System.Collections.Generic;
+using MyTorch.Layers.Functional;
+using MyTorch.Layers.Kernels;
 using NUnit.Framework;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -36,6 +39,22 @@ public class ThreadCountTests
         {
             torch.set_num_threads(original);
         }
+    }
+
+    [Test]
+    public unsafe void Kernels_RunOnLibTorchsOpenMpTeam_OnLinux()
+    {
+        // Kernels on threads of their own would share the cores with libtorch's OpenMP threads, which spin after each
+        // of libtorch's parallel regions; on Linux they run on that team instead.
+        using var y = new Dropout2d(0.5).forward(randn(2, 3, 4, 4));
+        if (!OperatingSystem.IsLinux())
+        {
+            Assert.Ignore("libtorch's OpenMP runtime is looked for on Linux only.");
+        }
+
+        Assert.That((nint)KernelThreads.OpenMpParallel, Is.Not.Zero, "GOMP_parallel found through libtorch_cpu.so");
+        var expected = Environment.GetEnvironmentVariable("MYTORCH_LAYERS_OPENMP") == "0" ? null : KernelThreads.OpenMpParallel;
+        Assert.That((nint)ChunkScheduler.Team, Is.EqualTo((nint)expected), "the team the kernels use");
     }
 
     /// <summary>

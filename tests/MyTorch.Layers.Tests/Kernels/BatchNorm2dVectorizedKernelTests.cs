@@ -4,6 +4,7 @@ using System.Linq;
 using System.Numerics;
 using System.Threading.Tasks;
 using MyTorch.Layers.Kernels;
+using MyTorch.Layers.Tests.Support;
 using NUnit.Framework;
 
 namespace MyTorch.Layers.Tests.Kernels;
@@ -103,35 +104,43 @@ public class BatchNorm2dVectorizedKernelTests
     public static IEnumerable<TestCaseData> ThreadedShapes()
     {
         // Above the parallel threshold and several chunks long in both layouts; C = 5 makes the NHWC period 5 · 8.
-        foreach (bool channelsLast in new[] { false, true })
+        // Each on the kernels' own workers and on libtorch's OpenMP team.
+        foreach (bool openMpTeam in new[] { false, true })
         {
-            yield return new TestCaseData(4, 5, 4099, channelsLast).SetArgDisplayNames("4x5x4099", channelsLast ? "NHWC" : "NCHW");
-            yield return new TestCaseData(64, 70, 9, channelsLast).SetArgDisplayNames("64x70x9", channelsLast ? "NHWC" : "NCHW");
+            foreach (bool channelsLast in new[] { false, true })
+            {
+                string[] names = [channelsLast ? "NHWC" : "NCHW", openMpTeam ? "OpenMP team" : "own workers"];
+                yield return new TestCaseData(4, 5, 4099, channelsLast, openMpTeam).SetArgDisplayNames(["4x5x4099", .. names]);
+                yield return new TestCaseData(64, 70, 9, channelsLast, openMpTeam).SetArgDisplayNames(["64x70x9", .. names]);
+            }
         }
     }
 
     [TestCaseSource(nameof(ThreadedShapes))]
-    public void Results_AreBitIdentical_ForAnyThreadCount(int batch, int channels, int spatial, bool channelsLast)
+    public void Results_AreBitIdentical_ForAnyThreadCount(int batch, int channels, int spatial, bool channelsLast, bool openMpTeam)
     {
         var layout = new PlaneLayout(batch, channels, spatial, channelsLast);
         var one = RunFast<float>(layout, seed: 11, threads: 1);
-        foreach (int threads in new[] { 2, 3, 8 })
-        {
-            var many = RunFast<float>(layout, seed: 11, threads);
-            AssertBitIdentical(many, one, $"{threads} threads");
-        }
-
         var oneDouble = RunFast<double>(layout, seed: 12, threads: 1);
-        AssertBitIdentical(RunFast<double>(layout, seed: 12, threads: 2), oneDouble, "float64, 2 threads");
+        KernelTeams.Run(openMpTeam, () =>
+        {
+            foreach (int threads in new[] { 2, 3, 8 })
+            {
+                var many = RunFast<float>(layout, seed: 11, threads);
+                AssertBitIdentical(many, one, $"{threads} threads");
+            }
+
+            AssertBitIdentical(RunFast<double>(layout, seed: 12, threads: 2), oneDouble, "float64, 2 threads");
+        });
     }
 
     [TestCaseSource(nameof(ThreadedShapes))]
-    public void ConcurrentCallers_GetTheSameResultsAsOneAfterAnother(int batch, int channels, int spatial, bool channelsLast)
+    public void ConcurrentCallers_GetTheSameResultsAsOneAfterAnother(int batch, int channels, int spatial, bool channelsLast, bool openMpTeam)
     {
         var layout = new PlaneLayout(batch, channels, spatial, channelsLast);
-        var expected = RunFast<float>(layout, seed: 21, threads: 2);
+        var expected = RunFast<float>(layout, seed: 21, threads: 1);
         var results = new FastResult<float>[6];
-        Parallel.For(0, results.Length, new ParallelOptions { MaxDegreeOfParallelism = results.Length }, i => results[i] = RunFast<float>(layout, seed: 21, threads: 2));
+        KernelTeams.Run(openMpTeam, () => Parallel.For(0, results.Length, new ParallelOptions { MaxDegreeOfParallelism = results.Length }, i => results[i] = RunFast<float>(layout, seed: 21, threads: 2)));
         foreach (var result in results)
         {
             AssertBitIdentical(result, expected, "concurrent");

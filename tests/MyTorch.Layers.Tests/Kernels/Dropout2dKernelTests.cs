@@ -2,6 +2,7 @@ using System;
 using System.Linq;
 using System.Numerics;
 using MyTorch.Layers.Kernels;
+using MyTorch.Layers.Tests.Support;
 using NUnit.Framework;
 
 namespace MyTorch.Layers.Tests.Kernels;
@@ -131,10 +132,13 @@ public class Dropout2dKernelTests
         Assert.That(BitConverter.SingleToInt32Bits(dx[1]), Is.EqualTo(int.MinValue), "−2 · 0 = −0.0, as libtorch's dy · 0");
     }
 
-    [TestCase(false, 3001)]
-    [TestCase(false, 3008)]
-    [TestCase(true, 3001)]
-    public void ApplyMask_OnSeveralThreads_IsEveryProductExactly(bool channelsLast, int spatial)
+    [TestCase(false, 3001, false)]
+    [TestCase(false, 3008, false)]
+    [TestCase(true, 3001, false)]
+    [TestCase(false, 3001, true)]
+    [TestCase(false, 3008, true)]
+    [TestCase(true, 3001, true)]
+    public void ApplyMask_OnSeveralThreads_IsEveryProductExactly(bool channelsLast, int spatial, bool openMpTeam)
     {
         // Above the parallel threshold, several chunks long: each element is still x · its channel's factor, exactly.
         // NCHW planes of whole vectors (3008) take the loop inside the chunk, others (3001) the call per plane.
@@ -155,7 +159,7 @@ public class Dropout2dKernelTests
         foreach (int threads in new[] { 1, 2, 5 })
         {
             var y = new float[x.Length];
-            Dropout2dKernels.ApplyMask<float>(x, y, layout, mask, threads);
+            KernelTeams.Run(openMpTeam, () => Dropout2dKernels.ApplyMask<float>(x, y, layout, mask, threads));
             for (int n = 0; n < layout.Batch; n++)
             {
                 for (int c = 0; c < layout.Channels; c++)
