@@ -33,6 +33,11 @@ namespace MyTorch.Layers.Kernels;
 /// NHWC is read in place: a run of P = lcm(C, <see cref="Lanes"/>) values holds every channel a whole number of
 /// times at the same offsets, so per-channel constants and accumulators are stored as P-long periodic rows.
 /// </para>
+/// <para>
+/// Large outputs (y, dx) are written with streaming stores, which save the read of each output line that an ordinary
+/// store makes first (see <see cref="StreamingStores"/>). Those need aligned addresses, so a run may start with a
+/// few scalar values; every value is computed the same way on either path, so no bit depends on where the run starts.
+/// </para>
 /// </remarks>
 internal static unsafe partial class BatchNorm2dKernels
 {
@@ -112,6 +117,10 @@ internal static unsafe partial class BatchNorm2dKernels
     /// <summary>
     /// y = (x − mean[c]) · invstd[c] · γ[c] + β[c], vectorised. <paramref name="y"/> may be <paramref name="x"/> itself.
     /// </summary>
+    /// <remarks>
+    /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when it is at least
+    /// <see cref="StreamingStores.MinimumBytes"/>; that changes no bit of the result.
+    /// </remarks>
     public static void NormalizeVectorized<T>(
         ReadOnlySpan<T> x,
         Span<T> y,
@@ -121,7 +130,8 @@ internal static unsafe partial class BatchNorm2dKernels
         ReadOnlySpan<T> weight,
         ReadOnlySpan<T> bias,
         Span<double> scratch,
-        int threads)
+        int threads,
+        bool? streamingStores = null)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         Debug.Assert(x.Length >= layout.Length && y.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
@@ -142,7 +152,7 @@ internal static unsafe partial class BatchNorm2dKernels
             shift[c] = bias.IsEmpty ? 0.0 : double.CreateTruncating(bias[c]);
         }
 
-        Elementwise(x, default, y, layout, offset, scale, shift, default, scratch[(4 * channels)..], threads);
+        Elementwise(x, default, y, layout, offset, scale, shift, default, scratch[(4 * channels)..], threads, streamingStores);
     }
 
     /// <summary>
@@ -150,6 +160,10 @@ internal static unsafe partial class BatchNorm2dKernels
     /// <see cref="BackwardInputFixedStatistics{T}"/>, vectorised. <paramref name="gradInput"/> may be
     /// <paramref name="gradOutput"/> itself.
     /// </summary>
+    /// <remarks>
+    /// dx is written with streaming stores if <c>streamingStores</c> says so, and by default when it is at least
+    /// <see cref="StreamingStores.MinimumBytes"/>; that changes no bit of the result.
+    /// </remarks>
     public static void BackwardInputVectorized<T>(
         ReadOnlySpan<T> x,
         ReadOnlySpan<T> gradOutput,
@@ -162,7 +176,8 @@ internal static unsafe partial class BatchNorm2dKernels
         ReadOnlySpan<double> sumDyXmu,
         bool batchStatistics,
         Span<double> scratch,
-        int threads)
+        int threads,
+        bool? streamingStores = null)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         Debug.Assert(gradOutput.Length >= layout.Length && gradInput.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
@@ -188,7 +203,7 @@ internal static unsafe partial class BatchNorm2dKernels
             projection[c] = batchStatistics ? sumDyXmu[c] * istd * istd / count : 0;
         }
 
-        Elementwise(gradOutput, batchStatistics ? x : default, gradInput, layout, offset, scale, shift, projection, scratch[(4 * channels)..], threads);
+        Elementwise(gradOutput, batchStatistics ? x : default, gradInput, layout, offset, scale, shift, projection, scratch[(4 * channels)..], threads, streamingStores);
     }
 
     /// <summary>
@@ -299,7 +314,8 @@ internal static unsafe partial class BatchNorm2dKernels
         ReadOnlySpan<double> shift,
         ReadOnlySpan<double> projection,
         Span<double> periodicScratch,
-        int threads)
+        int threads,
+        bool? streamingStores)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         int channels = layout.Channels;
@@ -319,6 +335,7 @@ internal static unsafe partial class BatchNorm2dKernels
             parameters.Shift = shiftPointer;
             parameters.Projection = b.IsEmpty ? null : projectionPointer;
             bool gradient = !b.IsEmpty;
+            bool streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length));
             if (!layout.ChannelsLast)
             {
                 int planes = layout.Batch * channels;
@@ -329,6 +346,7 @@ internal static unsafe partial class BatchNorm2dKernels
                     Output = po,
                     Parameters = parameters,
                     Gradient = gradient,
+                    Streaming = streaming,
                     Spatial = layout.Spatial,
                     Planes = planes,
                     PlanesPerChunk = ChunkScheduler.UnitsPerChunk(layout.Spatial),
@@ -367,6 +385,7 @@ internal static unsafe partial class BatchNorm2dKernels
                     Output = po,
                     Parameters = periodicParameters,
                     Gradient = gradient,
+                    Streaming = streaming,
                     Blocks = blocks,
                 };
                 ChunkScheduler.Run(ref job, blocks.Count, threads);
@@ -505,12 +524,27 @@ internal static unsafe partial class BatchNorm2dKernels
         public T* Output;
         public ChannelParameters Parameters;
         public bool Gradient;
+        public bool Streaming;
         public int Spatial;
         public int Planes;
         public int PlanesPerChunk;
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Run(int chunk)
+        {
+            if (Streaming)
+            {
+                Run<StreamingStores>(chunk);
+                StreamingStores.Fence();
+            }
+            else
+            {
+                Run<PlainStores>(chunk);
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private readonly void Run<TStore>(int chunk)
+            where TStore : struct, IStoreMode
         {
             int end = Math.Min(Planes, (chunk + 1) * PlanesPerChunk);
             for (int plane = chunk * PlanesPerChunk; plane < end; plane++)
@@ -520,15 +554,13 @@ internal static unsafe partial class BatchNorm2dKernels
                 double offset = Parameters.Offset[c];
                 double scale = Parameters.Scale[c];
                 double shift = Parameters.Shift[c];
-                var a = new ReadOnlySpan<T>(A + start, Spatial);
-                var output = new Span<T>(Output + start, Spatial);
                 if (Gradient)
                 {
-                    GradientBroadcast(a, new ReadOnlySpan<T>(B + start, Spatial), output, offset, scale, shift, Parameters.Projection[c]);
+                    GradientBroadcast<T, TStore>(A + start, B + start, Output + start, Spatial, offset, scale, shift, Parameters.Projection[c]);
                 }
                 else
                 {
-                    AffineBroadcast(a, output, offset, scale, shift);
+                    AffineBroadcast<T, TStore>(A + start, Output + start, Spatial, offset, scale, shift);
                 }
             }
         }
@@ -542,25 +574,35 @@ internal static unsafe partial class BatchNorm2dKernels
         public T* Output;
         public ChannelParameters Parameters;
         public bool Gradient;
+        public bool Streaming;
         public RowBlocks Blocks;
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Run(int chunk)
         {
-            (long start, int length) = Blocks.Span(chunk);
-            int period = Parameters.Count;
-            var a = new ReadOnlySpan<T>(A + start, length);
-            var output = new Span<T>(Output + start, length);
-            var offset = new ReadOnlySpan<double>(Parameters.Offset, period);
-            var scale = new ReadOnlySpan<double>(Parameters.Scale, period);
-            var shift = new ReadOnlySpan<double>(Parameters.Shift, period);
-            if (Gradient)
+            // Every vector step of a block is a whole number of vectors from its start, so one aligned start aligns them all.
+            if (Streaming && StreamingStores.Aligned(Output + Blocks.Span(chunk).Start))
             {
-                GradientPeriodic(a, new ReadOnlySpan<T>(B + start, length), output, offset, scale, shift, new ReadOnlySpan<double>(Parameters.Projection, period));
+                Run<StreamingStores>(chunk);
+                StreamingStores.Fence();
             }
             else
             {
-                AffinePeriodic(a, output, offset, scale, shift);
+                Run<PlainStores>(chunk);
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private readonly void Run<TStore>(int chunk)
+            where TStore : struct, IStoreMode
+        {
+            (long start, int length) = Blocks.Span(chunk);
+            if (Gradient)
+            {
+                GradientPeriodic<T, TStore>(A + start, B + start, Output + start, length, Parameters);
+            }
+            else
+            {
+                AffinePeriodic<T, TStore>(A + start, Output + start, length, Parameters);
             }
         }
     }
@@ -721,143 +763,198 @@ internal static unsafe partial class BatchNorm2dKernels
         }
     }
 
+    // The element-wise loops compute each value the same way in the vector body and in the scalar head and tail
+    // (Affine and Gradient below), so which values take which path, which depends on alignment, changes no bit.
+
+    /// <summary>out = (a − offset) · scale + shift for one value, as the vector body computes it (one fused multiply-add).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T Affine<T>(T a, double offset, double scale, double shift)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> => T.CreateTruncating(double.FusedMultiplyAdd(double.CreateTruncating(a) - offset, scale, shift));
+
+    /// <summary>out = (a − shift − (b − offset) · projection) · scale for one value, as the vector body computes it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T Gradient<T>(T a, T b, double offset, double scale, double shift, double projection)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> =>
+        T.CreateTruncating((double.CreateTruncating(a) - shift - ((double.CreateTruncating(b) - offset) * projection)) * scale);
+
+    /// <summary>
+    /// The first values of a run that go through the scalar path: none for plain stores, and for streaming stores
+    /// those before the first aligned address.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int ScalarHead<T, TStore>(T* output, int length)
+        where T : unmanaged
+        where TStore : struct, IStoreMode => TStore.Streaming ? StreamingStores.Head(output, length) : 0;
+
     /// <summary>out = (a − offset) · scale + shift over a contiguous run.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void AffineBroadcast<T>(ReadOnlySpan<T> a, Span<T> output, double offset, double scale, double shift)
+    private static void AffineBroadcast<T, TStore>(T* a, T* output, int length, double offset, double scale, double shift)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where TStore : struct, IStoreMode
     {
         int i = 0;
-        if (Vector.IsHardwareAccelerated && a.Length >= Lanes)
+        if (Vector.IsHardwareAccelerated && length >= Lanes)
         {
+            for (int head = ScalarHead<T, TStore>(output, length); i < head; i++)
+            {
+                output[i] = Affine(a[i], offset, scale, shift);
+            }
+
             var vo = new Vector<double>(offset);
             var vs = new Vector<double>(scale);
             var vt = new Vector<double>(shift);
-            ref T source = ref MemoryMarshal.GetReference(a);
-            ref T destination = ref MemoryMarshal.GetReference(output);
-            for (; i <= a.Length - Lanes; i += Lanes)
+            for (; i <= length - Lanes; i += Lanes)
             {
-                Load(ref source, (nuint)i, out var lo, out var hi);
-                Store(Vector.FusedMultiplyAdd(lo - vo, vs, vt), Vector.FusedMultiplyAdd(hi - vo, vs, vt), ref destination, (nuint)i);
+                Load(a + i, out var lo, out var hi);
+                Store<T, TStore>(Vector.FusedMultiplyAdd(lo - vo, vs, vt), Vector.FusedMultiplyAdd(hi - vo, vs, vt), output + i);
             }
         }
 
-        for (; i < a.Length; i++)
+        for (; i < length; i++)
         {
-            output[i] = T.CreateTruncating(((double.CreateTruncating(a[i]) - offset) * scale) + shift);
+            output[i] = Affine(a[i], offset, scale, shift);
         }
     }
 
     /// <summary>out = (a − shift − (b − offset) · projection) · scale over a contiguous run.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void GradientBroadcast<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, Span<T> output, double offset, double scale, double shift, double projection)
+    private static void GradientBroadcast<T, TStore>(T* a, T* b, T* output, int length, double offset, double scale, double shift, double projection)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where TStore : struct, IStoreMode
     {
         int i = 0;
-        if (Vector.IsHardwareAccelerated && a.Length >= Lanes)
+        if (Vector.IsHardwareAccelerated && length >= Lanes)
         {
+            for (int head = ScalarHead<T, TStore>(output, length); i < head; i++)
+            {
+                output[i] = Gradient(a[i], b[i], offset, scale, shift, projection);
+            }
+
             var vo = new Vector<double>(offset);
             var vs = new Vector<double>(scale);
             var vt = new Vector<double>(shift);
             var vp = new Vector<double>(projection);
-            ref T startA = ref MemoryMarshal.GetReference(a);
-            ref T startB = ref MemoryMarshal.GetReference(b);
-            ref T destination = ref MemoryMarshal.GetReference(output);
-            for (; i <= a.Length - Lanes; i += Lanes)
+            for (; i <= length - Lanes; i += Lanes)
             {
-                Load(ref startA, (nuint)i, out var alo, out var ahi);
-                Load(ref startB, (nuint)i, out var blo, out var bhi);
+                Load(a + i, out var alo, out var ahi);
+                Load(b + i, out var blo, out var bhi);
                 var lo = (alo - vt - ((blo - vo) * vp)) * vs;
                 var hi = (ahi - vt - ((bhi - vo) * vp)) * vs;
-                Store(lo, hi, ref destination, (nuint)i);
+                Store<T, TStore>(lo, hi, output + i);
             }
         }
 
-        for (; i < a.Length; i++)
+        for (; i < length; i++)
         {
-            double xmu = double.CreateTruncating(b[i]) - offset;
-            output[i] = T.CreateTruncating((double.CreateTruncating(a[i]) - shift - (xmu * projection)) * scale);
+            output[i] = Gradient(a[i], b[i], offset, scale, shift, projection);
         }
     }
 
-    /// <summary>out = (a − offset[k]) · scale[k] + shift[k] with k the offset modulo the period.</summary>
+    /// <summary>
+    /// out = (a − offset[k]) · scale[k] + shift[k] with k the offset modulo the period; the run starts at a whole period,
+    /// and for streaming stores at an aligned address.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void AffinePeriodic<T>(
-        ReadOnlySpan<T> a, Span<T> output, ReadOnlySpan<double> offset, ReadOnlySpan<double> scale, ReadOnlySpan<double> shift)
+    private static void AffinePeriodic<T, TStore>(T* a, T* output, int length, ChannelParameters parameters)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where TStore : struct, IStoreMode
     {
-        int period = offset.Length;
+        int period = parameters.Count;
+        double* os = parameters.Offset;
+        double* ss = parameters.Scale;
+        double* ts = parameters.Shift;
         int i = 0;
         if (Vector.IsHardwareAccelerated)
         {
-            ref T source = ref MemoryMarshal.GetReference(a);
-            ref T destination = ref MemoryMarshal.GetReference(output);
-            ref double os = ref MemoryMarshal.GetReference(offset);
-            ref double ss = ref MemoryMarshal.GetReference(scale);
-            ref double ts = ref MemoryMarshal.GetReference(shift);
             int half = Vector<double>.Count;
-            for (; i <= a.Length - period; i += period)
+            for (; i <= length - period; i += period)
             {
                 for (int k = 0; k < period; k += Lanes)
                 {
-                    Load(ref source, (nuint)(i + k), out var lo, out var hi);
-                    lo = Vector.FusedMultiplyAdd(lo - Vector.LoadUnsafe(ref os, (nuint)k), Vector.LoadUnsafe(ref ss, (nuint)k), Vector.LoadUnsafe(ref ts, (nuint)k));
-                    hi = Vector.FusedMultiplyAdd(hi - Vector.LoadUnsafe(ref os, (nuint)(k + half)), Vector.LoadUnsafe(ref ss, (nuint)(k + half)), Vector.LoadUnsafe(ref ts, (nuint)(k + half)));
-                    Store(lo, hi, ref destination, (nuint)(i + k));
+                    Load(a + i + k, out var lo, out var hi);
+                    lo = Vector.FusedMultiplyAdd(lo - Vector.Load(os + k), Vector.Load(ss + k), Vector.Load(ts + k));
+                    hi = Vector.FusedMultiplyAdd(hi - Vector.Load(os + k + half), Vector.Load(ss + k + half), Vector.Load(ts + k + half));
+                    Store<T, TStore>(lo, hi, output + i + k);
                 }
             }
         }
 
-        for (; i < a.Length; i++)
+        for (; i < length; i++)
         {
             int k = i % period;
-            output[i] = T.CreateTruncating(((double.CreateTruncating(a[i]) - offset[k]) * scale[k]) + shift[k]);
+            output[i] = Affine(a[i], os[k], ss[k], ts[k]);
         }
     }
 
-    /// <summary>out = (a − shift[k] − (b − offset[k]) · projection[k]) · scale[k] with k the offset modulo the period.</summary>
+    /// <summary>
+    /// out = (a − shift[k] − (b − offset[k]) · projection[k]) · scale[k] with k the offset modulo the period; the run
+    /// starts at a whole period, and for streaming stores at an aligned address.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void GradientPeriodic<T>(
-        ReadOnlySpan<T> a,
-        ReadOnlySpan<T> b,
-        Span<T> output,
-        ReadOnlySpan<double> offset,
-        ReadOnlySpan<double> scale,
-        ReadOnlySpan<double> shift,
-        ReadOnlySpan<double> projection)
+    private static void GradientPeriodic<T, TStore>(T* a, T* b, T* output, int length, ChannelParameters parameters)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where TStore : struct, IStoreMode
     {
-        int period = offset.Length;
+        int period = parameters.Count;
+        double* os = parameters.Offset;
+        double* ss = parameters.Scale;
+        double* ts = parameters.Shift;
+        double* ps = parameters.Projection;
         int i = 0;
         if (Vector.IsHardwareAccelerated)
         {
-            ref T startA = ref MemoryMarshal.GetReference(a);
-            ref T startB = ref MemoryMarshal.GetReference(b);
-            ref T destination = ref MemoryMarshal.GetReference(output);
-            ref double os = ref MemoryMarshal.GetReference(offset);
-            ref double ss = ref MemoryMarshal.GetReference(scale);
-            ref double ts = ref MemoryMarshal.GetReference(shift);
-            ref double ps = ref MemoryMarshal.GetReference(projection);
             int half = Vector<double>.Count;
-            for (; i <= a.Length - period; i += period)
+            for (; i <= length - period; i += period)
             {
                 for (int k = 0; k < period; k += Lanes)
                 {
-                    Load(ref startA, (nuint)(i + k), out var alo, out var ahi);
-                    Load(ref startB, (nuint)(i + k), out var blo, out var bhi);
-                    nuint k0 = (nuint)k;
-                    nuint k1 = (nuint)(k + half);
-                    var lo = (alo - Vector.LoadUnsafe(ref ts, k0) - ((blo - Vector.LoadUnsafe(ref os, k0)) * Vector.LoadUnsafe(ref ps, k0))) * Vector.LoadUnsafe(ref ss, k0);
-                    var hi = (ahi - Vector.LoadUnsafe(ref ts, k1) - ((bhi - Vector.LoadUnsafe(ref os, k1)) * Vector.LoadUnsafe(ref ps, k1))) * Vector.LoadUnsafe(ref ss, k1);
-                    Store(lo, hi, ref destination, (nuint)(i + k));
+                    Load(a + i + k, out var alo, out var ahi);
+                    Load(b + i + k, out var blo, out var bhi);
+                    int k1 = k + half;
+                    var lo = (alo - Vector.Load(ts + k) - ((blo - Vector.Load(os + k)) * Vector.Load(ps + k))) * Vector.Load(ss + k);
+                    var hi = (ahi - Vector.Load(ts + k1) - ((bhi - Vector.Load(os + k1)) * Vector.Load(ps + k1))) * Vector.Load(ss + k1);
+                    Store<T, TStore>(lo, hi, output + i + k);
                 }
             }
         }
 
-        for (; i < a.Length; i++)
+        for (; i < length; i++)
         {
             int k = i % period;
-            double xmu = double.CreateTruncating(b[i]) - offset[k];
-            output[i] = T.CreateTruncating((double.CreateTruncating(a[i]) - shift[k] - (xmu * projection[k])) * scale[k]);
+            output[i] = Gradient(a[i], b[i], os[k], ss[k], ts[k], ps[k]);
+        }
+    }
+
+    /// <summary>Lanes values from <paramref name="source"/>, widened to two vectors of doubles.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Load<T>(T* source, out Vector<double> lo, out Vector<double> hi)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            Vector.Widen(Vector.Load((float*)source), out lo, out hi);
+        }
+        else
+        {
+            lo = Vector.Load((double*)source);
+            hi = Vector.Load((double*)source + Vector<double>.Count);
+        }
+    }
+
+    /// <summary>Stores two vectors of doubles as Lanes values of T (rounded to nearest for float32), plainly or streaming.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store<T, TStore>(Vector<double> lo, Vector<double> hi, T* destination)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
+        if (typeof(T) == typeof(float))
+        {
+            StreamingStores.Store<float, TStore>(Vector.Narrow(lo, hi), (float*)destination);
+        }
+        else
+        {
+            StreamingStores.Store<double, TStore>(lo, (double*)destination);
+            StreamingStores.Store<double, TStore>(hi, (double*)destination + Vector<double>.Count);
         }
     }
 
@@ -874,22 +971,6 @@ internal static unsafe partial class BatchNorm2dKernels
             ref double start = ref Unsafe.As<T, double>(ref source);
             lo = Vector.LoadUnsafe(ref start, index);
             hi = Vector.LoadUnsafe(ref start, index + (nuint)Vector<double>.Count);
-        }
-    }
-
-    /// <summary>Stores two vectors of doubles as Lanes values of T (rounded to nearest for float32).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store<T>(Vector<double> lo, Vector<double> hi, ref T destination, nuint index)
-    {
-        if (typeof(T) == typeof(float))
-        {
-            Vector.Narrow(lo, hi).StoreUnsafe(ref Unsafe.As<T, float>(ref destination), index);
-        }
-        else
-        {
-            ref double start = ref Unsafe.As<T, double>(ref destination);
-            lo.StoreUnsafe(ref start, index);
-            hi.StoreUnsafe(ref start, index + (nuint)Vector<double>.Count);
         }
     }
 }

@@ -39,7 +39,11 @@ internal static class Dropout2dKernels
     /// y[n, c, s] = x[n, c, s] · mask[n·C + c], on up to <paramref name="threads"/> threads (each product is independent,
     /// so the thread count cannot change a bit). <paramref name="y"/> may be <paramref name="x"/> itself (in-place dropout).
     /// </summary>
-    public static unsafe void ApplyMask<T>(ReadOnlySpan<T> x, Span<T> y, PlaneLayout layout, ReadOnlySpan<T> mask, int threads = 1)
+    /// <remarks>
+    /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when it is at least
+    /// <see cref="StreamingStores.MinimumBytes"/>; that changes no bit of the result.
+    /// </remarks>
+    public static unsafe void ApplyMask<T>(ReadOnlySpan<T> x, Span<T> y, PlaneLayout layout, ReadOnlySpan<T> mask, int threads = 1, bool? streamingStores = null)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         Debug.Assert(x.Length >= layout.Length && y.Length >= layout.Length);
@@ -64,6 +68,7 @@ internal static class Dropout2dKernels
                 Layout = layout,
                 Units = units,
                 UnitsPerChunk = ChunkScheduler.UnitsPerChunk(unitLength),
+                Streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length)),
             };
             ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(units, job.UnitsPerChunk), ChunkScheduler.ThreadsFor(layout.Length, threads));
         }
@@ -73,8 +78,8 @@ internal static class Dropout2dKernels
     /// Input gradient: dx[n, c, s] = dy[n, c, s] · mask[n·C + c], the derivative of <see cref="ApplyMask{T}"/>
     /// (and what libtorch's MulBackward computes). <paramref name="gradInput"/> may be <paramref name="gradOutput"/> itself.
     /// </summary>
-    public static void Backward<T>(ReadOnlySpan<T> gradOutput, Span<T> gradInput, PlaneLayout layout, ReadOnlySpan<T> mask, int threads = 1)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T> => ApplyMask(gradOutput, gradInput, layout, mask, threads);
+    public static void Backward<T>(ReadOnlySpan<T> gradOutput, Span<T> gradInput, PlaneLayout layout, ReadOnlySpan<T> mask, int threads = 1, bool? streamingStores = null)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> => ApplyMask(gradOutput, gradInput, layout, mask, threads, streamingStores);
 
     /// <summary>Units [chunk · UnitsPerChunk, …) of <see cref="ApplyMask{T}"/>.</summary>
     private unsafe struct ApplyMaskJob<T> : IChunkJob
@@ -86,9 +91,24 @@ internal static class Dropout2dKernels
         public PlaneLayout Layout;
         public int Units;
         public int UnitsPerChunk;
+        public bool Streaming;
+
+        public readonly void Run(int chunk)
+        {
+            if (Streaming)
+            {
+                Run<StreamingStores>(chunk);
+                StreamingStores.Fence();
+            }
+            else
+            {
+                Run<PlainStores>(chunk);
+            }
+        }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public readonly void Run(int chunk)
+        private readonly void Run<TStore>(int chunk)
+            where TStore : struct, IStoreMode
         {
             int first = chunk * UnitsPerChunk;
             int end = Math.Min(Units, first + UnitsPerChunk);
@@ -96,17 +116,19 @@ internal static class Dropout2dKernels
             {
                 // NCHW: plane (n, c) is S contiguous values starting at (n·C + c)·S, all scaled by one factor.
                 int spatial = Layout.Spatial;
-                if (Vector.IsHardwareAccelerated && Vector<T>.IsSupported && spatial % Vector<T>.Count == 0)
+                if (Vector.IsHardwareAccelerated && Vector<T>.IsSupported && spatial % Vector<T>.Count == 0
+                    && (!TStore.Streaming || StreamingStores.Aligned(Y + ((long)first * spatial))))
                 {
-                    // Whole vectors per plane (every usual H·W): the loop stays here, because small planes
-                    // (4×4 = 16 values) would otherwise spend more time entering a call than multiplying.
+                    // Whole vectors per plane (every usual H·W): the loop stays here, because small planes (4×4 = 16
+                    // values) would otherwise spend more time entering a call than multiplying. The planes are whole
+                    // vectors apart, so for streaming stores an aligned first plane aligns them all.
                     for (int plane = first; plane < end; plane++)
                     {
                         long offset = (long)plane * spatial;
                         var factor = new Vector<T>(Mask[plane]);
                         for (int k = 0; k < spatial; k += Vector<T>.Count)
                         {
-                            Vector.Store(Vector.Load(X + offset + k) * factor, Y + offset + k);
+                            StreamingStores.Store<T, TStore>(Vector.Load(X + offset + k) * factor, Y + offset + k);
                         }
                     }
 
@@ -116,7 +138,7 @@ internal static class Dropout2dKernels
                 for (int plane = first; plane < end; plane++)
                 {
                     long offset = (long)plane * spatial;
-                    Scale(new ReadOnlySpan<T>(X + offset, spatial), Mask[plane], new Span<T>(Y + offset, spatial));
+                    Scale<T, TStore>(X + offset, Mask[plane], Y + offset, spatial);
                 }
 
                 return;
@@ -127,33 +149,35 @@ internal static class Dropout2dKernels
             for (int row = first; row < end; row++)
             {
                 long offset = (long)row * channels;
-                var factors = new ReadOnlySpan<T>(Mask + ((long)(row / Layout.Spatial) * channels), channels);
-                Multiply(new ReadOnlySpan<T>(X + offset, channels), factors, new Span<T>(Y + offset, channels));
+                Multiply<T, TStore>(X + offset, Mask + ((long)(row / Layout.Spatial) * channels), Y + offset, channels);
             }
         }
     }
 
     /// <summary>y[i] = x[i] · factor. <paramref name="y"/> may be <paramref name="x"/>; they must not partly overlap.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Scale<T>(ReadOnlySpan<T> x, T factor, Span<T> y)
+    private static unsafe void Scale<T, TStore>(T* x, T factor, T* y, int length)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where TStore : struct, IStoreMode
     {
+        // An IEEE product is the same whatever the vector width, so the vector body and the scalar head and tail agree
+        // bit for bit, and where the head ends (at the first aligned address, for streaming stores) changes nothing.
         int i = 0;
-        if (Vector.IsHardwareAccelerated && Vector<T>.IsSupported && x.Length >= Vector<T>.Count)
+        if (Vector.IsHardwareAccelerated && Vector<T>.IsSupported && length >= Vector<T>.Count)
         {
-            // An IEEE product is the same whatever the vector width, so this path and the scalar tail agree bit for bit.
-            var vx = MemoryMarshal.Cast<T, Vector<T>>(x);
-            var vy = MemoryMarshal.Cast<T, Vector<T>>(y);
-            var f = new Vector<T>(factor);
-            for (int k = 0; k < vx.Length; k++)
+            for (int head = TStore.Streaming ? StreamingStores.Head(y, length) : 0; i < head; i++)
             {
-                vy[k] = vx[k] * f;
+                y[i] = x[i] * factor;
             }
 
-            i = vx.Length * Vector<T>.Count;
+            var f = new Vector<T>(factor);
+            for (; i <= length - Vector<T>.Count; i += Vector<T>.Count)
+            {
+                StreamingStores.Store<T, TStore>(Vector.Load(x + i) * f, y + i);
+            }
         }
 
-        for (; i < x.Length; i++)
+        for (; i < length; i++)
         {
             y[i] = x[i] * factor;
         }
@@ -161,24 +185,25 @@ internal static class Dropout2dKernels
 
     /// <summary>y[i] = x[i] · factors[i]. <paramref name="y"/> may be <paramref name="x"/>; they must not partly overlap.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Multiply<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> factors, Span<T> y)
+    private static unsafe void Multiply<T, TStore>(T* x, T* factors, T* y, int length)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where TStore : struct, IStoreMode
     {
         int i = 0;
-        if (Vector.IsHardwareAccelerated && Vector<T>.IsSupported && x.Length >= Vector<T>.Count)
+        if (Vector.IsHardwareAccelerated && Vector<T>.IsSupported && length >= Vector<T>.Count)
         {
-            var vx = MemoryMarshal.Cast<T, Vector<T>>(x);
-            var vf = MemoryMarshal.Cast<T, Vector<T>>(factors);
-            var vy = MemoryMarshal.Cast<T, Vector<T>>(y);
-            for (int k = 0; k < vx.Length; k++)
+            for (int head = TStore.Streaming ? StreamingStores.Head(y, length) : 0; i < head; i++)
             {
-                vy[k] = vx[k] * vf[k];
+                y[i] = x[i] * factors[i];
             }
 
-            i = vx.Length * Vector<T>.Count;
+            for (; i <= length - Vector<T>.Count; i += Vector<T>.Count)
+            {
+                StreamingStores.Store<T, TStore>(Vector.Load(x + i) * Vector.Load(factors + i), y + i);
+            }
         }
 
-        for (; i < x.Length; i++)
+        for (; i < length; i++)
         {
             y[i] = x[i] * factors[i];
         }

@@ -1,0 +1,95 @@
+using System;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
+
+namespace MyTorch.Layers.Kernels;
+
+/// <summary>How a vector loop writes its results: see <see cref="PlainStores"/> and <see cref="StreamingStores"/>.</summary>
+internal interface IStoreMode
+{
+    /// <summary>Whether vector stores bypass the caches (and so must go to aligned addresses).</summary>
+    static abstract bool Streaming { get; }
+}
+
+/// <summary>Ordinary vector stores, to any address.</summary>
+internal readonly struct PlainStores : IStoreMode
+{
+    public static bool Streaming => false;
+}
+
+/// <summary>
+/// Streaming (non-temporal) vector stores, for outputs too large to stay in the caches.
+/// </summary>
+/// <remarks>
+/// An ordinary store to a line that is not in the cache first reads the line from memory ("read for ownership"), so
+/// writing an output costs a read and a write of it; a streaming store writes the line without reading it. These
+/// kernels do a few operations per byte, so their time is their memory traffic: measured here, y = x · 2 over
+/// 25.7 MB of float32 on 2 threads takes 1.35–1.43 ms with streaming stores against 2.04–2.05 ms with ordinary ones
+/// (4.8 MB: 0.27–0.30 ms against 0.39–0.43 ms). The price is that the output is not left in the cache for whatever
+/// reads it next: with a read of the output right after, streaming was 6 % faster at 25.7 MB, 4 % slower at 4.8 MB
+/// and 55 % slower at 1 MB. Hence <see cref="MinimumBytes"/>.
+/// </remarks>
+internal readonly struct StreamingStores : IStoreMode
+{
+    /// <summary>Outputs of at least this many bytes are written with streaming stores.</summary>
+    public const long MinimumBytes = 4L << 20;
+
+    public static bool Streaming => true;
+
+    /// <summary>Whether an output of <paramref name="elements"/> values of <typeparamref name="T"/> is written with streaming stores.</summary>
+    public static unsafe bool For<T>(long elements)
+        where T : unmanaged => Vector.IsHardwareAccelerated && elements * sizeof(T) >= MinimumBytes;
+
+    /// <summary>
+    /// How many of the <paramref name="length"/> values from <paramref name="destination"/> come before the first one at
+    /// an address aligned for a vector store: all of them if no value ever is.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe int Head<T>(T* destination, int length)
+        where T : unmanaged
+    {
+        nuint alignment = (nuint)Vector<byte>.Count;
+        nuint misalignment = (nuint)destination % alignment;
+        if (misalignment % (nuint)sizeof(T) != 0)
+        {
+            return length;
+        }
+
+        return (int)Math.Min((nuint)length, (alignment - misalignment) % alignment / (nuint)sizeof(T));
+    }
+
+    /// <summary>Whether <paramref name="destination"/> is aligned for a vector store.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe bool Aligned<T>(T* destination)
+        where T : unmanaged => (nuint)destination % (nuint)Vector<byte>.Count == 0;
+
+    /// <summary>
+    /// Orders this thread's streaming stores before its later stores (on x86 they are weakly ordered), so that the
+    /// signal that a chunk is done cannot be seen before the chunk's values.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Fence()
+    {
+        if (Sse.IsSupported)
+        {
+            Sse.StoreFence();
+        }
+    }
+
+    /// <summary>Stores <paramref name="value"/> at <paramref name="destination"/> plainly or streaming, as <typeparamref name="TStore"/> says.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void Store<T, TStore>(Vector<T> value, T* destination)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
+        if (TStore.Streaming)
+        {
+            Vector.StoreAlignedNonTemporal(value, destination);
+        }
+        else
+        {
+            Vector.Store(value, destination);
+        }
+    }
+}

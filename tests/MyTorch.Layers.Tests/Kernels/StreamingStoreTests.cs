@@ -1,0 +1,162 @@
+using System;
+using System.Collections.Generic;
+using System.Numerics;
+using System.Runtime.InteropServices;
+using MyTorch.Layers.Kernels;
+using NUnit.Framework;
+
+namespace MyTorch.Layers.Tests.Kernels;
+
+/// <summary>
+/// Streaming stores (used for large outputs) against plain ones: the same bits, for every output alignment, length
+/// and tail, both layouts and both dtypes, in place too. The plain path is held to the reference elsewhere.
+/// </summary>
+[TestFixture]
+public unsafe class StreamingStoreTests
+{
+    private static readonly int[] Spatials = [1, 3, 7, 8, 9, 16, 17, 31, 49, 64, 65];
+
+    public static IEnumerable<TestCaseData> Layouts()
+    {
+        foreach (bool channelsLast in new[] { false, true })
+        {
+            foreach (int channels in new[] { 1, 3, 8, 9, 17 })
+            {
+                yield return new TestCaseData(channels, channelsLast).SetArgDisplayNames($"C={channels}", channelsLast ? "NHWC" : "NCHW");
+            }
+        }
+    }
+
+    [TestCaseSource(nameof(Layouts))]
+    public void BatchNorm2d_Float32_SameBitsAsPlainStores_AtEveryAlignment(int channels, bool channelsLast) => CompareBatchNorm<float>(channels, channelsLast);
+
+    [TestCaseSource(nameof(Layouts))]
+    public void BatchNorm2d_Float64_SameBitsAsPlainStores_AtEveryAlignment(int channels, bool channelsLast) => CompareBatchNorm<double>(channels, channelsLast);
+
+    [TestCaseSource(nameof(Layouts))]
+    public void Dropout2d_Float32_SameBitsAsPlainStores_AtEveryAlignment(int channels, bool channelsLast) => CompareDropout<float>(channels, channelsLast);
+
+    [TestCaseSource(nameof(Layouts))]
+    public void Dropout2d_Float64_SameBitsAsPlainStores_AtEveryAlignment(int channels, bool channelsLast) => CompareDropout<double>(channels, channelsLast);
+
+    [Test]
+    public void LargeOutputs_UseStreamingStores_SmallOnesDoNot()
+    {
+        long threshold = StreamingStores.MinimumBytes;
+        Assert.That(StreamingStores.For<float>((threshold / 4) - 1), Is.False);
+        Assert.That(StreamingStores.For<float>(threshold / 4), Is.EqualTo(Vector.IsHardwareAccelerated));
+        Assert.That(StreamingStores.For<double>(threshold / 8), Is.EqualTo(Vector.IsHardwareAccelerated));
+    }
+
+    private static void CompareBatchNorm<T>(int channels, bool channelsLast)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        foreach (int spatial in Spatials)
+        {
+            var layout = new PlaneLayout(2, channels, spatial, channelsLast);
+            var random = new Random(spatial);
+            T[] x = Fill<T>(random, layout.Length, 3, 1);
+            T[] dy = Fill<T>(random, layout.Length, 1, 0.25);
+            T[] weight = Fill<T>(random, channels, 1, 0.5);
+            T[] bias = Fill<T>(random, channels, 1, 0);
+            double[] mean = new double[channels], variance = new double[channels], invstd = new double[channels];
+            double[] sumDy = new double[channels], sumDyXmu = new double[channels];
+            double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
+            BatchNorm2dKernels.BatchStatisticsVectorized<T>(x, layout, mean, variance, scratch, threads: 1);
+            BatchNorm2dKernels.InverseStandardDeviation(variance, 1e-5, invstd);
+            BatchNorm2dKernels.BackwardReductionsVectorized<T>(x, dy, layout, mean, sumDy, sumDyXmu, scratch, threads: 1);
+
+            void Normalize(Span<T> output, bool streaming) =>
+                BatchNorm2dKernels.NormalizeVectorized<T>(x, output, layout, mean, invstd, weight, bias, scratch, threads: 2, streaming);
+            void GradBatch(Span<T> output, bool streaming) =>
+                BatchNorm2dKernels.BackwardInputVectorized<T>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads: 2, streaming);
+            void GradFixed(Span<T> output, bool streaming) =>
+                BatchNorm2dKernels.BackwardInputVectorized<T>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: false, scratch, threads: 2, streaming);
+
+            string where = $"C={channels} S={spatial} {(channelsLast ? "NHWC" : "NCHW")} {typeof(T).Name}";
+            CompareAtEveryAlignment<T>(layout.Length, Normalize, "output, " + where);
+            CompareAtEveryAlignment<T>(layout.Length, GradBatch, "dx with batch statistics, " + where);
+            CompareAtEveryAlignment<T>(layout.Length, GradFixed, "dx with fixed statistics, " + where);
+
+            // In place: the output overwrites the input it is computed from.
+            var plain = new T[x.Length];
+            Normalize(plain, streaming: false);
+            var inPlace = (T[])x.Clone();
+            BatchNorm2dKernels.NormalizeVectorized<T>(inPlace, inPlace, layout, mean, invstd, weight, bias, scratch, threads: 2, streamingStores: true);
+            Assert.That(inPlace, Is.EqualTo(plain), "in place, " + where);
+        }
+    }
+
+    private static void CompareDropout<T>(int channels, bool channelsLast)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        foreach (int spatial in Spatials)
+        {
+            var layout = new PlaneLayout(2, channels, spatial, channelsLast);
+            var random = new Random(spatial);
+            T[] x = Fill<T>(random, layout.Length, 3, 1);
+            T[] mask = new T[2 * channels];
+            for (int i = 0; i < mask.Length; i++)
+            {
+                mask[i] = T.CreateTruncating(random.Next(2) * 2.0);
+            }
+
+            string where = $"C={channels} S={spatial} {(channelsLast ? "NHWC" : "NCHW")} {typeof(T).Name}";
+            CompareAtEveryAlignment<T>(layout.Length, (output, streaming) => Dropout2dKernels.ApplyMask<T>(x, output, layout, mask, threads: 2, streaming), "y, " + where);
+
+            var plain = new T[x.Length];
+            Dropout2dKernels.ApplyMask<T>(x, plain, layout, mask, threads: 2, streamingStores: false);
+            var inPlace = (T[])x.Clone();
+            Dropout2dKernels.ApplyMask<T>(inPlace, inPlace, layout, mask, threads: 2, streamingStores: true);
+            Assert.That(inPlace, Is.EqualTo(plain), "in place, " + where);
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="kernel"/> with plain stores into an array, then with streaming stores into native memory
+    /// starting at every element offset within a vector's alignment, and asserts the same bits.
+    /// </summary>
+    private static void CompareAtEveryAlignment<T>(int length, Action<Span<T>, bool> kernel, string what)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        var expected = new T[length];
+        kernel(expected, false);
+        int alignment = Math.Max(Vector<byte>.Count, 64);
+        byte* block = (byte*)NativeMemory.AlignedAlloc((nuint)((length * sizeof(T)) + alignment), (nuint)alignment);
+        try
+        {
+            for (int offset = 0; offset < alignment / sizeof(T); offset++)
+            {
+                var output = new Span<T>((T*)block + offset, length);
+                output.Fill(T.NaN);
+                kernel(output, true);
+                for (int i = 0; i < length; i++)
+                {
+                    if (!BitEquals(output[i], expected[i]))
+                    {
+                        Assert.Fail($"{what}, output {offset} elements past an aligned address: element {i} is {output[i]}, plain stores gave {expected[i]}");
+                    }
+                }
+            }
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(block);
+        }
+    }
+
+    private static bool BitEquals<T>(T a, T b)
+        where T : unmanaged => MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in a)).SequenceEqual(MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in b)));
+
+    private static T[] Fill<T>(Random random, int length, double scale, double offset)
+        where T : IFloatingPoint<T>
+    {
+        var values = new T[length];
+        for (int i = 0; i < length; i++)
+        {
+            values[i] = T.CreateTruncating((((random.NextDouble() * 2) - 1) * scale) + offset);
+        }
+
+        return values;
+    }
+}
