@@ -244,6 +244,8 @@ public static class BatchNorm2dFunctional
             var invstd = scratch.AsSpan(2 * channels, channels);
             var kernelScratch = scratch.AsSpan(3 * channels);
             ReadOnlySpan<T> x = TensorMemory.Span<T>(input, plane);
+            var y = TensorMemory.Span<T>(output, plane);
+            bool normalized = false;
             if (useBatchStatistics)
             {
                 if (plane.Length == 0)
@@ -254,8 +256,17 @@ public static class BatchNorm2dFunctional
                 }
                 else
                 {
-                    BatchNorm2dKernels.BatchStatisticsVectorized(x, plane, mean, variance, kernelScratch, threads);
-                    BatchNorm2dKernels.InverseStandardDeviation(variance, eps, invstd);
+                    if (BatchNorm2dKernels.UsesChannelwise<T>(plane, threads))
+                    {
+                        BatchNorm2dKernels.TrainingForwardChannelwise(x, y, plane, Parameter<T>(weight), Parameter<T>(bias), eps, mean, variance, invstd, threads);
+                        normalized = true;
+                    }
+                    else
+                    {
+                        BatchNorm2dKernels.BatchStatisticsVectorized(x, plane, mean, variance, kernelScratch, threads);
+                        BatchNorm2dKernels.InverseStandardDeviation(variance, eps, invstd);
+                    }
+
                     if (runningMean is not null && runningVar is not null)
                     {
                         BatchNorm2dKernels.UpdateRunningStatistics(
@@ -270,8 +281,11 @@ public static class BatchNorm2dFunctional
                 BatchNorm2dKernels.InverseStandardDeviation(variance, eps, invstd);
             }
 
-            BatchNorm2dKernels.NormalizeVectorized(
-                x, TensorMemory.Span<T>(output, plane), plane, mean, invstd, Parameter<T>(weight), Parameter<T>(bias), kernelScratch, threads);
+            if (!normalized)
+            {
+                BatchNorm2dKernels.NormalizeVectorized(x, y, plane, mean, invstd, Parameter<T>(weight), Parameter<T>(bias), kernelScratch, threads);
+            }
+
             Narrow(mean, TensorMemory.Vector<T>(saveMean));
             Narrow(invstd, TensorMemory.Vector<T>(saveInvstd));
         }
@@ -311,9 +325,16 @@ public static class BatchNorm2dFunctional
             var dx = TensorMemory.Span<T>(gradInput, plane);
             ReadOnlySpan<T> gamma = Parameter<T>(weight);
 
-            BatchNorm2dKernels.BackwardReductionsVectorized(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
-            BatchNorm2dKernels.BackwardInputVectorized(
-                x, dy, dx, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, kernelScratch, threads);
+            if (BatchNorm2dKernels.UsesChannelwise<T>(plane, threads))
+            {
+                BatchNorm2dKernels.BackwardChannelwise(x, dy, dx, plane, mean, invstd, gamma, useBatchStatistics, sumDy, sumDyXmu, threads);
+            }
+            else
+            {
+                BatchNorm2dKernels.BackwardReductionsVectorized(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
+                BatchNorm2dKernels.BackwardInputVectorized(
+                    x, dy, dx, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, kernelScratch, threads);
+            }
 
             var dGamma = TensorMemory.Vector<T>(gradWeight);
             var dBeta = TensorMemory.Vector<T>(gradBias);

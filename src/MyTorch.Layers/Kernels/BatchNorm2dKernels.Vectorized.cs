@@ -76,19 +76,30 @@ internal static unsafe partial class BatchNorm2dKernels
         Span<double> reference = scratch.Slice(2 * channels, channels);
         for (int c = 0; c < channels; c++)
         {
-            // An infinite K would turn an infinite mean into NaN; without a finite one, plain sums (K = 0) do.
-            double k = double.CreateTruncating(x[c * layout.ChannelStride]);
-            reference[c] = double.IsFinite(k) ? k : 0;
+            reference[c] = ShiftReference(x[c * layout.ChannelStride]);
         }
 
         MomentSums(x, default, layout, reference, first, second, scratch[(4 * channels)..], threads);
-        double count = layout.ValuesPerChannel;
         for (int c = 0; c < channels; c++)
         {
-            double shifted = first[c] / count;
-            mean[c] = reference[c] + shifted;
-            variance[c] = Math.Max((second[c] / count) - (shifted * shifted), 0);
+            (mean[c], variance[c]) = ShiftedMoments(reference[c], first[c], second[c], layout.ValuesPerChannel);
         }
+    }
+
+    /// <summary>K for the shifted sums of a channel whose first value is <paramref name="first"/>.</summary>
+    private static double ShiftReference<T>(T first)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        // An infinite K would turn an infinite mean into NaN; without a finite one, plain sums (K = 0) do.
+        double k = double.CreateTruncating(first);
+        return double.IsFinite(k) ? k : 0;
+    }
+
+    /// <summary>μ and σ² from Σ(x − K) and Σ(x − K)² over <paramref name="count"/> values.</summary>
+    private static (double Mean, double Variance) ShiftedMoments(double reference, double sum, double squares, double count)
+    {
+        double shifted = sum / count;
+        return (reference + shifted, Math.Max((squares / count) - (shifted * shifted), 0));
     }
 
     /// <summary>The sums of <see cref="BackwardReductions{T}"/>, vectorised: Σdy and Σdy·(x − mean[c]) per channel.</summary>
@@ -196,15 +207,19 @@ internal static unsafe partial class BatchNorm2dKernels
         Span<double> projection = scratch.Slice(3 * channels, channels);
         for (int c = 0; c < channels; c++)
         {
-            double istd = invstd[c];
-            offset[c] = batchStatistics ? mean[c] : 0;
-            scale[c] = istd * (weight.IsEmpty ? 1.0 : double.CreateTruncating(weight[c]));
-            shift[c] = batchStatistics ? sumDy[c] / count : 0;
-            projection[c] = batchStatistics ? sumDyXmu[c] * istd * istd / count : 0;
+            (offset[c], scale[c], shift[c], projection[c]) =
+                GradientConstants(mean[c], invstd[c], weight.IsEmpty ? 1.0 : double.CreateTruncating(weight[c]), sumDy[c], sumDyXmu[c], count, batchStatistics);
         }
 
         Elementwise(gradOutput, batchStatistics ? x : default, gradInput, layout, offset, scale, shift, projection, scratch[(4 * channels)..], threads, streamingStores);
     }
+
+    /// <summary>The per-channel constants of dx = (dy − shift − (x − offset) · projection) · scale.</summary>
+    private static (double Offset, double Scale, double Shift, double Projection) GradientConstants(
+        double mean, double invstd, double weight, double sumDy, double sumDyXmu, double count, bool batchStatistics) =>
+        batchStatistics
+            ? (mean, invstd * weight, sumDy / count, sumDyXmu * invstd * invstd / count)
+            : (0, invstd * weight, 0, 0);
 
     /// <summary>
     /// Per channel c: first[c] = Σa and second[c] = Σa·(b − reference[c]); without b (empty), first[c] = Σ(a − reference[c])

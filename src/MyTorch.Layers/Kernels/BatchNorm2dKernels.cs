@@ -60,9 +60,12 @@ internal static partial class BatchNorm2dKernels
         Debug.Assert(invstd.Length >= variance.Length);
         for (int c = 0; c < variance.Length; c++)
         {
-            invstd[c] = 1.0 / Math.Sqrt(variance[c] + eps);
+            invstd[c] = InverseStandardDeviation(variance[c], eps);
         }
     }
+
+    /// <summary>1 / sqrt(variance + eps) of one channel.</summary>
+    public static double InverseStandardDeviation(double variance, double eps) => 1.0 / Math.Sqrt(variance + eps);
 
     /// <summary>
     /// y = (x − mean[c]) · invstd[c] · γ[c] + β[c]. <paramref name="y"/> may be <paramref name="x"/> itself.

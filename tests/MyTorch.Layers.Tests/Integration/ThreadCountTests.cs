@@ -16,19 +16,22 @@ namespace MyTorch.Layers.Tests.Integration;
 [NonParallelizable]
 public class ThreadCountTests
 {
-    [TestCase(false, ScalarType.Float32)]
-    [TestCase(true, ScalarType.Float32)]
-    [TestCase(false, ScalarType.Float64)]
-    [TestCase(true, ScalarType.Float64)]
-    public void BatchNorm2dTrainingStep_IsBitIdentical_OnOneTwoAndThreeThreads(bool channelsLast, ScalarType dtype)
+    // 24×24 planes take the plane-wise kernels; 32×32 planes (4 KB of float32) the channel-at-a-time ones in NCHW.
+    [TestCase(false, ScalarType.Float32, 24)]
+    [TestCase(true, ScalarType.Float32, 24)]
+    [TestCase(false, ScalarType.Float64, 24)]
+    [TestCase(true, ScalarType.Float64, 24)]
+    [TestCase(false, ScalarType.Float32, 32)]
+    [TestCase(false, ScalarType.Float64, 32)]
+    public void BatchNorm2dTrainingStep_IsBitIdentical_OnOneTwoAndThreeThreads(bool channelsLast, ScalarType dtype, int side)
     {
         int original = torch.get_num_threads();
         try
         {
-            var one = Step(1, channelsLast, dtype);
+            var one = Step(1, channelsLast, dtype, side);
             foreach (int threads in new[] { 2, 3 })
             {
-                var many = Step(threads, channelsLast, dtype);
+                var many = Step(threads, channelsLast, dtype, side);
                 for (int i = 0; i < one.Count; i++)
                 {
                     Assert.That(many[i].eq(one[i]).all().item<bool>(), Is.True, $"{threads} threads, result {i} (output, x.grad, weight.grad, bias.grad, running_mean, running_var)");
@@ -58,16 +61,17 @@ public class ThreadCountTests
     }
 
     /// <summary>
-    /// One training forward and backward of a fresh module on 16×32×24×24 (above the size where the kernels start
-    /// using threads), with <paramref name="threads"/> set for TorchSharp and so for the kernels.
+    /// One training forward and backward of a fresh module on 16×32×<paramref name="side"/>×<paramref name="side"/>
+    /// (above the size where the kernels start using threads), with <paramref name="threads"/> set for TorchSharp and
+    /// so for the kernels.
     /// </summary>
-    private static List<Tensor> Step(int threads, bool channelsLast, ScalarType dtype)
+    private static List<Tensor> Step(int threads, bool channelsLast, ScalarType dtype, int side)
     {
         torch.set_num_threads(threads);
         Assert.That(torch.get_num_threads(), Is.EqualTo(threads));
         manual_seed(5);
-        var values = (randn(16, 32, 24, 24, dtype: dtype) * 2) + 3;
-        var dy = randn(16, 32, 24, 24, dtype: dtype);
+        var values = (randn(16, 32, side, side, dtype: dtype) * 2) + 3;
+        var dy = randn(16, 32, side, side, dtype: dtype);
         if (channelsLast)
         {
             values = values.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);

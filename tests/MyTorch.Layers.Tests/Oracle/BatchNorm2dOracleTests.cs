@@ -72,6 +72,20 @@ public class BatchNorm2dOracleTests
         RunAgainstOracle(options, layout, [32, 64, 56, 56], trainingSteps: 2, evalSteps: 1);
     }
 
+    /// <summary>
+    /// 32×32 planes (4 KB of float32) and 8 channels: NCHW layouts take the channel-at-a-time kernels. The oracle runs
+    /// TorchSharp in float64, as for the large input.
+    /// </summary>
+    [Test]
+    public void ChannelAtATimeShape_MatchesTorchSharp(
+        [Values(ScalarType.Float32, ScalarType.Float64)] ScalarType dtype,
+        [Values(true, false)] bool affine,
+        [Values] Layout layout)
+    {
+        var options = new Options(dtype, affine, Track: true, Momentum: 0.1, Eps: 1e-5) { OracleDtype = ScalarType.Float64 };
+        RunAgainstOracle(options, layout, [3, 8, 32, 32], trainingSteps: 2, evalSteps: 1);
+    }
+
     [Test]
     public void OtherEps_MatchesTorchSharp()
     {
