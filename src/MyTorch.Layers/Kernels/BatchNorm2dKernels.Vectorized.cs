@@ -35,8 +35,9 @@ namespace MyTorch.Layers.Kernels;
 /// </para>
 /// <para>
 /// Large outputs (y, dx) are written with streaming stores, which save the read of each output line that an ordinary
-/// store makes first (see <see cref="StreamingStores"/>). Those need aligned addresses, so a run may start with a
-/// few scalar values; every value is computed the same way on either path, so no bit depends on where the run starts.
+/// store makes first (see <see cref="StreamingStores"/>). They are kept to whole cache lines, so a run may start and
+/// end with a few scalar values; every value is computed the same way on either path, so no bit depends on where a
+/// run starts.
 /// </para>
 /// </remarks>
 internal static unsafe partial class BatchNorm2dKernels
@@ -793,13 +794,13 @@ internal static unsafe partial class BatchNorm2dKernels
         T.CreateTruncating((double.CreateTruncating(a) - shift - ((double.CreateTruncating(b) - offset) * projection)) * scale);
 
     /// <summary>
-    /// The first values of a run that go through the scalar path: none for plain stores, and for streaming stores
-    /// those before the first aligned address.
+    /// The part [Start, End) of a run that the vector body writes: all but the tail for plain stores, the whole cache
+    /// lines for streaming ones.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int ScalarHead<T, TStore>(T* output, int length)
+    private static (int Start, int End) VectorBody<T, TStore>(T* output, int length)
         where T : unmanaged
-        where TStore : struct, IStoreMode => TStore.Streaming ? StreamingStores.Head(output, length) : 0;
+        where TStore : struct, IStoreMode => TStore.Streaming ? StreamingStores.Body(output, length) : (0, length);
 
     /// <summary>out = (a − offset) · scale + shift over a contiguous run.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -810,7 +811,8 @@ internal static unsafe partial class BatchNorm2dKernels
         int i = 0;
         if (Vector.IsHardwareAccelerated && length >= Lanes)
         {
-            for (int head = ScalarHead<T, TStore>(output, length); i < head; i++)
+            (int start, int end) = VectorBody<T, TStore>(output, length);
+            for (; i < start; i++)
             {
                 output[i] = Affine(a[i], offset, scale, shift);
             }
@@ -818,7 +820,7 @@ internal static unsafe partial class BatchNorm2dKernels
             var vo = new Vector<double>(offset);
             var vs = new Vector<double>(scale);
             var vt = new Vector<double>(shift);
-            for (; i <= length - Lanes; i += Lanes)
+            for (; i <= end - Lanes; i += Lanes)
             {
                 Load(a + i, out var lo, out var hi);
                 Store<T, TStore>(Vector.FusedMultiplyAdd(lo - vo, vs, vt), Vector.FusedMultiplyAdd(hi - vo, vs, vt), output + i);
@@ -840,7 +842,8 @@ internal static unsafe partial class BatchNorm2dKernels
         int i = 0;
         if (Vector.IsHardwareAccelerated && length >= Lanes)
         {
-            for (int head = ScalarHead<T, TStore>(output, length); i < head; i++)
+            (int start, int end) = VectorBody<T, TStore>(output, length);
+            for (; i < start; i++)
             {
                 output[i] = Gradient(a[i], b[i], offset, scale, shift, projection);
             }
@@ -849,7 +852,7 @@ internal static unsafe partial class BatchNorm2dKernels
             var vs = new Vector<double>(scale);
             var vt = new Vector<double>(shift);
             var vp = new Vector<double>(projection);
-            for (; i <= length - Lanes; i += Lanes)
+            for (; i <= end - Lanes; i += Lanes)
             {
                 Load(a + i, out var alo, out var ahi);
                 Load(b + i, out var blo, out var bhi);

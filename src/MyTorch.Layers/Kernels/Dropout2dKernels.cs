@@ -117,11 +117,11 @@ internal static class Dropout2dKernels
                 // NCHW: plane (n, c) is S contiguous values starting at (n·C + c)·S, all scaled by one factor.
                 int spatial = Layout.Spatial;
                 if (Vector.IsHardwareAccelerated && Vector<T>.IsSupported && spatial % Vector<T>.Count == 0
-                    && (!TStore.Streaming || StreamingStores.Aligned(Y + ((long)first * spatial))))
+                    && (!TStore.Streaming || (spatial * sizeof(T) % StreamingStores.LineBytes == 0 && StreamingStores.Aligned(Y + ((long)first * spatial)))))
                 {
                     // Whole vectors per plane (every usual H·W): the loop stays here, because small planes (4×4 = 16
-                    // values) would otherwise spend more time entering a call than multiplying. The planes are whole
-                    // vectors apart, so for streaming stores an aligned first plane aligns them all.
+                    // values) would otherwise spend more time entering a call than multiplying. For streaming stores,
+                    // planes of whole cache lines from an aligned first one are all aligned.
                     for (int plane = first; plane < end; plane++)
                     {
                         long offset = (long)plane * spatial;
@@ -161,17 +161,18 @@ internal static class Dropout2dKernels
         where TStore : struct, IStoreMode
     {
         // An IEEE product is the same whatever the vector width, so the vector body and the scalar head and tail agree
-        // bit for bit, and where the head ends (at the first aligned address, for streaming stores) changes nothing.
+        // bit for bit, and where the body starts and ends (at whole cache lines, for streaming stores) changes nothing.
         int i = 0;
         if (Vector.IsHardwareAccelerated && Vector<T>.IsSupported && length >= Vector<T>.Count)
         {
-            for (int head = TStore.Streaming ? StreamingStores.Head(y, length) : 0; i < head; i++)
+            (int start, int end) = TStore.Streaming ? StreamingStores.Body(y, length) : (0, length);
+            for (; i < start; i++)
             {
                 y[i] = x[i] * factor;
             }
 
             var f = new Vector<T>(factor);
-            for (; i <= length - Vector<T>.Count; i += Vector<T>.Count)
+            for (; i <= end - Vector<T>.Count; i += Vector<T>.Count)
             {
                 StreamingStores.Store<T, TStore>(Vector.Load(x + i) * f, y + i);
             }
@@ -192,12 +193,13 @@ internal static class Dropout2dKernels
         int i = 0;
         if (Vector.IsHardwareAccelerated && Vector<T>.IsSupported && length >= Vector<T>.Count)
         {
-            for (int head = TStore.Streaming ? StreamingStores.Head(y, length) : 0; i < head; i++)
+            (int start, int end) = TStore.Streaming ? StreamingStores.Body(y, length) : (0, length);
+            for (; i < start; i++)
             {
                 y[i] = x[i] * factors[i];
             }
 
-            for (; i <= length - Vector<T>.Count; i += Vector<T>.Count)
+            for (; i <= end - Vector<T>.Count; i += Vector<T>.Count)
             {
                 StreamingStores.Store<T, TStore>(Vector.Load(x + i) * Vector.Load(factors + i), y + i);
             }
