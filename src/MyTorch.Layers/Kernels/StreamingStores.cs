@@ -24,11 +24,9 @@ internal readonly struct PlainStores : IStoreMode
 /// <remarks>
 /// An ordinary store to a line that is not in the cache first reads the line from memory ("read for ownership"), so
 /// writing an output costs a read and a write of it; a streaming store writes the line without reading it. These
-/// kernels do a few operations per byte, so their time is their memory traffic: measured here, y = x · 2 over
-/// 25.7 MB of float32 on 2 threads takes 1.35–1.43 ms with streaming stores against 2.04–2.05 ms with ordinary ones
-/// (4.8 MB: 0.27–0.30 ms against 0.39–0.43 ms). The price is that the output is not left in the cache for whatever
-/// reads it next: with a read of the output right after, streaming was 6 % faster at 25.7 MB, 4 % slower at 4.8 MB
-/// and 55 % slower at 1 MB. Hence <see cref="MinimumBytes"/>.
+/// kernels do a few operations per byte, so their time is their memory traffic, and a large output written this way
+/// saves a third of a pass such as y = x · m. The price is that the output is not left in the cache for whatever reads
+/// it next, which matters for outputs small enough to have stayed there: hence <see cref="MinimumBytes"/>.
 /// Streaming stores are kept to whole cache lines (<see cref="Body{T}"/>): a line written partly by them and partly by
 /// plain stores costs more than plain stores alone.
 /// </remarks>
