@@ -47,9 +47,19 @@ internal static unsafe class KernelThreads
             return null;
         }
 
-        string? path = File.ReadLines("/proc/self/maps")
-            .Select(line => line[(line.IndexOf('/', StringComparison.Ordinal) is var slash && slash < 0 ? line.Length : slash)..])
-            .FirstOrDefault(file => file.EndsWith(LibTorchCpu, StringComparison.Ordinal));
+        string? path;
+        try
+        {
+            path = File.ReadLines("/proc/self/maps")
+                .Select(line => line[(line.IndexOf('/', StringComparison.Ordinal) is var slash && slash < 0 ? line.Length : slash)..])
+                .FirstOrDefault(file => file.EndsWith(LibTorchCpu, StringComparison.Ordinal));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // A process that may not read its own map keeps the kernels on their own workers.
+            return null;
+        }
+
         if (path is null || !NativeLibrary.TryLoad(path, out var library))
         {
             return null;
