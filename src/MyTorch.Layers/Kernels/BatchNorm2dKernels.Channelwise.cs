@@ -53,7 +53,8 @@ internal static unsafe partial class BatchNorm2dKernels
     /// </summary>
     /// <remarks>
     /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when it is at least
-    /// <see cref="StreamingStores.MinimumBytes"/>; that changes no bit of the result.
+    /// <see cref="StreamingStores.MinimumBytes"/> in long enough runs (<see cref="StreamingStores.For{T}"/>); that changes no
+    /// bit of the result.
     /// </remarks>
     public static void TrainingForwardChannelwise<T>(
         ReadOnlySpan<T> x,
@@ -90,7 +91,7 @@ internal static unsafe partial class BatchNorm2dKernels
                 Variance = pv,
                 Invstd = pi,
                 Layout = layout,
-                Streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length)),
+                Streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, layout.Spatial)),
             };
             ChunkScheduler.Run(ref job, layout.Channels, ChunkScheduler.ThreadsFor(layout.Length, threads));
         }
@@ -104,7 +105,8 @@ internal static unsafe partial class BatchNorm2dKernels
     /// </summary>
     /// <remarks>
     /// dx is written with streaming stores if <c>streamingStores</c> says so, and by default when it is at least
-    /// <see cref="StreamingStores.MinimumBytes"/>; that changes no bit of the result.
+    /// <see cref="StreamingStores.MinimumBytes"/> in long enough runs (<see cref="StreamingStores.For{T}"/>); that changes no
+    /// bit of the result.
     /// </remarks>
     public static void BackwardChannelwise<T>(
         ReadOnlySpan<T> x,
@@ -145,7 +147,7 @@ internal static unsafe partial class BatchNorm2dKernels
                 SumDy = ps,
                 SumDyXmu = pp,
                 Layout = layout,
-                Streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length)),
+                Streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, layout.Spatial)),
             };
             ChunkScheduler.Run(ref job, layout.Channels, ChunkScheduler.ThreadsFor(layout.Length, threads));
         }

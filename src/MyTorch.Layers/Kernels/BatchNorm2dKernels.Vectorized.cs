@@ -131,7 +131,8 @@ internal static unsafe partial class BatchNorm2dKernels
     /// </summary>
     /// <remarks>
     /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when it is at least
-    /// <see cref="StreamingStores.MinimumBytes"/>; that changes no bit of the result.
+    /// <see cref="StreamingStores.MinimumBytes"/> in long enough runs (<see cref="StreamingStores.For{T}"/>); that changes no
+    /// bit of the result.
     /// </remarks>
     public static void NormalizeVectorized<T>(
         ReadOnlySpan<T> x,
@@ -174,7 +175,8 @@ internal static unsafe partial class BatchNorm2dKernels
     /// </summary>
     /// <remarks>
     /// dx is written with streaming stores if <c>streamingStores</c> says so, and by default when it is at least
-    /// <see cref="StreamingStores.MinimumBytes"/>; that changes no bit of the result.
+    /// <see cref="StreamingStores.MinimumBytes"/> in long enough runs (<see cref="StreamingStores.For{T}"/>); that changes no
+    /// bit of the result.
     /// </remarks>
     public static void BackwardInputVectorized<T>(
         ReadOnlySpan<T> x,
@@ -351,7 +353,8 @@ internal static unsafe partial class BatchNorm2dKernels
             parameters.Shift = shiftPointer;
             parameters.Projection = b.IsEmpty ? null : projectionPointer;
             bool gradient = !b.IsEmpty;
-            bool streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length));
+            bool streaming = Vector.IsHardwareAccelerated
+                && (streamingStores ?? StreamingStores.For<T>(layout.Length, layout.ChannelsLast ? layout.Length : layout.Spatial));
             if (!layout.ChannelsLast)
             {
                 int planes = layout.Batch * channels;

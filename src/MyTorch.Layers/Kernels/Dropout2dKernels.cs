@@ -41,7 +41,8 @@ internal static class Dropout2dKernels
     /// </summary>
     /// <remarks>
     /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when it is at least
-    /// <see cref="StreamingStores.MinimumBytes"/>; that changes no bit of the result.
+    /// <see cref="StreamingStores.MinimumBytes"/> in long enough runs (<see cref="StreamingStores.For{T}"/>); that changes no
+    /// bit of the result.
     /// </remarks>
     public static unsafe void ApplyMask<T>(ReadOnlySpan<T> x, Span<T> y, PlaneLayout layout, ReadOnlySpan<T> mask, int threads = 1, bool? streamingStores = null)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
@@ -68,7 +69,7 @@ internal static class Dropout2dKernels
                 Layout = layout,
                 Units = units,
                 UnitsPerChunk = ChunkScheduler.UnitsPerChunk(unitLength),
-                Streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length)),
+                Streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, unitLength)),
             };
             ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(units, job.UnitsPerChunk), ChunkScheduler.ThreadsFor(layout.Length, threads));
         }

@@ -37,9 +37,22 @@ internal readonly struct StreamingStores : IStoreMode
 
     public static bool Streaming => true;
 
-    /// <summary>Whether an output of <paramref name="elements"/> values of <typeparamref name="T"/> is written with streaming stores.</summary>
-    public static unsafe bool For<T>(long elements)
-        where T : unmanaged => Vector.IsHardwareAccelerated && elements * sizeof(T) >= MinimumBytes;
+    /// <summary>
+    /// Contiguous runs of the output shorter than this, unless made of whole cache lines, are written with plain stores:
+    /// their partial lines at both ends, which take plain stores, would be too much of them.
+    /// </summary>
+    public const int MinimumRunBytes = 512;
+
+    /// <summary>
+    /// Whether an output of <paramref name="elements"/> values of <typeparamref name="T"/>, written in contiguous runs
+    /// of <paramref name="run"/> values (a plane, a row), is written with streaming stores.
+    /// </summary>
+    public static unsafe bool For<T>(long elements, long run)
+        where T : unmanaged
+    {
+        long runBytes = run * sizeof(T);
+        return Vector.IsHardwareAccelerated && elements * sizeof(T) >= MinimumBytes && (runBytes % LineBytes == 0 || runBytes >= MinimumRunBytes);
+    }
 
     /// <summary>Bytes of a cache line, the unit streaming stores should fill.</summary>
     public const int LineBytes = 64;

@@ -40,12 +40,17 @@ public unsafe class StreamingStoreTests
     public void Dropout2d_Float64_SameBitsAsPlainStores_AtEveryAlignment(int channels, bool channelsLast) => CompareDropout<double>(channels, channelsLast);
 
     [Test]
-    public void LargeOutputs_UseStreamingStores_SmallOnesDoNot()
+    public void LargeOutputs_UseStreamingStores_SmallOnesAndShortRunsDoNot()
     {
         long threshold = StreamingStores.MinimumBytes;
-        Assert.That(StreamingStores.For<float>((threshold / 4) - 1), Is.False);
-        Assert.That(StreamingStores.For<float>(threshold / 4), Is.EqualTo(Vector.IsHardwareAccelerated));
-        Assert.That(StreamingStores.For<double>(threshold / 8), Is.EqualTo(Vector.IsHardwareAccelerated));
+        bool vectors = Vector.IsHardwareAccelerated;
+        Assert.That(StreamingStores.For<float>((threshold / 4) - 1, run: 1024), Is.False, "under the size");
+        Assert.That(StreamingStores.For<float>(threshold / 4, run: 1024), Is.EqualTo(vectors), "at the size");
+        Assert.That(StreamingStores.For<double>(threshold / 8, run: 1024), Is.EqualTo(vectors), "float64 at the size");
+        Assert.That(StreamingStores.For<float>(threshold, run: 16), Is.EqualTo(vectors), "4×4 planes: 64 bytes, one whole cache line");
+        Assert.That(StreamingStores.For<float>(threshold, run: 196), Is.EqualTo(vectors), "14×14 planes: 784 bytes");
+        Assert.That(StreamingStores.For<float>(threshold, run: 49), Is.False, "7×7 planes: 196 bytes, mostly partial lines");
+        Assert.That(StreamingStores.For<float>(threshold, run: 9), Is.False, "3×3 planes");
     }
 
     private static void CompareBatchNorm<T>(int channels, bool channelsLast)
