@@ -173,7 +173,6 @@ internal static unsafe partial class BatchNorm2dKernels
             if (Streaming)
             {
                 Run<StreamingStores>(chunk);
-                StreamingStores.Fence();
             }
             else
             {
@@ -235,7 +234,6 @@ internal static unsafe partial class BatchNorm2dKernels
             if (Streaming)
             {
                 Run<StreamingStores>(chunk);
-                StreamingStores.Fence();
             }
             else
             {

@@ -553,7 +553,6 @@ internal static unsafe partial class BatchNorm2dKernels
             if (Streaming)
             {
                 Run<StreamingStores>(chunk);
-                StreamingStores.Fence();
             }
             else
             {
@@ -602,7 +601,6 @@ internal static unsafe partial class BatchNorm2dKernels
             if (Streaming && StreamingStores.Aligned(Output + Blocks.Span(chunk).Start))
             {
                 Run<StreamingStores>(chunk);
-                StreamingStores.Fence();
             }
             else
             {

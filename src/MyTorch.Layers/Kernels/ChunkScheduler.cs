@@ -19,7 +19,8 @@ internal interface IChunkJob
 /// <remarks>
 /// Results cannot depend on the thread count because the callers fix the partition (chunk boundaries depend on the
 /// shape only) and every chunk writes its own partial results, which the caller combines in chunk order afterwards.
-/// Threads claim chunks one at a time, so which thread runs a chunk does not matter either.
+/// Threads claim chunks one at a time, so which thread runs a chunk does not matter either. Each thread fences its
+/// streaming stores (<see cref="StreamingStores.Fence"/>) when its share is done, so jobs need not.
 /// A job is an unmanaged struct on the caller's stack, reached by the other threads through a pointer while the
 /// caller waits, so dispatching allocates nothing. The own workers run one job at a time; a caller that finds them
 /// busy (another thread's kernel) runs its chunks itself, which gives the same results.
@@ -87,6 +88,7 @@ internal static unsafe class ChunkScheduler
                 job.Run(chunk);
             }
 
+            StreamingStores.Fence();
             return;
         }
 
@@ -153,6 +155,8 @@ internal static unsafe class ChunkScheduler
             {
                 region->Run(region->Job, chunk);
             }
+
+            StreamingStores.Fence();
         }
         catch (Exception)
         {
@@ -173,6 +177,8 @@ internal static unsafe class ChunkScheduler
         {
             currentRun(currentJob, chunk);
         }
+
+        StreamingStores.Fence();
     }
 
     private static void EnsureWorkers(int count)

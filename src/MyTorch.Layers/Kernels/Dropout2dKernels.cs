@@ -99,7 +99,6 @@ internal static class Dropout2dKernels
             if (Streaming)
             {
                 Run<StreamingStores>(chunk);
-                StreamingStores.Fence();
             }
             else
             {

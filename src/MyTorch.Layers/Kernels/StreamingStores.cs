@@ -84,7 +84,8 @@ internal readonly struct StreamingStores : IStoreMode
 
     /// <summary>
     /// Orders this thread's streaming stores before its later stores (on x86 they are weakly ordered), so that the
-    /// signal that a chunk is done cannot be seen before the chunk's values.
+    /// signal that a chunk is done cannot be seen before the chunk's values. <see cref="ChunkScheduler"/> calls it on
+    /// every thread when that thread's share of a job is done.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Fence()
