@@ -2,6 +2,7 @@ using System;
 using System.Collections.Generic;
 using System.Numerics;
 using MyTorch.Layers.Kernels;
+using MyTorch.Layers.Tests.Support;
 using NUnit.Framework;
 
 namespace MyTorch.Layers.Tests.Kernels;
@@ -71,10 +72,10 @@ public class BatchNorm2dChannelwiseKernelTests
     {
         string where = $"N={layout.Batch} C={layout.Channels} S={layout.Spatial} {typeof(T).Name}";
         var random = new Random(seed);
-        T[] x = Fill<T>(random, layout.Length, 3, 1);
-        T[] dy = Fill<T>(random, layout.Length, 1, 0.25);
-        T[] weight = Fill<T>(random, layout.Channels, 1, 0.5);
-        T[] bias = Fill<T>(random, layout.Channels, 1, 0);
+        T[] x = KernelInputs.Uniform<T>(random, layout.Length, 3, 1);
+        T[] dy = KernelInputs.Uniform<T>(random, layout.Length, 1, 0.25);
+        T[] weight = KernelInputs.Uniform<T>(random, layout.Channels, 1, 0.5);
+        T[] bias = KernelInputs.Uniform<T>(random, layout.Channels, 1, 0);
         int c = layout.Channels;
         const double eps = 1e-5;
 
@@ -130,17 +131,5 @@ public class BatchNorm2dChannelwiseKernelTests
                 Assert.That(noAffine, Is.EqualTo(plain), "output without weight and bias, " + how);
             }
         }
-    }
-
-    private static T[] Fill<T>(Random random, int length, double scale, double offset)
-        where T : IFloatingPoint<T>
-    {
-        var values = new T[length];
-        for (int i = 0; i < length; i++)
-        {
-            values[i] = T.CreateTruncating((((random.NextDouble() * 2) - 1) * scale) + offset);
-        }
-
-        return values;
     }
 }

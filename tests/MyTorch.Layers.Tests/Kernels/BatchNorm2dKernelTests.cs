@@ -1,5 +1,6 @@
 using System;
 using MyTorch.Layers.Kernels;
+using MyTorch.Layers.Tests.Support;
 using NUnit.Framework;
 
 namespace MyTorch.Layers.Tests.Kernels;
@@ -33,10 +34,10 @@ public class BatchNorm2dKernelTests
         var random = new Random(batch * 1000 + channels * 10 + spatial);
         var nchw = new PlaneLayout(batch, channels, spatial, channelsLast: false);
         var nhwc = new PlaneLayout(batch, channels, spatial, channelsLast: true);
-        float[] x = Fill(random, nchw.Length, 3, 1);
-        float[] dy = Fill(random, nchw.Length, 1, 0);
-        float[] weight = Fill(random, channels, 1, 1);
-        float[] bias = Fill(random, channels, 1, 0);
+        float[] x = KernelInputs.Uniform<float>(random, nchw.Length, 3, 1);
+        float[] dy = KernelInputs.Uniform<float>(random, nchw.Length, 1, 0);
+        float[] weight = KernelInputs.Uniform<float>(random, channels, 1, 1);
+        float[] bias = KernelInputs.Uniform<float>(random, channels, 1, 0);
 
         var a = Run(x, dy, weight, bias, nchw);
         var b = Run(ToChannelsLast(x, nchw), ToChannelsLast(dy, nchw), weight, bias, nhwc);
@@ -52,7 +53,7 @@ public class BatchNorm2dKernelTests
     public void Normalize_MayWriteOverItsInput()
     {
         var layout = new PlaneLayout(2, 3, 4, channelsLast: true);
-        double[] x = Fill<double>(new Random(1), layout.Length, 2, 1);
+        double[] x = KernelInputs.Uniform<double>(new Random(1), layout.Length, 2, 1);
         double[] separate = new double[x.Length];
         double[] mean = [0.5, -1, 2];
         double[] invstd = [1, 2, 0.25];
@@ -80,8 +81,8 @@ public class BatchNorm2dKernelTests
         // L(x) = Σ y(x) · g for a fixed g, so dL/dx is the input gradient for dy = g.
         var layout = new PlaneLayout(3, 2, 4, channelsLast);
         var random = new Random(5);
-        double[] x = Fill<double>(random, layout.Length, 2, 0.5);
-        double[] g = Fill<double>(random, layout.Length, 1, 0);
+        double[] x = KernelInputs.Uniform<double>(random, layout.Length, 2, 0.5);
+        double[] g = KernelInputs.Uniform<double>(random, layout.Length, 1, 0);
         double[] weight = [1.5, -0.75];
         double[] bias = [0.25, 2];
         const double Eps = 1e-3;
@@ -104,7 +105,7 @@ public class BatchNorm2dKernelTests
     public void BackwardWithFixedStatistics_ScalesByInvstdAndWeight()
     {
         var layout = new PlaneLayout(2, 2, 3, channelsLast: false);
-        double[] dy = Fill<double>(new Random(9), layout.Length, 1, 0);
+        double[] dy = KernelInputs.Uniform<double>(new Random(9), layout.Length, 1, 0);
         double[] dx = new double[dy.Length];
         BatchNorm2dKernels.BackwardInputFixedStatistics<double>(dy, dx, layout, [2, 0.5], [3, -1]);
         for (int i = 0; i < dy.Length; i++)
@@ -156,20 +157,6 @@ public class BatchNorm2dKernelTests
 
         return result;
     }
-
-    private static T[] Fill<T>(Random random, int length, double scale, double offset)
-        where T : System.Numerics.IFloatingPoint<T>
-    {
-        var values = new T[length];
-        for (int i = 0; i < length; i++)
-        {
-            values[i] = T.CreateTruncating(((random.NextDouble() * 2) - 1) * scale + offset);
-        }
-
-        return values;
-    }
-
-    private static float[] Fill(Random random, int length, double scale, double offset) => Fill<float>(random, length, scale, offset);
 
     private sealed record Result<T>(double[] Mean, double[] Variance, double[] SumDy, double[] SumDyXmu, T[] Output, T[] GradInput);
 }

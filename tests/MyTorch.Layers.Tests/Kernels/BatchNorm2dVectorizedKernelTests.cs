@@ -152,10 +152,10 @@ public class BatchNorm2dVectorizedKernelTests
     {
         string where = $"N={layout.Batch} C={layout.Channels} S={layout.Spatial} {(layout.ChannelsLast ? "NHWC" : "NCHW")}";
         var random = new Random(seed);
-        T[] x = Fill<T>(random, layout.Length, 3, 1);
-        T[] dy = Fill<T>(random, layout.Length, 1, 0.25);
-        T[] weight = Fill<T>(random, layout.Channels, 1, 0.5);
-        T[] bias = Fill<T>(random, layout.Channels, 1, 0);
+        T[] x = KernelInputs.Uniform<T>(random, layout.Length, 3, 1);
+        T[] dy = KernelInputs.Uniform<T>(random, layout.Length, 1, 0.25);
+        T[] weight = KernelInputs.Uniform<T>(random, layout.Channels, 1, 0.5);
+        T[] bias = KernelInputs.Uniform<T>(random, layout.Channels, 1, 0);
         int c = layout.Channels;
 
         var (mean, variance) = ReferenceStatistics(x, layout);
@@ -222,10 +222,10 @@ public class BatchNorm2dVectorizedKernelTests
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         var random = new Random(seed);
-        T[] x = Fill<T>(random, layout.Length, 3, 1);
-        T[] dy = Fill<T>(random, layout.Length, 1, 0.25);
-        T[] weight = Fill<T>(random, layout.Channels, 1, 0.5);
-        T[] bias = Fill<T>(random, layout.Channels, 1, 0);
+        T[] x = KernelInputs.Uniform<T>(random, layout.Length, 3, 1);
+        T[] dy = KernelInputs.Uniform<T>(random, layout.Length, 1, 0.25);
+        T[] weight = KernelInputs.Uniform<T>(random, layout.Channels, 1, 0.5);
+        T[] bias = KernelInputs.Uniform<T>(random, layout.Channels, 1, 0);
         int c = layout.Channels;
         double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
         var r = new FastResult<T>(new double[c], new double[c], new double[c], new double[c], new T[x.Length], new T[x.Length]);
@@ -250,18 +250,6 @@ public class BatchNorm2dVectorizedKernelTests
 
     private static double[] ToDoubles<T>(T[] values)
         where T : INumberBase<T> => values.Select(double.CreateTruncating).ToArray();
-
-    private static T[] Fill<T>(Random random, int length, double scale, double offset)
-        where T : IFloatingPoint<T>
-    {
-        var values = new T[length];
-        for (int i = 0; i < length; i++)
-        {
-            values[i] = T.CreateTruncating((((random.NextDouble() * 2) - 1) * scale) + offset);
-        }
-
-        return values;
-    }
 
     private static double Gaussian(Random random) =>
         Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble());

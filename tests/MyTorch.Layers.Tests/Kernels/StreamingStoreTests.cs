@@ -3,6 +3,7 @@ using System.Collections.Generic;
 using System.Numerics;
 using System.Runtime.InteropServices;
 using MyTorch.Layers.Kernels;
+using MyTorch.Layers.Tests.Support;
 using NUnit.Framework;
 
 namespace MyTorch.Layers.Tests.Kernels;
@@ -60,10 +61,10 @@ public unsafe class StreamingStoreTests
         {
             var layout = new PlaneLayout(2, channels, spatial, channelsLast);
             var random = new Random(spatial);
-            T[] x = Fill<T>(random, layout.Length, 3, 1);
-            T[] dy = Fill<T>(random, layout.Length, 1, 0.25);
-            T[] weight = Fill<T>(random, channels, 1, 0.5);
-            T[] bias = Fill<T>(random, channels, 1, 0);
+            T[] x = KernelInputs.Uniform<T>(random, layout.Length, 3, 1);
+            T[] dy = KernelInputs.Uniform<T>(random, layout.Length, 1, 0.25);
+            T[] weight = KernelInputs.Uniform<T>(random, channels, 1, 0.5);
+            T[] bias = KernelInputs.Uniform<T>(random, channels, 1, 0);
             double[] mean = new double[channels], variance = new double[channels], invstd = new double[channels];
             double[] sumDy = new double[channels], sumDyXmu = new double[channels];
             double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
@@ -99,7 +100,7 @@ public unsafe class StreamingStoreTests
         {
             var layout = new PlaneLayout(2, channels, spatial, channelsLast);
             var random = new Random(spatial);
-            T[] x = Fill<T>(random, layout.Length, 3, 1);
+            T[] x = KernelInputs.Uniform<T>(random, layout.Length, 3, 1);
             T[] mask = new T[2 * channels];
             for (int i = 0; i < mask.Length; i++)
             {
@@ -152,16 +153,4 @@ public unsafe class StreamingStoreTests
 
     private static bool BitEquals<T>(T a, T b)
         where T : unmanaged => MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in a)).SequenceEqual(MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in b)));
-
-    private static T[] Fill<T>(Random random, int length, double scale, double offset)
-        where T : IFloatingPoint<T>
-    {
-        var values = new T[length];
-        for (int i = 0; i < length; i++)
-        {
-            values[i] = T.CreateTruncating((((random.NextDouble() * 2) - 1) * scale) + offset);
-        }
-
-        return values;
-    }
 }
