@@ -947,18 +947,7 @@ internal static unsafe partial class BatchNorm2dKernels
     /// <summary>Lanes values from <paramref name="source"/>, widened to two vectors of doubles.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Load<T>(T* source, out Vector<double> lo, out Vector<double> hi)
-        where T : unmanaged
-    {
-        if (typeof(T) == typeof(float))
-        {
-            Vector.Widen(Vector.Load((float*)source), out lo, out hi);
-        }
-        else
-        {
-            lo = Vector.Load((double*)source);
-            hi = Vector.Load((double*)source + Vector<double>.Count);
-        }
-    }
+        where T : unmanaged => Load(ref *source, 0, out lo, out hi);
 
     /// <summary>Stores two vectors of doubles as Lanes values of T (rounded to nearest for float32), plainly or streaming.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
