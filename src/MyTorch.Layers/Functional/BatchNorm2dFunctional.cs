@@ -276,9 +276,12 @@ public static class BatchNorm2dFunctional
             }
             else
             {
-                Widen<T>(TensorMemory.Vector<T>(runningMean), mean);
+                ReadOnlySpan<T> fixedMean = TensorMemory.Vector<T>(runningMean);
+                Widen(fixedMean, mean);
                 Widen<T>(TensorMemory.Vector<T>(runningVar), variance);
                 BatchNorm2dKernels.InverseStandardDeviation(variance, eps, invstd);
+                BatchNorm2dKernels.NormalizeFixedVectorized(x, y, plane, fixedMean, invstd, Parameter<T>(weight), Parameter<T>(bias), kernelScratch, threads);
+                normalized = true;
             }
 
             if (!normalized)

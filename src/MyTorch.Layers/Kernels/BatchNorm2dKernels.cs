@@ -99,6 +99,39 @@ internal static partial class BatchNorm2dKernels
     }
 
     /// <summary>
+    /// y = (x − mean[c]) · s[c] + β[c] in T, with s[c] = invstd[c] · γ[c] rounded to T and one rounding for the
+    /// multiply-add: normalisation with fixed statistics (the running ones), whose mean is already a value of T.
+    /// <paramref name="y"/> may be <paramref name="x"/> itself.
+    /// </summary>
+    public static void NormalizeFixed<T>(
+        ReadOnlySpan<T> x,
+        Span<T> y,
+        PlaneLayout layout,
+        ReadOnlySpan<T> mean,
+        ReadOnlySpan<double> invstd,
+        ReadOnlySpan<T> weight,
+        ReadOnlySpan<T> bias)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        Debug.Assert(x.Length >= layout.Length && y.Length >= layout.Length);
+        for (int c = 0; c < layout.Channels; c++)
+        {
+            T mu = mean[c];
+            T scale = T.CreateTruncating(invstd[c] * (weight.IsEmpty ? 1.0 : double.CreateTruncating(weight[c])));
+            T shift = bias.IsEmpty ? T.Zero : bias[c];
+            for (int n = 0; n < layout.Batch; n++)
+            {
+                int offset = n * layout.BatchStride + c * layout.ChannelStride;
+                for (int s = 0; s < layout.Spatial; s++)
+                {
+                    int i = offset + s * layout.SpatialStride;
+                    y[i] = T.FusedMultiplyAdd(x[i] - mu, scale, shift);
+                }
+            }
+        }
+    }
+
+    /// <summary>
     /// running_mean = (1 − momentum) · running_mean + momentum · μ and
     /// running_var = (1 − momentum) · running_var + momentum · σ² · M / (M − 1), the unbiased variance.
     /// </summary>

@@ -65,6 +65,7 @@ public unsafe class StreamingStoreTests
             T[] dy = KernelInputs.Uniform<T>(random, layout.Length, 1, 0.25);
             T[] weight = KernelInputs.Uniform<T>(random, channels, 1, 0.5);
             T[] bias = KernelInputs.Uniform<T>(random, channels, 1, 0);
+            T[] runningMean = KernelInputs.Uniform<T>(random, channels, 1, 1);
             double[] mean = new double[channels], variance = new double[channels], invstd = new double[channels];
             double[] sumDy = new double[channels], sumDyXmu = new double[channels];
             double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
@@ -74,6 +75,8 @@ public unsafe class StreamingStoreTests
 
             void Normalize(Span<T> output, bool streaming) =>
                 BatchNorm2dKernels.NormalizeVectorized<T>(x, output, layout, mean, invstd, weight, bias, scratch, threads: 2, streaming);
+            void NormalizeFixed(Span<T> output, bool streaming) =>
+                BatchNorm2dKernels.NormalizeFixedVectorized<T>(x, output, layout, runningMean, invstd, weight, bias, scratch, threads: 2, streaming);
             void GradBatch(Span<T> output, bool streaming) =>
                 BatchNorm2dKernels.BackwardInputVectorized<T>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads: 2, streaming);
             void GradFixed(Span<T> output, bool streaming) =>
@@ -81,6 +84,7 @@ public unsafe class StreamingStoreTests
 
             string where = $"C={channels} S={spatial} {(channelsLast ? "NHWC" : "NCHW")} {typeof(T).Name}";
             CompareAtEveryAlignment<T>(layout.Length, Normalize, "output, " + where);
+            CompareAtEveryAlignment<T>(layout.Length, NormalizeFixed, "output with fixed statistics, " + where);
             CompareAtEveryAlignment<T>(layout.Length, GradBatch, "dx with batch statistics, " + where);
             CompareAtEveryAlignment<T>(layout.Length, GradFixed, "dx with fixed statistics, " + where);
 
@@ -90,6 +94,11 @@ public unsafe class StreamingStoreTests
             var inPlace = (T[])x.Clone();
             BatchNorm2dKernels.NormalizeVectorized<T>(inPlace, inPlace, layout, mean, invstd, weight, bias, scratch, threads: 2, streamingStores: true);
             Assert.That(inPlace, Is.EqualTo(plain), "in place, " + where);
+
+            NormalizeFixed(plain, streaming: false);
+            inPlace = (T[])x.Clone();
+            BatchNorm2dKernels.NormalizeFixedVectorized<T>(inPlace, inPlace, layout, runningMean, invstd, weight, bias, scratch, threads: 2, streamingStores: true);
+            Assert.That(inPlace, Is.EqualTo(plain), "in place with fixed statistics, " + where);
         }
     }
 

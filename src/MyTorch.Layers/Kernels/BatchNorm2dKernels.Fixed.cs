@@ -1,0 +1,241 @@
+using System;
+using System.Diagnostics;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace MyTorch.Layers.Kernels;
+
+/// <summary>
+/// Normalisation with fixed statistics (the running mean and variance of evaluation), vectorised in the input's own
+/// precision.
+/// </summary>
+/// <remarks>
+/// With fixed statistics the mean and the bias are tensors of the input's dtype, so x − μ is one correctly rounded
+/// subtraction of two values of T (exact when they are within a factor of 2 of each other) and the rest is one fused
+/// multiply-add with s = invstd · γ rounded once to T. No value is widened to double, so a vector step handles a whole
+/// <see cref="Vector{T}"/> with one subtraction and one multiply-add. The centred form keeps what the batch-statistics
+/// kernels keep: x − μ is formed before anything large is multiplied, so a large mean costs no digits of the output.
+/// </remarks>
+internal static unsafe partial class BatchNorm2dKernels
+{
+    /// <summary>
+    /// <see cref="NormalizeFixed{T}"/>, vectorised: the same formula, value for value, so the same bits.
+    /// <paramref name="y"/> may be <paramref name="x"/> itself.
+    /// </summary>
+    /// <remarks>
+    /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when it is at least
+    /// <see cref="StreamingStores.MinimumBytes"/> in long enough runs (<see cref="StreamingStores.For{T}"/>); that changes no
+    /// bit of the result.
+    /// </remarks>
+    public static void NormalizeFixedVectorized<T>(
+        ReadOnlySpan<T> x,
+        Span<T> y,
+        PlaneLayout layout,
+        ReadOnlySpan<T> mean,
+        ReadOnlySpan<double> invstd,
+        ReadOnlySpan<T> weight,
+        ReadOnlySpan<T> bias,
+        Span<double> scratch,
+        int threads,
+        bool? streamingStores = null)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        Debug.Assert(x.Length >= layout.Length && y.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
+        if (layout.Length == 0)
+        {
+            return;
+        }
+
+        // Per channel, in T: y = (x − offset) · scale + shift, the scratch's first 4·C doubles holding 3·C values of T.
+        int channels = layout.Channels;
+        Span<T> constants = MemoryMarshal.Cast<double, T>(scratch[..(4 * channels)]);
+        Span<T> offset = constants[..channels];
+        Span<T> scale = constants.Slice(channels, channels);
+        Span<T> shift = constants.Slice(2 * channels, channels);
+        for (int c = 0; c < channels; c++)
+        {
+            (offset[c], scale[c], shift[c]) = FixedConstants(mean[c], invstd[c], weight.IsEmpty ? T.One : weight[c], bias.IsEmpty ? T.Zero : bias[c]);
+        }
+
+        threads = ChunkScheduler.ThreadsFor(layout.Length, threads);
+        bool streaming = Vector.IsHardwareAccelerated
+            && (streamingStores ?? StreamingStores.For<T>(layout.Length, layout.ChannelsLast ? layout.Length : layout.Spatial));
+        fixed (T* px = x)
+        fixed (T* py = y)
+        fixed (T* pc = constants)
+        fixed (double* periodic = scratch[(4 * channels)..])
+        {
+            var job = new FixedElementwiseJob<T>
+            {
+                X = px,
+                Y = py,
+                Streaming = streaming,
+                Spatial = layout.Spatial,
+                Planes = layout.Batch * channels,
+                PlanesPerChunk = ChunkScheduler.UnitsPerChunk(layout.Spatial),
+            };
+            if (!layout.ChannelsLast)
+            {
+                job.Count = channels;
+                job.Offset = pc;
+                job.Scale = pc + channels;
+                job.Shift = pc + (2 * channels);
+                ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(job.Planes, job.PlanesPerChunk), threads);
+            }
+            else
+            {
+                // The constants repeated over one period, as the double kernels keep them (see RowBlocks).
+                var blocks = new RowBlocks(layout);
+                int period = blocks.Period;
+                T* rows = (T*)periodic;
+                for (int k = 0; k < period; k++)
+                {
+                    int c = k % channels;
+                    rows[k] = offset[c];
+                    rows[period + k] = scale[c];
+                    rows[(2 * period) + k] = shift[c];
+                }
+
+                job.ChannelsLast = true;
+                job.Blocks = blocks;
+                job.Count = period;
+                job.Offset = rows;
+                job.Scale = rows + period;
+                job.Shift = rows + (2 * period);
+                ChunkScheduler.Run(ref job, blocks.Count, threads);
+            }
+        }
+    }
+
+    /// <summary>(offset, scale, shift) of y = (x − offset) · scale + shift in T for one channel: μ, invstd · γ rounded once, β.</summary>
+    private static (T Offset, T Scale, T Shift) FixedConstants<T>(T mean, double invstd, T weight, T bias)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> =>
+        (mean, T.CreateTruncating(invstd * double.CreateTruncating(weight)), bias);
+
+    private struct FixedElementwiseJob<T> : IChunkJob
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        public T* X;
+        public T* Y;
+        public T* Offset;
+        public T* Scale;
+        public T* Shift;
+        public int Count;
+        public bool Streaming;
+        public bool ChannelsLast;
+        public RowBlocks Blocks;
+        public int Spatial;
+        public int Planes;
+        public int PlanesPerChunk;
+
+        public readonly void Run(int chunk)
+        {
+            // A block of rows starts at a whole period, so one aligned start aligns every vector step of it.
+            if (Streaming && (!ChannelsLast || StreamingStores.Aligned(Y + Blocks.Span(chunk).Start)))
+            {
+                Run<StreamingStores>(chunk);
+            }
+            else
+            {
+                Run<PlainStores>(chunk);
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private readonly void Run<TStore>(int chunk)
+            where TStore : struct, IStoreMode
+        {
+            if (ChannelsLast)
+            {
+                (long start, int length) = Blocks.Span(chunk);
+                FixedPeriodic<T, TStore>(X + start, Y + start, length, Count, Offset, Scale, Shift);
+                return;
+            }
+
+            int first = chunk * PlanesPerChunk;
+            int end = Math.Min(Planes, first + PlanesPerChunk);
+            int c = first % Count;
+            for (int plane = first; plane < end; plane++)
+            {
+                long start = (long)plane * Spatial;
+                FixedBroadcast<T, TStore>(X + start, Y + start, Spatial, Offset[c], Scale[c], Shift[c]);
+                c = c + 1 == Count ? 0 : c + 1;
+            }
+        }
+    }
+
+    /// <summary>y = (x − offset) · scale + shift in T over a contiguous run.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void FixedBroadcast<T, TStore>(T* x, T* y, int length, T offset, T scale, T shift)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where TStore : struct, IStoreMode
+    {
+        int i = 0;
+        int lanes = Vector<T>.Count;
+        if (Vector.IsHardwareAccelerated && length >= lanes)
+        {
+            (int start, int end) = VectorBody<T, TStore>(y, length);
+            for (; i < start; i++)
+            {
+                y[i] = T.FusedMultiplyAdd(x[i] - offset, scale, shift);
+            }
+
+            var vo = new Vector<T>(offset);
+            var vs = new Vector<T>(scale);
+            var vt = new Vector<T>(shift);
+            for (; i <= end - lanes; i += lanes)
+            {
+                StreamingStores.Store<T, TStore>(FusedMultiplyAdd(Vector.Load(x + i) - vo, vs, vt), y + i);
+            }
+        }
+
+        for (; i < length; i++)
+        {
+            y[i] = T.FusedMultiplyAdd(x[i] - offset, scale, shift);
+        }
+    }
+
+    /// <summary>
+    /// y = (x − offset[k]) · scale[k] + shift[k] in T with k the offset modulo the period; the run starts at a whole
+    /// period, and for streaming stores at an aligned address.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void FixedPeriodic<T, TStore>(T* x, T* y, int length, int period, T* offset, T* scale, T* shift)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where TStore : struct, IStoreMode
+    {
+        int i = 0;
+        if (Vector.IsHardwareAccelerated)
+        {
+            int lanes = Vector<T>.Count;
+            for (; i <= length - period; i += period)
+            {
+                for (int k = 0; k < period; k += lanes)
+                {
+                    var value = FusedMultiplyAdd(Vector.Load(x + i + k) - Vector.Load(offset + k), Vector.Load(scale + k), Vector.Load(shift + k));
+                    StreamingStores.Store<T, TStore>(value, y + i + k);
+                }
+            }
+        }
+
+        for (; i < length; i++)
+        {
+            int k = i % period;
+            y[i] = T.FusedMultiplyAdd(x[i] - offset[k], scale[k], shift[k]);
+        }
+    }
+
+    /// <summary>a · b + c with one rounding, lane by lane, for the two dtypes the kernels take.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector<T> FusedMultiplyAdd<T>(Vector<T> a, Vector<T> b, Vector<T> c)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            return Vector.FusedMultiplyAdd(a.As<T, float>(), b.As<T, float>(), c.As<T, float>()).As<float, T>();
+        }
+
+        return Vector.FusedMultiplyAdd(a.As<T, double>(), b.As<T, double>(), c.As<T, double>()).As<double, T>();
+    }
+}

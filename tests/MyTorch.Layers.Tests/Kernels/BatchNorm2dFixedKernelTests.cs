@@ -1,0 +1,182 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using System.Numerics;
+using MyTorch.Layers.Kernels;
+using MyTorch.Layers.Tests.Support;
+using NUnit.Framework;
+
+namespace MyTorch.Layers.Tests.Kernels;
+
+/// <summary>
+/// Normalisation with fixed (running) statistics in the input's precision: the vectorised kernel against the plain
+/// reference bit for bit on every tail, both layouts and dtypes, any thread count; and the reference against the
+/// formula evaluated in double, including a mean far larger than the spread.
+/// </summary>
+[TestFixture]
+public class BatchNorm2dFixedKernelTests
+{
+    private static readonly int[] Spatials = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 23, 31, 32, 33, 47, 64, 65];
+
+    public static IEnumerable<TestCaseData> SmallShapes()
+    {
+        foreach (bool channelsLast in new[] { false, true })
+        {
+            foreach (int channels in new[] { 1, 2, 3, 5, 8, 9, 16, 17, 24 })
+            {
+                foreach (int batch in new[] { 1, 3 })
+                {
+                    yield return new TestCaseData(batch, channels, channelsLast)
+                        .SetArgDisplayNames($"N={batch}", $"C={channels}", channelsLast ? "NHWC" : "NCHW");
+                }
+            }
+        }
+    }
+
+    [TestCaseSource(nameof(SmallShapes))]
+    public void Float32_SameBitsAsTheReference_OnEveryTail(int batch, int channels, bool channelsLast)
+    {
+        foreach (int spatial in Spatials)
+        {
+            CompareWithReference<float>(new PlaneLayout(batch, channels, spatial, channelsLast), seed: spatial);
+        }
+    }
+
+    [TestCaseSource(nameof(SmallShapes))]
+    public void Float64_SameBitsAsTheReference_OnEveryTail(int batch, int channels, bool channelsLast)
+    {
+        foreach (int spatial in Spatials)
+        {
+            CompareWithReference<double>(new PlaneLayout(batch, channels, spatial, channelsLast), seed: spatial);
+        }
+    }
+
+    [TestCase(false)]
+    [TestCase(true)]
+    public void EmptyBatch_WritesNothing(bool channelsLast)
+    {
+        var layout = new PlaneLayout(0, 3, 5, channelsLast);
+        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
+        float[] y = [7];
+        BatchNorm2dKernels.NormalizeFixedVectorized<float>([], y, layout, [0, 0, 0], [1, 1, 1], [], [], scratch, threads: 2);
+        Assert.That(y, Is.EqualTo(new float[] { 7 }));
+    }
+
+    [TestCase(1e4, 1e-2, false)]
+    [TestCase(1e4, 1e-2, true)]
+    [TestCase(0, 1, false)]
+    [TestCase(-3e3, 0.5, true)]
+    public void Float32_IsWithinTwoRoundingsOfTheFormulaInDouble(double center, double spread, bool channelsLast)
+    {
+        // The centred form rounds x − μ, s and the multiply-add, each by at most half an ulp: relative to the exact
+        // result, |error| ≤ ε · (|(x − μ) · s| + |y|) with ε = 2⁻²³. Folding μ into the shift (x · s + (β − μ · s))
+        // would instead lose about ε · |μ · s|, 10⁶ times more at mean 1e4 and spread 1e-2.
+        var layout = new PlaneLayout(3, 5, 37, channelsLast);
+        var random = new Random(5);
+        float[] x = KernelInputs.Uniform<float>(random, layout.Length, 3 * spread, center);
+        float[] runningMean = KernelInputs.Uniform<float>(random, layout.Channels, spread, center);
+        double[] invstd = KernelInputs.Uniform<double>(random, layout.Channels, 0.5 / spread, 1 / spread);
+        float[] weight = KernelInputs.Uniform<float>(random, layout.Channels, 1, 0.5);
+        float[] bias = KernelInputs.Uniform<float>(random, layout.Channels, 1, 0);
+        var y = new float[layout.Length];
+        BatchNorm2dKernels.NormalizeFixed<float>(x, y, layout, runningMean, invstd, weight, bias);
+
+        const double epsilon = 1.0 / (1 << 23);
+        for (int c = 0; c < layout.Channels; c++)
+        {
+            double scale = invstd[c] * weight[c];
+            for (int n = 0; n < layout.Batch; n++)
+            {
+                for (int s = 0; s < layout.Spatial; s++)
+                {
+                    int i = (n * layout.BatchStride) + (c * layout.ChannelStride) + (s * layout.SpatialStride);
+                    double centred = ((double)x[i] - runningMean[c]) * scale;
+                    double exact = centred + bias[c];
+                    double bound = epsilon * (Math.Abs(centred) + Math.Abs(exact));
+                    Assert.That(Math.Abs(y[i] - exact), Is.LessThanOrEqualTo(bound), $"element {i}, channel {c}: {y[i]} against {exact}");
+                }
+            }
+        }
+    }
+
+    public static IEnumerable<TestCaseData> ThreadedShapes()
+    {
+        // Above the parallel threshold and several chunks long in both layouts; on the own workers and the OpenMP team.
+        foreach (bool openMpTeam in new[] { false, true })
+        {
+            foreach (bool channelsLast in new[] { false, true })
+            {
+                string[] names = [channelsLast ? "NHWC" : "NCHW", openMpTeam ? "OpenMP team" : "own workers"];
+                yield return new TestCaseData(4, 5, 4099, channelsLast, openMpTeam).SetArgDisplayNames(["4x5x4099", .. names]);
+                yield return new TestCaseData(64, 70, 9, channelsLast, openMpTeam).SetArgDisplayNames(["64x70x9", .. names]);
+            }
+        }
+    }
+
+    [TestCaseSource(nameof(ThreadedShapes))]
+    public void Output_IsBitIdentical_ForAnyThreadCount(int batch, int channels, int spatial, bool channelsLast, bool openMpTeam)
+    {
+        var layout = new PlaneLayout(batch, channels, spatial, channelsLast);
+        var inputs = Inputs<float>(layout, seed: 13);
+        var one = Run(inputs, layout, threads: 1);
+        Assert.That(one, Is.EqualTo(Reference(inputs, layout)), "1 thread against the reference");
+        KernelTeams.Run(openMpTeam, () =>
+        {
+            foreach (int threads in new[] { 2, 3, 8 })
+            {
+                Assert.That(Run(inputs, layout, threads), Is.EqualTo(one), $"{threads} threads");
+            }
+        });
+    }
+
+    private static void CompareWithReference<T>(PlaneLayout layout, int seed)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        string where = $"N={layout.Batch} C={layout.Channels} S={layout.Spatial} {(layout.ChannelsLast ? "NHWC" : "NCHW")} {typeof(T).Name}";
+        var inputs = Inputs<T>(layout, seed);
+        var expected = Reference(inputs, layout);
+        Assert.That(Run(inputs, layout, threads: 2), Is.EqualTo(expected), where);
+
+        var withoutAffine = new T[layout.Length];
+        BatchNorm2dKernels.NormalizeFixed<T>(inputs.X, withoutAffine, layout, inputs.Mean, inputs.Invstd, [], []);
+        var fastWithoutAffine = new T[layout.Length];
+        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
+        BatchNorm2dKernels.NormalizeFixedVectorized<T>(inputs.X, fastWithoutAffine, layout, inputs.Mean, inputs.Invstd, [], [], scratch, threads: 2);
+        Assert.That(fastWithoutAffine, Is.EqualTo(withoutAffine), "without affine, " + where);
+
+        var inPlace = (T[])inputs.X.Clone();
+        BatchNorm2dKernels.NormalizeFixedVectorized<T>(inPlace, inPlace, layout, inputs.Mean, inputs.Invstd, inputs.Weight, inputs.Bias, scratch, threads: 2);
+        Assert.That(inPlace, Is.EqualTo(expected), "in place, " + where);
+    }
+
+    private static FixedInputs<T> Inputs<T>(PlaneLayout layout, int seed)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        var random = new Random(seed);
+        return new FixedInputs<T>(
+            KernelInputs.Uniform<T>(random, layout.Length, 3, 1),
+            KernelInputs.Uniform<T>(random, layout.Channels, 1, 1),
+            KernelInputs.Uniform<double>(random, layout.Channels, 0.5, 1),
+            KernelInputs.Uniform<T>(random, layout.Channels, 1, 0.5),
+            KernelInputs.Uniform<T>(random, layout.Channels, 1, 0));
+    }
+
+    private static T[] Reference<T>(FixedInputs<T> inputs, PlaneLayout layout)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        var y = new T[layout.Length];
+        BatchNorm2dKernels.NormalizeFixed<T>(inputs.X, y, layout, inputs.Mean, inputs.Invstd, inputs.Weight, inputs.Bias);
+        return y;
+    }
+
+    private static T[] Run<T>(FixedInputs<T> inputs, PlaneLayout layout, int threads)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        var y = new T[layout.Length];
+        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
+        BatchNorm2dKernels.NormalizeFixedVectorized<T>(inputs.X, y, layout, inputs.Mean, inputs.Invstd, inputs.Weight, inputs.Bias, scratch, threads);
+        return y;
+    }
+
+    private sealed record FixedInputs<T>(T[] X, T[] Mean, double[] Invstd, T[] Weight, T[] Bias);
+}
