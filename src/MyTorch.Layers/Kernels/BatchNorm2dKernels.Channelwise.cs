@@ -6,44 +6,67 @@ using System.Runtime.CompilerServices;
 namespace MyTorch.Layers.Kernels;
 
 /// <summary>
-/// Training forward and backward for NCHW one whole channel at a time, each pass over a channel's values done while
-/// they are still in the cache.
+/// Training forward and backward for NCHW a block of whole channels at a time, each pass over a block's values done
+/// while they are still in the cache.
 /// </summary>
 /// <remarks>
 /// <para>
 /// The vectorised kernels make two passes over memory for each direction: the forward reads x for the statistics and
-/// again to normalise it; the backward reads dy and x for its sums and again for dx. A thread that takes one channel
-/// (its N planes) through both passes reads the values the second time from its own cache, as long as a channel fits
-/// (N·H·W values: 0.4 MB of float32 for 32×64×56×56, 16 KB for 256×512×4×4). Memory then sees x read once and y
-/// written in the forward, dy and x read once and dx written in the backward: 5 passes instead of 8.
+/// again to normalise it; the backward reads dy and x for its sums and again for dx. A thread that takes a block of
+/// channels (their N planes each) through both passes reads the values the second time from its own cache, as long as
+/// the block fits (<see cref="ChannelwiseMaximumBlockBytes"/>). Memory then sees x read once and y written in the
+/// forward, dy and x read once and dx written in the backward: 5 passes instead of 8.
 /// </para>
 /// <para>
-/// Each channel's sums are the same per-plane partial sums added in the same order as in
+/// A block's planes lie side by side in each sample, C·H·W values from the next sample's. Small planes are therefore
+/// taken several channels to a block, so that each sample's part of the block is a run of
+/// <see cref="ChannelwiseTargetRunBytes"/> that the hardware prefetcher follows; runs shorter than a page, scattered
+/// over many pages, would not be (see <see cref="ChannelwiseBlock{T}"/> and <see cref="UsesChannelwise{T}"/>).
+/// </para>
+/// <para>
+/// Each channel's sums are the same per-plane partial sums added in the same order (sample 0 to N − 1) as in
 /// <see cref="BatchStatisticsVectorized{T}"/> and <see cref="BackwardReductionsVectorized{T}"/>, and each value goes
-/// through the same formula, so the results are the same bits as theirs, on any number of threads.
-/// </para>
-/// <para>
-/// It does not always pay (see <see cref="UsesChannelwise{T}"/>). A channel is the unit of work, so it needs a few
-/// channels per thread. And a channel's planes lie C·H·W values apart: small planes are short runs scattered over
-/// many memory pages, which the hardware prefetcher does not follow, so planes under a page go plane-wise, where the
-/// whole tensor is one sequential run. (Probes on 2 threads found the channel-at-a-time kernels ahead with 12.5 KB and
-/// 4 KB planes and behind with 784 B and 64 B ones.)
+/// through the same formula, so the results are the same bits as theirs, whatever the block size or thread count.
 /// </para>
 /// </remarks>
 internal static unsafe partial class BatchNorm2dKernels
 {
-    /// <summary>With fewer channels per thread than this, whole channels leave threads idle, and the plane-wise kernels serve.</summary>
-    public const int ChannelwiseChannelsPerThread = 4;
+    /// <summary>Fewer blocks per thread than this would leave threads idle at the end of a call.</summary>
+    public const int ChannelwiseBlocksPerThread = 4;
 
-    /// <summary>With planes smaller than this (one memory page), the plane-wise kernels serve.</summary>
-    public const int ChannelwiseMinimumPlaneBytes = 4096;
+    /// <summary>Each sample's run of a block of channels should be this long...</summary>
+    public const int ChannelwiseTargetRunBytes = 16 << 10;
+
+    /// <summary>...and must be at least this long (one memory page), or the plane-wise kernels serve.</summary>
+    public const int ChannelwiseMinimumRunBytes = 4 << 10;
+
+    /// <summary>A block of channels holds at most this many bytes of one tensor, so that it is still in the cache for its second read.</summary>
+    public const int ChannelwiseMaximumBlockBytes = 1 << 20;
+
+    /// <summary>A block holds at most this many channels (its per-channel constants live on the stack).</summary>
+    public const int ChannelwiseMaximumBlockChannels = 256;
+
+    /// <summary>
+    /// Channels per block for <paramref name="threads"/> threads: enough for runs of <see cref="ChannelwiseTargetRunBytes"/>
+    /// in each sample, but no more than <see cref="ChannelwiseMaximumBlockBytes"/>, than a number that gives each
+    /// thread <see cref="ChannelwiseBlocksPerThread"/> blocks, or than <see cref="ChannelwiseMaximumBlockChannels"/>;
+    /// 0 when that leaves no block at all.
+    /// </summary>
+    public static int ChannelwiseBlock<T>(PlaneLayout layout, int threads)
+        where T : unmanaged
+    {
+        long planeBytes = Math.Max(1L, (long)layout.Spatial * sizeof(T));
+        long wanted = (ChannelwiseTargetRunBytes + planeBytes - 1) / planeBytes;
+        long byBytes = ChannelwiseMaximumBlockBytes / Math.Max(1L, layout.Batch * planeBytes);
+        long byBlocks = layout.Channels / (ChannelwiseBlocksPerThread * (long)ChunkScheduler.ThreadsFor(layout.Length, threads));
+        return (int)Math.Min(Math.Min(wanted, ChannelwiseMaximumBlockChannels), Math.Min(byBytes, byBlocks));
+    }
 
     /// <summary>Whether <see cref="TrainingForwardChannelwise{T}"/> and <see cref="BackwardChannelwise{T}"/> serve this layout.</summary>
     public static bool UsesChannelwise<T>(PlaneLayout layout, int threads)
         where T : unmanaged =>
         !layout.ChannelsLast && layout.Length > 0
-        && (long)layout.Spatial * sizeof(T) >= ChannelwiseMinimumPlaneBytes
-        && layout.Channels >= ChannelwiseChannelsPerThread * ChunkScheduler.ThreadsFor(layout.Length, threads);
+        && (long)ChannelwiseBlock<T>(layout, threads) * layout.Spatial * sizeof(T) >= ChannelwiseMinimumRunBytes;
 
     /// <summary>
     /// The training forward in one call: μ, σ² and invstd of each channel from x, then
@@ -55,6 +78,8 @@ internal static unsafe partial class BatchNorm2dKernels
     /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when it is at least
     /// <see cref="StreamingStores.MinimumBytes"/> in long enough runs (<see cref="StreamingStores.For{T}"/>); that changes no
     /// bit of the result.
+    /// <c>channelsPerBlock</c> replaces <see cref="ChannelwiseBlock{T}"/>'s choice (at most
+    /// <see cref="ChannelwiseMaximumBlockChannels"/>); that changes no bit either.
     /// </remarks>
     public static void TrainingForwardChannelwise<T>(
         ReadOnlySpan<T> x,
@@ -67,7 +92,8 @@ internal static unsafe partial class BatchNorm2dKernels
         Span<double> variance,
         Span<double> invstd,
         int threads,
-        bool? streamingStores = null)
+        bool? streamingStores = null,
+        int? channelsPerBlock = null)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         Debug.Assert(!layout.ChannelsLast && layout.Length > 0 && x.Length >= layout.Length && y.Length >= layout.Length);
@@ -92,8 +118,9 @@ internal static unsafe partial class BatchNorm2dKernels
                 Invstd = pi,
                 Layout = layout,
                 Streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, layout.Spatial)),
+                Block = Math.Clamp(channelsPerBlock ?? ChannelwiseBlock<T>(layout, threads), 1, ChannelwiseMaximumBlockChannels),
             };
-            ChunkScheduler.Run(ref job, layout.Channels, ChunkScheduler.ThreadsFor(layout.Length, threads));
+            ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(layout.Channels, job.Block), ChunkScheduler.ThreadsFor(layout.Length, threads));
         }
     }
 
@@ -107,6 +134,8 @@ internal static unsafe partial class BatchNorm2dKernels
     /// dx is written with streaming stores if <c>streamingStores</c> says so, and by default when it is at least
     /// <see cref="StreamingStores.MinimumBytes"/> in long enough runs (<see cref="StreamingStores.For{T}"/>); that changes no
     /// bit of the result.
+    /// <c>channelsPerBlock</c> replaces <see cref="ChannelwiseBlock{T}"/>'s choice (at most
+    /// <see cref="ChannelwiseMaximumBlockChannels"/>); that changes no bit either.
     /// </remarks>
     public static void BackwardChannelwise<T>(
         ReadOnlySpan<T> x,
@@ -120,7 +149,8 @@ internal static unsafe partial class BatchNorm2dKernels
         Span<double> sumDy,
         Span<double> sumDyXmu,
         int threads,
-        bool? streamingStores = null)
+        bool? streamingStores = null,
+        int? channelsPerBlock = null)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         Debug.Assert(!layout.ChannelsLast && layout.Length > 0 && x.Length >= layout.Length);
@@ -148,12 +178,13 @@ internal static unsafe partial class BatchNorm2dKernels
                 SumDyXmu = pp,
                 Layout = layout,
                 Streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, layout.Spatial)),
+                Block = Math.Clamp(channelsPerBlock ?? ChannelwiseBlock<T>(layout, threads), 1, ChannelwiseMaximumBlockChannels),
             };
-            ChunkScheduler.Run(ref job, layout.Channels, ChunkScheduler.ThreadsFor(layout.Length, threads));
+            ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(layout.Channels, job.Block), ChunkScheduler.ThreadsFor(layout.Length, threads));
         }
     }
 
-    /// <summary>Channel <c>chunk</c> of <see cref="TrainingForwardChannelwise{T}"/>.</summary>
+    /// <summary>Block of channels <c>chunk</c> of <see cref="TrainingForwardChannelwise{T}"/>.</summary>
     private struct ChannelForwardJob<T> : IChunkJob
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
@@ -167,6 +198,7 @@ internal static unsafe partial class BatchNorm2dKernels
         public double* Invstd;
         public PlaneLayout Layout;
         public bool Streaming;
+        public int Block;
 
         public readonly void Run(int chunk)
         {
@@ -181,39 +213,55 @@ internal static unsafe partial class BatchNorm2dKernels
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private readonly void Run<TStore>(int c)
+        private readonly void Run<TStore>(int chunk)
             where TStore : struct, IStoreMode
         {
+            // Sample by sample over the block's planes, which lie side by side: Mean and Variance hold the running
+            // Σ(x − K) and Σ(x − K)² until the block is read, Invstd the reference K.
             int spatial = Layout.Spatial;
             long planeStride = (long)Layout.Channels * spatial;
-            T* channel = X + ((long)c * spatial);
-            double reference = ShiftReference(channel[0]);
-            double sum = 0;
-            double squares = 0;
-            for (int n = 0; n < Layout.Batch; n++)
+            int first = chunk * Block;
+            int end = Math.Min(Layout.Channels, first + Block);
+            for (int c = first; c < end; c++)
             {
-                (double planeSum, double planeSquares) = ShiftedSums(new ReadOnlySpan<T>(channel + (n * planeStride), spatial), reference);
-                sum += planeSum;
-                squares += planeSquares;
+                Invstd[c] = ShiftReference(X[(long)c * spatial]);
+                Mean[c] = 0;
+                Variance[c] = 0;
             }
 
-            (double mean, double variance) = ShiftedMoments(reference, sum, squares, Layout.ValuesPerChannel);
-            double invstd = InverseStandardDeviation(variance, Eps);
-            double scale = invstd * (Weight is null ? 1.0 : double.CreateTruncating(Weight[c]));
-            double shift = Bias is null ? 0.0 : double.CreateTruncating(Bias[c]);
             for (int n = 0; n < Layout.Batch; n++)
             {
-                long start = (n * planeStride) + ((long)c * spatial);
-                AffineBroadcast<T, TStore>(X + start, Y + start, spatial, mean, scale, shift);
+                for (int c = first; c < end; c++)
+                {
+                    var plane = new ReadOnlySpan<T>(X + (n * planeStride) + ((long)c * spatial), spatial);
+                    (double planeSum, double planeSquares) = ShiftedSums(plane, Invstd[c]);
+                    Mean[c] += planeSum;
+                    Variance[c] += planeSquares;
+                }
             }
 
-            Mean[c] = mean;
-            Variance[c] = variance;
-            Invstd[c] = invstd;
+            Span<double> scale = stackalloc double[end - first];
+            Span<double> shift = stackalloc double[end - first];
+            for (int c = first; c < end; c++)
+            {
+                (Mean[c], Variance[c]) = ShiftedMoments(Invstd[c], Mean[c], Variance[c], Layout.ValuesPerChannel);
+                Invstd[c] = InverseStandardDeviation(Variance[c], Eps);
+                scale[c - first] = Invstd[c] * (Weight is null ? 1.0 : double.CreateTruncating(Weight[c]));
+                shift[c - first] = Bias is null ? 0.0 : double.CreateTruncating(Bias[c]);
+            }
+
+            for (int n = 0; n < Layout.Batch; n++)
+            {
+                for (int c = first; c < end; c++)
+                {
+                    long start = (n * planeStride) + ((long)c * spatial);
+                    AffineBroadcast<T, TStore>(X + start, Y + start, spatial, Mean[c], scale[c - first], shift[c - first]);
+                }
+            }
         }
     }
 
-    /// <summary>Channel <c>chunk</c> of <see cref="BackwardChannelwise{T}"/>.</summary>
+    /// <summary>Block of channels <c>chunk</c> of <see cref="BackwardChannelwise{T}"/>.</summary>
     private struct ChannelBackwardJob<T> : IChunkJob
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
@@ -228,6 +276,7 @@ internal static unsafe partial class BatchNorm2dKernels
         public double* SumDyXmu;
         public PlaneLayout Layout;
         public bool Streaming;
+        public int Block;
 
         public readonly void Run(int chunk)
         {
@@ -242,40 +291,56 @@ internal static unsafe partial class BatchNorm2dKernels
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private readonly void Run<TStore>(int c)
+        private readonly void Run<TStore>(int chunk)
             where TStore : struct, IStoreMode
         {
             int spatial = Layout.Spatial;
             long planeStride = (long)Layout.Channels * spatial;
-            long channelStart = (long)c * spatial;
-            double sum = 0;
-            double products = 0;
-            for (int n = 0; n < Layout.Batch; n++)
+            int first = chunk * Block;
+            int end = Math.Min(Layout.Channels, first + Block);
+            for (int c = first; c < end; c++)
             {
-                long start = (n * planeStride) + channelStart;
-                (double planeSum, double planeProducts) = ProductSums(
-                    new ReadOnlySpan<T>(GradOutput + start, spatial), new ReadOnlySpan<T>(X + start, spatial), Mean[c]);
-                sum += planeSum;
-                products += planeProducts;
+                SumDy[c] = 0;
+                SumDyXmu[c] = 0;
             }
 
-            var (offset, scale, shift, projection) = GradientConstants(
-                Mean[c], Invstd[c], Weight is null ? 1.0 : double.CreateTruncating(Weight[c]), sum, products, Layout.ValuesPerChannel, BatchStatistics);
             for (int n = 0; n < Layout.Batch; n++)
             {
-                long start = (n * planeStride) + channelStart;
-                if (BatchStatistics)
+                for (int c = first; c < end; c++)
                 {
-                    GradientBroadcast<T, TStore>(GradOutput + start, X + start, GradInput + start, spatial, offset, scale, shift, projection);
-                }
-                else
-                {
-                    AffineBroadcast<T, TStore>(GradOutput + start, GradInput + start, spatial, offset, scale, shift);
+                    long start = (n * planeStride) + ((long)c * spatial);
+                    (double planeSum, double planeProducts) = ProductSums(
+                        new ReadOnlySpan<T>(GradOutput + start, spatial), new ReadOnlySpan<T>(X + start, spatial), Mean[c]);
+                    SumDy[c] += planeSum;
+                    SumDyXmu[c] += planeProducts;
                 }
             }
 
-            SumDy[c] = sum;
-            SumDyXmu[c] = products;
+            int count = end - first;
+            Span<double> constants = stackalloc double[4 * count];
+            for (int c = first; c < end; c++)
+            {
+                int k = c - first;
+                (constants[k], constants[count + k], constants[(2 * count) + k], constants[(3 * count) + k]) = GradientConstants(
+                    Mean[c], Invstd[c], Weight is null ? 1.0 : double.CreateTruncating(Weight[c]), SumDy[c], SumDyXmu[c], Layout.ValuesPerChannel, BatchStatistics);
+            }
+
+            for (int n = 0; n < Layout.Batch; n++)
+            {
+                for (int k = 0; k < count; k++)
+                {
+                    long start = (n * planeStride) + ((long)(first + k) * spatial);
+                    double offset = constants[k], scale = constants[count + k], shift = constants[(2 * count) + k];
+                    if (BatchStatistics)
+                    {
+                        GradientBroadcast<T, TStore>(GradOutput + start, X + start, GradInput + start, spatial, offset, scale, shift, constants[(3 * count) + k]);
+                    }
+                    else
+                    {
+                        AffineBroadcast<T, TStore>(GradOutput + start, GradInput + start, spatial, offset, scale, shift);
+                    }
+                }
+            }
         }
     }
 }
