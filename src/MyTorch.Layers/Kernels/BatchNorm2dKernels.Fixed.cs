@@ -16,12 +16,16 @@ namespace MyTorch.Layers.Kernels;
 /// multiply-add with s = invstd · γ rounded once to T. No value is widened to double, so a vector step handles a whole
 /// <see cref="Vector{T}"/> with one subtraction and one multiply-add. The centred form keeps what the batch-statistics
 /// kernels keep: x − μ is formed before anything large is multiplied, so a large mean costs no digits of the output.
+/// Where x − μ overflows float32 (values beyond half its range) or is NaN, that value is computed as before in double
+/// (<see cref="FixedValue{T}"/>), so the range of the output is what the double computation gives. The vector loops
+/// only note whether that happened, and a run in which it did is computed again value by value.
 /// </remarks>
 internal static unsafe partial class BatchNorm2dKernels
 {
     /// <summary>
     /// <see cref="NormalizeFixed{T}"/>, vectorised: the same formula, value for value, so the same bits.
-    /// <paramref name="y"/> may be <paramref name="x"/> itself.
+    /// <paramref name="y"/> must not overlap <paramref name="x"/>: a run in which some x − μ is not finite is computed
+    /// again from x.
     /// </summary>
     /// <remarks>
     /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when it is at least
@@ -42,6 +46,7 @@ internal static unsafe partial class BatchNorm2dKernels
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         Debug.Assert(x.Length >= layout.Length && y.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
+        Debug.Assert(!x[..layout.Length].Overlaps(y[..layout.Length]));
         if (layout.Length == 0)
         {
             return;
@@ -178,21 +183,35 @@ internal static unsafe partial class BatchNorm2dKernels
             (int start, int end) = VectorBody<T, TStore>(y, length);
             for (; i < start; i++)
             {
-                y[i] = T.FusedMultiplyAdd(x[i] - offset, scale, shift);
+                y[i] = FixedValue(x[i], offset, scale, shift);
             }
 
             var vo = new Vector<T>(offset);
             var vs = new Vector<T>(scale);
             var vt = new Vector<T>(shift);
+            var nonFinite = Vector<T>.Zero;
+            int body = i;
             for (; i <= end - lanes; i += lanes)
             {
-                StreamingStores.Store<T, TStore>(FusedMultiplyAdd(Vector.Load(x + i) - vo, vs, vt), y + i);
+                var difference = Vector.Load(x + i) - vo;
+                nonFinite = TrackNonFinite(nonFinite, difference);
+                StreamingStores.Store<T, TStore>(FusedMultiplyAdd(difference, vs, vt), y + i);
+            }
+
+            if (!Vector.EqualsAll(nonFinite, Vector<T>.Zero))
+            {
+                // Some x − offset was not finite: the vector body again, value by value.
+                StreamingStores.Fence();
+                for (int j = body; j < i; j++)
+                {
+                    y[j] = FixedValue(x[j], offset, scale, shift);
+                }
             }
         }
 
         for (; i < length; i++)
         {
-            y[i] = T.FusedMultiplyAdd(x[i] - offset, scale, shift);
+            y[i] = FixedValue(x[i], offset, scale, shift);
         }
     }
 
@@ -209,12 +228,25 @@ internal static unsafe partial class BatchNorm2dKernels
         if (Vector.IsHardwareAccelerated)
         {
             int lanes = Vector<T>.Count;
+            var nonFinite = Vector<T>.Zero;
             for (; i <= length - period; i += period)
             {
                 for (int k = 0; k < period; k += lanes)
                 {
-                    var value = FusedMultiplyAdd(Vector.Load(x + i + k) - Vector.Load(offset + k), Vector.Load(scale + k), Vector.Load(shift + k));
-                    StreamingStores.Store<T, TStore>(value, y + i + k);
+                    var difference = Vector.Load(x + i + k) - Vector.Load(offset + k);
+                    nonFinite = TrackNonFinite(nonFinite, difference);
+                    StreamingStores.Store<T, TStore>(FusedMultiplyAdd(difference, Vector.Load(scale + k), Vector.Load(shift + k)), y + i + k);
+                }
+            }
+
+            if (!Vector.EqualsAll(nonFinite, Vector<T>.Zero))
+            {
+                // Some x − offset was not finite: the vector body again, value by value.
+                StreamingStores.Fence();
+                for (int j = 0; j < i; j++)
+                {
+                    int k = j % period;
+                    y[j] = FixedValue(x[j], offset[k], scale[k], shift[k]);
                 }
             }
         }
@@ -222,9 +254,33 @@ internal static unsafe partial class BatchNorm2dKernels
         for (; i < length; i++)
         {
             int k = i % period;
-            y[i] = T.FusedMultiplyAdd(x[i] - offset[k], scale[k], shift[k]);
+            y[i] = FixedValue(x[i], offset[k], scale[k], shift[k]);
         }
     }
+
+    /// <summary>
+    /// y = (x − offset) · scale + shift for one value: in T when x − offset is finite, else with x − offset in double
+    /// (for float32: where it overflows float32, or is NaN or infinite anyway), rounded to T once at the end.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static T FixedValue<T>(T x, T offset, T scale, T shift)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        T difference = x - offset;
+        return T.IsFinite(difference)
+            ? T.FusedMultiplyAdd(difference, scale, shift)
+            : T.CreateTruncating(double.FusedMultiplyAdd(
+                double.CreateTruncating(x) - double.CreateTruncating(offset), double.CreateTruncating(scale), double.CreateTruncating(shift)));
+    }
+
+    /// <summary>
+    /// <paramref name="tracked"/> with the bits of d − d or-ed in: it stays +0 while every difference is finite and turns
+    /// NaN once one is not. Float64 is not tracked (its x − offset is the double one), so it stays 0.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector<T> TrackNonFinite<T>(Vector<T> tracked, Vector<T> difference)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> =>
+        typeof(T) == typeof(float) ? tracked | (difference - difference) : tracked;
 
     /// <summary>a · b + c with one rounding, lane by lane, for the two dtypes the kernels take.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

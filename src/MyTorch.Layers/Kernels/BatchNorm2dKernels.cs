@@ -100,8 +100,9 @@ internal static partial class BatchNorm2dKernels
 
     /// <summary>
     /// y = (x − mean[c]) · s[c] + β[c] in T, with s[c] = invstd[c] · γ[c] rounded to T and one rounding for the
-    /// multiply-add: normalisation with fixed statistics (the running ones), whose mean is already a value of T.
-    /// <paramref name="y"/> may be <paramref name="x"/> itself.
+    /// multiply-add: normalisation with fixed statistics (the running ones), whose mean is already a value of T. Where
+    /// x − mean[c] is not finite in T (it overflows float32, or is NaN or infinite anyway), the value is computed with
+    /// x − mean[c] in double instead. <paramref name="y"/> may be <paramref name="x"/> itself.
     /// </summary>
     public static void NormalizeFixed<T>(
         ReadOnlySpan<T> x,
@@ -125,7 +126,11 @@ internal static partial class BatchNorm2dKernels
                 for (int s = 0; s < layout.Spatial; s++)
                 {
                     int i = offset + s * layout.SpatialStride;
-                    y[i] = T.FusedMultiplyAdd(x[i] - mu, scale, shift);
+                    T difference = x[i] - mu;
+                    y[i] = T.IsFinite(difference)
+                        ? T.FusedMultiplyAdd(difference, scale, shift)
+                        : T.CreateTruncating(double.FusedMultiplyAdd(
+                            double.CreateTruncating(x[i]) - double.CreateTruncating(mu), double.CreateTruncating(scale), double.CreateTruncating(shift)));
                 }
             }
         }
