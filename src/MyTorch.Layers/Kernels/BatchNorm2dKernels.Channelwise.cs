@@ -34,13 +34,16 @@ internal static unsafe partial class BatchNorm2dKernels
     /// <summary>Fewer blocks per thread than this would leave threads idle at the end of a call.</summary>
     public const int ChannelwiseBlocksPerThread = 4;
 
-    /// <summary>Each sample's run of a block of channels should be this long...</summary>
+    /// <summary>The length a block's run in each sample should have (several small planes side by side).</summary>
     public const int ChannelwiseTargetRunBytes = 16 << 10;
 
-    /// <summary>...and must be at least this long (one memory page), or the plane-wise kernels serve.</summary>
+    /// <summary>The length a block's run in each sample must reach (one memory page), or the plane-wise kernels serve.</summary>
     public const int ChannelwiseMinimumRunBytes = 4 << 10;
 
-    /// <summary>A block of channels holds at most this many bytes of one tensor, so that it is still in the cache for its second read.</summary>
+    /// <summary>
+    /// The most bytes of one tensor a block of several channels holds, so that the block is still in the cache for its
+    /// second read. A single channel may hold more: it is the unit of work, and its second read still comes from some cache.
+    /// </summary>
     public const int ChannelwiseMaximumBlockBytes = 1 << 20;
 
     /// <summary>A block holds at most this many channels (its per-channel constants live on the stack).</summary>
@@ -48,16 +51,16 @@ internal static unsafe partial class BatchNorm2dKernels
 
     /// <summary>
     /// Channels per block for <paramref name="threads"/> threads: enough for runs of <see cref="ChannelwiseTargetRunBytes"/>
-    /// in each sample, but no more than <see cref="ChannelwiseMaximumBlockBytes"/>, than a number that gives each
-    /// thread <see cref="ChannelwiseBlocksPerThread"/> blocks, or than <see cref="ChannelwiseMaximumBlockChannels"/>;
-    /// 0 when that leaves no block at all.
+    /// in each sample, but no more than fit in <see cref="ChannelwiseMaximumBlockBytes"/> (though always one), than a
+    /// number that gives each thread <see cref="ChannelwiseBlocksPerThread"/> blocks, or than
+    /// <see cref="ChannelwiseMaximumBlockChannels"/>; 0 when there are too few channels for that many blocks.
     /// </summary>
     public static int ChannelwiseBlock<T>(PlaneLayout layout, int threads)
         where T : unmanaged
     {
         long planeBytes = Math.Max(1L, (long)layout.Spatial * sizeof(T));
         long wanted = (ChannelwiseTargetRunBytes + planeBytes - 1) / planeBytes;
-        long byBytes = ChannelwiseMaximumBlockBytes / Math.Max(1L, layout.Batch * planeBytes);
+        long byBytes = Math.Max(1L, ChannelwiseMaximumBlockBytes / Math.Max(1L, layout.Batch * planeBytes));
         long byBlocks = layout.Channels / (ChannelwiseBlocksPerThread * (long)ChunkScheduler.ThreadsFor(layout.Length, threads));
         return (int)Math.Min(Math.Min(wanted, ChannelwiseMaximumBlockChannels), Math.Min(byBytes, byBlocks));
     }

@@ -17,8 +17,8 @@ namespace MyTorch.Layers.Kernels;
 /// <see cref="Vector{T}"/> with one subtraction and one multiply-add. The centred form keeps what the batch-statistics
 /// kernels keep: x − μ is formed before anything large is multiplied, so a large mean costs no digits of the output.
 /// Where x − μ overflows float32 (values beyond half its range) or is NaN, that value is computed as before in double
-/// (<see cref="FixedValue{T}"/>), so the range of the output is what the double computation gives. The vector loops
-/// only note whether that happened, and a run in which it did is computed again value by value.
+/// (<see cref="FixedValue{T}"/>, as in the reference), so the range of the output is what the double computation
+/// gives. The vector loops only note whether that happened, and a run in which it did is computed again value by value.
 /// </remarks>
 internal static unsafe partial class BatchNorm2dKernels
 {
@@ -256,21 +256,6 @@ internal static unsafe partial class BatchNorm2dKernels
             int k = i % period;
             y[i] = FixedValue(x[i], offset[k], scale[k], shift[k]);
         }
-    }
-
-    /// <summary>
-    /// y = (x − offset) · scale + shift for one value: in T when x − offset is finite, else with x − offset in double
-    /// (for float32: where it overflows float32, or is NaN or infinite anyway), rounded to T once at the end.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static T FixedValue<T>(T x, T offset, T scale, T shift)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
-    {
-        T difference = x - offset;
-        return T.IsFinite(difference)
-            ? T.FusedMultiplyAdd(difference, scale, shift)
-            : T.CreateTruncating(double.FusedMultiplyAdd(
-                double.CreateTruncating(x) - double.CreateTruncating(offset), double.CreateTruncating(scale), double.CreateTruncating(shift)));
     }
 
     /// <summary>

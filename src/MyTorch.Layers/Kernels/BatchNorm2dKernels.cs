@@ -1,6 +1,7 @@
 using System;
 using System.Diagnostics;
 using System.Numerics;
+using System.Runtime.CompilerServices;
 
 namespace MyTorch.Layers.Kernels;
 
@@ -126,14 +127,25 @@ internal static partial class BatchNorm2dKernels
                 for (int s = 0; s < layout.Spatial; s++)
                 {
                     int i = offset + s * layout.SpatialStride;
-                    T difference = x[i] - mu;
-                    y[i] = T.IsFinite(difference)
-                        ? T.FusedMultiplyAdd(difference, scale, shift)
-                        : T.CreateTruncating(double.FusedMultiplyAdd(
-                            double.CreateTruncating(x[i]) - double.CreateTruncating(mu), double.CreateTruncating(scale), double.CreateTruncating(shift)));
+                    y[i] = FixedValue(x[i], mu, scale, shift);
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// y = (x − offset) · scale + shift for one value: in T when x − offset is finite, else with x − offset in double
+    /// (for float32: where it overflows float32, or is NaN or infinite anyway), rounded to T once at the end.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T FixedValue<T>(T x, T offset, T scale, T shift)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        T difference = x - offset;
+        return T.IsFinite(difference)
+            ? T.FusedMultiplyAdd(difference, scale, shift)
+            : T.CreateTruncating(double.FusedMultiplyAdd(
+                double.CreateTruncating(x) - double.CreateTruncating(offset), double.CreateTruncating(scale), double.CreateTruncating(shift)));
     }
 
     /// <summary>

@@ -62,6 +62,7 @@ public class BatchNorm2dChannelwiseKernelTests
         Assert.That(BatchNorm2dKernels.ChannelwiseBlock<float>(Nchw(8, 3, 224 * 224), threads: 2), Is.EqualTo(0), "3 channels: no block for 2 threads × 4");
         Assert.That(BatchNorm2dKernels.ChannelwiseBlock<float>(Nchw(256, 512, 4 * 4), threads: 2), Is.EqualTo(64), "4×4: limited by the 1 MiB block and 4 blocks per thread");
         Assert.That(BatchNorm2dKernels.ChannelwiseBlock<float>(Nchw(1, 4096, 1), threads: 1), Is.EqualTo(BatchNorm2dKernels.ChannelwiseMaximumBlockChannels), "1×1 planes: the channel cap");
+        Assert.That(BatchNorm2dKernels.ChannelwiseBlock<float>(Nchw(64, 64, 112 * 112), threads: 2), Is.EqualTo(1), "112×112: one channel of 3 MB, over the block bytes but the unit of work");
     }
 
     [Test]
@@ -75,6 +76,7 @@ public class BatchNorm2dChannelwiseKernelTests
         Assert.That(BatchNorm2dKernels.UsesChannelwise<float>(Nchw(64, 2 * perThread, (page / sizeof(float)) - 1), threads: 2), Is.False, "one channel per block and planes under a page");
         Assert.That(BatchNorm2dKernels.UsesChannelwise<float>(Nchw(2, 16 * perThread, page / sizeof(float) / 4), threads: 2), Is.True, "quarter-page planes, four to a block");
         Assert.That(BatchNorm2dKernels.UsesChannelwise<float>(Nchw(2048, 16 * perThread, page / sizeof(float) / 4), threads: 2), Is.False, "quarter-page planes whose channel alone exceeds the block bytes");
+        Assert.That(BatchNorm2dKernels.UsesChannelwise<float>(Nchw(64, 64, 112 * 112), threads: 2), Is.True, "large planes whose channel alone exceeds the block bytes");
         Assert.That(BatchNorm2dKernels.UsesChannelwise<double>(Nchw(64, 2 * perThread, page / sizeof(double)), threads: 2), Is.True, "float64 planes of a page");
         Assert.That(BatchNorm2dKernels.UsesChannelwise<float>(new PlaneLayout(64, 2 * perThread, page / sizeof(float), channelsLast: true), threads: 2), Is.False, "channels-last");
         Assert.That(BatchNorm2dKernels.UsesChannelwise<float>(Nchw(0, 2 * perThread, page / sizeof(float)), threads: 2), Is.False, "empty");
