@@ -161,6 +161,51 @@ internal static unsafe partial class BatchNorm2dKernels
             int first = chunk * PlanesPerChunk;
             int end = Math.Min(Planes, first + PlanesPerChunk);
             int c = first % Count;
+            int spatial = Spatial;
+            int lanes = Vector<T>.Count;
+            if (Vector.IsHardwareAccelerated && spatial % lanes == 0
+                && (!TStore.Streaming || (spatial * sizeof(T) % StreamingStores.LineBytes == 0 && StreamingStores.Aligned(Y + ((long)first * spatial)))))
+            {
+                // Whole vectors per plane (every usual H·W): the loop stays here, because small planes (4×4 = 16
+                // values) would otherwise spend more time entering a call than computing. For streaming stores, planes
+                // of whole cache lines from an aligned first one are all aligned.
+                var nonFinite = Vector<T>.Zero;
+                for (int plane = first; plane < end; plane++)
+                {
+                    long start = (long)plane * spatial;
+                    var vo = new Vector<T>(Offset[c]);
+                    var vs = new Vector<T>(Scale[c]);
+                    var vt = new Vector<T>(Shift[c]);
+                    for (int k = 0; k < spatial; k += lanes)
+                    {
+                        var difference = Vector.Load(X + start + k) - vo;
+                        nonFinite = TrackNonFinite(nonFinite, difference);
+                        StreamingStores.Store<T, TStore>(FusedMultiplyAdd(difference, vs, vt), Y + start + k);
+                    }
+
+                    c = c + 1 == Count ? 0 : c + 1;
+                }
+
+                if (!Vector.EqualsAll(nonFinite, Vector<T>.Zero))
+                {
+                    // Some x − offset was not finite: the chunk again, value by value.
+                    StreamingStores.Fence();
+                    c = first % Count;
+                    for (int plane = first; plane < end; plane++)
+                    {
+                        long start = (long)plane * spatial;
+                        for (int k = 0; k < spatial; k++)
+                        {
+                            Y[start + k] = FixedValue(X[start + k], Offset[c], Scale[c], Shift[c]);
+                        }
+
+                        c = c + 1 == Count ? 0 : c + 1;
+                    }
+                }
+
+                return;
+            }
+
             for (int plane = first; plane < end; plane++)
             {
                 long start = (long)plane * Spatial;
