@@ -8,8 +8,9 @@ using NUnit.Framework;
 namespace MyTorch.Layers.Tests.Kernels;
 
 /// <summary>
-/// The channel-at-a-time training kernels against the plane-wise vectorised ones, which the reference holds: the same
-/// bits for every tail, both dtypes, any thread count, streaming stores or not, and in place.
+/// The block-of-channels training kernels against the plane-wise vectorised ones, which the reference holds: the same
+/// bits for every tail, both dtypes, any block size and thread count, streaming stores or not, and in place; and the
+/// rule that chooses the block size.
 /// </summary>
 [TestFixture]
 public class BatchNorm2dChannelwiseKernelTests
