@@ -163,12 +163,10 @@ internal static unsafe partial class BatchNorm2dKernels
             int c = first % Count;
             int spatial = Spatial;
             int lanes = Vector<T>.Count;
-            if (Vector.IsHardwareAccelerated && spatial % lanes == 0
-                && (!TStore.Streaming || (spatial * sizeof(T) % StreamingStores.LineBytes == 0 && StreamingStores.Aligned(Y + ((long)first * spatial)))))
+            if (StreamingStores.WholeVectorPlanes<T, TStore>(Y + ((long)first * spatial), spatial))
             {
                 // Whole vectors per plane (every usual H·W): the loop stays here, because small planes (4×4 = 16
-                // values) would otherwise spend more time entering a call than computing. For streaming stores, planes
-                // of whole cache lines from an aligned first one are all aligned.
+                // values) would otherwise spend more time entering a call than computing.
                 var nonFinite = Vector<T>.Zero;
                 for (int plane = first; plane < end; plane++)
                 {

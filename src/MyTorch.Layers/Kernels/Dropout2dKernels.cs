@@ -116,12 +116,10 @@ internal static class Dropout2dKernels
             {
                 // NCHW: plane (n, c) is S contiguous values starting at (n·C + c)·S, all scaled by one factor.
                 int spatial = Layout.Spatial;
-                if (Vector.IsHardwareAccelerated && Vector<T>.IsSupported && spatial % Vector<T>.Count == 0
-                    && (!TStore.Streaming || (spatial * sizeof(T) % StreamingStores.LineBytes == 0 && StreamingStores.Aligned(Y + ((long)first * spatial)))))
+                if (StreamingStores.WholeVectorPlanes<T, TStore>(Y + ((long)first * spatial), spatial))
                 {
                     // Whole vectors per plane (every usual H·W): the loop stays here, because small planes (4×4 = 16
-                    // values) would otherwise spend more time entering a call than multiplying. For streaming stores,
-                    // planes of whole cache lines from an aligned first one are all aligned.
+                    // values) would otherwise spend more time entering a call than multiplying.
                     for (int plane = first; plane < end; plane++)
                     {
                         long offset = (long)plane * spatial;

@@ -16,24 +16,9 @@ namespace MyTorch.Layers.Tests.Kernels;
 [TestFixture]
 public class BatchNorm2dFixedKernelTests
 {
-    private static readonly int[] Spatials = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 23, 31, 32, 33, 47, 64, 65];
+    private static readonly int[] Spatials = BatchNorm2dVectorizedKernelTests.Spatials;
 
-    public static IEnumerable<TestCaseData> SmallShapes()
-    {
-        foreach (bool channelsLast in new[] { false, true })
-        {
-            foreach (int channels in new[] { 1, 2, 3, 5, 8, 9, 16, 17, 24 })
-            {
-                foreach (int batch in new[] { 1, 3 })
-                {
-                    yield return new TestCaseData(batch, channels, channelsLast)
-                        .SetArgDisplayNames($"N={batch}", $"C={channels}", channelsLast ? "NHWC" : "NCHW");
-                }
-            }
-        }
-    }
-
-    [TestCaseSource(nameof(SmallShapes))]
+    [TestCaseSource(typeof(BatchNorm2dVectorizedKernelTests), nameof(BatchNorm2dVectorizedKernelTests.SmallShapes))]
     public void Float32_SameBitsAsTheReference_OnEveryTail(int batch, int channels, bool channelsLast)
     {
         foreach (int spatial in Spatials)
@@ -42,7 +27,7 @@ public class BatchNorm2dFixedKernelTests
         }
     }
 
-    [TestCaseSource(nameof(SmallShapes))]
+    [TestCaseSource(typeof(BatchNorm2dVectorizedKernelTests), nameof(BatchNorm2dVectorizedKernelTests.SmallShapes))]
     public void Float64_SameBitsAsTheReference_OnEveryTail(int batch, int channels, bool channelsLast)
     {
         foreach (int spatial in Spatials)
@@ -147,21 +132,7 @@ public class BatchNorm2dFixedKernelTests
         }
     }
 
-    public static IEnumerable<TestCaseData> ThreadedShapes()
-    {
-        // Above the parallel threshold and several chunks long in both layouts; on the own workers and the OpenMP team.
-        foreach (bool openMpTeam in new[] { false, true })
-        {
-            foreach (bool channelsLast in new[] { false, true })
-            {
-                string[] names = [channelsLast ? "NHWC" : "NCHW", openMpTeam ? "OpenMP team" : "own workers"];
-                yield return new TestCaseData(4, 5, 4099, channelsLast, openMpTeam).SetArgDisplayNames(["4x5x4099", .. names]);
-                yield return new TestCaseData(64, 70, 9, channelsLast, openMpTeam).SetArgDisplayNames(["64x70x9", .. names]);
-            }
-        }
-    }
-
-    [TestCaseSource(nameof(ThreadedShapes))]
+    [TestCaseSource(typeof(BatchNorm2dVectorizedKernelTests), nameof(BatchNorm2dVectorizedKernelTests.ThreadedShapes))]
     public void Output_IsBitIdentical_ForAnyThreadCount(int batch, int channels, int spatial, bool channelsLast, bool openMpTeam)
     {
         var layout = new PlaneLayout(batch, channels, spatial, channelsLast);

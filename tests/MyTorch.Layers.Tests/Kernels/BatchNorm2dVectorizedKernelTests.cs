@@ -17,7 +17,8 @@ namespace MyTorch.Layers.Tests.Kernels;
 [TestFixture]
 public class BatchNorm2dVectorizedKernelTests
 {
-    private static readonly int[] Spatials = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 23, 31, 32, 33, 47, 64, 65];
+    /// <summary>Plane lengths from 1 to a few vector widths, with odd tails; shared by the other vectorised-kernel tests.</summary>
+    internal static readonly int[] Spatials = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 23, 31, 32, 33, 47, 64, 65];
     private static readonly int[] ChannelCounts = [1, 2, 3, 5, 8, 9, 16, 17, 24];
 
     public static IEnumerable<TestCaseData> SmallShapes()
