@@ -237,7 +237,7 @@ internal static unsafe partial class BatchNorm2dKernels
                 for (int c = first; c < end; c++)
                 {
                     var plane = new ReadOnlySpan<T>(X + (n * planeStride) + ((long)c * spatial), spatial);
-                    (double planeSum, double planeSquares) = ShiftedSums(plane, Invstd[c]);
+                    (double planeSum, double planeSquares) = ShiftedSums(plane, Invstd[c], (end - c) * spatial);
                     Mean[c] += planeSum;
                     Variance[c] += planeSquares;
                 }
@@ -258,7 +258,7 @@ internal static unsafe partial class BatchNorm2dKernels
                 for (int c = first; c < end; c++)
                 {
                     long start = (n * planeStride) + ((long)c * spatial);
-                    AffineBroadcast<T, TStore>(X + start, Y + start, spatial, Mean[c], scale[c - first], shift[c - first]);
+                    AffineBroadcast<T, TStore>(X + start, Y + start, spatial, 0, Mean[c], scale[c - first], shift[c - first]);
                 }
             }
         }
@@ -313,7 +313,7 @@ internal static unsafe partial class BatchNorm2dKernels
                 {
                     long start = (n * planeStride) + ((long)c * spatial);
                     (double planeSum, double planeProducts) = ProductSums(
-                        new ReadOnlySpan<T>(GradOutput + start, spatial), new ReadOnlySpan<T>(X + start, spatial), Mean[c]);
+                        new ReadOnlySpan<T>(GradOutput + start, spatial), new ReadOnlySpan<T>(X + start, spatial), Mean[c], (end - c) * spatial);
                     SumDy[c] += planeSum;
                     SumDyXmu[c] += planeProducts;
                 }
@@ -336,11 +336,11 @@ internal static unsafe partial class BatchNorm2dKernels
                     double offset = constants[k], scale = constants[count + k], shift = constants[(2 * count) + k];
                     if (BatchStatistics)
                     {
-                        GradientBroadcast<T, TStore>(GradOutput + start, X + start, GradInput + start, spatial, offset, scale, shift, constants[(3 * count) + k]);
+                        GradientBroadcast<T, TStore>(GradOutput + start, X + start, GradInput + start, spatial, 0, offset, scale, shift, constants[(3 * count) + k]);
                     }
                     else
                     {
-                        AffineBroadcast<T, TStore>(GradOutput + start, GradInput + start, spatial, offset, scale, shift);
+                        AffineBroadcast<T, TStore>(GradOutput + start, GradInput + start, spatial, 0, offset, scale, shift);
                     }
                 }
             }

@@ -46,6 +46,17 @@ internal static unsafe partial class BatchNorm2dKernels
     private static int Lanes => 2 * Vector<double>.Count;
 
     /// <summary>
+    /// How many periods of channels-last values a sum loop reads per load and store of its accumulators: as many as
+    /// fit in <see cref="PassBytes"/>, 1 to 8. Each lane still adds its values in order, so this changes no bit, only
+    /// how often the accumulators go through memory; a pass kept within a few cache lines keeps the reads close together.
+    /// </summary>
+    private static int PeriodsPerPass<T>(int period)
+        where T : unmanaged => Math.Clamp(PassBytes / (period * sizeof(T)), 1, 8);
+
+    /// <summary>The bytes of input one pass of a channels-last sum loop reads, at most (unless one period is longer).</summary>
+    private const int PassBytes = 2048;
+
+    /// <summary>
     /// The length of the scratch buffer the vectorised kernels need for <paramref name="layout"/>: four per-channel
     /// rows, then the partial sums (per plane for NCHW, per block and period position for NHWC) and, for NHWC, four
     /// periodic rows of constants.
@@ -497,8 +508,8 @@ internal static unsafe partial class BatchNorm2dKernels
                 long start = (long)plane * Spatial;
                 double r = Reference[plane % Channels];
                 (First[plane], Second[plane]) = B is null
-                    ? ShiftedSums(new ReadOnlySpan<T>(A + start, Spatial), r)
-                    : ProductSums(new ReadOnlySpan<T>(A + start, Spatial), new ReadOnlySpan<T>(B + start, Spatial), r);
+                    ? ShiftedSums(new ReadOnlySpan<T>(A + start, Spatial), r, (end - plane) * Spatial)
+                    : ProductSums(new ReadOnlySpan<T>(A + start, Spatial), new ReadOnlySpan<T>(B + start, Spatial), r, (end - plane) * Spatial);
             }
         }
     }
@@ -572,13 +583,14 @@ internal static unsafe partial class BatchNorm2dKernels
                 double offset = Parameters.Offset[c];
                 double scale = Parameters.Scale[c];
                 double shift = Parameters.Shift[c];
+                int readable = (end - plane) * Spatial;
                 if (Gradient)
                 {
-                    GradientBroadcast<T, TStore>(A + start, B + start, Output + start, Spatial, offset, scale, shift, Parameters.Projection[c]);
+                    GradientBroadcast<T, TStore>(A + start, B + start, Output + start, Spatial, readable, offset, scale, shift, Parameters.Projection[c]);
                 }
                 else
                 {
-                    AffineBroadcast<T, TStore>(A + start, Output + start, Spatial, offset, scale, shift);
+                    AffineBroadcast<T, TStore>(A + start, Output + start, Spatial, readable, offset, scale, shift);
                 }
             }
         }
@@ -626,9 +638,12 @@ internal static unsafe partial class BatchNorm2dKernels
 
     // ---- Loops over contiguous runs. Each has a vector body of Lanes elements and a scalar tail. ----
 
-    /// <summary>(Σ(x − r), Σ(x − r)²) over a contiguous run.</summary>
+    /// <summary>
+    /// (Σ(x − r), Σ(x − r)²) over a contiguous run; the <paramref name="readable"/> values from its start, the run and
+    /// any that the same piece of work reads right after it, may be prefetched.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static (double Sum, double Squares) ShiftedSums<T>(ReadOnlySpan<T> x, double r)
+    private static (double Sum, double Squares) ShiftedSums<T>(ReadOnlySpan<T> x, double r, int readable)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         int i = 0;
@@ -639,8 +654,10 @@ internal static unsafe partial class BatchNorm2dKernels
             var vr = new Vector<double>(r);
             Vector<double> s0 = default, s1 = default, q0 = default, q1 = default;
             ref T start = ref MemoryMarshal.GetReference(x);
+            T* end = (T*)Unsafe.AsPointer(ref start) + readable;
             for (; i <= x.Length - Lanes; i += Lanes)
             {
+                Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref start, i)), end);
                 Load(ref start, (nuint)i, out var lo, out var hi);
                 lo -= vr;
                 hi -= vr;
@@ -664,9 +681,9 @@ internal static unsafe partial class BatchNorm2dKernels
         return (sum, squares);
     }
 
-    /// <summary>(Σa, Σa·(b − r)) over a contiguous run.</summary>
+    /// <summary>(Σa, Σa·(b − r)) over a contiguous run, prefetching as <see cref="ShiftedSums{T}"/> does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static (double Sum, double Products) ProductSums<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, double r)
+    private static (double Sum, double Products) ProductSums<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, double r, int readable)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         int i = 0;
@@ -678,8 +695,12 @@ internal static unsafe partial class BatchNorm2dKernels
             Vector<double> s0 = default, s1 = default, p0 = default, p1 = default;
             ref T startA = ref MemoryMarshal.GetReference(a);
             ref T startB = ref MemoryMarshal.GetReference(b);
+            T* endA = (T*)Unsafe.AsPointer(ref startA) + readable;
+            T* endB = (T*)Unsafe.AsPointer(ref startB) + readable;
             for (; i <= a.Length - Lanes; i += Lanes)
             {
+                Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref startA, i)), endA);
+                Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref startB, i)), endB);
                 Load(ref startA, (nuint)i, out var alo, out var ahi);
                 Load(ref startB, (nuint)i, out var blo, out var bhi);
                 s0 += alo;
@@ -716,17 +737,33 @@ internal static unsafe partial class BatchNorm2dKernels
             ref double ss = ref MemoryMarshal.GetReference(sum);
             ref double qs = ref MemoryMarshal.GetReference(squares);
             int half = Vector<double>.Count;
-            for (; i <= x.Length - period; i += period)
+            T* end = (T*)Unsafe.AsPointer(ref start) + x.Length;
+            for (int periods, most = PeriodsPerPass<T>(period); (periods = Math.Min(most, (x.Length - i) / period)) > 0; i += periods * period)
             {
                 for (int k = 0; k < period; k += Lanes)
                 {
-                    Load(ref start, (nuint)(i + k), out var lo, out var hi);
-                    lo -= Vector.LoadUnsafe(ref rs, (nuint)k);
-                    hi -= Vector.LoadUnsafe(ref rs, (nuint)(k + half));
-                    (Vector.LoadUnsafe(ref ss, (nuint)k) + lo).StoreUnsafe(ref ss, (nuint)k);
-                    (Vector.LoadUnsafe(ref ss, (nuint)(k + half)) + hi).StoreUnsafe(ref ss, (nuint)(k + half));
-                    Vector.FusedMultiplyAdd(lo, lo, Vector.LoadUnsafe(ref qs, (nuint)k)).StoreUnsafe(ref qs, (nuint)k);
-                    Vector.FusedMultiplyAdd(hi, hi, Vector.LoadUnsafe(ref qs, (nuint)(k + half))).StoreUnsafe(ref qs, (nuint)(k + half));
+                    var rlo = Vector.LoadUnsafe(ref rs, (nuint)k);
+                    var rhi = Vector.LoadUnsafe(ref rs, (nuint)(k + half));
+                    var s0 = Vector.LoadUnsafe(ref ss, (nuint)k);
+                    var s1 = Vector.LoadUnsafe(ref ss, (nuint)(k + half));
+                    var q0 = Vector.LoadUnsafe(ref qs, (nuint)k);
+                    var q1 = Vector.LoadUnsafe(ref qs, (nuint)(k + half));
+                    for (int at = i + k, last = at + ((periods - 1) * period); at <= last; at += period)
+                    {
+                        Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref start, at)), end);
+                        Load(ref start, (nuint)at, out var lo, out var hi);
+                        lo -= rlo;
+                        hi -= rhi;
+                        s0 += lo;
+                        s1 += hi;
+                        q0 = Vector.FusedMultiplyAdd(lo, lo, q0);
+                        q1 = Vector.FusedMultiplyAdd(hi, hi, q1);
+                    }
+
+                    s0.StoreUnsafe(ref ss, (nuint)k);
+                    s1.StoreUnsafe(ref ss, (nuint)(k + half));
+                    q0.StoreUnsafe(ref qs, (nuint)k);
+                    q1.StoreUnsafe(ref qs, (nuint)(k + half));
                 }
             }
         }
@@ -755,18 +792,34 @@ internal static unsafe partial class BatchNorm2dKernels
             ref double ss = ref MemoryMarshal.GetReference(sum);
             ref double ps = ref MemoryMarshal.GetReference(products);
             int half = Vector<double>.Count;
-            for (; i <= a.Length - period; i += period)
+            T* endA = (T*)Unsafe.AsPointer(ref startA) + a.Length;
+            T* endB = (T*)Unsafe.AsPointer(ref startB) + a.Length;
+            for (int periods, most = PeriodsPerPass<T>(period); (periods = Math.Min(most, (a.Length - i) / period)) > 0; i += periods * period)
             {
                 for (int k = 0; k < period; k += Lanes)
                 {
-                    Load(ref startA, (nuint)(i + k), out var alo, out var ahi);
-                    Load(ref startB, (nuint)(i + k), out var blo, out var bhi);
-                    blo -= Vector.LoadUnsafe(ref rs, (nuint)k);
-                    bhi -= Vector.LoadUnsafe(ref rs, (nuint)(k + half));
-                    (Vector.LoadUnsafe(ref ss, (nuint)k) + alo).StoreUnsafe(ref ss, (nuint)k);
-                    (Vector.LoadUnsafe(ref ss, (nuint)(k + half)) + ahi).StoreUnsafe(ref ss, (nuint)(k + half));
-                    Vector.FusedMultiplyAdd(alo, blo, Vector.LoadUnsafe(ref ps, (nuint)k)).StoreUnsafe(ref ps, (nuint)k);
-                    Vector.FusedMultiplyAdd(ahi, bhi, Vector.LoadUnsafe(ref ps, (nuint)(k + half))).StoreUnsafe(ref ps, (nuint)(k + half));
+                    var rlo = Vector.LoadUnsafe(ref rs, (nuint)k);
+                    var rhi = Vector.LoadUnsafe(ref rs, (nuint)(k + half));
+                    var s0 = Vector.LoadUnsafe(ref ss, (nuint)k);
+                    var s1 = Vector.LoadUnsafe(ref ss, (nuint)(k + half));
+                    var p0 = Vector.LoadUnsafe(ref ps, (nuint)k);
+                    var p1 = Vector.LoadUnsafe(ref ps, (nuint)(k + half));
+                    for (int at = i + k, last = at + ((periods - 1) * period); at <= last; at += period)
+                    {
+                        Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref startA, at)), endA);
+                        Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref startB, at)), endB);
+                        Load(ref startA, (nuint)at, out var alo, out var ahi);
+                        Load(ref startB, (nuint)at, out var blo, out var bhi);
+                        s0 += alo;
+                        s1 += ahi;
+                        p0 = Vector.FusedMultiplyAdd(alo, blo - rlo, p0);
+                        p1 = Vector.FusedMultiplyAdd(ahi, bhi - rhi, p1);
+                    }
+
+                    s0.StoreUnsafe(ref ss, (nuint)k);
+                    s1.StoreUnsafe(ref ss, (nuint)(k + half));
+                    p0.StoreUnsafe(ref ps, (nuint)k);
+                    p1.StoreUnsafe(ref ps, (nuint)(k + half));
                 }
             }
         }
@@ -803,9 +856,9 @@ internal static unsafe partial class BatchNorm2dKernels
         where T : unmanaged
         where TStore : struct, IStoreMode => TStore.Streaming ? StreamingStores.Body(output, length) : (0, length);
 
-    /// <summary>out = (a − offset) · scale + shift over a contiguous run.</summary>
+    /// <summary>out = (a − offset) · scale + shift over a contiguous run, prefetching as <see cref="ShiftedSums{T}"/> does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void AffineBroadcast<T, TStore>(T* a, T* output, int length, double offset, double scale, double shift)
+    private static void AffineBroadcast<T, TStore>(T* a, T* output, int length, int readable, double offset, double scale, double shift)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
         where TStore : struct, IStoreMode
     {
@@ -823,6 +876,7 @@ internal static unsafe partial class BatchNorm2dKernels
             var vt = new Vector<double>(shift);
             for (; i <= end - Lanes; i += Lanes)
             {
+                Prefetch.Ahead(a + i, a + readable);
                 Load(a + i, out var lo, out var hi);
                 Store<T, TStore>(Vector.FusedMultiplyAdd(lo - vo, vs, vt), Vector.FusedMultiplyAdd(hi - vo, vs, vt), output + i);
             }
@@ -834,9 +888,9 @@ internal static unsafe partial class BatchNorm2dKernels
         }
     }
 
-    /// <summary>out = (a − shift − (b − offset) · projection) · scale over a contiguous run.</summary>
+    /// <summary>out = (a − shift − (b − offset) · projection) · scale over a contiguous run, prefetching as <see cref="ShiftedSums{T}"/> does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void GradientBroadcast<T, TStore>(T* a, T* b, T* output, int length, double offset, double scale, double shift, double projection)
+    private static void GradientBroadcast<T, TStore>(T* a, T* b, T* output, int length, int readable, double offset, double scale, double shift, double projection)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
         where TStore : struct, IStoreMode
     {
@@ -855,6 +909,8 @@ internal static unsafe partial class BatchNorm2dKernels
             var vp = new Vector<double>(projection);
             for (; i <= end - Lanes; i += Lanes)
             {
+                Prefetch.Ahead(a + i, a + readable);
+                Prefetch.Ahead(b + i, b + readable);
                 Load(a + i, out var alo, out var ahi);
                 Load(b + i, out var blo, out var bhi);
                 var lo = (alo - vt - ((blo - vo) * vp)) * vs;
@@ -890,6 +946,7 @@ internal static unsafe partial class BatchNorm2dKernels
             {
                 for (int k = 0; k < period; k += Lanes)
                 {
+                    Prefetch.Ahead(a + i + k, a + length);
                     Load(a + i + k, out var lo, out var hi);
                     lo = Vector.FusedMultiplyAdd(lo - Vector.Load(os + k), Vector.Load(ss + k), Vector.Load(ts + k));
                     hi = Vector.FusedMultiplyAdd(hi - Vector.Load(os + k + half), Vector.Load(ss + k + half), Vector.Load(ts + k + half));
@@ -927,6 +984,8 @@ internal static unsafe partial class BatchNorm2dKernels
             {
                 for (int k = 0; k < period; k += Lanes)
                 {
+                    Prefetch.Ahead(a + i + k, a + length);
+                    Prefetch.Ahead(b + i + k, b + length);
                     Load(a + i + k, out var alo, out var ahi);
                     Load(b + i + k, out var blo, out var bhi);
                     int k1 = k + half;
