@@ -168,6 +168,7 @@ internal static unsafe partial class BatchNorm2dKernels
                 // Whole vectors per plane (every usual H·W): the loop stays here, because small planes (4×4 = 16
                 // values) would otherwise spend more time entering a call than computing.
                 var nonFinite = Vector<T>.Zero;
+                T* chunkEnd = X + ((long)end * spatial);
                 for (int plane = first; plane < end; plane++)
                 {
                     long start = (long)plane * spatial;
@@ -176,6 +177,7 @@ internal static unsafe partial class BatchNorm2dKernels
                     var vt = new Vector<T>(Shift[c]);
                     for (int k = 0; k < spatial; k += lanes)
                     {
+                        Prefetch.Ahead(X + start + k, chunkEnd);
                         var difference = Vector.Load(X + start + k) - vo;
                         nonFinite = TrackNonFinite(nonFinite, difference);
                         StreamingStores.Store<T, TStore>(FusedMultiplyAdd(difference, vs, vt), Y + start + k);
@@ -207,15 +209,18 @@ internal static unsafe partial class BatchNorm2dKernels
             for (int plane = first; plane < end; plane++)
             {
                 long start = (long)plane * Spatial;
-                FixedBroadcast<T, TStore>(X + start, Y + start, Spatial, Offset[c], Scale[c], Shift[c]);
+                FixedBroadcast<T, TStore>(X + start, Y + start, Spatial, (end - plane) * Spatial, Offset[c], Scale[c], Shift[c]);
                 c = c + 1 == Count ? 0 : c + 1;
             }
         }
     }
 
-    /// <summary>y = (x − offset) · scale + shift in T over a contiguous run.</summary>
+    /// <summary>
+    /// y = (x − offset) · scale + shift in T over a contiguous run; the <paramref name="readable"/> values from its start,
+    /// the run and what the same chunk reads right after it, may be prefetched.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void FixedBroadcast<T, TStore>(T* x, T* y, int length, T offset, T scale, T shift)
+    private static void FixedBroadcast<T, TStore>(T* x, T* y, int length, int readable, T offset, T scale, T shift)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
         where TStore : struct, IStoreMode
     {
@@ -236,6 +241,7 @@ internal static unsafe partial class BatchNorm2dKernels
             int body = i;
             for (; i <= end - lanes; i += lanes)
             {
+                Prefetch.Ahead(x + i, x + readable);
                 var difference = Vector.Load(x + i) - vo;
                 nonFinite = TrackNonFinite(nonFinite, difference);
                 StreamingStores.Store<T, TStore>(FusedMultiplyAdd(difference, vs, vt), y + i);
@@ -276,6 +282,7 @@ internal static unsafe partial class BatchNorm2dKernels
             {
                 for (int k = 0; k < period; k += lanes)
                 {
+                    Prefetch.Ahead(x + i + k, x + length);
                     var difference = Vector.Load(x + i + k) - Vector.Load(offset + k);
                     nonFinite = TrackNonFinite(nonFinite, difference);
                     StreamingStores.Store<T, TStore>(FusedMultiplyAdd(difference, Vector.Load(scale + k), Vector.Load(shift + k)), y + i + k);

@@ -120,12 +120,14 @@ internal static class Dropout2dKernels
                 {
                     // Whole vectors per plane (every usual H·W): the loop stays here, because small planes (4×4 = 16
                     // values) would otherwise spend more time entering a call than multiplying.
+                    T* chunkEnd = X + ((long)end * spatial);
                     for (int plane = first; plane < end; plane++)
                     {
                         long offset = (long)plane * spatial;
                         var factor = new Vector<T>(Mask[plane]);
                         for (int k = 0; k < spatial; k += Vector<T>.Count)
                         {
+                            Prefetch.Ahead(X + offset + k, chunkEnd);
                             StreamingStores.Store<T, TStore>(Vector.Load(X + offset + k) * factor, Y + offset + k);
                         }
                     }
@@ -136,7 +138,7 @@ internal static class Dropout2dKernels
                 for (int plane = first; plane < end; plane++)
                 {
                     long offset = (long)plane * spatial;
-                    Scale<T, TStore>(X + offset, Mask[plane], Y + offset, spatial);
+                    Scale<T, TStore>(X + offset, Mask[plane], Y + offset, spatial, (end - plane) * spatial);
                 }
 
                 return;
@@ -147,14 +149,18 @@ internal static class Dropout2dKernels
             for (int row = first; row < end; row++)
             {
                 long offset = (long)row * channels;
-                Multiply<T, TStore>(X + offset, Mask + ((long)(row / Layout.Spatial) * channels), Y + offset, channels);
+                Multiply<T, TStore>(X + offset, Mask + ((long)(row / Layout.Spatial) * channels), Y + offset, channels, (end - row) * channels);
             }
         }
     }
 
-    /// <summary>y[i] = x[i] · factor. <paramref name="y"/> may be <paramref name="x"/>; they must not partly overlap.</summary>
+    /// <summary>
+    /// y[i] = x[i] · factor. <paramref name="y"/> may be <paramref name="x"/>; they must not partly overlap. The
+    /// <paramref name="readable"/> values from <paramref name="x"/>, the run and what the same chunk reads right after
+    /// it, may be prefetched.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Scale<T, TStore>(T* x, T factor, T* y, int length)
+    private static unsafe void Scale<T, TStore>(T* x, T factor, T* y, int length, int readable)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
         where TStore : struct, IStoreMode
     {
@@ -172,6 +178,7 @@ internal static class Dropout2dKernels
             var f = new Vector<T>(factor);
             for (; i <= end - Vector<T>.Count; i += Vector<T>.Count)
             {
+                Prefetch.Ahead(x + i, x + readable);
                 StreamingStores.Store<T, TStore>(Vector.Load(x + i) * f, y + i);
             }
         }
@@ -182,9 +189,9 @@ internal static class Dropout2dKernels
         }
     }
 
-    /// <summary>y[i] = x[i] · factors[i]. <paramref name="y"/> may be <paramref name="x"/>; they must not partly overlap.</summary>
+    /// <summary>y[i] = x[i] · factors[i], prefetching as <see cref="Scale{T, TStore}"/> does. <paramref name="y"/> may be <paramref name="x"/>; they must not partly overlap.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Multiply<T, TStore>(T* x, T* factors, T* y, int length)
+    private static unsafe void Multiply<T, TStore>(T* x, T* factors, T* y, int length, int readable)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
         where TStore : struct, IStoreMode
     {
@@ -199,6 +206,7 @@ internal static class Dropout2dKernels
 
             for (; i <= end - Vector<T>.Count; i += Vector<T>.Count)
             {
+                Prefetch.Ahead(x + i, x + readable);
                 StreamingStores.Store<T, TStore>(Vector.Load(x + i) * Vector.Load(factors + i), y + i);
             }
         }
