@@ -65,6 +65,13 @@ internal static unsafe partial class BatchNorm2dKernels
         return (int)Math.Min(Math.Min(wanted, ChannelwiseMaximumBlockChannels), Math.Min(byBytes, byBlocks));
     }
 
+    /// <summary>
+    /// Bytes from the end of a block's run of <paramref name="channels"/> planes in one sample to the start of its run
+    /// in the next: what the first read of a block skips, and so where its prefetch continues (<see cref="Prefetch.Ahead"/>).
+    /// </summary>
+    private static nint NextRunGapBytes<T>(PlaneLayout layout, int channels)
+        where T : unmanaged => (nint)(layout.Channels - channels) * layout.Spatial * sizeof(T);
+
     /// <summary>Whether <see cref="TrainingForwardChannelwise{T}"/> and <see cref="BackwardChannelwise{T}"/> serve this layout.</summary>
     public static bool UsesChannelwise<T>(PlaneLayout layout, int threads)
         where T : unmanaged =>
@@ -232,12 +239,14 @@ internal static unsafe partial class BatchNorm2dKernels
                 Variance[c] = 0;
             }
 
+            nint gapBytes = NextRunGapBytes<T>(Layout, end - first);
             for (int n = 0; n < Layout.Batch; n++)
             {
+                nint nextGap = n + 1 < Layout.Batch ? gapBytes : -1;
                 for (int c = first; c < end; c++)
                 {
                     var plane = new ReadOnlySpan<T>(X + (n * planeStride) + ((long)c * spatial), spatial);
-                    (double planeSum, double planeSquares) = ShiftedSums(plane, Invstd[c], (end - c) * spatial);
+                    (double planeSum, double planeSquares) = ShiftedSums(plane, Invstd[c], (end - c) * spatial, nextGap);
                     Mean[c] += planeSum;
                     Variance[c] += planeSquares;
                 }
@@ -307,13 +316,15 @@ internal static unsafe partial class BatchNorm2dKernels
                 SumDyXmu[c] = 0;
             }
 
+            nint gapBytes = NextRunGapBytes<T>(Layout, end - first);
             for (int n = 0; n < Layout.Batch; n++)
             {
+                nint nextGap = n + 1 < Layout.Batch ? gapBytes : -1;
                 for (int c = first; c < end; c++)
                 {
                     long start = (n * planeStride) + ((long)c * spatial);
                     (double planeSum, double planeProducts) = ProductSums(
-                        new ReadOnlySpan<T>(GradOutput + start, spatial), new ReadOnlySpan<T>(X + start, spatial), Mean[c], (end - c) * spatial);
+                        new ReadOnlySpan<T>(GradOutput + start, spatial), new ReadOnlySpan<T>(X + start, spatial), Mean[c], (end - c) * spatial, nextGap);
                     SumDy[c] += planeSum;
                     SumDyXmu[c] += planeProducts;
                 }

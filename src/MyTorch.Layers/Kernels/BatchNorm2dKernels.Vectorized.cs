@@ -640,10 +640,11 @@ internal static unsafe partial class BatchNorm2dKernels
 
     /// <summary>
     /// (Σ(x − r), Σ(x − r)²) over a contiguous run; the <paramref name="readable"/> values from its start, the run and
-    /// any that the same piece of work reads right after it, may be prefetched.
+    /// any that the same piece of work reads right after it, may be prefetched, and past them the start of the run
+    /// <paramref name="nextGapBytes"/> further on (see <see cref="Prefetch.Ahead"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static (double Sum, double Squares) ShiftedSums<T>(ReadOnlySpan<T> x, double r, int readable)
+    private static (double Sum, double Squares) ShiftedSums<T>(ReadOnlySpan<T> x, double r, int readable, nint nextGapBytes = -1)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         int i = 0;
@@ -657,7 +658,7 @@ internal static unsafe partial class BatchNorm2dKernels
             T* end = (T*)Unsafe.AsPointer(ref start) + readable;
             for (; i <= x.Length - Lanes; i += Lanes)
             {
-                Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref start, i)), end);
+                Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref start, i)), end, nextGapBytes);
                 Load(ref start, (nuint)i, out var lo, out var hi);
                 lo -= vr;
                 hi -= vr;
@@ -683,7 +684,7 @@ internal static unsafe partial class BatchNorm2dKernels
 
     /// <summary>(Σa, Σa·(b − r)) over a contiguous run, prefetching as <see cref="ShiftedSums{T}"/> does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static (double Sum, double Products) ProductSums<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, double r, int readable)
+    private static (double Sum, double Products) ProductSums<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, double r, int readable, nint nextGapBytes = -1)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         int i = 0;
@@ -699,8 +700,8 @@ internal static unsafe partial class BatchNorm2dKernels
             T* endB = (T*)Unsafe.AsPointer(ref startB) + readable;
             for (; i <= a.Length - Lanes; i += Lanes)
             {
-                Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref startA, i)), endA);
-                Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref startB, i)), endB);
+                Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref startA, i)), endA, nextGapBytes);
+                Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref startB, i)), endB, nextGapBytes);
                 Load(ref startA, (nuint)i, out var alo, out var ahi);
                 Load(ref startB, (nuint)i, out var blo, out var bhi);
                 s0 += alo;

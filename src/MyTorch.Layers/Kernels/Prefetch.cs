@@ -11,17 +11,21 @@ namespace MyTorch.Layers.Kernels;
 /// One core reading a single sequential run keeps only as many misses in flight as the hardware prefetcher starts
 /// for it, which falls well short of what memory can deliver; asking for lines a few kilobytes ahead keeps more reads
 /// in flight. The request stops at the end of the run the loop reads: beyond it lie values of other channels or
-/// samples, which another part of the work reads at another time. A prefetch changes no value and cannot fault;
-/// without SSE it does nothing.
+/// samples, which another part of the work reads at another time, unless the caller names the run it reads next
+/// (<c>nextGapBytes</c>). A prefetch changes no value and cannot fault; without SSE it does nothing.
 /// </remarks>
 internal static unsafe class Prefetch
 {
     /// <summary>How far ahead of the current read a line is asked for.</summary>
     public const int DistanceBytes = 4096;
 
-    /// <summary>Asks for the line <see cref="DistanceBytes"/> past <paramref name="current"/>, if that lies before <paramref name="end"/>.</summary>
+    /// <summary>
+    /// Asks for the line <see cref="DistanceBytes"/> past <paramref name="current"/> if that lies before
+    /// <paramref name="end"/>; past the end, with <paramref name="nextGapBytes"/> ≥ 0, for the line as far into the
+    /// next run, which starts that many bytes after <paramref name="end"/>.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Ahead(void* current, void* end)
+    public static void Ahead(void* current, void* end, nint nextGapBytes = -1)
     {
         if (Sse.IsSupported)
         {
@@ -29,6 +33,10 @@ internal static unsafe class Prefetch
             if (line < end)
             {
                 Sse.Prefetch1(line);
+            }
+            else if (nextGapBytes >= 0)
+            {
+                Sse.Prefetch1(line + nextGapBytes);
             }
         }
     }
