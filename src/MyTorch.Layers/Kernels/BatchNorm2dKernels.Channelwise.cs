@@ -68,6 +68,8 @@ internal static unsafe partial class BatchNorm2dKernels
     /// <summary>
     /// Bytes from the end of a block's run of <paramref name="channels"/> planes in one sample to the start of its run
     /// in the next: what the first read of a block skips, and so where its prefetch continues (<see cref="Prefetch.Ahead"/>).
+    /// Runs of blocks this file chooses are at least <see cref="ChannelwiseMinimumRunBytes"/>, as long as the prefetch
+    /// distance, so that continuation stays within the next run.
     /// </summary>
     private static nint NextRunGapBytes<T>(PlaneLayout layout, int channels)
         where T : unmanaged => (nint)(layout.Channels - channels) * layout.Spatial * sizeof(T);

@@ -652,24 +652,28 @@ internal static unsafe partial class BatchNorm2dKernels
         double squares = 0;
         if (Vector.IsHardwareAccelerated && x.Length >= Lanes)
         {
+            // Two sets of accumulators, for two vector steps at a time: one set alone would make every step wait for
+            // the previous step's additions.
             var vr = new Vector<double>(r);
             Vector<double> s0 = default, s1 = default, q0 = default, q1 = default;
+            Vector<double> s2 = default, s3 = default, q2 = default, q3 = default;
             ref T start = ref MemoryMarshal.GetReference(x);
             T* end = (T*)Unsafe.AsPointer(ref start) + readable;
-            for (; i <= x.Length - Lanes; i += Lanes)
+            for (; i <= x.Length - (2 * Lanes); i += 2 * Lanes)
             {
                 Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref start, i)), end, nextGapBytes);
-                Load(ref start, (nuint)i, out var lo, out var hi);
-                lo -= vr;
-                hi -= vr;
-                s0 += lo;
-                s1 += hi;
-                q0 = Vector.FusedMultiplyAdd(lo, lo, q0);
-                q1 = Vector.FusedMultiplyAdd(hi, hi, q1);
+                AddShifted(ref start, i, vr, ref s0, ref s1, ref q0, ref q1);
+                AddShifted(ref start, i + Lanes, vr, ref s2, ref s3, ref q2, ref q3);
             }
 
-            sum = Vector.Sum(s0 + s1);
-            squares = Vector.Sum(q0 + q1);
+            if (i <= x.Length - Lanes)
+            {
+                AddShifted(ref start, i, vr, ref s0, ref s1, ref q0, ref q1);
+                i += Lanes;
+            }
+
+            sum = Vector.Sum((s0 + s1) + (s2 + s3));
+            squares = Vector.Sum((q0 + q1) + (q2 + q3));
         }
 
         for (; i < x.Length; i++)
@@ -692,26 +696,30 @@ internal static unsafe partial class BatchNorm2dKernels
         double products = 0;
         if (Vector.IsHardwareAccelerated && a.Length >= Lanes)
         {
+            // Two sets of accumulators, as in ShiftedSums.
             var vr = new Vector<double>(r);
             Vector<double> s0 = default, s1 = default, p0 = default, p1 = default;
+            Vector<double> s2 = default, s3 = default, p2 = default, p3 = default;
             ref T startA = ref MemoryMarshal.GetReference(a);
             ref T startB = ref MemoryMarshal.GetReference(b);
             T* endA = (T*)Unsafe.AsPointer(ref startA) + readable;
             T* endB = (T*)Unsafe.AsPointer(ref startB) + readable;
-            for (; i <= a.Length - Lanes; i += Lanes)
+            for (; i <= a.Length - (2 * Lanes); i += 2 * Lanes)
             {
                 Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref startA, i)), endA, nextGapBytes);
                 Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref startB, i)), endB, nextGapBytes);
-                Load(ref startA, (nuint)i, out var alo, out var ahi);
-                Load(ref startB, (nuint)i, out var blo, out var bhi);
-                s0 += alo;
-                s1 += ahi;
-                p0 = Vector.FusedMultiplyAdd(alo, blo - vr, p0);
-                p1 = Vector.FusedMultiplyAdd(ahi, bhi - vr, p1);
+                AddProducts(ref startA, ref startB, i, vr, ref s0, ref s1, ref p0, ref p1);
+                AddProducts(ref startA, ref startB, i + Lanes, vr, ref s2, ref s3, ref p2, ref p3);
             }
 
-            sum = Vector.Sum(s0 + s1);
-            products = Vector.Sum(p0 + p1);
+            if (i <= a.Length - Lanes)
+            {
+                AddProducts(ref startA, ref startB, i, vr, ref s0, ref s1, ref p0, ref p1);
+                i += Lanes;
+            }
+
+            sum = Vector.Sum((s0 + s1) + (s2 + s3));
+            products = Vector.Sum((p0 + p1) + (p2 + p3));
         }
 
         for (; i < a.Length; i++)
@@ -722,6 +730,33 @@ internal static unsafe partial class BatchNorm2dKernels
         }
 
         return (sum, products);
+    }
+
+    /// <summary>One vector step of <see cref="ShiftedSums{T}"/>: Lanes values from x + i into one set of accumulators.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddShifted<T>(
+        ref T x, int i, Vector<double> r, ref Vector<double> sumLo, ref Vector<double> sumHi, ref Vector<double> squaresLo, ref Vector<double> squaresHi)
+    {
+        Load(ref x, (nuint)i, out var lo, out var hi);
+        lo -= r;
+        hi -= r;
+        sumLo += lo;
+        sumHi += hi;
+        squaresLo = Vector.FusedMultiplyAdd(lo, lo, squaresLo);
+        squaresHi = Vector.FusedMultiplyAdd(hi, hi, squaresHi);
+    }
+
+    /// <summary>One vector step of <see cref="ProductSums{T}"/>: Lanes values from a + i and b + i into one set of accumulators.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddProducts<T>(
+        ref T a, ref T b, int i, Vector<double> r, ref Vector<double> sumLo, ref Vector<double> sumHi, ref Vector<double> productsLo, ref Vector<double> productsHi)
+    {
+        Load(ref a, (nuint)i, out var alo, out var ahi);
+        Load(ref b, (nuint)i, out var blo, out var bhi);
+        sumLo += alo;
+        sumHi += ahi;
+        productsLo = Vector.FusedMultiplyAdd(alo, blo - r, productsLo);
+        productsHi = Vector.FusedMultiplyAdd(ahi, bhi - r, productsHi);
     }
 
     /// <summary>sum[k] += Σ(x − r[k]), squares[k] += Σ(x − r[k])² over the values at offsets ≡ k modulo the period.</summary>
