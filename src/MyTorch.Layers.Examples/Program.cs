@@ -55,8 +55,9 @@ internal static class Program
         }
 
         var total = Stopwatch.StartNew();
+        string? isaNote = OneDnnIsa.KeepToAvxWhereNeeded();
         set_num_threads(options.Threads);
-        PrintHeader(options);
+        PrintHeader(options, isaNote);
 
         var clock = Stopwatch.StartNew();
         using var train = ShapesDataset.Generate(options.TrainImages, Seed);
@@ -158,7 +159,7 @@ internal static class Program
         return max;
     }
 
-    private static void PrintHeader(TrainingOptions options)
+    private static void PrintHeader(TrainingOptions options, string? isaNote)
     {
         string torchSharpVersion = typeof(torch).Assembly
             .GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0]
@@ -166,5 +167,9 @@ internal static class Program
         Console.Out.WriteLine("The same CNN trained twice from the same seed: TorchSharp's BatchNorm2d and Dropout2d, then MyTorch.Layers'");
         Console.Out.WriteLine($"  TorchSharp {torchSharpVersion} (libtorch {__version__}), {RuntimeInformation.FrameworkDescription}, {RuntimeInformation.OSDescription} {RuntimeInformation.OSArchitecture}");
         Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  torch.get_num_threads() = {get_num_threads()}, seed {Seed}{(options.Quick ? ", quick" : string.Empty)}"));
+        if (isaNote is not null)
+        {
+            Console.Out.WriteLine(isaNote);
+        }
     }
 }
