@@ -111,10 +111,16 @@ internal static class Layouts
     /// <summary>
     /// An uninitialised 3-D or 4-D tensor in <paramref name="layout"/> (strided means contiguous), allocated with its
     /// strides rather than as a permuted view, so that autograd does not treat it as a view of a hidden base
-    /// (a view returned from a custom autograd function cannot be modified in place afterwards).
+    /// (a view returned from a custom autograd function cannot be modified in place afterwards). Large ones reuse the
+    /// memory of earlier outputs (see <see cref="OutputMemory"/>).
     /// </summary>
     public static Tensor EmptyPlanes(long[] shape, ScalarType dtype, MemoryLayout layout)
     {
+        if (OutputMemory.TryEmpty(shape, dtype, layout == MemoryLayout.ChannelsLast) is { } kept)
+        {
+            return kept;
+        }
+
         long[] batch = AsBatch(shape);
         long c = batch[1], h = batch[2], w = batch[3];
         long[] strides = layout == MemoryLayout.ChannelsLast
