@@ -139,6 +139,28 @@ public class InstalledPackageTests
         Assert.That(zeroed, Is.InRange(1, 8 * 16 - 1), "some channels dropped, some kept");
     }
 
+    [Test]
+    public void LargeOutputs_ReuseKeptMemory_AndMatchTorchSharp()
+    {
+        // 4×16×64×64 float64: 2 MiB, above the 1 MiB from which outputs live in kept memory.
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        manual_seed(14);
+        var ours = new BatchNorm2d(16, dtype: ScalarType.Float64);
+        var theirs = nn.BatchNorm2d(16, dtype: ScalarType.Float64);
+        ours.eval();
+        theirs.eval();
+        Assert.That(OutputMemory.IsSupported, Is.True, "the installed package's check of TorchSharp's THSTensor_new");
+
+        OutputMemory.Trim();
+        ours.forward(randn(4, 16, 64, 64, dtype: ScalarType.Float64)).Dispose();
+        Assert.That(OutputMemory.KeptBytes, Is.EqualTo(4L * 16 * 64 * 64 * 8), "the freed output's memory is kept");
+        var x = randn(4, 16, 64, 64, dtype: ScalarType.Float64) * 2 - 1;
+        var y = ours.forward(x);
+        Assert.That(OutputMemory.KeptBytes, Is.Zero, "and handed to the next output");
+        AssertClose(y, theirs.forward(x), "output in kept memory");
+    }
+
     private static void AssertClose(Tensor actual, Tensor expected, string what)
     {
         Assert.That(actual.shape, Is.EqualTo(expected.shape), what);

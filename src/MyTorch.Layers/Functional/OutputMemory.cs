@@ -139,6 +139,11 @@ public static unsafe partial class OutputMemory
     /// </remarks>
     internal static Tensor? TryEmpty(long[] shape, ScalarType dtype, bool channelsLast)
     {
+        if (dtype is not (ScalarType.Float32 or ScalarType.Float64))
+        {
+            return null;
+        }
+
         long elements = 1;
         foreach (long s in shape)
         {
