@@ -28,8 +28,9 @@ namespace MyTorch.Layers;
 /// part of TorchSharp's public API, so buffers are used only with the TorchSharp version whose signature is known
 /// here (0.107), and only after a first tensor made that way has shown the shape, dtype and data pointer asked for and
 /// given its buffer back when disposed; otherwise (<see cref="IsSupported"/> false), and for smaller outputs, outputs
-/// come from libtorch's allocator. The tensors are ordinary CPU tensors in every other respect, except that libtorch
-/// cannot resize their storage (<c>resize_</c> to a larger size throws).
+/// come from libtorch's allocator. The tensors are ordinary CPU tensors in every other respect, except that, like any
+/// tensor made over existing memory, their storage cannot grow (TorchSharp has no <c>resize_</c>; native code that
+/// resized one in place would get libtorch's "not resizable" error).
 /// </para>
 /// </remarks>
 public static unsafe partial class OutputMemory
@@ -239,7 +240,7 @@ public static unsafe partial class OutputMemory
         NativeMemory.AlignedFree((void*)data);
     }
 
-    /// <summary>A contiguous tensor of <paramref name="sizes"/> over a lent buffer, or null (and the buffer returned) if TorchSharp refused.</summary>
+    /// <summary>A contiguous tensor of <paramref name="sizes"/> over a lent buffer, or null if TorchSharp refused.</summary>
     private static Tensor? FromBuffer(nint data, ReadOnlySpan<long> sizes, ScalarType dtype)
     {
         IntPtr handle;
@@ -250,8 +251,8 @@ public static unsafe partial class OutputMemory
 
         if (handle == IntPtr.Zero)
         {
-            // Whether or not libtorch called the deleter on its way out, the buffer is back exactly once.
-            Return(data);
+            // libtorch may or may not have called the deleter on its way out; if it did, the buffer is kept and may
+            // already back another thread's tensor. So it is left alone: at worst one buffer stays lent for good.
             return null;
         }
 
