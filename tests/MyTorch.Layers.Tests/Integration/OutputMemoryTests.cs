@@ -181,6 +181,20 @@ public class OutputMemoryTests
     }
 
     [Test]
+    public void OutputLeftToTheGarbageCollector_GivesItsMemoryBack_FromTheFinalizerThread()
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var (_, ours) = EvalPair();
+        var x = randn(Shape);
+        OutputMemory.Trim();
+        MakeAndDrop(ours, x);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        Assert.That(OutputMemory.KeptBytes, Is.EqualTo(Bytes(Shape)), "the finalised output's memory is kept");
+    }
+
+    [Test]
     public void SmallOutputs_ComeFromLibTorch()
     {
         using var scope = NewDisposeScope();
@@ -189,6 +203,16 @@ public class OutputMemoryTests
         OutputMemory.Trim();
         ours.call(randn(4, 16, 64, 63)).Dispose(); // just under 1 MiB
         Assert.That(OutputMemory.KeptBytes, Is.Zero);
+    }
+
+    /// <summary>An output outside any dispose scope, referenced by nothing once this returns.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void MakeAndDrop(BatchNorm2d module, Tensor x)
+    {
+        using (NewDisposeScope())
+        {
+            module.call(x).DetachFromDisposeScope();
+        }
     }
 
     /// <summary>TorchSharp's BatchNorm2d and ours in evaluation, with equal non-trivial parameters and statistics.</summary>
