@@ -60,8 +60,8 @@ public static unsafe partial class OutputMemory
     private static long _capacity = 1L << 30;
 
     /// <summary>
-    /// The most memory, in bytes, kept for reuse at any time: a buffer freed by libtorch that would take the kept
-    /// memory past it is given back to the system. Lowering it frees kept buffers at once.
+    /// The most memory, in bytes, kept for reuse at any time: a buffer released by libtorch that would take the kept
+    /// memory past it is freed. Lowering it frees kept buffers at once.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">Set to a negative value.</exception>
     public static long Capacity
