@@ -145,13 +145,7 @@ public static unsafe partial class OutputMemory
             return null;
         }
 
-        long elements = 1;
-        foreach (long s in shape)
-        {
-            elements *= s;
-        }
-
-        long bytes = elements * (dtype == ScalarType.Float64 ? 8 : 4);
+        long bytes = Layouts.CheckedLength(shape) * (dtype == ScalarType.Float64 ? 8 : 4);
         if (bytes < MinimumBytes || !IsSupported)
         {
             return null;
