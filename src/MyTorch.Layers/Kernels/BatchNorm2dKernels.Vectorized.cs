@@ -274,18 +274,19 @@ internal static unsafe partial class BatchNorm2dKernels
                     PlanesPerChunk = ChunkScheduler.UnitsPerChunk(layout.Spatial),
                 };
                 ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(planes, job.PlanesPerChunk), threads);
-                for (int c = 0; c < channels; c++)
-                {
-                    double sum = 0;
-                    double products = 0;
-                    for (int n = 0; n < layout.Batch; n++)
-                    {
-                        sum += job.First[(n * channels) + c];
-                        products += job.Second[(n * channels) + c];
-                    }
 
-                    first[c] = sum;
-                    second[c] = products;
+                // Each channel's partial sums added in sample order, the samples taken in the order they lie in memory.
+                first.Clear();
+                second.Clear();
+                for (int n = 0; n < layout.Batch; n++)
+                {
+                    double* sampleFirst = job.First + ((long)n * channels);
+                    double* sampleSecond = job.Second + ((long)n * channels);
+                    for (int c = 0; c < channels; c++)
+                    {
+                        first[c] += sampleFirst[c];
+                        second[c] += sampleSecond[c];
+                    }
                 }
             }
             else

@@ -54,9 +54,12 @@ internal static class Dropout2dKernels
             return;
         }
 
-        // A unit is a plane (n, c) of S values in NCHW, a row (n, s) of C values in NHWC.
+        // A unit is a plane (n, c) of S values in NCHW, a row (n, s) of C values in NHWC. A chunk's planes are written
+        // as one run when they are at least a vector long, its rows one by one.
         int unitLength = layout.ChannelsLast ? layout.Channels : layout.Spatial;
         int units = layout.Length / unitLength;
+        int unitsPerChunk = ChunkScheduler.UnitsPerChunk(unitLength);
+        int run = !layout.ChannelsLast && PlaneBoundaries.Serve<T>(unitLength) ? unitsPerChunk * unitLength : unitLength;
         fixed (T* px = x)
         fixed (T* py = y)
         fixed (T* pm = mask)
@@ -68,10 +71,10 @@ internal static class Dropout2dKernels
                 Mask = pm,
                 Layout = layout,
                 Units = units,
-                UnitsPerChunk = ChunkScheduler.UnitsPerChunk(unitLength),
-                Streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, unitLength)),
+                UnitsPerChunk = unitsPerChunk,
+                Streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run)),
             };
-            ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(units, job.UnitsPerChunk), ChunkScheduler.ThreadsFor(layout.Length, threads));
+            ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(units, unitsPerChunk), ChunkScheduler.ThreadsFor(layout.Length, threads));
         }
     }
 
@@ -116,22 +119,9 @@ internal static class Dropout2dKernels
             {
                 // NCHW: plane (n, c) is S contiguous values starting at (n·C + c)·S, all scaled by one factor.
                 int spatial = Layout.Spatial;
-                if (StreamingStores.WholeVectorPlanes<T, TStore>(Y + ((long)first * spatial), spatial))
+                if (PlaneBoundaries.Serve<T>(spatial))
                 {
-                    // Whole vectors per plane (every usual H·W): the loop stays here, because small planes (4×4 = 16
-                    // values) would otherwise spend more time entering a call than multiplying.
-                    T* chunkEnd = X + ((long)end * spatial);
-                    for (int plane = first; plane < end; plane++)
-                    {
-                        long offset = (long)plane * spatial;
-                        var factor = new Vector<T>(Mask[plane]);
-                        for (int k = 0; k < spatial; k += Vector<T>.Count)
-                        {
-                            Prefetch.Ahead(X + offset + k, chunkEnd);
-                            StreamingStores.Store<T, TStore>(Vector.Load(X + offset + k) * factor, Y + offset + k);
-                        }
-                    }
-
+                    ScalePlanes<T, TStore>(X + ((long)first * spatial), Mask + first, Y + ((long)first * spatial), spatial, (end - first) * spatial);
                     return;
                 }
 
@@ -151,6 +141,45 @@ internal static class Dropout2dKernels
                 long offset = (long)row * channels;
                 Multiply<T, TStore>(X + offset, Mask + ((long)(row / Layout.Spatial) * channels), Y + offset, channels, (end - row) * channels);
             }
+        }
+    }
+
+    /// <summary>
+    /// y = x · factors[p] over a run of whole planes of <paramref name="spatial"/> values (at least one vector), p the
+    /// plane: one vector loop over the whole run (see <see cref="PlaneBoundaries"/>), scalar only at its two ends.
+    /// <paramref name="y"/> may be <paramref name="x"/>; they must not partly overlap.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void ScalePlanes<T, TStore>(T* x, T* factors, T* y, int spatial, int length)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where TStore : struct, IStoreMode
+    {
+        int lanes = Vector<T>.Count;
+        (int start, int end) = TStore.Streaming ? StreamingStores.Body(y, length) : (0, length);
+        int i = 0;
+        for (; i < start; i++)
+        {
+            y[i] = x[i] * factors[i / spatial];
+        }
+
+        var planes = new PlaneBoundaries(spatial, i);
+        var factor = new Vector<T>(factors[planes.Plane]);
+        for (; i <= end - lanes; i += lanes)
+        {
+            Prefetch.Ahead(x + i, x + length);
+            var step = factor;
+            if (planes.Crosses(i, out Vector<T> inPlane))
+            {
+                factor = new Vector<T>(factors[planes.Plane]);
+                step = Vector.ConditionalSelect(inPlane, step, factor);
+            }
+
+            StreamingStores.Store<T, TStore>(Vector.Load(x + i) * step, y + i);
+        }
+
+        for (; i < length; i++)
+        {
+            y[i] = x[i] * factors[i / spatial];
         }
     }
 

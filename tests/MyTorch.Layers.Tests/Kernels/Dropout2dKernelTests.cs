@@ -122,6 +122,43 @@ public class Dropout2dKernelTests
     }
 
     [Test]
+    public void ApplyMask_PlanesAsOneRun_EveryPlaneLengthAndStart_IsEveryProductExactly(
+        [Values(false, true)] bool streamingStores,
+        [Values(false, true)] bool inPlace)
+    {
+        // NCHW planes of at least a vector are taken a chunk at a time as one run, a vector that reaches across a plane
+        // boundary taking its lanes' factors from both planes; with streaming stores the run starts at the first whole
+        // cache line. Every plane length from one vector to three, from every start within a cache line.
+        int width = Vector<float>.Count;
+        var random = new Random(12);
+        for (int size = width; size <= (3 * width) + 1; size++)
+        {
+            for (int start = 0; start < 16; start++)
+            {
+                var layout = new PlaneLayout(3, 5, size, channelsLast: false);
+                float[] buffer = new float[start + layout.Length];
+                for (int i = 0; i < buffer.Length; i++)
+                {
+                    buffer[i] = (float)(random.NextDouble() - 0.5);
+                }
+
+                float[] x = buffer[start..];
+                float[] mask = Enumerable.Range(0, layout.Batch * layout.Channels).Select(i => i % 3 == 0 ? 0f : 1 / 0.7f).ToArray();
+                float[] output = inPlace ? buffer : new float[buffer.Length];
+                Dropout2dKernels.ApplyMask<float>(inPlace ? output.AsSpan(start) : x, output.AsSpan(start), layout, mask, streamingStores: streamingStores);
+                for (int i = 0; i < layout.Length; i++)
+                {
+                    float expected = x[i] * mask[i / size];
+                    if (BitConverter.SingleToInt32Bits(output[start + i]) != BitConverter.SingleToInt32Bits(expected))
+                    {
+                        Assert.Fail($"size {size}, start {start}: element {i} is {output[start + i]}, expected {expected}");
+                    }
+                }
+            }
+        }
+    }
+
+    [Test]
     public void Backward_IsGradOutputTimesMask()
     {
         var layout = new PlaneLayout(1, 2, 3, channelsLast: false);
@@ -141,7 +178,7 @@ public class Dropout2dKernelTests
     public void ApplyMask_OnSeveralThreads_IsEveryProductExactly(bool channelsLast, int spatial, bool openMpTeam)
     {
         // Above the parallel threshold, several chunks long: each element is still x · its channel's factor, exactly.
-        // NCHW planes of whole vectors (3008) take the loop inside the chunk, others (3001) the call per plane.
+        // NCHW chunks are one run whether the planes are whole vectors (3008) or not (3001).
         var layout = new PlaneLayout(6, 7, spatial, channelsLast);
         var random = new Random(4);
         float[] x = new float[layout.Length];
