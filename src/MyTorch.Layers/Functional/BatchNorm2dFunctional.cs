@@ -245,7 +245,6 @@ public static class BatchNorm2dFunctional
             var kernelScratch = scratch.AsSpan(3 * channels);
             ReadOnlySpan<T> x = TensorMemory.Span<T>(input, plane);
             var y = TensorMemory.Span<T>(output, plane);
-            bool normalized = false;
             if (useBatchStatistics)
             {
                 if (plane.Length == 0)
@@ -256,16 +255,8 @@ public static class BatchNorm2dFunctional
                 }
                 else
                 {
-                    if (BatchNorm2dKernels.UsesChannelwise<T>(plane, threads))
-                    {
-                        BatchNorm2dKernels.TrainingForwardChannelwise(x, y, plane, Parameter<T>(weight), Parameter<T>(bias), eps, mean, variance, invstd, threads);
-                        normalized = true;
-                    }
-                    else
-                    {
-                        BatchNorm2dKernels.BatchStatisticsVectorized(x, plane, mean, variance, kernelScratch, threads);
-                        BatchNorm2dKernels.InverseStandardDeviation(variance, eps, invstd);
-                    }
+                    BatchNorm2dKernels.BatchStatisticsVectorized(x, plane, mean, variance, kernelScratch, threads);
+                    BatchNorm2dKernels.InverseStandardDeviation(variance, eps, invstd);
 
                     if (runningMean is not null && runningVar is not null)
                     {
@@ -273,6 +264,8 @@ public static class BatchNorm2dFunctional
                             TensorMemory.Vector<T>(runningMean), TensorMemory.Vector<T>(runningVar), mean, variance, plane.ValuesPerChannel, momentum);
                     }
                 }
+
+                BatchNorm2dKernels.NormalizeVectorized(x, y, plane, mean, invstd, Parameter<T>(weight), Parameter<T>(bias), kernelScratch, threads);
             }
             else
             {
@@ -281,12 +274,6 @@ public static class BatchNorm2dFunctional
                 Widen<T>(TensorMemory.Vector<T>(runningVar), variance);
                 BatchNorm2dKernels.InverseStandardDeviation(variance, eps, invstd);
                 BatchNorm2dKernels.NormalizeFixedVectorized(x, y, plane, fixedMean, invstd, Parameter<T>(weight), Parameter<T>(bias), kernelScratch, threads);
-                normalized = true;
-            }
-
-            if (!normalized)
-            {
-                BatchNorm2dKernels.NormalizeVectorized(x, y, plane, mean, invstd, Parameter<T>(weight), Parameter<T>(bias), kernelScratch, threads);
             }
 
             Narrow(mean, TensorMemory.Vector<T>(saveMean));
@@ -328,16 +315,9 @@ public static class BatchNorm2dFunctional
             var dx = TensorMemory.Span<T>(gradInput, plane);
             ReadOnlySpan<T> gamma = Parameter<T>(weight);
 
-            if (BatchNorm2dKernels.UsesChannelwise<T>(plane, threads))
-            {
-                BatchNorm2dKernels.BackwardChannelwise(x, dy, dx, plane, mean, invstd, gamma, useBatchStatistics, sumDy, sumDyXmu, threads);
-            }
-            else
-            {
-                BatchNorm2dKernels.BackwardReductionsVectorized(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
-                BatchNorm2dKernels.BackwardInputVectorized(
-                    x, dy, dx, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, kernelScratch, threads);
-            }
+            BatchNorm2dKernels.BackwardReductionsVectorized(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
+            BatchNorm2dKernels.BackwardInputVectorized(
+                x, dy, dx, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, kernelScratch, threads);
 
             var dGamma = TensorMemory.Vector<T>(gradWeight);
             var dBeta = TensorMemory.Vector<T>(gradBias);

@@ -641,11 +641,10 @@ internal static unsafe partial class BatchNorm2dKernels
 
     /// <summary>
     /// (Σ(x − r), Σ(x − r)²) over a contiguous run; the <paramref name="readable"/> values from its start, the run and
-    /// any that the same piece of work reads right after it, may be prefetched, and past them the start of the run
-    /// <paramref name="nextGapBytes"/> further on (see <see cref="Prefetch.Ahead"/>).
+    /// any that the same piece of work reads right after it, may be prefetched (see <see cref="Prefetch.Ahead"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static (double Sum, double Squares) ShiftedSums<T>(ReadOnlySpan<T> x, double r, int readable, nint nextGapBytes = -1)
+    private static (double Sum, double Squares) ShiftedSums<T>(ReadOnlySpan<T> x, double r, int readable)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         int i = 0;
@@ -662,7 +661,7 @@ internal static unsafe partial class BatchNorm2dKernels
             T* end = (T*)Unsafe.AsPointer(ref start) + readable;
             for (; i <= x.Length - (2 * Lanes); i += 2 * Lanes)
             {
-                Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref start, i)), end, nextGapBytes);
+                Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref start, i)), end);
                 AddShifted(ref start, i, vr, ref s0, ref s1, ref q0, ref q1);
                 AddShifted(ref start, i + Lanes, vr, ref s2, ref s3, ref q2, ref q3);
             }
@@ -689,7 +688,7 @@ internal static unsafe partial class BatchNorm2dKernels
 
     /// <summary>(Σa, Σa·(b − r)) over a contiguous run, prefetching as <see cref="ShiftedSums{T}"/> does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static (double Sum, double Products) ProductSums<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, double r, int readable, nint nextGapBytes = -1)
+    private static (double Sum, double Products) ProductSums<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, double r, int readable)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         int i = 0;
@@ -707,8 +706,8 @@ internal static unsafe partial class BatchNorm2dKernels
             T* endB = (T*)Unsafe.AsPointer(ref startB) + readable;
             for (; i <= a.Length - (2 * Lanes); i += 2 * Lanes)
             {
-                Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref startA, i)), endA, nextGapBytes);
-                Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref startB, i)), endB, nextGapBytes);
+                Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref startA, i)), endA);
+                Prefetch.Ahead(Unsafe.AsPointer(ref Unsafe.Add(ref startB, i)), endB);
                 AddProducts(ref startA, ref startB, i, vr, ref s0, ref s1, ref p0, ref p1);
                 AddProducts(ref startA, ref startB, i + Lanes, vr, ref s2, ref s3, ref p2, ref p3);
             }

@@ -10,9 +10,8 @@ namespace MyTorch.Layers.Kernels;
 /// <remarks>
 /// One core reading a single sequential run keeps only as many misses in flight as the hardware prefetcher starts
 /// for it, which falls well short of what memory can deliver; asking for lines a few kilobytes ahead keeps more reads
-/// in flight. The request stops at the end of the run the loop reads: beyond it lie values of other channels or
-/// samples, which another part of the work reads at another time, unless the caller names the run it reads next
-/// (<c>nextGapBytes</c>). A prefetch changes no value and cannot fault; without SSE it does nothing.
+/// in flight. The request stops at the end of the run the loop reads: beyond it lie values that another part of the
+/// work reads at another time. A prefetch changes no value and cannot fault; without SSE it does nothing.
 /// </remarks>
 internal static unsafe class Prefetch
 {
@@ -20,12 +19,10 @@ internal static unsafe class Prefetch
     public const int DistanceBytes = 4096;
 
     /// <summary>
-    /// Asks for the line <see cref="DistanceBytes"/> past <paramref name="current"/> if that lies before
-    /// <paramref name="end"/>; past the end, with <paramref name="nextGapBytes"/> ≥ 0, for the line as far into the
-    /// next run, which starts that many bytes after <paramref name="end"/>.
+    /// Asks for the line <see cref="DistanceBytes"/> past <paramref name="current"/> if that lies before <paramref name="end"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Ahead(void* current, void* end, nint nextGapBytes = -1)
+    public static void Ahead(void* current, void* end)
     {
         if (Sse.IsSupported)
         {
@@ -33,10 +30,6 @@ internal static unsafe class Prefetch
             if (line < end)
             {
                 Sse.Prefetch1(line);
-            }
-            else if (nextGapBytes >= 0)
-            {
-                Sse.Prefetch1(line + nextGapBytes);
             }
         }
     }
