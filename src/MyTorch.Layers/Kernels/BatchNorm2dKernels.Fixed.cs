@@ -64,8 +64,8 @@ internal static unsafe partial class BatchNorm2dKernels
         }
 
         threads = ChunkScheduler.ThreadsFor(layout.Length, threads);
-        bool streaming = Vector.IsHardwareAccelerated
-            && (streamingStores ?? StreamingStores.For<T>(layout.Length, layout.ChannelsLast ? layout.Length : layout.Spatial));
+        int run = layout.ChannelsLast ? layout.Length : PlaneBoundaries.RunLength(layout.Spatial, Vector<T>.Count, ChunkScheduler.UnitsPerChunk(layout.Spatial));
+        bool streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run));
         fixed (T* px = x)
         fixed (T* py = y)
         fixed (T* pc = constants)
@@ -162,35 +162,14 @@ internal static unsafe partial class BatchNorm2dKernels
             int end = Math.Min(Planes, first + PlanesPerChunk);
             int c = first % Count;
             int spatial = Spatial;
-            int lanes = Vector<T>.Count;
-            if (StreamingStores.WholeVectorPlanes<T, TStore>(Y + ((long)first * spatial), spatial))
+            if (PlaneBoundaries.Serve(spatial, Vector<T>.Count))
             {
-                // Whole vectors per plane (every usual H·W): the loop stays here, because small planes (4×4 = 16
-                // values) would otherwise spend more time entering a call than computing.
-                var nonFinite = Vector<T>.Zero;
-                T* chunkEnd = X + ((long)end * spatial);
-                for (int plane = first; plane < end; plane++)
-                {
-                    long start = (long)plane * spatial;
-                    var vo = new Vector<T>(Offset[c]);
-                    var vs = new Vector<T>(Scale[c]);
-                    var vt = new Vector<T>(Shift[c]);
-                    for (int k = 0; k < spatial; k += lanes)
-                    {
-                        Prefetch.Ahead(X + start + k, chunkEnd);
-                        var difference = Vector.Load(X + start + k) - vo;
-                        nonFinite = TrackNonFinite(nonFinite, difference);
-                        StreamingStores.Store<T, TStore>(FusedMultiplyAdd(difference, vs, vt), Y + start + k);
-                    }
-
-                    c = c + 1 == Count ? 0 : c + 1;
-                }
-
-                if (!Vector.EqualsAll(nonFinite, Vector<T>.Zero))
+                // The chunk's planes as one run (see PlaneBoundaries).
+                long offset = (long)first * spatial;
+                if (!FixedPlanes<T, TStore>(X + offset, Y + offset, (end - first) * spatial, spatial, c, Count, Offset, Scale, Shift))
                 {
                     // Some x − offset was not finite: the chunk again, value by value.
                     StreamingStores.Fence();
-                    c = first % Count;
                     for (int plane = first; plane < end; plane++)
                     {
                         long start = (long)plane * spatial;
@@ -213,6 +192,68 @@ internal static unsafe partial class BatchNorm2dKernels
                 c = c + 1 == Count ? 0 : c + 1;
             }
         }
+    }
+
+    /// <summary>
+    /// y = (x − offset[c]) · scale[c] + shift[c] in T over a run of whole NCHW planes of <paramref name="spatial"/> values
+    /// (at least a vector), c the plane's channel modulo <paramref name="channels"/>, the first plane's being
+    /// <paramref name="firstChannel"/>: one vector loop over the run (see <see cref="PlaneBoundaries"/>), prefetching
+    /// within it. Returns false if some x − offset in the vector loop was not finite, and then the run must be computed
+    /// again value by value (<see cref="FixedValue{T}"/>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static bool FixedPlanes<T, TStore>(T* x, T* y, int length, int spatial, int firstChannel, int channels, T* offset, T* scale, T* shift)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where TStore : struct, IStoreMode
+    {
+        int lanes = Vector<T>.Count;
+        (int start, int end) = VectorBody<T, TStore>(y, length);
+        int i = 0;
+        for (; i < start; i++)
+        {
+            int c = (firstChannel + (i / spatial)) % channels;
+            y[i] = FixedValue(x[i], offset[c], scale[c], shift[c]);
+        }
+
+        var planes = new PlaneBoundaries(spatial, i, lanes);
+        int channel = (firstChannel + planes.Plane) % channels;
+        var vo = new Vector<T>(offset[channel]);
+        var vs = new Vector<T>(scale[channel]);
+        var vt = new Vector<T>(shift[channel]);
+        var nonFinite = Vector<T>.Zero;
+        for (; i <= end - lanes; i += lanes)
+        {
+            Prefetch.Ahead(x + i, x + length);
+            var value = Vector.Load(x + i);
+            Vector<T> difference, result;
+            if (planes.Crosses(i, out int inPlane))
+            {
+                channel = channel + 1 == channels ? 0 : channel + 1;
+                var no = new Vector<T>(offset[channel]);
+                var ns = new Vector<T>(scale[channel]);
+                var nt = new Vector<T>(shift[channel]);
+                var mask = PlaneBoundaries.Leading<T>(inPlane);
+                difference = value - Vector.ConditionalSelect(mask, vo, no);
+                result = FusedMultiplyAdd(difference, Vector.ConditionalSelect(mask, vs, ns), Vector.ConditionalSelect(mask, vt, nt));
+                (vo, vs, vt) = (no, ns, nt);
+            }
+            else
+            {
+                difference = value - vo;
+                result = FusedMultiplyAdd(difference, vs, vt);
+            }
+
+            nonFinite = TrackNonFinite(nonFinite, difference);
+            StreamingStores.Store<T, TStore>(result, y + i);
+        }
+
+        for (; i < length; i++)
+        {
+            int c = (firstChannel + (i / spatial)) % channels;
+            y[i] = FixedValue(x[i], offset[c], scale[c], shift[c]);
+        }
+
+        return Vector.EqualsAll(nonFinite, Vector<T>.Zero);
     }
 
     /// <summary>

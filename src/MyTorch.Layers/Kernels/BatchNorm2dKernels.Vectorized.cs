@@ -365,8 +365,8 @@ internal static unsafe partial class BatchNorm2dKernels
             parameters.Shift = shiftPointer;
             parameters.Projection = b.IsEmpty ? null : projectionPointer;
             bool gradient = !b.IsEmpty;
-            bool streaming = Vector.IsHardwareAccelerated
-                && (streamingStores ?? StreamingStores.For<T>(layout.Length, layout.ChannelsLast ? layout.Length : layout.Spatial));
+            int run = layout.ChannelsLast ? layout.Length : PlaneBoundaries.RunLength(layout.Spatial, Lanes, ChunkScheduler.UnitsPerChunk(layout.Spatial));
+            bool streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run));
             if (!layout.ChannelsLast)
             {
                 int planes = layout.Batch * channels;
@@ -576,8 +576,26 @@ internal static unsafe partial class BatchNorm2dKernels
         private readonly void Run<TStore>(int chunk)
             where TStore : struct, IStoreMode
         {
-            int end = Math.Min(Planes, (chunk + 1) * PlanesPerChunk);
-            for (int plane = chunk * PlanesPerChunk; plane < end; plane++)
+            int first = chunk * PlanesPerChunk;
+            int end = Math.Min(Planes, first + PlanesPerChunk);
+            if (PlaneBoundaries.Serve(Spatial, Lanes))
+            {
+                // The chunk's planes as one run (see PlaneBoundaries).
+                long offset = (long)first * Spatial;
+                int length = (end - first) * Spatial;
+                if (Gradient)
+                {
+                    GradientPlanes<T, TStore>(A + offset, B + offset, Output + offset, length, Spatial, first % Parameters.Count, Parameters);
+                }
+                else
+                {
+                    AffinePlanes<T, TStore>(A + offset, Output + offset, length, Spatial, first % Parameters.Count, Parameters);
+                }
+
+                return;
+            }
+
+            for (int plane = first; plane < end; plane++)
             {
                 long start = (long)plane * Spatial;
                 int c = plane % Parameters.Count;
@@ -958,6 +976,120 @@ internal static unsafe partial class BatchNorm2dKernels
         for (; i < length; i++)
         {
             output[i] = Gradient(a[i], b[i], offset, scale, shift, projection);
+        }
+    }
+
+    /// <summary>
+    /// out = (a − offset[c]) · scale[c] + shift[c] over a run of whole NCHW planes of <paramref name="spatial"/> values
+    /// (at least <see cref="Lanes"/>), c the plane's channel, the first plane's being <paramref name="firstChannel"/>:
+    /// one vector loop over the run (see <see cref="PlaneBoundaries"/>), prefetching within it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void AffinePlanes<T, TStore>(T* a, T* output, int length, int spatial, int firstChannel, ChannelParameters parameters)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where TStore : struct, IStoreMode
+    {
+        (int start, int end) = VectorBody<T, TStore>(output, length);
+        int i = 0;
+        for (; i < start; i++)
+        {
+            int c = (firstChannel + (i / spatial)) % parameters.Count;
+            output[i] = Affine(a[i], parameters.Offset[c], parameters.Scale[c], parameters.Shift[c]);
+        }
+
+        var planes = new PlaneBoundaries(spatial, i, Lanes);
+        int channel = (firstChannel + planes.Plane) % parameters.Count;
+        var vo = new Vector<double>(parameters.Offset[channel]);
+        var vs = new Vector<double>(parameters.Scale[channel]);
+        var vt = new Vector<double>(parameters.Shift[channel]);
+        for (; i <= end - Lanes; i += Lanes)
+        {
+            Prefetch.Ahead(a + i, a + length);
+            Load(a + i, out var lo, out var hi);
+            if (planes.Crosses(i, out int inPlane))
+            {
+                channel = channel + 1 == parameters.Count ? 0 : channel + 1;
+                var no = new Vector<double>(parameters.Offset[channel]);
+                var ns = new Vector<double>(parameters.Scale[channel]);
+                var nt = new Vector<double>(parameters.Shift[channel]);
+                var low = PlaneBoundaries.Leading<double>(inPlane);
+                var high = PlaneBoundaries.Leading<double>(inPlane - Vector<double>.Count);
+                lo = Vector.FusedMultiplyAdd(lo - Vector.ConditionalSelect(low, vo, no), Vector.ConditionalSelect(low, vs, ns), Vector.ConditionalSelect(low, vt, nt));
+                hi = Vector.FusedMultiplyAdd(hi - Vector.ConditionalSelect(high, vo, no), Vector.ConditionalSelect(high, vs, ns), Vector.ConditionalSelect(high, vt, nt));
+                (vo, vs, vt) = (no, ns, nt);
+            }
+            else
+            {
+                lo = Vector.FusedMultiplyAdd(lo - vo, vs, vt);
+                hi = Vector.FusedMultiplyAdd(hi - vo, vs, vt);
+            }
+
+            Store<T, TStore>(lo, hi, output + i);
+        }
+
+        for (; i < length; i++)
+        {
+            int c = (firstChannel + (i / spatial)) % parameters.Count;
+            output[i] = Affine(a[i], parameters.Offset[c], parameters.Scale[c], parameters.Shift[c]);
+        }
+    }
+
+    /// <summary>
+    /// out = (a − shift[c] − (b − offset[c]) · projection[c]) · scale[c] over a run of whole NCHW planes, as
+    /// <see cref="AffinePlanes{T, TStore}"/> walks them.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void GradientPlanes<T, TStore>(T* a, T* b, T* output, int length, int spatial, int firstChannel, ChannelParameters parameters)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where TStore : struct, IStoreMode
+    {
+        (int start, int end) = VectorBody<T, TStore>(output, length);
+        int i = 0;
+        for (; i < start; i++)
+        {
+            int c = (firstChannel + (i / spatial)) % parameters.Count;
+            output[i] = Gradient(a[i], b[i], parameters.Offset[c], parameters.Scale[c], parameters.Shift[c], parameters.Projection[c]);
+        }
+
+        var planes = new PlaneBoundaries(spatial, i, Lanes);
+        int channel = (firstChannel + planes.Plane) % parameters.Count;
+        var vo = new Vector<double>(parameters.Offset[channel]);
+        var vs = new Vector<double>(parameters.Scale[channel]);
+        var vt = new Vector<double>(parameters.Shift[channel]);
+        var vp = new Vector<double>(parameters.Projection[channel]);
+        for (; i <= end - Lanes; i += Lanes)
+        {
+            Prefetch.Ahead(a + i, a + length);
+            Prefetch.Ahead(b + i, b + length);
+            Load(a + i, out var alo, out var ahi);
+            Load(b + i, out var blo, out var bhi);
+            Vector<double> lo, hi;
+            if (planes.Crosses(i, out int inPlane))
+            {
+                channel = channel + 1 == parameters.Count ? 0 : channel + 1;
+                var no = new Vector<double>(parameters.Offset[channel]);
+                var ns = new Vector<double>(parameters.Scale[channel]);
+                var nt = new Vector<double>(parameters.Shift[channel]);
+                var np = new Vector<double>(parameters.Projection[channel]);
+                var low = PlaneBoundaries.Leading<double>(inPlane);
+                var high = PlaneBoundaries.Leading<double>(inPlane - Vector<double>.Count);
+                lo = (alo - Vector.ConditionalSelect(low, vt, nt) - ((blo - Vector.ConditionalSelect(low, vo, no)) * Vector.ConditionalSelect(low, vp, np))) * Vector.ConditionalSelect(low, vs, ns);
+                hi = (ahi - Vector.ConditionalSelect(high, vt, nt) - ((bhi - Vector.ConditionalSelect(high, vo, no)) * Vector.ConditionalSelect(high, vp, np))) * Vector.ConditionalSelect(high, vs, ns);
+                (vo, vs, vt, vp) = (no, ns, nt, np);
+            }
+            else
+            {
+                lo = (alo - vt - ((blo - vo) * vp)) * vs;
+                hi = (ahi - vt - ((bhi - vo) * vp)) * vs;
+            }
+
+            Store<T, TStore>(lo, hi, output + i);
+        }
+
+        for (; i < length; i++)
+        {
+            int c = (firstChannel + (i / spatial)) % parameters.Count;
+            output[i] = Gradient(a[i], b[i], parameters.Offset[c], parameters.Scale[c], parameters.Shift[c], parameters.Projection[c]);
         }
     }
 

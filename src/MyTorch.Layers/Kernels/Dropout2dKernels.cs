@@ -59,7 +59,7 @@ internal static class Dropout2dKernels
         int unitLength = layout.ChannelsLast ? layout.Channels : layout.Spatial;
         int units = layout.Length / unitLength;
         int unitsPerChunk = ChunkScheduler.UnitsPerChunk(unitLength);
-        int run = !layout.ChannelsLast && PlaneBoundaries.Serve<T>(unitLength) ? unitsPerChunk * unitLength : unitLength;
+        int run = layout.ChannelsLast ? unitLength : PlaneBoundaries.RunLength(unitLength, Vector<T>.Count, unitsPerChunk);
         fixed (T* px = x)
         fixed (T* py = y)
         fixed (T* pm = mask)
@@ -119,7 +119,7 @@ internal static class Dropout2dKernels
             {
                 // NCHW: plane (n, c) is S contiguous values starting at (n·C + c)·S, all scaled by one factor.
                 int spatial = Layout.Spatial;
-                if (PlaneBoundaries.Serve<T>(spatial))
+                if (PlaneBoundaries.Serve(spatial, Vector<T>.Count))
                 {
                     ScalePlanes<T, TStore>(X + ((long)first * spatial), Mask + first, Y + ((long)first * spatial), spatial, (end - first) * spatial);
                     return;
@@ -162,16 +162,16 @@ internal static class Dropout2dKernels
             y[i] = x[i] * factors[i / spatial];
         }
 
-        var planes = new PlaneBoundaries(spatial, i);
+        var planes = new PlaneBoundaries(spatial, i, lanes);
         var factor = new Vector<T>(factors[planes.Plane]);
         for (; i <= end - lanes; i += lanes)
         {
             Prefetch.Ahead(x + i, x + length);
             var step = factor;
-            if (planes.Crosses(i, out Vector<T> inPlane))
+            if (planes.Crosses(i, out int inPlane))
             {
                 factor = new Vector<T>(factors[planes.Plane]);
-                step = Vector.ConditionalSelect(inPlane, step, factor);
+                step = Vector.ConditionalSelect(PlaneBoundaries.Leading<T>(inPlane), step, factor);
             }
 
             StreamingStores.Store<T, TStore>(Vector.Load(x + i) * step, y + i);

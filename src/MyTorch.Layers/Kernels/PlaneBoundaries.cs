@@ -6,59 +6,75 @@ namespace MyTorch.Layers.Kernels;
 
 /// <summary>
 /// Where plane boundaries fall in a vector loop that walks consecutive NCHW planes as one contiguous run, so that an
-/// element-wise pass with one constant per plane can take a chunk of planes in whole vectors whatever H·W is.
+/// element-wise pass with constants per plane can take a chunk of planes in whole vector steps whatever H·W is.
 /// </summary>
 /// <remarks>
-/// Taken plane by plane, a plane whose length is not a whole number of vectors (14×14 = 196 values, 7×7 = 49) ends in
+/// Taken plane by plane, a plane whose length is not a whole number of steps (14×14 = 196 values, 7×7 = 49) ends in
 /// a scalar tail, and with streaming stores starts with a scalar head up to the next cache line: a quarter of a 14×14
-/// float32 plane. Taken as one run, only the chunk's two ends are scalar; a vector that reaches across a boundary takes
-/// its lanes' constants from both planes (<see cref="Crosses{T}"/>). Each value is still computed from its own plane's
-/// constant by the same operations, so the results are bit for bit those of the plane-by-plane loop.
-/// Planes must be at least one vector long, so that a vector reaches across at most one boundary.
+/// float32 plane; and a small plane (4×4) costs a call for a step or two. Taken as one run, only the chunk's two ends
+/// are scalar; a step that reaches across a boundary takes its lanes' constants from both planes
+/// (<see cref="Crosses"/>, <see cref="Leading{T}"/>). Each value is still computed from its own plane's constants by
+/// the same operations, so the results are bit for bit those of the plane-by-plane loop. Planes must be at least one
+/// step long, so that a step reaches across at most one boundary.
 /// </remarks>
 internal struct PlaneBoundaries
 {
     private readonly int _spatial;
+    private readonly int _step;
 
     /// <summary>The run offset where the plane after <see cref="Plane"/> starts.</summary>
     private int _next;
 
-    /// <summary>Starts the walk at run offset <paramref name="start"/>, in planes of <paramref name="spatial"/> values.</summary>
-    public PlaneBoundaries(int spatial, int start)
+    /// <summary>
+    /// Starts the walk at run offset <paramref name="start"/>, in planes of <paramref name="spatial"/> values, with
+    /// vector steps of <paramref name="step"/> values.
+    /// </summary>
+    public PlaneBoundaries(int spatial, int start, int step)
     {
-        Debug.Assert(spatial > 0 && start >= 0);
+        Debug.Assert(spatial >= step && step > 0 && start >= 0);
         _spatial = spatial;
+        _step = step;
         Plane = start / spatial;
         _next = (Plane + 1) * spatial;
     }
 
-    /// <summary>Whether planes of <paramref name="spatial"/> values can be walked this way: vectors on, and planes at least one vector long.</summary>
-    public static bool Serve<T>(int spatial)
-        where T : unmanaged => Vector.IsHardwareAccelerated && Vector<T>.IsSupported && spatial >= Vector<T>.Count;
-
-    /// <summary>The plane, counted from the run's start, of the first lane of the next vector step.</summary>
+    /// <summary>The plane, counted from the run's start, of the first value of the next step.</summary>
     public int Plane { get; private set; }
 
+    /// <summary>Whether planes of <paramref name="spatial"/> values can be walked in steps of <paramref name="step"/>: vectors on, and planes at least a step long.</summary>
+    public static bool Serve(int spatial, int step) => Vector.IsHardwareAccelerated && spatial >= step;
+
     /// <summary>
-    /// Whether the vector step at run offset <paramref name="i"/> reaches into the plane after <see cref="Plane"/>. If it
-    /// does, <paramref name="inPlane"/> has all bits set in the lanes that still belong to <see cref="Plane"/> (none, when
-    /// the step starts exactly at the boundary) and <see cref="Plane"/> moves on to the next plane, which the remaining
-    /// lanes belong to. Steps must come in order, one vector apart.
+    /// The values a chunk of <paramref name="planesPerChunk"/> planes writes in one contiguous run: the whole chunk if its
+    /// planes are walked as one run (<see cref="Serve"/>), else one plane.
+    /// </summary>
+    public static int RunLength(int spatial, int step, int planesPerChunk) => Serve(spatial, step) ? planesPerChunk * spatial : spatial;
+
+    /// <summary>
+    /// Whether the step at run offset <paramref name="i"/> reaches into the plane after <see cref="Plane"/>. If it does,
+    /// its first <paramref name="inPlane"/> values (none, when the step starts exactly at the boundary) still belong to
+    /// <see cref="Plane"/>, and <see cref="Plane"/> moves on to the next plane, which the others belong to. Steps must
+    /// come in order, one step apart.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool Crosses<T>(int i, out Vector<T> inPlane)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    public bool Crosses(int i, out int inPlane)
     {
-        Debug.Assert(_spatial >= Vector<T>.Count && i + Vector<T>.Count <= _next + _spatial);
-        if (i + Vector<T>.Count <= _next)
+        Debug.Assert(i + _step <= _next + _spatial);
+        if (i + _step <= _next)
         {
-            inPlane = default;
+            inPlane = _step;
             return false;
         }
 
-        inPlane = Vector.LessThan(Vector<T>.Indices, new Vector<T>(T.CreateTruncating(_next - i)));
+        inPlane = _next - i;
         Plane++;
         _next += _spatial;
         return true;
     }
+
+    /// <summary>A mask with all bits set in the first <paramref name="count"/> lanes (none for a count of 0 or less).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector<T> Leading<T>(int count)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> =>
+        Vector.LessThan(Vector<T>.Indices, new Vector<T>(T.CreateTruncating(count)));
 }

@@ -83,18 +83,6 @@ internal readonly struct StreamingStores : IStoreMode
         where T : unmanaged => (nuint)destination % (nuint)Math.Max(LineBytes, Vector<byte>.Count) == 0;
 
     /// <summary>
-    /// Whether planes of <paramref name="spatial"/> values, the first at <paramref name="firstPlane"/>, can each be written
-    /// as whole vectors with <typeparamref name="TStore"/>: every plane a whole number of vectors and, for streaming
-    /// stores, of cache lines, from an aligned first plane (which then aligns them all).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static unsafe bool WholeVectorPlanes<T, TStore>(T* firstPlane, int spatial)
-        where T : unmanaged
-        where TStore : struct, IStoreMode =>
-        Vector.IsHardwareAccelerated && Vector<T>.IsSupported && spatial % Vector<T>.Count == 0
-        && (!TStore.Streaming || (spatial * sizeof(T) % LineBytes == 0 && Aligned(firstPlane)));
-
-    /// <summary>
     /// Orders this thread's streaming stores before its later stores (on x86 they are weakly ordered), so that the
     /// signal that a chunk is done cannot be seen before the chunk's values. <see cref="ChunkScheduler"/> calls it on
     /// every thread when that thread's share of a job is done.
