@@ -19,8 +19,11 @@ internal interface IChunkJob
 /// <remarks>
 /// Results cannot depend on the thread count because the callers fix the partition (chunk boundaries depend on the
 /// shape only) and every chunk writes its own partial results, which the caller combines in chunk order afterwards.
-/// Threads claim chunks one at a time, so which thread runs a chunk does not matter either. Each thread fences its
-/// streaming stores (<see cref="StreamingStores.Fence"/>) when its share is done, so jobs need not.
+/// Each of the n threads starts on its own n-th of the chunks, a contiguous range taken in order, so that each streams
+/// through one region of memory as a single-threaded loop would; a thread that finishes its range helps with the
+/// others', claiming chunks one at a time, so a thread that starts late or is descheduled holds up no more than a
+/// chunk. Which thread runs a chunk does not matter. Each thread fences its streaming stores
+/// (<see cref="StreamingStores.Fence"/>) when its work is done, so jobs need not.
 /// A job is an unmanaged struct on the caller's stack, reached by the other threads through a pointer while the
 /// caller waits, so dispatching allocates nothing. The own workers run one job at a time; a caller that finds them
 /// busy (another thread's kernel) runs its chunks itself, which gives the same results.
@@ -63,10 +66,7 @@ internal static unsafe class ChunkScheduler
     private static readonly ManualResetEventSlim Finished = new(false);
     private static int workerCount;
 
-    private static delegate*<void*, int, void> currentRun;
-    private static void* currentJob;
-    private static int currentChunks;
-    private static int nextChunk;
+    private static Region* currentRegion;
     private static int busyWorkers;
 
     /// <summary>Runs <c>job.Run(0 … chunks − 1)</c> on at most <paramref name="threads"/> threads and returns when all are done.</summary>
@@ -97,16 +97,16 @@ internal static unsafe class ChunkScheduler
             EnsureWorkers(workersNeeded);
             fixed (TJob* pointer = &job)
             {
-                currentRun = &RunChunk<TJob>;
-                currentJob = pointer;
-                currentChunks = chunks;
-                nextChunk = 0;
+                int threadCount = workersNeeded + 1;
+                int* claims = stackalloc int[threadCount * Region.ClaimStride];
+                var region = new Region(&RunChunk<TJob>, pointer, chunks, threadCount, claims);
+                currentRegion = &region;
                 busyWorkers = workersNeeded;
                 Finished.Reset();
                 Start.Release(workersNeeded);
-                Work();
+                Work(&region);
                 Finished.Wait();
-                currentJob = null;
+                currentRegion = null;
             }
         }
         finally
@@ -124,7 +124,8 @@ internal static unsafe class ChunkScheduler
     {
         fixed (TJob* pointer = &job)
         {
-            var region = new TeamRegion { Run = &RunChunk<TJob>, Job = pointer, Chunks = chunks };
+            int* claims = stackalloc int[threads * Region.ClaimStride];
+            var region = new Region(&RunChunk<TJob>, pointer, chunks, threads, claims);
             parallel(&TeamBody, &region, (uint)threads, 0);
             if (region.Failed != 0)
             {
@@ -133,49 +134,81 @@ internal static unsafe class ChunkScheduler
         }
     }
 
-    /// <summary>What the team's threads share: the job, and the next unclaimed chunk.</summary>
-    private struct TeamRegion
+    /// <summary>
+    /// What the threads of one run share: the job, and for each of the n ranges of chunks (the i-th n-th of them, one
+    /// range per thread) the next unclaimed chunk, each counter on its own cache line.
+    /// </summary>
+    private struct Region
     {
+        /// <summary>Ints between two ranges' counters: a 64-byte cache line.</summary>
+        public const int ClaimStride = 16;
+
         public delegate*<void*, int, void> Run;
         public void* Job;
         public int Chunks;
-        public int Next;
+        public int Ranges;
+        public int* Claims;
+        public int Arrived;
         public int Failed;
+
+        public Region(delegate*<void*, int, void> run, void* job, int chunks, int ranges, int* claims)
+        {
+            Run = run;
+            Job = job;
+            Chunks = chunks;
+            Ranges = ranges;
+            Claims = claims;
+            for (int range = 0; range < ranges; range++)
+            {
+                claims[range * ClaimStride] = RangeStart(range);
+            }
+        }
+
+        /// <summary>The first chunk of range <paramref name="range"/> (and the end of the one before).</summary>
+        public readonly int RangeStart(int range) => (int)((long)range * Chunks / Ranges);
     }
 
-    /// <summary>The team's body: claims and runs chunks until none is left. No exception may cross into the runtime.</summary>
+    /// <summary>The team's body: a thread's share of the work. No exception may cross into the runtime.</summary>
     [UnmanagedCallersOnly]
     private static void TeamBody(void* data)
     {
-        var region = (TeamRegion*)data;
+        var region = (Region*)data;
         try
         {
-            int chunk;
-            while ((chunk = Interlocked.Increment(ref region->Next) - 1) < region->Chunks)
-            {
-                region->Run(region->Job, chunk);
-            }
-
-            StreamingStores.Fence();
+            Work(region);
         }
         catch (Exception)
         {
             // Stop every thread claiming, and let the caller throw on its own thread.
             Volatile.Write(ref region->Failed, 1);
-            Interlocked.Exchange(ref region->Next, region->Chunks);
+            for (int range = 0; range < region->Ranges; range++)
+            {
+                Interlocked.Exchange(ref region->Claims[range * Region.ClaimStride], region->Chunks);
+            }
         }
     }
 
     private static void RunChunk<TJob>(void* job, int chunk)
         where TJob : unmanaged, IChunkJob => ((TJob*)job)->Run(chunk);
 
-    /// <summary>Claims and runs chunks until none is left.</summary>
-    private static void Work()
+    /// <summary>
+    /// A thread's work: the chunks of the range it arrives for (the first thread to arrive takes the first range), in
+    /// order, then whatever is left of the others', claiming one chunk at a time.
+    /// </summary>
+    private static void Work(Region* region)
     {
-        int chunk;
-        while ((chunk = Interlocked.Increment(ref nextChunk) - 1) < currentChunks)
+        int ranges = region->Ranges;
+        int own = (Interlocked.Increment(ref region->Arrived) - 1) % ranges;
+        for (int k = 0; k < ranges; k++)
         {
-            currentRun(currentJob, chunk);
+            int range = own + k < ranges ? own + k : own + k - ranges;
+            int end = region->RangeStart(range + 1);
+            ref int next = ref region->Claims[range * Region.ClaimStride];
+            int chunk;
+            while ((chunk = Interlocked.Increment(ref next) - 1) < end)
+            {
+                region->Run(region->Job, chunk);
+            }
         }
 
         StreamingStores.Fence();
@@ -196,7 +229,7 @@ internal static unsafe class ChunkScheduler
         while (true)
         {
             Start.Wait();
-            Work();
+            Work(currentRegion);
             if (Interlocked.Decrement(ref busyWorkers) == 0)
             {
                 Finished.Set();
