@@ -504,6 +504,12 @@ internal static unsafe partial class BatchNorm2dKernels
         public readonly void Run(int chunk)
         {
             int end = Math.Min(Planes, (chunk + 1) * PlanesPerChunk);
+            if (SmallPlanes(Spatial))
+            {
+                SmallPlaneSums(A, B, Reference, Channels, chunk * PlanesPerChunk, end, First, Second);
+                return;
+            }
+
             for (int plane = chunk * PlanesPerChunk; plane < end; plane++)
             {
                 long start = (long)plane * Spatial;

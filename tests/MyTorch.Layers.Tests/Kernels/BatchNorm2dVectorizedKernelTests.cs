@@ -102,6 +102,43 @@ public class BatchNorm2dVectorizedKernelTests
         Assert.That(fastVariance.Select(double.IsNaN), Is.EqualTo(variance.Select(double.IsNaN)));
     }
 
+    [Test]
+    public void Float32_4x4Planes_SameSumsWhereverAPlaneFalls([Values(4, 5, 7, 9)] int channels)
+    {
+        // Planes of 16 values are summed four at a time and a leftover plane alone: with one sample, each channel's
+        // statistics and backward sums are its plane's, so rotating the channels (which moves each plane into or out of
+        // a group of four) must give every channel the same bits.
+        var layout = new PlaneLayout(1, channels, 16, channelsLast: false);
+        var random = new Random(31);
+        float[] x = KernelInputs.Uniform<float>(random, layout.Length, 3, 1);
+        float[] dy = KernelInputs.Uniform<float>(random, layout.Length, 1, 0.25);
+        var (mean, variance, sumDy, sumDyXmu) = PlaneSums(x, dy, layout);
+        for (int shift = 1; shift < channels; shift++)
+        {
+            float[] rotatedX = Rotate(x, shift), rotatedDy = Rotate(dy, shift);
+            var (rotatedMean, rotatedVariance, rotatedSumDy, rotatedSumDyXmu) = PlaneSums(rotatedX, rotatedDy, layout);
+            for (int c = 0; c < channels; c++)
+            {
+                int moved = (c + shift) % channels;
+                Assert.That(rotatedMean[moved], Is.EqualTo(mean[c]), $"mean, channel {c} moved by {shift}");
+                Assert.That(rotatedVariance[moved], Is.EqualTo(variance[c]), $"variance, channel {c} moved by {shift}");
+                Assert.That(rotatedSumDy[moved], Is.EqualTo(sumDy[c]), $"Σdy, channel {c} moved by {shift}");
+                Assert.That(rotatedSumDyXmu[moved], Is.EqualTo(sumDyXmu[c]), $"Σdy·(x − μ), channel {c} moved by {shift}");
+            }
+        }
+
+        float[] Rotate(float[] values, int by)
+        {
+            var rotated = new float[values.Length];
+            for (int c = 0; c < channels; c++)
+            {
+                Array.Copy(values, c * 16, rotated, ((c + by) % channels) * 16, 16);
+            }
+
+            return rotated;
+        }
+    }
+
     public static IEnumerable<TestCaseData> ThreadedShapes()
     {
         // Above the parallel threshold and several chunks long in both layouts; C = 5 makes the NHWC period 5 · 8.
@@ -113,6 +150,9 @@ public class BatchNorm2dVectorizedKernelTests
                 string[] names = [channelsLast ? "NHWC" : "NCHW", openMpTeam ? "OpenMP team" : "own workers"];
                 yield return new TestCaseData(4, 5, 4099, channelsLast, openMpTeam).SetArgDisplayNames(["4x5x4099", .. names]);
                 yield return new TestCaseData(64, 70, 9, channelsLast, openMpTeam).SetArgDisplayNames(["64x70x9", .. names]);
+
+                // 4×4 planes, summed four at a time, with a plane left over at the end of the last chunk.
+                yield return new TestCaseData(131, 35, 16, channelsLast, openMpTeam).SetArgDisplayNames(["131x35x16", .. names]);
             }
         }
     }
@@ -216,6 +256,16 @@ public class BatchNorm2dVectorizedKernelTests
         double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
         BatchNorm2dKernels.BatchStatisticsVectorized<T>(x, layout, mean, variance, scratch, threads);
         return (mean, variance);
+    }
+
+    /// <summary>The vectorised statistics and backward sums, with the mean the statistics gave.</summary>
+    private static (double[] Mean, double[] Variance, double[] SumDy, double[] SumDyXmu) PlaneSums(float[] x, float[] dy, PlaneLayout layout)
+    {
+        var (mean, variance) = FastStatistics(x, layout, threads: 1);
+        double[] sumDy = new double[layout.Channels], sumDyXmu = new double[layout.Channels];
+        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
+        BatchNorm2dKernels.BackwardReductionsVectorized<float>(x, dy, layout, mean, sumDy, sumDyXmu, scratch, threads: 1);
+        return (mean, variance, sumDy, sumDyXmu);
     }
 
     /// <summary>Forward and backward through the vectorised kernels only.</summary>

@@ -1,0 +1,120 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace MyTorch.Layers.Kernels;
+
+/// <summary>
+/// The per-plane sums of NCHW planes of exactly two vector steps (4×4 = 16 values with 256-bit vectors), four
+/// planes at a time.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Summed one by one, a 16-value plane costs a call and two horizontal additions of a vector for two vector steps of
+/// arithmetic, so a 256×512×4×4 batch spends most of its statistics and backward sums on that overhead. Here each
+/// plane's four vectors v0…v3 of shifted values (or products) are added as (v0 + v1) + (v2 + v3), giving a vector t,
+/// and four planes' t are added across at once: t0 + t1 and t2 + t3 lane by lane pairs (one horizontal add for two
+/// planes), then the halves, so that each plane's sum is (t[0] + t[1]) + (t[2] + t[3]).
+/// </para>
+/// <para>
+/// A plane left over at the end of a chunk is summed alone in that same order, so every plane's sums are the same bits
+/// wherever it falls, and, chunks depending on the shape only, whatever the thread count. The order differs from the
+/// one <see cref="ShiftedSums{T}"/> uses for other plane lengths; the tests hold both to the reference.
+/// </para>
+/// </remarks>
+internal static unsafe partial class BatchNorm2dKernels
+{
+    /// <summary>Whether planes of <paramref name="spatial"/> values are summed here: two steps of 256-bit vectors, on AVX.</summary>
+    private static bool SmallPlanes(int spatial) =>
+        Avx.IsSupported && Vector.IsHardwareAccelerated && Vector<double>.Count == Vector256<double>.Count && spatial == 2 * Lanes;
+
+    /// <summary>
+    /// first[p] and second[p] for planes p in [<paramref name="begin"/>, <paramref name="end"/>) of 2·Lanes values:
+    /// with <paramref name="b"/> null, Σ(a − r) and Σ(a − r)²; otherwise Σa and Σa·(b − r); r the plane's channel's reference.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void SmallPlaneSums<T>(T* a, T* b, double* reference, int channels, int begin, int end, double* first, double* second)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        const int Spatial = 16;
+        T* aEnd = a + ((long)end * Spatial);
+        T* bEnd = b + ((long)end * Spatial);
+        int plane = begin;
+        int c = begin % channels;
+        for (; plane <= end - 4; plane += 4)
+        {
+            Vector256<double> s0, s1, s2, s3, q0, q1, q2, q3;
+            (s0, q0) = PlaneVectors(a, b, plane, reference[c], aEnd, bEnd);
+            c = c + 1 == channels ? 0 : c + 1;
+            (s1, q1) = PlaneVectors(a, b, plane + 1, reference[c], aEnd, bEnd);
+            c = c + 1 == channels ? 0 : c + 1;
+            (s2, q2) = PlaneVectors(a, b, plane + 2, reference[c], aEnd, bEnd);
+            c = c + 1 == channels ? 0 : c + 1;
+            (s3, q3) = PlaneVectors(a, b, plane + 3, reference[c], aEnd, bEnd);
+            c = c + 1 == channels ? 0 : c + 1;
+            Across(s0, s1, s2, s3).Store(first + plane);
+            Across(q0, q1, q2, q3).Store(second + plane);
+        }
+
+        for (; plane < end; plane++)
+        {
+            (var s, var q) = PlaneVectors(a, b, plane, reference[c], aEnd, bEnd);
+            c = c + 1 == channels ? 0 : c + 1;
+            first[plane] = (s[0] + s[1]) + (s[2] + s[3]);
+            second[plane] = (q[0] + q[1]) + (q[2] + q[3]);
+        }
+    }
+
+    /// <summary>
+    /// One plane's two vectors t (see the remarks): of a − r and (a − r)² without <paramref name="b"/>, of a and
+    /// a·(b − r) with it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector256<double> First, Vector256<double> Second) PlaneVectors<T>(T* a, T* b, int plane, double r, T* aEnd, T* bEnd)
+        where T : unmanaged
+    {
+        long start = (long)plane * 16;
+        var vr = new Vector<double>(r);
+        Prefetch.Ahead(a + start, aEnd);
+        Load(a + start, out var a0, out var a1);
+        Load(a + start + Lanes, out var a2, out var a3);
+        if (sizeof(T) == sizeof(double))
+        {
+            Prefetch.Ahead(a + start + Lanes, aEnd);
+        }
+
+        if (b == null)
+        {
+            a0 -= vr;
+            a1 -= vr;
+            a2 -= vr;
+            a3 -= vr;
+            var sum = (a0 + a1) + (a2 + a3);
+            var squares = ((a0 * a0) + (a1 * a1)) + ((a2 * a2) + (a3 * a3));
+            return (sum.AsVector256(), squares.AsVector256());
+        }
+
+        Prefetch.Ahead(b + start, bEnd);
+        Load(b + start, out var b0, out var b1);
+        Load(b + start + Lanes, out var b2, out var b3);
+        if (sizeof(T) == sizeof(double))
+        {
+            Prefetch.Ahead(b + start + Lanes, bEnd);
+        }
+
+        var plain = (a0 + a1) + (a2 + a3);
+        var products = ((a0 * (b0 - vr)) + (a1 * (b1 - vr))) + ((a2 * (b2 - vr)) + (a3 * (b3 - vr)));
+        return (plain.AsVector256(), products.AsVector256());
+    }
+
+    /// <summary>(t[0] + t[1]) + (t[2] + t[3]) of each of four vectors, as one vector.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<double> Across(Vector256<double> t0, Vector256<double> t1, Vector256<double> t2, Vector256<double> t3)
+    {
+        // [t0[0]+t0[1], t1[0]+t1[1], t0[2]+t0[3], t1[2]+t1[3]] and the same for t2, t3.
+        var low = Avx.HorizontalAdd(t0, t1);
+        var high = Avx.HorizontalAdd(t2, t3);
+        return Avx.Permute2x128(low, high, 0x20) + Avx.Permute2x128(low, high, 0x31);
+    }
+}
