@@ -54,24 +54,25 @@ public static class BatchNorm2dFunctional
         double momentum,
         double eps)
     {
-        CheckForward(input, weight, bias, runningMean, runningVar, training, eps);
-        return Compute(input, weight, bias, runningMean, runningVar, training, momentum, eps);
+        long[] shape = CheckForward(input, weight, bias, runningMean, runningVar, training, eps);
+        return Compute(input, shape, weight, bias, runningMean, runningVar, training, momentum, eps);
     }
 
     /// <summary>
     /// Every check <see cref="Forward"/> makes, in libtorch's order, before anything is written.
     /// The module runs it before it advances num_batches_tracked, naming its own dtype as <paramref name="moduleDtype"/>.
+    /// Returns the input's shape, for the caller to pass on rather than read again.
     /// </summary>
-    internal static void CheckForward(
+    internal static long[] CheckForward(
         Tensor input, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar, bool training, double eps, ScalarType? moduleDtype = null)
     {
-        CheckInput(input, nameof(input));
+        long[] shape = CheckInput(input, nameof(input));
         if (moduleDtype is { } expected)
         {
             Check.SameDtype(input, nameof(input), expected, "the module");
         }
 
-        CheckParameters(input.shape[1], input.dtype, weight, bias, runningMean, runningVar);
+        CheckParameters(shape[1], input.dtype, weight, bias, runningMean, runningVar);
         CheckEps(eps);
         if ((runningMean is null) != (runningVar is null))
         {
@@ -80,13 +81,16 @@ public static class BatchNorm2dFunctional
 
         if (training || runningMean is null)
         {
-            CheckMoreThanOneValuePerChannel(input.shape);
+            CheckMoreThanOneValuePerChannel(shape);
         }
+
+        return shape;
     }
 
-    /// <summary><see cref="Forward"/> on arguments that <see cref="CheckForward"/> accepted.</summary>
+    /// <summary><see cref="Forward"/> on arguments that <see cref="CheckForward"/> accepted, with the shape it returned.</summary>
     internal static (Tensor Output, Tensor SaveMean, Tensor SaveInvstd) Compute(
         Tensor input,
+        long[] shape,
         Tensor? weight,
         Tensor? bias,
         Tensor? runningMean,
@@ -95,16 +99,16 @@ public static class BatchNorm2dFunctional
         double momentum,
         double eps)
     {
-        long channels = input.shape[1];
+        long channels = shape[1];
         bool useBatchStatistics = training || runningMean is null;
         using var scope = NewDisposeScope();
         var saveMean = empty(channels, input.dtype);
         var saveInvstd = empty(channels, input.dtype);
         Tensor output;
-        using (var source = new Borrowed(Layouts.ReadablePlanes(input, out var layout), input))
+        using (var source = new Borrowed(Layouts.ReadablePlanes(input, shape, out var layout), input))
         {
-            output = Layouts.EmptyPlanes(input.shape, input.dtype, layout);
-            var plane = Layouts.Plane(input.shape, layout);
+            output = Layouts.EmptyPlanes(shape, input.dtype, layout);
+            var plane = Layouts.Plane(shape, layout);
             if (input.dtype == ScalarType.Float32)
             {
                 Forward<float>(source.Tensor, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd);
@@ -142,12 +146,12 @@ public static class BatchNorm2dFunctional
         Tensor saveInvstd,
         bool training)
     {
-        CheckInput(input, nameof(input));
+        long[] shape = CheckInput(input, nameof(input));
         Check.Alive(gradOutput, nameof(gradOutput));
         Check.OnCpu(gradOutput, nameof(gradOutput));
         Check.SameDtype(gradOutput, nameof(gradOutput), input.dtype, nameof(input));
-        Check.SameShape(gradOutput, nameof(gradOutput), input.shape, nameof(input));
-        long channels = input.shape[1];
+        Check.SameShape(gradOutput, nameof(gradOutput), shape, nameof(input));
+        long channels = shape[1];
         Check.Alive(saveMean, nameof(saveMean));
         Check.Alive(saveInvstd, nameof(saveInvstd));
         Check.PerChannel(saveMean, "save_mean", channels, input.dtype, nameof(input));
@@ -158,11 +162,11 @@ public static class BatchNorm2dFunctional
         var gradWeight = empty(channels, input.dtype);
         var gradBias = empty(channels, input.dtype);
         Tensor gradInput;
-        using (var x = new Borrowed(Layouts.ReadablePlanes(input, out var layout), input))
-        using (var dy = new Borrowed(Layouts.PlanesInLayout(gradOutput, layout), gradOutput))
+        using (var x = new Borrowed(Layouts.ReadablePlanes(input, shape, out var layout), input))
+        using (var dy = new Borrowed(Layouts.PlanesInLayout(gradOutput, shape, layout), gradOutput))
         {
-            gradInput = Layouts.EmptyPlanes(input.shape, input.dtype, layout);
-            var plane = Layouts.Plane(input.shape, layout);
+            gradInput = Layouts.EmptyPlanes(shape, input.dtype, layout);
+            var plane = Layouts.Plane(shape, layout);
             if (input.dtype == ScalarType.Float32)
             {
                 Backward<float>(dy.Tensor, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias);
@@ -176,18 +180,23 @@ public static class BatchNorm2dFunctional
         return (gradInput.MoveToOuterDisposeScope(), gradWeight.MoveToOuterDisposeScope(), gradBias.MoveToOuterDisposeScope());
     }
 
-    /// <summary>Input checks shared with the module: a live, 4-D, float CPU tensor that a span can index.</summary>
-    private static void CheckInput(Tensor input, string name)
+    /// <summary>
+    /// Input checks shared with the module: a live, 4-D, float CPU tensor that a span can index. Returns its shape
+    /// (reading a tensor's shape through TorchSharp costs about as much as a small kernel call).
+    /// </summary>
+    private static long[] CheckInput(Tensor input, string name)
     {
         Check.Alive(input, name);
-        if (input.dim() != 4)
+        long[] shape = input.shape;
+        if (shape.Length != 4)
         {
-            throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"expected 4D input (got {input.dim()}D input)"), name);
+            throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"expected 4D input (got {shape.Length}D input)"), name);
         }
 
         Check.OnCpu(input, name);
         Check.FloatingDtype(input, name);
-        Layouts.CheckedLength(input.shape);
+        Layouts.CheckedLength(shape);
+        return shape;
     }
 
     /// <summary>Checks of the per-channel tensors against the input's channel count and dtype.</summary>

@@ -63,10 +63,10 @@ public static class Dropout2dFunctional
     {
         Check.Alive(input, nameof(input));
         CheckProbability(p);
-        CheckInput(input, nameof(input));
+        long[] shape = CheckInput(input, nameof(input));
         if (!Drops(input, p, training))
         {
-            return (input.alias(), ones(MaskShape(input.shape), input.dtype));
+            return (input.alias(), ones(MaskShape(shape), input.dtype));
         }
 
         if (inplace)
@@ -74,7 +74,7 @@ public static class Dropout2dFunctional
             CheckInPlace(input, nameof(input), recordsHistory: false);
         }
 
-        var output = Apply(input, p, inplace, generator, out var mask);
+        var output = Apply(input, shape, p, inplace, generator, out var mask);
         return (inplace ? input.alias() : output, mask);
     }
 
@@ -94,11 +94,11 @@ public static class Dropout2dFunctional
     /// <exception cref="NotSupportedException">A tensor is not on the CPU, or has more than <see cref="int.MaxValue"/> elements.</exception>
     public static Tensor Backward(Tensor gradOutput, Tensor mask)
     {
-        CheckInput(gradOutput, nameof(gradOutput));
+        long[] shape = CheckInput(gradOutput, nameof(gradOutput));
         Check.Alive(mask, nameof(mask));
         Check.OnCpu(mask, nameof(mask));
         Check.SameDtype(mask, nameof(mask), gradOutput.dtype, nameof(gradOutput));
-        long[] expected = MaskShape(gradOutput.shape);
+        long[] expected = MaskShape(shape);
         Check.SameShape(mask, nameof(mask), expected, "the mask of " + nameof(gradOutput));
         if (!mask.is_contiguous())
         {
@@ -106,9 +106,9 @@ public static class Dropout2dFunctional
         }
 
         using var scope = NewDisposeScope();
-        var dy = Layouts.ReadablePlanes(gradOutput, out var layout);
-        var gradInput = Layouts.EmptyPlanes(gradOutput.shape, gradOutput.dtype, layout);
-        var plane = Layouts.Plane(Layouts.AsBatch(gradOutput.shape), layout);
+        var dy = Layouts.ReadablePlanes(gradOutput, shape, out var layout);
+        var gradInput = Layouts.EmptyPlanes(shape, gradOutput.dtype, layout);
+        var plane = Layouts.Plane(Layouts.AsBatch(shape), layout);
         if (gradOutput.dtype == ScalarType.Float32)
         {
             Dropout2dKernels.Backward(TensorMemory.Span<float>(dy, plane), TensorMemory.Span<float>(gradInput, plane), plane, TensorMemory.Vector<float>(mask), KernelThreads.Count);
@@ -121,23 +121,28 @@ public static class Dropout2dFunctional
         return gradInput.MoveToOuterDisposeScope();
     }
 
-    /// <summary>Input checks shared with the module: a live, 3-D or 4-D, float CPU tensor that a span can index.</summary>
-    internal static void CheckInput(Tensor input, string name)
+    /// <summary>
+    /// Input checks shared with the module: a live, 3-D or 4-D, float CPU tensor that a span can index. Returns its
+    /// shape, for the caller to use rather than read again.
+    /// </summary>
+    internal static long[] CheckInput(Tensor input, string name)
     {
         Check.Alive(input, name);
-        if (input.dim() is not (3 or 4))
+        long[] shape = input.shape;
+        if (shape.Length is not (3 or 4))
         {
             throw new ArgumentException(
                 string.Create(
                     CultureInfo.InvariantCulture,
-                    $"Dropout2d expects a 3-D (C, H, W) or 4-D (N, C, H, W) input, got a {input.dim()}-D input of size {Check.Format(input.shape)}. ") +
+                    $"Dropout2d expects a 3-D (C, H, W) or 4-D (N, C, H, W) input, got a {shape.Length}-D input of size {Check.Format(shape)}. ") +
                 "PyTorch has deprecated other ranks for dropout2d and MyTorch.Layers refuses them; reshape the input to 4-D.",
                 name);
         }
 
         Check.OnCpu(input, name);
         Check.FloatingDtype(input, name);
-        Layouts.CheckedLength(input.shape);
+        Layouts.CheckedLength(shape);
+        return shape;
     }
 
     /// <summary>Refuses a drop probability outside [0, 1], or NaN, with PyTorch's message.</summary>
@@ -203,13 +208,13 @@ public static class Dropout2dFunctional
     /// advanced as any in-place operation does (so autograd detects a saved tensor that was overwritten), and
     /// <paramref name="input"/> itself is returned; otherwise a new tensor in the input's layout is.
     /// </summary>
-    internal static Tensor Apply(Tensor input, double p, bool inplace, Generator? generator, out Tensor mask)
+    internal static Tensor Apply(Tensor input, long[] shape, double p, bool inplace, Generator? generator, out Tensor mask)
     {
         using var scope = NewDisposeScope();
         double keep = 1 - p;
-        var factors = p == 1 ? zeros(MaskShape(input.shape), input.dtype) : DrawMask(MaskShape(input.shape), input.dtype, keep, generator);
-        var source = Layouts.ReadablePlanes(input, out var layout);
-        var plane = Layouts.Plane(Layouts.AsBatch(input.shape), layout);
+        var factors = p == 1 ? zeros(MaskShape(shape), input.dtype) : DrawMask(MaskShape(shape), input.dtype, keep, generator);
+        var source = Layouts.ReadablePlanes(input, shape, out var layout);
+        var plane = Layouts.Plane(Layouts.AsBatch(shape), layout);
         Tensor output;
         if (inplace)
         {
@@ -232,7 +237,7 @@ public static class Dropout2dFunctional
         }
         else
         {
-            output = Layouts.EmptyPlanes(input.shape, input.dtype, layout).MoveToOuterDisposeScope();
+            output = Layouts.EmptyPlanes(shape, input.dtype, layout).MoveToOuterDisposeScope();
             ApplyMask(source, output, plane, factors);
         }
 

@@ -27,9 +27,8 @@ internal static class Layouts
     /// The layout of a 4-D tensor. As in PyTorch, the stride of a dimension of size 1 does not matter;
     /// a tensor that is both (for example C = 1) counts as contiguous.
     /// </summary>
-    private static MemoryLayout Classify(Tensor x)
+    private static MemoryLayout Classify(Tensor x, long[] shape)
     {
-        long[] shape = x.shape;
         long[] strides = x.stride();
         if (IsDense(shape, strides, NchwOrder))
         {
@@ -56,14 +55,17 @@ internal static class Layouts
     /// The layout of a 3-D (C, H, W) or 4-D (N, C, H, W) tensor, a 3-D tensor being read as one sample:
     /// contiguous, channels-last ((H, W, C) memory for 3-D) or strided.
     /// </summary>
-    public static MemoryLayout ClassifyPlanes(Tensor x)
+    public static MemoryLayout ClassifyPlanes(Tensor x) => ClassifyPlanes(x, x.shape);
+
+    /// <summary><see cref="ClassifyPlanes(Tensor)"/> for a tensor whose shape the caller has read already.</summary>
+    public static MemoryLayout ClassifyPlanes(Tensor x, long[] shape)
     {
-        if (x.dim() == 4)
+        if (shape.Length == 4)
         {
-            return Classify(x);
+            return Classify(x, shape);
         }
 
-        long[] shape = AsBatch(x.shape);
+        shape = AsBatch(shape);
         long[] s = x.stride();
         long[] strides = [shape[1] * shape[2] * shape[3], s[0], s[1], s[2]];
         if (IsDense(shape, strides, NchwOrder))
@@ -78,9 +80,15 @@ internal static class Layouts
     /// <paramref name="x"/>, 3-D or 4-D, itself when the kernels can read it in place, otherwise a contiguous copy
     /// (which the caller disposes); <paramref name="layout"/> tells which of the two readable layouts it is in.
     /// </summary>
-    public static Tensor ReadablePlanes(Tensor x, out MemoryLayout layout)
+    public static Tensor ReadablePlanes(Tensor x, out MemoryLayout layout) => ReadablePlanes(x, x.shape, out layout);
+
+    /// <summary>
+    /// <see cref="ReadablePlanes(Tensor, out MemoryLayout)"/> for a tensor whose shape the caller has read already
+    /// (reading a tensor's shape through TorchSharp costs about as much as a small kernel call).
+    /// </summary>
+    public static Tensor ReadablePlanes(Tensor x, long[] shape, out MemoryLayout layout)
     {
-        layout = ClassifyPlanes(x);
+        layout = ClassifyPlanes(x, shape);
         if (layout != MemoryLayout.Strided)
         {
             return x;
@@ -91,9 +99,12 @@ internal static class Layouts
     }
 
     /// <summary><paramref name="x"/>, 3-D or 4-D, itself when it is in <paramref name="layout"/>, otherwise a copy in that layout.</summary>
-    public static Tensor PlanesInLayout(Tensor x, MemoryLayout layout)
+    public static Tensor PlanesInLayout(Tensor x, MemoryLayout layout) => PlanesInLayout(x, x.shape, layout);
+
+    /// <summary><see cref="PlanesInLayout(Tensor, MemoryLayout)"/> for a tensor whose shape the caller has read already.</summary>
+    public static Tensor PlanesInLayout(Tensor x, long[] shape, MemoryLayout layout)
     {
-        if (ClassifyPlanes(x) == layout)
+        if (ClassifyPlanes(x, shape) == layout)
         {
             return x;
         }
@@ -103,7 +114,7 @@ internal static class Layouts
             return x.contiguous();
         }
 
-        var copy = EmptyPlanes(x.shape, x.dtype, layout);
+        var copy = EmptyPlanes(shape, x.dtype, layout);
         copy.copy_(x);
         return copy;
     }

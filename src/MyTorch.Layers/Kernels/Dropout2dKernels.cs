@@ -162,8 +162,9 @@ internal static class Dropout2dKernels
             y[i] = x[i] * factors[i / spatial];
         }
 
+        // A run too short for a whole aligned step starts its (empty) vector loop past its last plane: read no factor there.
         var planes = new PlaneBoundaries(spatial, i, lanes);
-        var factor = new Vector<T>(factors[planes.Plane]);
+        var factor = new Vector<T>(factors[Math.Min(planes.Plane, (length - 1) / spatial)]);
         for (; i <= end - lanes; i += lanes)
         {
             Prefetch.Ahead(x + i, x + length);

@@ -225,7 +225,7 @@ public sealed class BatchNorm2d : nn.Module<Tensor, Tensor>
     /// <exception cref="NotSupportedException">The input is not on the CPU. Nothing is changed.</exception>
     public override Tensor forward(Tensor input)
     {
-        BatchNorm2dFunctional.CheckForward(input, _weight, _bias, _running_mean, _running_var, training, _eps, moduleDtype: _weight?.dtype ?? _running_mean?.dtype);
+        long[] shape = BatchNorm2dFunctional.CheckForward(input, _weight, _bias, _running_mean, _running_var, training, _eps, moduleDtype: _weight?.dtype ?? _running_mean?.dtype);
 
         // Every check has passed: from here on the call changes state.
         double factor = momentum ?? 0.0;
@@ -235,7 +235,7 @@ public sealed class BatchNorm2d : nn.Module<Tensor, Tensor>
             factor = momentum ?? 1.0 / count;
         }
 
-        return BatchNorm2dAutograd.Run(input, _weight, _bias, new BatchNorm2dCall(_running_mean, _running_var, training, factor, _eps));
+        return BatchNorm2dAutograd.Run(input, _weight, _bias, new BatchNorm2dCall(shape, _running_mean, _running_var, training, factor, _eps));
     }
 
     /// <inheritdoc/>
@@ -313,8 +313,8 @@ public sealed class BatchNorm2d : nn.Module<Tensor, Tensor>
     }
 }
 
-/// <summary>The non-tensor arguments of one forward, passed through autograd to the kernels.</summary>
-internal sealed record BatchNorm2dCall(Tensor? RunningMean, Tensor? RunningVar, bool Training, double Momentum, double Eps);
+/// <summary>The input's shape as the checks read it, and the non-tensor arguments of one forward, passed through autograd to the kernels.</summary>
+internal sealed record BatchNorm2dCall(long[] Shape, Tensor? RunningMean, Tensor? RunningVar, bool Training, double Momentum, double Eps);
 
 /// <summary>Autograd node of <see cref="BatchNorm2d"/>: forward and backward both run MyTorch.Layers' kernels.</summary>
 internal sealed class BatchNorm2dAutograd : autograd.SingleTensorFunction<BatchNorm2dAutograd>
@@ -337,7 +337,7 @@ internal sealed class BatchNorm2dAutograd : autograd.SingleTensorFunction<BatchN
         }
 
         var (output, mean, invstd) = BatchNorm2dFunctional.Compute(
-            input, weight, bias, call.RunningMean, call.RunningVar, call.Training, call.Momentum, call.Eps);
+            input, call.Shape, weight, bias, call.RunningMean, call.RunningVar, call.Training, call.Momentum, call.Eps);
         mean.Dispose();
         invstd.Dispose();
         return output;
@@ -350,7 +350,7 @@ internal sealed class BatchNorm2dAutograd : autograd.SingleTensorFunction<BatchN
         var bias = vars[2] as Tensor;
         var call = (BatchNorm2dCall)vars[3];
         var (output, mean, invstd) = BatchNorm2dFunctional.Compute(
-            input, weight, bias, call.RunningMean, call.RunningVar, call.Training, call.Momentum, call.Eps);
+            input, call.Shape, weight, bias, call.RunningMean, call.RunningVar, call.Training, call.Momentum, call.Eps);
         ctx.save_for_backward([input, weight!, mean, invstd]);
         ctx.save_data(UsedBatchStatistics, call.Training || call.RunningMean is null);
         ctx.save_data(HasBias, bias is not null);

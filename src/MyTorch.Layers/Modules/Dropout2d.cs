@@ -88,8 +88,8 @@ public sealed class Dropout2d : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor input) => Dropout2dAutograd.Forward(input, _p, training, inplace, generator);
 }
 
-/// <summary>The non-tensor arguments of one forward, passed through autograd to the kernels.</summary>
-internal sealed record Dropout2dCall(double P, bool Inplace, Generator? Generator);
+/// <summary>The input's shape as the checks read it, and the non-tensor arguments of one forward, passed through autograd to the kernels.</summary>
+internal sealed record Dropout2dCall(long[] Shape, double P, bool Inplace, Generator? Generator);
 
 /// <summary>Autograd node of <see cref="Dropout2d"/>: forward and backward both run MyTorch.Layers' kernels.</summary>
 internal sealed class Dropout2dAutograd : autograd.SingleTensorFunction<Dropout2dAutograd>
@@ -102,7 +102,7 @@ internal sealed class Dropout2dAutograd : autograd.SingleTensorFunction<Dropout2
     /// </summary>
     internal static Tensor Forward(Tensor input, double p, bool training, bool inplace, Generator? generator)
     {
-        Dropout2dFunctional.CheckInput(input, nameof(input));
+        long[] shape = Dropout2dFunctional.CheckInput(input, nameof(input));
         if (!Dropout2dFunctional.Drops(input, p, training))
         {
             return input.alias();
@@ -117,19 +117,19 @@ internal sealed class Dropout2dAutograd : autograd.SingleTensorFunction<Dropout2
         if (!tracked)
         {
             // Nothing to record: skip the autograd node, and return what TorchSharp returns (the input itself when in place).
-            var output = Dropout2dFunctional.Apply(input, p, inplace, generator, out var mask);
+            var output = Dropout2dFunctional.Apply(input, shape, p, inplace, generator, out var mask);
             mask.Dispose();
             return inplace ? input.alias() : output;
         }
 
-        return apply(input, new Dropout2dCall(p, inplace, generator));
+        return apply(input, new Dropout2dCall(shape, p, inplace, generator));
     }
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
         var input = (Tensor)vars[0];
         var call = (Dropout2dCall)vars[1];
-        var output = Dropout2dFunctional.Apply(input, call.P, call.Inplace, call.Generator, out var mask);
+        var output = Dropout2dFunctional.Apply(input, call.Shape, call.P, call.Inplace, call.Generator, out var mask);
         if (call.Inplace)
         {
             // The output is the input, rewritten: autograd moves the input's history onto this node, as for libtorch's mul_.

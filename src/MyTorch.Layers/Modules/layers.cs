@@ -98,8 +98,8 @@ public static class layers
             double momentum = 0.1,
             double eps = 1e-05)
         {
-            BatchNorm2dFunctional.CheckForward(input, weight, bias, running_mean, running_var, training, eps);
-            return BatchNorm2dAutograd.Run(input, weight, bias, new BatchNorm2dCall(running_mean, running_var, training, momentum, eps));
+            long[] shape = BatchNorm2dFunctional.CheckForward(input, weight, bias, running_mean, running_var, training, eps);
+            return BatchNorm2dAutograd.Run(input, weight, bias, new BatchNorm2dCall(shape, running_mean, running_var, training, momentum, eps));
         }
 
         /// <summary>
