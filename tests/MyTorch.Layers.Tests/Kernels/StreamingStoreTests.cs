@@ -48,10 +48,10 @@ public unsafe class StreamingStoreTests
         Assert.That(StreamingStores.For<float>((threshold / 4) - 1, run: 1024), Is.False, "under the size");
         Assert.That(StreamingStores.For<float>(threshold / 4, run: 1024), Is.EqualTo(vectors), "at the size");
         Assert.That(StreamingStores.For<double>(threshold / 8, run: 1024), Is.EqualTo(vectors), "float64 at the size");
-        Assert.That(StreamingStores.For<float>(threshold, run: 16), Is.EqualTo(vectors), "4×4 planes: 64 bytes, one whole cache line");
-        Assert.That(StreamingStores.For<float>(threshold, run: 196), Is.EqualTo(vectors), "14×14 planes: 784 bytes");
-        Assert.That(StreamingStores.For<float>(threshold, run: 49), Is.False, "7×7 planes: 196 bytes, mostly partial lines");
-        Assert.That(StreamingStores.For<float>(threshold, run: 9), Is.False, "3×3 planes");
+        Assert.That(StreamingStores.For<float>(threshold, run: 16), Is.EqualTo(vectors), "runs of 16 values: 64 bytes, one whole cache line");
+        Assert.That(StreamingStores.For<float>(threshold, run: 196), Is.EqualTo(vectors), "runs of 196 values: 784 bytes");
+        Assert.That(StreamingStores.For<float>(threshold, run: 49), Is.False, "runs of 49 values: 196 bytes, mostly partial lines");
+        Assert.That(StreamingStores.For<float>(threshold, run: 9), Is.False, "runs of 9 values");
     }
 
     private static void CompareBatchNorm<T>(int channels, bool channelsLast)
