@@ -26,7 +26,7 @@ namespace MyTorch.Layers.Kernels;
 internal static unsafe partial class BatchNorm2dKernels
 {
     /// <summary>Whether planes of <paramref name="spatial"/> values are summed here: two steps of 256-bit vectors, on AVX.</summary>
-    private static bool SmallPlanes(int spatial) =>
+    private static bool SumsFourPlanesAtOnce(int spatial) =>
         Avx.IsSupported && Vector.IsHardwareAccelerated && Vector<double>.Count == Vector256<double>.Count && spatial == 2 * Lanes;
 
     /// <summary>

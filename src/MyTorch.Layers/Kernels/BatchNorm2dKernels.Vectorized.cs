@@ -504,7 +504,7 @@ internal static unsafe partial class BatchNorm2dKernels
         public readonly void Run(int chunk)
         {
             int end = Math.Min(Planes, (chunk + 1) * PlanesPerChunk);
-            if (SmallPlanes(Spatial))
+            if (SumsFourPlanesAtOnce(Spatial))
             {
                 SmallPlaneSums(A, B, Reference, Channels, chunk * PlanesPerChunk, end, First, Second);
                 return;
