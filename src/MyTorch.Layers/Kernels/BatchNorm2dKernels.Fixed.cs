@@ -64,7 +64,7 @@ internal static unsafe partial class BatchNorm2dKernels
         }
 
         threads = ChunkScheduler.ThreadsFor(layout.Length, threads);
-        int run = layout.ChannelsLast ? layout.Length : PlaneBoundaries.RunLength(layout.Spatial, Vector<T>.Count, ChunkScheduler.UnitsPerChunk(layout.Spatial));
+        int run = layout.ChannelsLast ? layout.Length : PlaneBoundaries.RunLength(layout.Spatial, Vector<T>.Count);
         bool streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run));
         fixed (T* px = x)
         fixed (T* py = y)
@@ -185,10 +185,15 @@ internal static unsafe partial class BatchNorm2dKernels
                 return;
             }
 
+            // Planes shorter than a vector (or no vectors): value by value.
             for (int plane = first; plane < end; plane++)
             {
-                long start = (long)plane * Spatial;
-                FixedBroadcast<T, TStore>(X + start, Y + start, Spatial, (end - plane) * Spatial, Offset[c], Scale[c], Shift[c]);
+                long start = (long)plane * spatial;
+                for (int k = 0; k < spatial; k++)
+                {
+                    Y[start + k] = FixedValue(X[start + k], Offset[c], Scale[c], Shift[c]);
+                }
+
                 c = c + 1 == Count ? 0 : c + 1;
             }
         }
@@ -254,55 +259,6 @@ internal static unsafe partial class BatchNorm2dKernels
         }
 
         return Vector.EqualsAll(nonFinite, Vector<T>.Zero);
-    }
-
-    /// <summary>
-    /// y = (x − offset) · scale + shift in T over a contiguous run; the <paramref name="readable"/> values from its start,
-    /// the run and what the same chunk reads right after it, may be prefetched.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void FixedBroadcast<T, TStore>(T* x, T* y, int length, int readable, T offset, T scale, T shift)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
-        where TStore : struct, IStoreMode
-    {
-        int i = 0;
-        int lanes = Vector<T>.Count;
-        if (Vector.IsHardwareAccelerated && length >= lanes)
-        {
-            (int start, int end) = VectorBody<T, TStore>(y, length);
-            for (; i < start; i++)
-            {
-                y[i] = FixedValue(x[i], offset, scale, shift);
-            }
-
-            var vo = new Vector<T>(offset);
-            var vs = new Vector<T>(scale);
-            var vt = new Vector<T>(shift);
-            var nonFinite = Vector<T>.Zero;
-            int body = i;
-            for (; i <= end - lanes; i += lanes)
-            {
-                Prefetch.Ahead(x + i, x + readable);
-                var difference = Vector.Load(x + i) - vo;
-                nonFinite = TrackNonFinite(nonFinite, difference);
-                StreamingStores.Store<T, TStore>(FusedMultiplyAdd(difference, vs, vt), y + i);
-            }
-
-            if (!Vector.EqualsAll(nonFinite, Vector<T>.Zero))
-            {
-                // Some x − offset was not finite: the vector body again, value by value.
-                StreamingStores.Fence();
-                for (int j = body; j < i; j++)
-                {
-                    y[j] = FixedValue(x[j], offset, scale, shift);
-                }
-            }
-        }
-
-        for (; i < length; i++)
-        {
-            y[i] = FixedValue(x[i], offset, scale, shift);
-        }
     }
 
     /// <summary>

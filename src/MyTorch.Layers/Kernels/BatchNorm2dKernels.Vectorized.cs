@@ -365,7 +365,7 @@ internal static unsafe partial class BatchNorm2dKernels
             parameters.Shift = shiftPointer;
             parameters.Projection = b.IsEmpty ? null : projectionPointer;
             bool gradient = !b.IsEmpty;
-            int run = layout.ChannelsLast ? layout.Length : PlaneBoundaries.RunLength(layout.Spatial, Lanes, ChunkScheduler.UnitsPerChunk(layout.Spatial));
+            int run = layout.ChannelsLast ? layout.Length : PlaneBoundaries.RunLength(layout.Spatial, Lanes);
             bool streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run));
             if (!layout.ChannelsLast)
             {
@@ -601,21 +601,16 @@ internal static unsafe partial class BatchNorm2dKernels
                 return;
             }
 
+            // Planes shorter than a vector step (or no vectors): value by value.
             for (int plane = first; plane < end; plane++)
             {
                 long start = (long)plane * Spatial;
                 int c = plane % Parameters.Count;
-                double offset = Parameters.Offset[c];
-                double scale = Parameters.Scale[c];
-                double shift = Parameters.Shift[c];
-                int readable = (end - plane) * Spatial;
-                if (Gradient)
+                for (long i = start; i < start + Spatial; i++)
                 {
-                    GradientBroadcast<T, TStore>(A + start, B + start, Output + start, Spatial, readable, offset, scale, shift, Parameters.Projection[c]);
-                }
-                else
-                {
-                    AffineBroadcast<T, TStore>(A + start, Output + start, Spatial, readable, offset, scale, shift);
+                    Output[i] = Gradient
+                        ? Gradient(A[i], B[i], Parameters.Offset[c], Parameters.Scale[c], Parameters.Shift[c], Parameters.Projection[c])
+                        : Affine(A[i], Parameters.Offset[c], Parameters.Scale[c], Parameters.Shift[c]);
                 }
             }
         }
@@ -915,75 +910,6 @@ internal static unsafe partial class BatchNorm2dKernels
     private static (int Start, int End) VectorBody<T, TStore>(T* output, int length)
         where T : unmanaged
         where TStore : struct, IStoreMode => TStore.Streaming ? StreamingStores.Body(output, length) : (0, length);
-
-    /// <summary>out = (a − offset) · scale + shift over a contiguous run, prefetching as <see cref="ShiftedSums{T}"/> does.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void AffineBroadcast<T, TStore>(T* a, T* output, int length, int readable, double offset, double scale, double shift)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
-        where TStore : struct, IStoreMode
-    {
-        int i = 0;
-        if (Vector.IsHardwareAccelerated && length >= Lanes)
-        {
-            (int start, int end) = VectorBody<T, TStore>(output, length);
-            for (; i < start; i++)
-            {
-                output[i] = Affine(a[i], offset, scale, shift);
-            }
-
-            var vo = new Vector<double>(offset);
-            var vs = new Vector<double>(scale);
-            var vt = new Vector<double>(shift);
-            for (; i <= end - Lanes; i += Lanes)
-            {
-                Prefetch.Ahead(a + i, a + readable);
-                Load(a + i, out var lo, out var hi);
-                Store<T, TStore>(Vector.FusedMultiplyAdd(lo - vo, vs, vt), Vector.FusedMultiplyAdd(hi - vo, vs, vt), output + i);
-            }
-        }
-
-        for (; i < length; i++)
-        {
-            output[i] = Affine(a[i], offset, scale, shift);
-        }
-    }
-
-    /// <summary>out = (a − shift − (b − offset) · projection) · scale over a contiguous run, prefetching as <see cref="ShiftedSums{T}"/> does.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void GradientBroadcast<T, TStore>(T* a, T* b, T* output, int length, int readable, double offset, double scale, double shift, double projection)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
-        where TStore : struct, IStoreMode
-    {
-        int i = 0;
-        if (Vector.IsHardwareAccelerated && length >= Lanes)
-        {
-            (int start, int end) = VectorBody<T, TStore>(output, length);
-            for (; i < start; i++)
-            {
-                output[i] = Gradient(a[i], b[i], offset, scale, shift, projection);
-            }
-
-            var vo = new Vector<double>(offset);
-            var vs = new Vector<double>(scale);
-            var vt = new Vector<double>(shift);
-            var vp = new Vector<double>(projection);
-            for (; i <= end - Lanes; i += Lanes)
-            {
-                Prefetch.Ahead(a + i, a + readable);
-                Prefetch.Ahead(b + i, b + readable);
-                Load(a + i, out var alo, out var ahi);
-                Load(b + i, out var blo, out var bhi);
-                var lo = (alo - vt - ((blo - vo) * vp)) * vs;
-                var hi = (ahi - vt - ((bhi - vo) * vp)) * vs;
-                Store<T, TStore>(lo, hi, output + i);
-            }
-        }
-
-        for (; i < length; i++)
-        {
-            output[i] = Gradient(a[i], b[i], offset, scale, shift, projection);
-        }
-    }
 
     /// <summary>
     /// out = (a − offset[c]) · scale[c] + shift[c] over a run of whole NCHW planes of <paramref name="spatial"/> values

@@ -59,7 +59,7 @@ internal static class Dropout2dKernels
         int unitLength = layout.ChannelsLast ? layout.Channels : layout.Spatial;
         int units = layout.Length / unitLength;
         int unitsPerChunk = ChunkScheduler.UnitsPerChunk(unitLength);
-        int run = layout.ChannelsLast ? unitLength : PlaneBoundaries.RunLength(unitLength, Vector<T>.Count, unitsPerChunk);
+        int run = layout.ChannelsLast ? unitLength : PlaneBoundaries.RunLength(unitLength, Vector<T>.Count);
         fixed (T* px = x)
         fixed (T* py = y)
         fixed (T* pm = mask)
@@ -125,10 +125,14 @@ internal static class Dropout2dKernels
                     return;
                 }
 
+                // Planes shorter than a vector (or no vectors): value by value.
                 for (int plane = first; plane < end; plane++)
                 {
                     long offset = (long)plane * spatial;
-                    Scale<T, TStore>(X + offset, Mask[plane], Y + offset, spatial, (end - plane) * spatial);
+                    for (int k = 0; k < spatial; k++)
+                    {
+                        Y[offset + k] = X[offset + k] * Mask[plane];
+                    }
                 }
 
                 return;
@@ -185,41 +189,10 @@ internal static class Dropout2dKernels
     }
 
     /// <summary>
-    /// y[i] = x[i] · factor. <paramref name="y"/> may be <paramref name="x"/>; they must not partly overlap. The
+    /// y[i] = x[i] · factors[i]. <paramref name="y"/> may be <paramref name="x"/>; they must not partly overlap. The
     /// <paramref name="readable"/> values from <paramref name="x"/>, the run and what the same chunk reads right after
     /// it, may be prefetched.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Scale<T, TStore>(T* x, T factor, T* y, int length, int readable)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
-        where TStore : struct, IStoreMode
-    {
-        // An IEEE product is the same whatever the vector width, so the vector body and the scalar head and tail agree
-        // bit for bit, and where the body starts and ends (at whole cache lines, for streaming stores) changes nothing.
-        int i = 0;
-        if (Vector.IsHardwareAccelerated && Vector<T>.IsSupported && length >= Vector<T>.Count)
-        {
-            (int start, int end) = TStore.Streaming ? StreamingStores.Body(y, length) : (0, length);
-            for (; i < start; i++)
-            {
-                y[i] = x[i] * factor;
-            }
-
-            var f = new Vector<T>(factor);
-            for (; i <= end - Vector<T>.Count; i += Vector<T>.Count)
-            {
-                Prefetch.Ahead(x + i, x + readable);
-                StreamingStores.Store<T, TStore>(Vector.Load(x + i) * f, y + i);
-            }
-        }
-
-        for (; i < length; i++)
-        {
-            y[i] = x[i] * factor;
-        }
-    }
-
-    /// <summary>y[i] = x[i] · factors[i], prefetching as <see cref="Scale{T, TStore}"/> does. <paramref name="y"/> may be <paramref name="x"/>; they must not partly overlap.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Multiply<T, TStore>(T* x, T* factors, T* y, int length, int readable)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>

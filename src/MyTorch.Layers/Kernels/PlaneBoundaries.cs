@@ -45,10 +45,10 @@ internal struct PlaneBoundaries
     public static bool Serve(int spatial, int step) => Vector.IsHardwareAccelerated && spatial >= step;
 
     /// <summary>
-    /// The values a chunk of <paramref name="planesPerChunk"/> planes writes in one contiguous run: the whole chunk if its
-    /// planes are walked as one run (<see cref="Serve"/>), else one plane.
+    /// The values a chunk of planes (<see cref="ChunkScheduler.UnitsPerChunk"/>) writes in one contiguous run: the whole
+    /// chunk if its planes are walked as one run (<see cref="Serve"/>), else one plane.
     /// </summary>
-    public static int RunLength(int spatial, int step, int planesPerChunk) => Serve(spatial, step) ? planesPerChunk * spatial : spatial;
+    public static int RunLength(int spatial, int step) => Serve(spatial, step) ? ChunkScheduler.UnitsPerChunk(spatial) * spatial : spatial;
 
     /// <summary>
     /// Whether the step at run offset <paramref name="i"/> reaches into the plane after <see cref="Plane"/>. If it does,
