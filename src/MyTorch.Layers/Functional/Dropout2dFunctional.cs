@@ -1,6 +1,7 @@
 using System;
 using System.Globalization;
 using System.Numerics;
+using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 using MyTorch.Layers.Kernels;
 using TorchSharp;
@@ -212,13 +213,24 @@ public static class Dropout2dFunctional
     {
         using var scope = NewDisposeScope();
         double keep = 1 - p;
-        var factors = p == 1 ? zeros(MaskShape(shape), input.dtype) : DrawMask(MaskShape(shape), input.dtype, keep, generator);
         var source = Layouts.ReadablePlanes(input, shape, out var layout);
         var plane = Layouts.Plane(Layouts.AsBatch(shape), layout);
+        var destination = inplace ? source : Layouts.EmptyPlanes(shape, input.dtype, layout);
+        Tensor factors;
+        if (p < 1 && Dropout2dKernels.DrawWhileApplying(plane, KernelThreads.Count))
+        {
+            factors = empty(MaskShape(shape), input.dtype);
+            DrawAndApplyMask(source, destination, plane, factors, keep, generator);
+        }
+        else
+        {
+            factors = p == 1 ? zeros(MaskShape(shape), input.dtype) : DrawMask(MaskShape(shape), input.dtype, keep, generator);
+            ApplyMask(source, destination, plane, factors);
+        }
+
         Tensor output;
         if (inplace)
         {
-            ApplyMask(source, source, plane, factors);
             using (no_grad())
             {
                 if (ReferenceEquals(source, input))
@@ -237,8 +249,7 @@ public static class Dropout2dFunctional
         }
         else
         {
-            output = Layouts.EmptyPlanes(shape, input.dtype, layout).MoveToOuterDisposeScope();
-            ApplyMask(source, output, plane, factors);
+            output = destination.MoveToOuterDisposeScope();
         }
 
         mask = factors.MoveToOuterDisposeScope();
@@ -278,6 +289,71 @@ public static class Dropout2dFunctional
         }
 
         return mask;
+    }
+
+    /// <summary>
+    /// libtorch's draw and the kernel's product at once: the mask is drawn in parts of whole samples, in order (which
+    /// gives the values and leaves the generator as one draw would), while other threads apply the parts drawn.
+    /// </summary>
+    private static unsafe void DrawAndApplyMask(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask, double keep, Generator? generator)
+    {
+        var draw = new MaskDraw(mask.view(-1), keep, generator);
+        var handle = GCHandle.Alloc(draw);
+        try
+        {
+            void* state = (void*)GCHandle.ToIntPtr(handle);
+            bool drawn = source.dtype == ScalarType.Float32
+                ? DrawAndApplyMask<float>(source, destination, plane, mask, keep, state)
+                : DrawAndApplyMask<double>(source, destination, plane, mask, keep, state);
+            if (!drawn)
+            {
+                ExceptionDispatchInfo.Throw(draw.Failure!);
+            }
+        }
+        finally
+        {
+            handle.Free();
+        }
+    }
+
+    private static unsafe bool DrawAndApplyMask<T>(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask, double keep, void* state)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        Span<T> y = TensorMemory.Span<T>(destination, plane);
+        ReadOnlySpan<T> x = ReferenceEquals(source, destination) ? y : TensorMemory.Span<T>(source, plane);
+        return Dropout2dKernels.DrawAndApplyMask(x, y, plane, TensorMemory.Vector<T>(mask), keep, &DrawMaskPart, state, KernelThreads.Count);
+    }
+
+    /// <summary>
+    /// Bernoulli(keep) draws into mask values [first, first + count) of the <see cref="MaskDraw"/> behind
+    /// <paramref name="state"/>. Runs on whichever kernel thread draws, so it keeps any exception for the caller.
+    /// </summary>
+    private static unsafe bool DrawMaskPart(void* state, int first, int count)
+    {
+        var draw = (MaskDraw)GCHandle.FromIntPtr((IntPtr)state).Target!;
+        try
+        {
+            using var part = draw.Flat.narrow(0, first, count);
+            part.bernoulli_(draw.Keep, draw.Generator);
+            return true;
+        }
+        catch (Exception e)
+        {
+            draw.Failure = e;
+            return false;
+        }
+    }
+
+    /// <summary>What the parts of one draw share: the mask as a vector, 1 − p, the generator, and a failure to rethrow.</summary>
+    private sealed class MaskDraw(Tensor flat, double keep, Generator? generator)
+    {
+        public Tensor Flat { get; } = flat;
+
+        public double Keep { get; } = keep;
+
+        public Generator? Generator { get; } = generator;
+
+        public Exception? Failure { get; set; }
     }
 
     private static void ApplyMask(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask)

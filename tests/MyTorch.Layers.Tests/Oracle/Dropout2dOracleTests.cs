@@ -104,6 +104,74 @@ public class Dropout2dOracleTests
         BitExact.AssertEqual(gradInput, InputView(theirInput.Leaf.grad!, c, null), "gradInput");
     }
 
+    /// <summary>Cases with a mask of N·C = 5 × 1700 values, which is drawn in parts while the parts drawn are applied.</summary>
+    public static IEnumerable<TestCaseData> DrawnMaskMatrix()
+    {
+        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.Float64 })
+        {
+            foreach (var layout in Enum.GetValues<Layout>())
+            {
+                foreach (bool inplace in new[] { false, true })
+                {
+                    foreach (double p in new[] { 0.1, 0.5, 0.9 })
+                    {
+                        yield return new TestCaseData(new Case(dtype, 4, layout, inplace, Training: true, p, Size: [5, 1700, 3, 7]))
+                            .SetArgDisplayNames(dtype.ToString(), layout.ToString(), inplace ? "inplace" : "out-of-place", string.Create(CultureInfo.InvariantCulture, $"p={p}"));
+                    }
+                }
+            }
+        }
+    }
+
+    [TestCaseSource(nameof(DrawnMaskMatrix))]
+    public void MaskDrawnWhileApplied_MatchesTorchSharp(Case c)
+    {
+        // The mask is drawn in parts only where the kernels have a second thread to apply them meanwhile.
+        int original = get_num_threads();
+        set_num_threads(Math.Max(2, original));
+        try
+        {
+            var layout = new MyTorch.Layers.Kernels.PlaneLayout((int)c.Shape[0], (int)c.Shape[1], (int)(c.Shape[2] * c.Shape[3]), c.Layout == Layout.ChannelsLast);
+            Assert.That(MyTorch.Layers.Kernels.Dropout2dKernels.DrawWhileApplying(layout, KernelThreads.Count), Is.True, "the case must draw its mask in parts");
+            foreach (var oracle in Enum.GetValues<Oracle>())
+            {
+                CompareModule(c, oracle, seed: 31 + (int)oracle);
+            }
+        }
+        finally
+        {
+            set_num_threads(original);
+        }
+    }
+
+    [Test]
+    public void MaskDrawnWhileApplied_FromASeparateGenerator_MatchesTorchSharp_AndLeavesTheDefaultAlone()
+    {
+        using var scope = NewDisposeScope();
+        int original = get_num_threads();
+        set_num_threads(Math.Max(2, original));
+        try
+        {
+            var x = randn(4, 3000, 4, 4);
+            var generator = new Generator(777);
+            manual_seed(12);
+            double before = rand(1, ScalarType.Float64).item<double>();
+            manual_seed(12);
+            var (first, _) = Dropout2dFunctional.Forward(x, 0.4, generator: generator);
+            var (second, _) = Dropout2dFunctional.Forward(x, 0.4, generator: generator);
+            Assert.That(rand(1, ScalarType.Float64).item<double>(), Is.EqualTo(before), "the default generator was used");
+
+            manual_seed(777);
+            BitExact.AssertEqual(first, nn.functional.dropout2d(x, 0.4, training: true), "first forward");
+            BitExact.AssertEqual(second, nn.functional.dropout2d(x, 0.4, training: true), "second forward");
+            Assert.That(generator.get_state().eq(get_rng_state()).all().item<bool>(), Is.True, "the generator's state after two draws: where TorchSharp's two leave the default one");
+        }
+        finally
+        {
+            set_num_threads(original);
+        }
+    }
+
     /// <summary>
     /// For these p, T(1 / (1 − p)) computed in double and rounded to float32 is one ulp away from libtorch's
     /// 1f / (float)(1 − p): only a mask divided in the element type matches.
@@ -352,10 +420,13 @@ public class Dropout2dOracleTests
     }
 
     /// <summary>One point of the test matrix.</summary>
-    public sealed record Case(ScalarType Dtype, int Rank, Layout Layout, bool Inplace, bool Training, double P)
+    public sealed record Case(ScalarType Dtype, int Rank, Layout Layout, bool Inplace, bool Training, double P, long[]? Size = null)
     {
-        /// <summary>Odd sizes, N·C = 15 channels for 4-D (5 for 3-D), so that both kept and dropped channels occur.</summary>
-        public long[] Shape => Rank == 4 ? [3, 5, 3, 7] : [5, 3, 7];
+        /// <summary>
+        /// <see cref="Size"/> if given; otherwise odd sizes, N·C = 15 channels for 4-D (5 for 3-D), so that both kept and
+        /// dropped channels occur.
+        /// </summary>
+        public long[] Shape => Size ?? (Rank == 4 ? [3, 5, 3, 7] : [5, 3, 7]);
     }
 }
 
