@@ -39,7 +39,10 @@ internal static partial class Dropout2dKernels
     /// <c>draw</c> is the caller's: it is called once per part, in order, on any one of the threads, and returns false
     /// if it failed. It must not throw, since it may run on a thread that cannot pass an exception on.
     /// </remarks>
-    /// <returns>Whether every part was drawn; if not, nothing more was drawn or applied, and y is partly written.</returns>
+    /// <returns>
+    /// Whether every part was drawn. If not, the draw stopped at the part that failed, no value of that part or after it
+    /// was applied, and y is partly written.
+    /// </returns>
     public static unsafe bool DrawAndApplyMask<T>(
         ReadOnlySpan<T> x,
         Span<T> y,
