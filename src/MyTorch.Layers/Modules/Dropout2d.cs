@@ -13,7 +13,7 @@ namespace MyTorch.Layers;
 /// y = x · mask[n, c], mask[n, c] = 0 or T(1) / T(1 − p), products in the input's dtype T.
 /// </summary>
 /// <remarks>
-/// The mask is drawn as libtorch draws it (one <c>bernoulli_(1 − p)</c> over N·C elements of the input's dtype), from
+/// The mask is drawn as libtorch draws it (<c>bernoulli_(1 − p)</c> over N·C elements of the input's dtype), from
 /// <see cref="generator"/> or TorchSharp's default CPU generator, so after the same <c>torch.manual_seed(s)</c> outputs and
 /// gradients are bit for bit those of TorchSharp's <c>nn.Dropout2d</c>. A 3-D input is one sample, as in TorchSharp
 /// (Python PyTorch would read it as (N, C, L)). In evaluation, with p = 0 and for an empty input the input itself is
