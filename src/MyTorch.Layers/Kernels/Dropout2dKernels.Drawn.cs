@@ -57,44 +57,29 @@ internal static partial class Dropout2dKernels
     {
         Debug.Assert(x.Length >= layout.Length && y.Length >= layout.Length);
         Debug.Assert(mask.Length >= layout.Batch * layout.Channels && keepProbability > 0 && keepProbability <= 1);
-        int unitLength = layout.ChannelsLast ? layout.Channels : layout.Spatial;
-        int units = layout.Length / Math.Max(1, unitLength);
-        int unitsPerChunk = ChunkScheduler.UnitsPerChunk(unitLength);
-        int run = layout.ChannelsLast ? unitLength : PlaneBoundaries.RunLength(unitLength, Vector<T>.Count);
         fixed (T* px = x)
         fixed (T* py = y)
         fixed (T* pm = mask)
         {
             var job = new DrawAndApplyJob<T>
             {
-                Apply = new ApplyMaskJob<T>
-                {
-                    X = px,
-                    Y = py,
-                    Mask = pm,
-                    Layout = layout,
-                    Units = units,
-                    UnitsPerChunk = unitsPerChunk,
-                    Streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run)),
-                },
+                Apply = ApplyMaskJob<T>.For(px, py, pm, layout, streamingStores),
                 Draw = draw,
                 State = state,
                 Keep = keepProbability,
                 SamplesPerPart = Math.Max(1, DrawPartValues / Math.Max(1, layout.Channels)),
                 UnitsPerSample = layout.ChannelsLast ? layout.Spatial : layout.Channels,
             };
-            int chunks = layout.Length == 0 ? 0 : ChunkScheduler.ChunkCount(units, unitsPerChunk);
-            job.Chunks = chunks;
 
-            // Chunk 0 draws; each of the others applies the next chunk of the input whose samples are drawn.
-            ChunkScheduler.Run(ref job, 1 + chunks, threads);
+            // Piece 0 draws; each of the others applies the next chunk of the input whose samples are drawn.
+            ChunkScheduler.Run(ref job, 1 + job.Apply.Chunks, threads);
             return job.Abandoned == 0;
         }
     }
 
     /// <summary>
-    /// Piece 0 draws the mask part by part and publishes how many samples are drawn; pieces 1 to <see cref="Chunks"/>
-    /// each claim the next chunk of <see cref="Apply"/> in order and wait for its samples.
+    /// Piece 0 draws the mask part by part and publishes how many samples are drawn; each of the other pieces, one per
+    /// chunk of <see cref="Apply"/>, claims the next chunk in order and waits for its samples.
     /// </summary>
     private unsafe struct DrawAndApplyJob<T> : IChunkJob
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
@@ -105,7 +90,6 @@ internal static partial class Dropout2dKernels
         public double Keep;
         public int SamplesPerPart;
         public int UnitsPerSample;
-        public int Chunks;
 
         /// <summary>Samples whose mask values are drawn and scaled, published after their values.</summary>
         public int DrawnSamples;

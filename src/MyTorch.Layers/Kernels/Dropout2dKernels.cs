@@ -54,27 +54,12 @@ internal static partial class Dropout2dKernels
             return;
         }
 
-        // A unit is a plane (n, c) of S values in NCHW, a row (n, s) of C values in NHWC. A chunk's planes are written
-        // as one run when they are at least a vector long, its rows one by one.
-        int unitLength = layout.ChannelsLast ? layout.Channels : layout.Spatial;
-        int units = layout.Length / unitLength;
-        int unitsPerChunk = ChunkScheduler.UnitsPerChunk(unitLength);
-        int run = layout.ChannelsLast ? unitLength : PlaneBoundaries.RunLength(unitLength, Vector<T>.Count);
         fixed (T* px = x)
         fixed (T* py = y)
         fixed (T* pm = mask)
         {
-            var job = new ApplyMaskJob<T>
-            {
-                X = px,
-                Y = py,
-                Mask = pm,
-                Layout = layout,
-                Units = units,
-                UnitsPerChunk = unitsPerChunk,
-                Streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run)),
-            };
-            ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(units, unitsPerChunk), ChunkScheduler.ThreadsFor(layout.Length, threads));
+            var job = ApplyMaskJob<T>.For(px, py, pm, layout, streamingStores);
+            ChunkScheduler.Run(ref job, job.Chunks, ChunkScheduler.ThreadsFor(layout.Length, threads));
         }
     }
 
@@ -96,6 +81,29 @@ internal static partial class Dropout2dKernels
         public int Units;
         public int UnitsPerChunk;
         public bool Streaming;
+
+        /// <summary>The chunks of the job: <see cref="Run"/> takes 0 to Chunks − 1.</summary>
+        public readonly int Chunks => Units == 0 ? 0 : ChunkScheduler.ChunkCount(Units, UnitsPerChunk);
+
+        /// <summary>
+        /// y = x · mask over <paramref name="layout"/>. A unit is a plane (n, c) of S values in NCHW, a row (n, s) of C
+        /// values in NHWC; a chunk's planes are written as one run when they are at least a vector long, its rows one by one.
+        /// </summary>
+        public static ApplyMaskJob<T> For(T* x, T* y, T* mask, PlaneLayout layout, bool? streamingStores)
+        {
+            int unitLength = layout.ChannelsLast ? layout.Channels : layout.Spatial;
+            int run = layout.ChannelsLast ? unitLength : PlaneBoundaries.RunLength(unitLength, Vector<T>.Count);
+            return new ApplyMaskJob<T>
+            {
+                X = x,
+                Y = y,
+                Mask = mask,
+                Layout = layout,
+                Units = layout.Length == 0 ? 0 : layout.Length / unitLength,
+                UnitsPerChunk = ChunkScheduler.UnitsPerChunk(unitLength),
+                Streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run)),
+            };
+        }
 
         public readonly void Run(int chunk)
         {
