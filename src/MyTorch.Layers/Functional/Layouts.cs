@@ -90,12 +90,33 @@ internal static class Layouts
         return x.contiguous();
     }
 
-    /// <summary><paramref name="x"/>, 3-D or 4-D, itself when it is in <paramref name="layout"/>, otherwise a copy in that layout.</summary>
+    /// <summary>
+    /// <paramref name="x"/>, 3-D or 4-D, float32 or float64, itself when it is in <paramref name="layout"/>, otherwise a
+    /// copy in that layout: made by <see cref="LayoutKernels"/> from the other readable layout, by libtorch from any
+    /// other strides.
+    /// </summary>
     public static Tensor PlanesInLayout(Tensor x, long[] shape, MemoryLayout layout)
     {
-        if (ClassifyPlanes(x, shape) == layout)
+        var own = ClassifyPlanes(x, shape);
+        if (own == layout)
         {
             return x;
+        }
+
+        if (own != MemoryLayout.Strided && layout != MemoryLayout.Strided)
+        {
+            var moved = EmptyPlanes(shape, x.dtype, layout);
+            var from = Plane(AsBatch(shape), own);
+            if (x.dtype == ScalarType.Float32)
+            {
+                LayoutKernels.ToOtherLayout<float>(TensorMemory.Span<float>(x, from), TensorMemory.Span<float>(moved, from), from, KernelThreads.Count);
+            }
+            else
+            {
+                LayoutKernels.ToOtherLayout<double>(TensorMemory.Span<double>(x, from), TensorMemory.Span<double>(moved, from), from, KernelThreads.Count);
+            }
+
+            return moved;
         }
 
         if (layout != MemoryLayout.ChannelsLast)

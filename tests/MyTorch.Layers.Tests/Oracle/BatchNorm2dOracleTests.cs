@@ -86,6 +86,23 @@ public class BatchNorm2dOracleTests
         RunAgainstOracle(options, layout, [3, 8, 32, 32], trainingSteps: 2, evalSteps: 1);
     }
 
+    /// <summary>
+    /// The output gradient in either layout under an input in either. A gradient in the other layout than the input's
+    /// is moved into the input's before the backward reads it: 130 channels are two blocks of 64 and 2 more, planes of
+    /// 13×17 = 221 values three blocks and 29 more, and 86,190 values take the parallel path.
+    /// </summary>
+    [Test]
+    public void Backward_GradientInEitherLayout_MatchesTorchSharp(
+        [Values(ScalarType.Float32, ScalarType.Float64)] ScalarType dtype,
+        [Values(Layout.Contiguous, Layout.ChannelsLast)] Layout inputLayout,
+        [Values(Layout.Contiguous, Layout.ChannelsLast)] Layout gradientLayout,
+        [Values("3x130x13x17", "2x5x7x9")] string shape)
+    {
+        var options = new Options(dtype, Affine: true, Track: true, Momentum: 0.1, Eps: 1e-5) { OracleDtype = ScalarType.Float64 };
+        long[] dims = Array.ConvertAll(shape.Split('x'), long.Parse);
+        RunAgainstOracle(options, inputLayout, dims, trainingSteps: 2, evalSteps: 1, gradientLayout);
+    }
+
     [Test]
     public void OtherEps_MatchesTorchSharp()
     {
@@ -171,7 +188,7 @@ public class BatchNorm2dOracleTests
     /// Runs <paramref name="trainingSteps"/> training steps and <paramref name="evalSteps"/> evaluation steps through both
     /// modules, comparing output, input gradient, parameter gradients and buffers after each.
     /// </summary>
-    internal static void RunAgainstOracle(Options options, Layout layout, long[] shape, int trainingSteps, int evalSteps)
+    internal static void RunAgainstOracle(Options options, Layout layout, long[] shape, int trainingSteps, int evalSteps, Layout gradientLayout = Layout.Contiguous)
     {
         using var scope = NewDisposeScope();
         manual_seed(1234);
@@ -200,7 +217,7 @@ public class BatchNorm2dOracleTests
 
             // Non-zero means and non-unit spreads per channel, so that every term of the math matters.
             var values = (randn(shape, options.Dtype) * (rand(1, channels, 1, 1, options.Dtype) * 3 + 0.5)) + randn(1, channels, 1, 1, options.Dtype);
-            var gradOutput = randn(shape, options.Dtype);
+            var gradOutput = InLayout(randn(shape, options.Dtype), gradientLayout);
             using var theirInput = LaidOutInput.Create(values.to(oracleDtype), layout);
             using var ourInput = LaidOutInput.Create(values, layout);
 
@@ -233,6 +250,14 @@ public class BatchNorm2dOracleTests
             }
         }
     }
+
+    /// <summary>The same values in contiguous or channels-last memory.</summary>
+    private static Tensor InLayout(Tensor values, Layout layout) => layout switch
+    {
+        Layout.Contiguous => values,
+        Layout.ChannelsLast => values.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2),
+        _ => throw new ArgumentOutOfRangeException(nameof(layout), layout, null),
+    };
 
     /// <summary>The oracle's result in our dtype: itself, or rounded from the float64 oracle.</summary>
     private static Tensor? AsOurs(Tensor? expected, Options options) =>

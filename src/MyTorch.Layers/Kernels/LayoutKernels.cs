@@ -1,0 +1,314 @@
+using System;
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace MyTorch.Layers.Kernels;
+
+/// <summary>
+/// Copies a batch of planes from one of the two memory layouts the kernels read to the other: NCHW (each sample C
+/// planes of S values) to NHWC (each sample S rows of C values) and back. Each sample is a matrix that is transposed,
+/// rows × columns into columns × rows. Values are moved, never computed, so every bit arrives as it left (NaN payloads
+/// and signed zeros included), whatever path or thread count moves it.
+/// </summary>
+/// <remarks>
+/// A backward pass whose output gradient arrives in the other layout than its input (a channels-last network whose
+/// loss, or a reshape after the layer, hands back a contiguous gradient) reads that gradient through such a copy.
+/// </remarks>
+internal static unsafe class LayoutKernels
+{
+    /// <summary>The side of the square blocks the copy moves at a time: two 64 × 64 blocks of doubles fill 64 KB.</summary>
+    private const int Block = 64;
+
+    /// <summary>
+    /// The long side of a block when the other is shorter than a tile (a few channels): such a block is only a few
+    /// sequential runs, so it need not be square to stay in the cache, and its ends, moved value by value, come rarely.
+    /// </summary>
+    private const int LongBlock = 2048;
+
+    /// <summary>
+    /// <paramref name="destination"/> = <paramref name="source"/> in the other layout: source in
+    /// <paramref name="sourceLayout"/>, destination NHWC if the source is NCHW and NCHW if it is NHWC.
+    /// </summary>
+    public static void ToOtherLayout<T>(ReadOnlySpan<T> source, Span<T> destination, PlaneLayout sourceLayout, int threads = 1)
+        where T : unmanaged
+    {
+        int rows = sourceLayout.ChannelsLast ? sourceLayout.Spatial : sourceLayout.Channels;
+        int columns = sourceLayout.ChannelsLast ? sourceLayout.Channels : sourceLayout.Spatial;
+        Transpose(source, destination, sourceLayout.Batch, rows, columns, threads);
+    }
+
+    /// <summary>
+    /// destination[m, j, i] = source[m, i, j] for <paramref name="count"/> matrices of <paramref name="rows"/> ×
+    /// <paramref name="columns"/> values, each stored row by row, on up to <paramref name="threads"/> threads.
+    /// </summary>
+    public static void Transpose<T>(ReadOnlySpan<T> source, Span<T> destination, int count, int rows, int columns, int threads = 1)
+        where T : unmanaged
+    {
+        long length = (long)count * rows * columns;
+        Debug.Assert(source.Length >= length && destination.Length >= length);
+        if (length == 0)
+        {
+            return;
+        }
+
+        fixed (T* ps = source)
+        fixed (T* pd = destination)
+        {
+            var job = new TransposeJob<T>(ps, pd, count, rows, columns);
+            ChunkScheduler.Run(ref job, job.Chunks, ChunkScheduler.ThreadsFor((int)length, threads));
+        }
+    }
+
+    /// <summary>
+    /// Consecutive blocks of <see cref="Transpose{T}"/>, in the order (matrix, block row, block column): a chunk moves
+    /// about <see cref="ChunkScheduler.ChunkElements"/> values, a band of blocks across the source's rows.
+    /// </summary>
+    private readonly struct TransposeJob<T> : IChunkJob
+        where T : unmanaged
+    {
+        private readonly T* source;
+        private readonly T* destination;
+        private readonly T* sourceEnd;
+        private readonly int rows;
+        private readonly int columns;
+        private readonly int rowsPerBlock;
+        private readonly int columnsPerBlock;
+        private readonly int blockRows;
+        private readonly int blockColumns;
+        private readonly long blocks;
+        private readonly int blocksPerChunk;
+
+        public TransposeJob(T* source, T* destination, int count, int rows, int columns)
+        {
+            this.source = source;
+            this.destination = destination;
+            sourceEnd = source + ((long)count * rows * columns);
+            this.rows = rows;
+            this.columns = columns;
+            rowsPerBlock = columns < 8 ? LongBlock : Block;
+            columnsPerBlock = rows < 8 ? LongBlock : Block;
+            blockRows = (rows + rowsPerBlock - 1) / rowsPerBlock;
+            blockColumns = (columns + columnsPerBlock - 1) / columnsPerBlock;
+            blocks = (long)count * blockRows * blockColumns;
+            blocksPerChunk = ChunkScheduler.UnitsPerChunk(Math.Min(rows, rowsPerBlock) * Math.Min(columns, columnsPerBlock));
+        }
+
+        public int Chunks => (int)((blocks + blocksPerChunk - 1) / blocksPerChunk);
+
+        public void Run(int chunk)
+        {
+            long first = (long)chunk * blocksPerChunk;
+            long end = Math.Min(blocks, first + blocksPerChunk);
+            int perMatrix = blockRows * blockColumns;
+            long matrixLength = (long)rows * columns;
+            for (long b = first; b < end; b++)
+            {
+                long matrix = b / perMatrix;
+                int inMatrix = (int)(b - (matrix * perMatrix));
+                int row = inMatrix / blockColumns * rowsPerBlock;
+                int column = inMatrix % blockColumns * columnsPerBlock;
+                MoveBlock(
+                    source + (matrix * matrixLength) + ((long)row * columns) + column,
+                    destination + (matrix * matrixLength) + ((long)column * rows) + row,
+                    Math.Min(rowsPerBlock, rows - row),
+                    Math.Min(columnsPerBlock, columns - column),
+                    columns,
+                    rows,
+                    sourceEnd);
+            }
+        }
+    }
+
+    /// <summary>
+    /// destination[j·destinationStride + i] = source[i·sourceStride + j] for i &lt; height, j &lt; width: whole tiles of
+    /// 8 × 8 four-byte or 4 × 4 eight-byte values in AVX registers, the rest value by value. Nothing at or beyond
+    /// <paramref name="sourceEnd"/> is read.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void MoveBlock<T>(T* source, T* destination, int height, int width, int sourceStride, int destinationStride, T* sourceEnd)
+        where T : unmanaged
+    {
+        int tile = !Avx.IsSupported ? 0 : sizeof(T) == 4 ? 8 : sizeof(T) == 8 ? 4 : 0;
+        if (tile == 8 && height < 8 && width >= 8 && destinationStride == height)
+        {
+            ShortRows((float*)source, (float*)destination, height, width, sourceStride);
+            return;
+        }
+
+        if (tile == 8 && width < 8 && height >= 8 && sourceStride == width)
+        {
+            ShortColumns((float*)source, (float*)destination, height, width, destinationStride, (float*)sourceEnd);
+            return;
+        }
+
+        int tiledHeight = tile == 0 ? 0 : height - (height % tile);
+        int tiledWidth = tile == 0 ? 0 : width - (width % tile);
+        for (int i = 0; i < tiledHeight; i += tile)
+        {
+            for (int j = 0; j < tiledWidth; j += tile)
+            {
+                T* from = source + ((long)i * sourceStride) + j;
+                T* to = destination + ((long)j * destinationStride) + i;
+                if (tile == 8)
+                {
+                    Tile8x8((float*)from, (float*)to, sourceStride, destinationStride);
+                }
+                else
+                {
+                    Tile4x4((double*)from, (double*)to, sourceStride, destinationStride);
+                }
+            }
+        }
+
+        // The columns right of the tiles (all rows), then the rows below them (the tiled columns only).
+        Scalar(source, destination, 0, height, tiledWidth, width, sourceStride, destinationStride);
+        Scalar(source, destination, tiledHeight, height, 0, tiledWidth, sourceStride, destinationStride);
+    }
+
+    /// <summary>
+    /// A matrix of fewer than 8 rows of four-byte values (NCHW to NHWC with a few channels), whose destination,
+    /// <paramref name="width"/> rows of <paramref name="height"/> values, is one run. Each 8 columns go through an 8 × 8
+    /// tile whose missing rows are zeros, and each of its 8 output rows is stored whole: the values past a row's
+    /// <paramref name="height"/> land on the next rows, which the next stores (in order) overwrite. The last columns,
+    /// whose spare values would land past the run, are moved one by one.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ShortRows(float* source, float* destination, int height, int width, int sourceStride)
+    {
+        Debug.Assert(height is > 0 and < 8 && width >= 8);
+        float* tile = stackalloc float[64];
+        new Span<float>(tile + (8 * height), 8 * (8 - height)).Clear();
+        int run = width * height;
+        int j = 0;
+        for (; j + 8 <= width && ((j + 7) * height) + 8 <= run; j += 8)
+        {
+            for (int k = 0; k < height; k++)
+            {
+                Avx.Store(tile + (8 * k), Avx.LoadVector256(source + ((long)k * sourceStride) + j));
+            }
+
+            // Tile8x8 stores its output rows in order, each 8 values from j·height + q·height on.
+            Tile8x8(tile, destination + (j * height), 8, height);
+        }
+
+        Scalar(source, destination, 0, height, j, width, sourceStride, height);
+    }
+
+    /// <summary>
+    /// A matrix of fewer than 8 columns of four-byte values (NHWC to NCHW with a few channels), whose rows lie back
+    /// to back: 8 rows at a time go through an 8 × 8 tile loaded from 8 row starts, each load reaching on into the
+    /// next rows (never to <paramref name="sourceEnd"/>), and the first <paramref name="width"/> output rows are stored.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ShortColumns(float* source, float* destination, int height, int width, int destinationStride, float* sourceEnd)
+    {
+        Debug.Assert(width is > 0 and < 8 && height >= 8);
+        float* tile = stackalloc float[64];
+        int i = 0;
+        for (; i + 8 <= height && source + ((long)(i + 7) * width) + 8 <= sourceEnd; i += 8)
+        {
+            Tile8x8(source + ((long)i * width), tile, width, 8);
+            for (int q = 0; q < width; q++)
+            {
+                Avx.Store(destination + ((long)q * destinationStride) + i, Avx.LoadVector256(tile + (8 * q)));
+            }
+        }
+
+        Scalar(source, destination, i, height, 0, width, width, destinationStride);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Scalar<T>(T* source, T* destination, int rowStart, int rowEnd, int columnStart, int columnEnd, int sourceStride, int destinationStride)
+        where T : unmanaged
+    {
+        // Along the longer side in the inner loop, so that it runs long enough to pipeline.
+        if (rowEnd - rowStart >= columnEnd - columnStart)
+        {
+            for (int j = columnStart; j < columnEnd; j++)
+            {
+                T* to = destination + ((long)j * destinationStride);
+                for (int i = rowStart; i < rowEnd; i++)
+                {
+                    to[i] = source[((long)i * sourceStride) + j];
+                }
+            }
+        }
+        else
+        {
+            for (int i = rowStart; i < rowEnd; i++)
+            {
+                T* from = source + ((long)i * sourceStride);
+                for (int j = columnStart; j < columnEnd; j++)
+                {
+                    destination[((long)j * destinationStride) + i] = from[j];
+                }
+            }
+        }
+    }
+
+    /// <summary>An 8 × 8 tile of four-byte values: unpack pairs of rows, then pairs of pairs, then swap 128-bit halves.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Tile8x8(float* source, float* destination, int sourceStride, int destinationStride)
+    {
+        var r0 = Avx.LoadVector256(source);
+        var r1 = Avx.LoadVector256(source + sourceStride);
+        var r2 = Avx.LoadVector256(source + (2L * sourceStride));
+        var r3 = Avx.LoadVector256(source + (3L * sourceStride));
+        var r4 = Avx.LoadVector256(source + (4L * sourceStride));
+        var r5 = Avx.LoadVector256(source + (5L * sourceStride));
+        var r6 = Avx.LoadVector256(source + (6L * sourceStride));
+        var r7 = Avx.LoadVector256(source + (7L * sourceStride));
+
+        // Per 128-bit half, tK holds the elements of two rows interleaved: (a0 b0 a1 b1 | a4 b4 a5 b5) and so on.
+        var t0 = Avx.UnpackLow(r0, r1);
+        var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3);
+        var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5);
+        var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7);
+        var t7 = Avx.UnpackHigh(r6, r7);
+
+        // Per half, column k of four rows: (a0 b0 c0 d0 | a4 b4 c4 d4) and so on.
+        var u0 = Avx.Shuffle(t0, t2, 0x44);
+        var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44);
+        var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44);
+        var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44);
+        var u7 = Avx.Shuffle(t5, t7, 0xEE);
+
+        Avx.Store(destination, Avx.Permute2x128(u0, u4, 0x20));
+        Avx.Store(destination + destinationStride, Avx.Permute2x128(u1, u5, 0x20));
+        Avx.Store(destination + (2L * destinationStride), Avx.Permute2x128(u2, u6, 0x20));
+        Avx.Store(destination + (3L * destinationStride), Avx.Permute2x128(u3, u7, 0x20));
+        Avx.Store(destination + (4L * destinationStride), Avx.Permute2x128(u0, u4, 0x31));
+        Avx.Store(destination + (5L * destinationStride), Avx.Permute2x128(u1, u5, 0x31));
+        Avx.Store(destination + (6L * destinationStride), Avx.Permute2x128(u2, u6, 0x31));
+        Avx.Store(destination + (7L * destinationStride), Avx.Permute2x128(u3, u7, 0x31));
+    }
+
+    /// <summary>A 4 × 4 tile of eight-byte values: unpack pairs of rows, then swap 128-bit halves.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Tile4x4(double* source, double* destination, int sourceStride, int destinationStride)
+    {
+        var r0 = Avx.LoadVector256(source);
+        var r1 = Avx.LoadVector256(source + sourceStride);
+        var r2 = Avx.LoadVector256(source + (2L * sourceStride));
+        var r3 = Avx.LoadVector256(source + (3L * sourceStride));
+
+        // (a0 b0 | a2 b2), (a1 b1 | a3 b3), (c0 d0 | c2 d2), (c1 d1 | c3 d3).
+        var t0 = Avx.UnpackLow(r0, r1);
+        var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3);
+        var t3 = Avx.UnpackHigh(r2, r3);
+
+        Avx.Store(destination, Avx.Permute2x128(t0, t2, 0x20));
+        Avx.Store(destination + destinationStride, Avx.Permute2x128(t1, t3, 0x20));
+        Avx.Store(destination + (2L * destinationStride), Avx.Permute2x128(t0, t2, 0x31));
+        Avx.Store(destination + (3L * destinationStride), Avx.Permute2x128(t1, t3, 0x31));
+    }
+}
