@@ -44,7 +44,7 @@ public abstract class LayerBenchmark
         using (var scope = NewDisposeScope())
         {
             var x = Case.RandomInput();
-            Tensor[] first = NeedsGradOutput ? [x, Case.RandomInput()] : [x];
+            Tensor[] first = NeedsGradOutput ? [x, Case.RandomGradOutput()] : [x];
             foreach (var t in first)
             {
                 t.DetachFromDisposeScope();

@@ -53,7 +53,7 @@ internal static class SummaryTable
                 var tensorCase = byCase.Key;
                 double? ours = MedianMs(byCase.FirstOrDefault(r => r.BenchmarkCase.Descriptor.WorkloadMethod.Name == nameof(BatchNorm2dEvalForward.MyTorchLayers)));
                 double? theirs = MedianMs(byCase.FirstOrDefault(r => r.BenchmarkCase.Descriptor.WorkloadMethod.Name == nameof(BatchNorm2dEvalForward.TorchSharp)));
-                double? roofline = copies.TryGetValue(tensorCase, out double copy) ? copy * step.Passes / 2 : null;
+                double? roofline = copies.TryGetValue(tensorCase.CopyCase, out double copy) ? copy * step.Passes / 2 : null;
                 text.AppendLine(string.Join(
                     " | ",
                     "| " + tensorCase.ShapeText,

@@ -14,6 +14,12 @@ public enum Layout
 
     /// <summary>Channels-last: (N, C, H, W) sizes over (N, H, W, C) memory.</summary>
     ChannelsLast,
+
+    /// <summary>
+    /// A channels-last input whose output gradient is contiguous NCHW, as when what follows the layer (a reshape, a
+    /// loss) hands back a contiguous gradient.
+    /// </summary>
+    ChannelsLastNchwGradient,
 }
 
 /// <summary>
@@ -40,7 +46,15 @@ public sealed record TensorCase(long N, long C, long H, long W, Layout Layout, S
 
     public string ShapeText => string.Join('×', Shape.Select(s => s.ToString(CultureInfo.InvariantCulture)));
 
-    public string LayoutText => Layout == Layout.Nchw ? "NCHW" : "channels-last";
+    public string LayoutText => Layout switch
+    {
+        Layout.Nchw => "NCHW",
+        Layout.ChannelsLast => "channels-last",
+        _ => "channels-last, NCHW dy",
+    };
+
+    /// <summary>The case whose copy is this case's roofline: the input's bytes in the input's layout.</summary>
+    public TensorCase CopyCase => Layout == Layout.ChannelsLastNchwGradient ? this with { Layout = Layout.ChannelsLast } : this;
 
     public string DtypeText => Dtype == ScalarType.Float64 ? "float64" : "float32";
 
@@ -48,12 +62,13 @@ public sealed record TensorCase(long N, long C, long H, long W, Layout Layout, S
     public static IEnumerable<TensorCase> Float32Nchw() => Of(Layout.Nchw, ScalarType.Float32);
 
     /// <summary>
-    /// float32 NCHW and channels-last, then float64 NCHW (to set beside the float32 time), on every shape: the
-    /// combinations where BatchNorm2d's training step matters.
+    /// float32 NCHW, channels-last and channels-last with an NCHW output gradient, then float64 NCHW (to set beside
+    /// the float32 time), on every shape: the combinations where BatchNorm2d's training step matters.
     /// </summary>
     public static IEnumerable<TensorCase> TrainingStep() =>
         Of(Layout.Nchw, ScalarType.Float32)
             .Concat(Of(Layout.ChannelsLast, ScalarType.Float32))
+            .Concat(Of(Layout.ChannelsLastNchwGradient, ScalarType.Float32))
             .Concat(Of(Layout.Nchw, ScalarType.Float64));
 
     /// <summary>A random input of this case's shape, dtype and layout.</summary>
@@ -63,7 +78,10 @@ public sealed record TensorCase(long N, long C, long H, long W, Layout Layout, S
         return Layout == Layout.Nchw ? x : InLayout(x);
     }
 
-    /// <summary><paramref name="x"/> (NCHW) rewritten in this case's layout.</summary>
+    /// <summary>A random output gradient: in this case's layout, or contiguous NCHW for <see cref="Layout.ChannelsLastNchwGradient"/>.</summary>
+    public Tensor RandomGradOutput() => Layout == Layout.ChannelsLastNchwGradient ? randn(Shape, Dtype) : RandomInput();
+
+    /// <summary><paramref name="x"/> (NCHW) rewritten in this case's layout (channels-last for both channels-last cases).</summary>
     public Tensor InLayout(Tensor x)
     {
         ArgumentNullException.ThrowIfNull(x);
@@ -98,7 +116,7 @@ public sealed record TensorCase(long N, long C, long H, long W, Layout Layout, S
             shape++;
         }
 
-        return (((shape * 2) + (int)Layout) * 2) + (Dtype == ScalarType.Float64 ? 1 : 0);
+        return (((shape * 3) + (int)Layout) * 2) + (Dtype == ScalarType.Float64 ? 1 : 0);
     }
 
     private static int Compare(TensorCase? left, TensorCase? right) =>
