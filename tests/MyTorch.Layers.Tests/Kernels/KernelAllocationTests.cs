@@ -1,0 +1,59 @@
+using System;
+using MyTorch.Layers.Kernels;
+using MyTorch.Layers.Tests.Support;
+using NUnit.Framework;
+
+namespace MyTorch.Layers.Tests.Kernels;
+
+/// <summary>
+/// The kernels allocate nothing on the managed heap once warmed up: scratch comes from the caller, a parallel
+/// region's shared state lives on the calling thread's stack. Counted on the calling thread, which runs a share of
+/// every parallel region's chunks.
+/// </summary>
+[TestFixture]
+public class KernelAllocationTests
+{
+    [Test]
+    public void Kernels_InSteadyState_AllocateNothing(
+        [Values(false, true)] bool channelsLast,
+        [Values(1, 2)] int threads,
+        [Values(true, false)] bool openMpTeam)
+    {
+        // 3 × 40 × 700 = 84,000 values: above the parallel threshold, several chunks.
+        var layout = new PlaneLayout(3, 40, 700, channelsLast);
+        var random = new Random(5);
+        float[] x = KernelInputs.Uniform<float>(random, layout.Length, 3, 1);
+        float[] dy = KernelInputs.Uniform<float>(random, layout.Length, 1, 0);
+        float[] weight = KernelInputs.Uniform<float>(random, layout.Channels, 1, 0.5);
+        float[] bias = KernelInputs.Uniform<float>(random, layout.Channels, 1, 0);
+        float[] output = new float[layout.Length];
+        float[] mask = KernelInputs.Uniform<float>(random, layout.Batch * layout.Channels, 1, 0);
+        int c = layout.Channels;
+        double[] mean = new double[c], variance = new double[c], invstd = new double[c], sumDy = new double[c], sumDyXmu = new double[c];
+        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
+
+        void Calls()
+        {
+            BatchNorm2dKernels.BatchStatisticsVectorized<float>(x, layout, mean, variance, scratch, threads);
+            BatchNorm2dKernels.InverseStandardDeviation(variance, 1e-5, invstd);
+            BatchNorm2dKernels.NormalizeVectorized<float>(x, output, layout, mean, invstd, weight, bias, scratch, threads);
+            BatchNorm2dKernels.BackwardReductionsVectorized<float>(x, dy, layout, mean, sumDy, sumDyXmu, scratch, threads);
+            BatchNorm2dKernels.BackwardInputVectorized<float>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads);
+            Dropout2dKernels.ApplyMask<float>(x, output, layout, mask, threads);
+            LayoutKernels.ToOtherLayout<float>(x, output, layout, threads);
+        }
+
+        KernelTeams.Run(openMpTeam, () =>
+        {
+            Calls();
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 5; i++)
+            {
+                Calls();
+            }
+
+            long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+            Assert.That(allocated, Is.Zero, "bytes allocated on the managed heap by five rounds of kernel calls");
+        });
+    }
+}
