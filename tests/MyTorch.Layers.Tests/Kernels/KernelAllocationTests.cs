@@ -43,17 +43,28 @@ public class KernelAllocationTests
             LayoutKernels.ToOtherLayout<float>(x, output, layout, threads);
         }
 
+        // The runtime itself may allocate on this thread now and then (once, about 1 KB, was seen in a full test run),
+        // so one of three windows of five rounds must allocate nothing; a kernel that allocates per call fails all three.
         KernelTeams.Run(openMpTeam, () =>
         {
             Calls();
-            long before = GC.GetAllocatedBytesForCurrentThread();
-            for (int i = 0; i < 5; i++)
+            long[] windows = new long[3];
+            for (int w = 0; w < windows.Length; w++)
             {
-                Calls();
+                long before = GC.GetAllocatedBytesForCurrentThread();
+                for (int i = 0; i < 5; i++)
+                {
+                    Calls();
+                }
+
+                windows[w] = GC.GetAllocatedBytesForCurrentThread() - before;
+                if (windows[w] == 0)
+                {
+                    return;
+                }
             }
 
-            long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
-            Assert.That(allocated, Is.Zero, "bytes allocated on the managed heap by five rounds of kernel calls");
+            Assert.Fail($"bytes allocated on the managed heap by each of three windows of five rounds of kernel calls: {string.Join(", ", windows)}");
         });
     }
 }
