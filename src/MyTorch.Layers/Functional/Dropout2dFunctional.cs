@@ -16,8 +16,8 @@ namespace MyTorch.Layers.Functional;
 /// <remarks>
 /// The mask is drawn as libtorch draws it: <c>bernoulli_(1 − p)</c> over a tensor of N·C elements of the input's
 /// dtype, from the given generator or TorchSharp's default CPU generator, then divided by (1 − p) in that dtype. A mask
-/// of 8,192 values or more is drawn in parts of whole samples, in order,
-/// while other threads apply the parts drawn: the same values, and the generator left where one draw leaves it.
+/// of 8,192 values or more is drawn in parts of whole samples, in order, while other threads apply the parts drawn:
+/// the same values, and the generator left where one draw leaves it.
 /// So after the same <c>torch.manual_seed(s)</c> the result is bit for bit TorchSharp's <c>nn.functional.dropout2d</c>.
 /// Applying the mask and its derivative are MyTorch.Layers' kernels; the draw is the only TorchSharp computation.
 /// </remarks>

@@ -94,10 +94,15 @@ public class LayoutKernelTests
         var source = new T[length];
         random.NextBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(source.AsSpan()));
 
-        // A destination one longer than needed, pre-filled, to catch a write past the end.
+        // A destination one longer than needed, its last element a value the source does not hold, to catch a write past the end.
         var destination = new T[length + 1];
-        destination.AsSpan().Fill(default);
-        var sentinel = source.Length > 0 ? source[0] : default;
+        var held = new HashSet<T>(source);
+        T sentinel = default;
+        for (ulong candidate = 1; held.Contains(sentinel); candidate++)
+        {
+            sentinel = System.Runtime.CompilerServices.Unsafe.As<ulong, T>(ref candidate);
+        }
+
         destination[length] = sentinel;
         KernelTeams.Run(openMpTeam, () => LayoutKernels.Transpose<T>(source, destination, count, rows, columns, threads));
 

@@ -124,47 +124,46 @@ public class Dropout2dOracleTests
     }
 
     [TestCaseSource(nameof(DrawnMaskMatrix))]
-    public void MaskDrawnWhileApplied_MatchesTorchSharp(Case c)
+    public void MaskDrawnWhileApplied_MatchesTorchSharp(Case c) => WithAtLeastTwoThreads(() =>
     {
-        // The mask is drawn in parts only where the kernels have a second thread to apply them meanwhile.
-        int original = get_num_threads();
-        set_num_threads(Math.Max(2, original));
-        try
+        var layout = new MyTorch.Layers.Kernels.PlaneLayout((int)c.Shape[0], (int)c.Shape[1], (int)(c.Shape[2] * c.Shape[3]), c.Layout == Layout.ChannelsLast);
+        Assert.That(MyTorch.Layers.Kernels.Dropout2dKernels.DrawWhileApplying(layout, KernelThreads.Count), Is.True, "the case must draw its mask in parts");
+        foreach (var oracle in Enum.GetValues<Oracle>())
         {
-            var layout = new MyTorch.Layers.Kernels.PlaneLayout((int)c.Shape[0], (int)c.Shape[1], (int)(c.Shape[2] * c.Shape[3]), c.Layout == Layout.ChannelsLast);
-            Assert.That(MyTorch.Layers.Kernels.Dropout2dKernels.DrawWhileApplying(layout, KernelThreads.Count), Is.True, "the case must draw its mask in parts");
-            foreach (var oracle in Enum.GetValues<Oracle>())
-            {
-                CompareModule(c, oracle, seed: 31 + (int)oracle);
-            }
+            CompareModule(c, oracle, seed: 31 + (int)oracle);
         }
-        finally
-        {
-            set_num_threads(original);
-        }
-    }
+    });
 
     [Test]
-    public void MaskDrawnWhileApplied_FromASeparateGenerator_MatchesTorchSharp_AndLeavesTheDefaultAlone()
+    public void MaskDrawnWhileApplied_FromASeparateGenerator_MatchesTorchSharp_AndLeavesTheDefaultAlone() => WithAtLeastTwoThreads(() =>
     {
         using var scope = NewDisposeScope();
+        var x = randn(4, 3000, 4, 4);
+        var generator = new Generator(777);
+        manual_seed(12);
+        double before = rand(1, ScalarType.Float64).item<double>();
+        manual_seed(12);
+        var (first, _) = Dropout2dFunctional.Forward(x, 0.4, generator: generator);
+        var (second, _) = Dropout2dFunctional.Forward(x, 0.4, generator: generator);
+        Assert.That(rand(1, ScalarType.Float64).item<double>(), Is.EqualTo(before), "the default generator was used");
+
+        manual_seed(777);
+        BitExact.AssertEqual(first, nn.functional.dropout2d(x, 0.4, training: true), "first forward");
+        BitExact.AssertEqual(second, nn.functional.dropout2d(x, 0.4, training: true), "second forward");
+        Assert.That(generator.get_state().eq(get_rng_state()).all().item<bool>(), Is.True, "the generator's state after two draws: where TorchSharp's two leave the default one");
+    });
+
+    /// <summary>
+    /// Runs <paramref name="test"/> with TorchSharp's thread count at 2 or more: the mask is drawn in parts only where
+    /// the kernels have a second thread to apply them meanwhile.
+    /// </summary>
+    private static void WithAtLeastTwoThreads(Action test)
+    {
         int original = get_num_threads();
         set_num_threads(Math.Max(2, original));
         try
         {
-            var x = randn(4, 3000, 4, 4);
-            var generator = new Generator(777);
-            manual_seed(12);
-            double before = rand(1, ScalarType.Float64).item<double>();
-            manual_seed(12);
-            var (first, _) = Dropout2dFunctional.Forward(x, 0.4, generator: generator);
-            var (second, _) = Dropout2dFunctional.Forward(x, 0.4, generator: generator);
-            Assert.That(rand(1, ScalarType.Float64).item<double>(), Is.EqualTo(before), "the default generator was used");
-
-            manual_seed(777);
-            BitExact.AssertEqual(first, nn.functional.dropout2d(x, 0.4, training: true), "first forward");
-            BitExact.AssertEqual(second, nn.functional.dropout2d(x, 0.4, training: true), "second forward");
-            Assert.That(generator.get_state().eq(get_rng_state()).all().item<bool>(), Is.True, "the generator's state after two draws: where TorchSharp's two leave the default one");
+            test();
         }
         finally
         {
