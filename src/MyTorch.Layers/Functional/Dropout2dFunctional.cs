@@ -1,7 +1,6 @@
 using System;
 using System.Globalization;
 using System.Numerics;
-using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 using MyTorch.Layers.Kernels;
 using TorchSharp;
@@ -14,12 +13,15 @@ namespace MyTorch.Layers.Functional;
 /// for people who drive the layer by hand. No autograd graph is built; <see cref="Dropout2d"/> wires these into autograd.
 /// </summary>
 /// <remarks>
-/// The mask is drawn as libtorch draws it: <c>bernoulli_(1 − p)</c> over a tensor of N·C elements of the input's
-/// dtype, from the given generator or TorchSharp's default CPU generator, then divided by (1 − p) in that dtype. A mask
-/// of 8,192 values or more is drawn in parts of whole samples, in order, while other threads apply the parts drawn:
-/// the same values, and the generator left where one draw leaves it.
-/// So after the same <c>torch.manual_seed(s)</c> the result is bit for bit TorchSharp's <c>nn.functional.dropout2d</c>.
-/// Applying the mask and its derivative are MyTorch.Layers' kernels; the draw is the only TorchSharp computation.
+/// The mask is libtorch's: <c>bernoulli_(1 − p)</c> over a tensor of N·C elements of the input's dtype, from the
+/// given generator or TorchSharp's default CPU generator, then divided by (1 − p) in that dtype. MyTorch.Layers' kernel
+/// makes those draws itself, from the generator's state, which it reads and hands back advanced as libtorch's draw
+/// would advance it; a mask of 8,192 values or more is drawn in parts of whole samples, in order, while other threads
+/// apply the parts drawn. Where libtorch does not draw with the generator's own engine (built with MKL, on an Intel
+/// processor, it seeds an MKL stream instead) libtorch's <c>bernoulli_</c> draws the mask. Either way, after the same
+/// <c>torch.manual_seed(s)</c> the result is bit for bit TorchSharp's <c>nn.functional.dropout2d</c>, and the generator
+/// ends in the same state. The kernel's read and write of the state are one step for MyTorch.Layers' own draws, but not
+/// for libtorch's: a libtorch operation drawing from the same generator on another thread at that moment repeats numbers.
 /// </remarks>
 public static class Dropout2dFunctional
 {
@@ -219,15 +221,15 @@ public static class Dropout2dFunctional
         var plane = Layouts.Plane(Layouts.AsBatch(shape), layout);
         var destination = inplace ? source : Layouts.EmptyPlanes(shape, input.dtype, layout);
         Tensor factors;
-        if (p < 1 && Dropout2dKernels.DrawWhileApplying(plane, KernelThreads.Count))
+        if (p == 1)
         {
-            factors = empty(MaskShape(shape), input.dtype);
-            DrawAndApplyMask(source, destination, plane, factors, keep, generator);
+            factors = zeros(MaskShape(shape), input.dtype);
+            ApplyMask(source, destination, plane, factors);
         }
         else
         {
-            factors = p == 1 ? zeros(MaskShape(shape), input.dtype) : DrawMask(MaskShape(shape), input.dtype, keep, generator);
-            ApplyMask(source, destination, plane, factors);
+            factors = empty(MaskShape(shape), input.dtype);
+            DrawAndApplyMask(source, destination, plane, factors, keep, generator);
         }
 
         Tensor output;
@@ -276,12 +278,57 @@ public static class Dropout2dFunctional
         return end < 0 ? message : message[..end];
     }
 
-    /// <summary>libtorch's draw: Bernoulli(keep) over a tensor of the mask's shape and dtype, then divided by keep in that dtype.</summary>
-    private static Tensor DrawMask(long[] shape, ScalarType dtype, double keep, Generator? generator)
+    /// <summary>
+    /// Draws the mask, Bernoulli(keep) then divided by keep in the mask's dtype, and applies it. Where the kernels can make
+    /// the generator's draws (<see cref="GeneratorState"/>) they draw from its state, while applying when that pays, and
+    /// hand the state back; otherwise libtorch's <c>bernoulli_</c> draws the whole mask in one call.
+    /// </summary>
+    private static void DrawAndApplyMask(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask, double keep, Generator? generator)
     {
-        var mask = empty(shape, dtype);
-        mask.bernoulli_(keep, generator);
-        if (dtype == ScalarType.Float32)
+        lock (GeneratorState.Gate)
+        {
+            using var state = GeneratorState.TryRead(generator, out var twister);
+            if (state is null)
+            {
+                mask.bernoulli_(keep, generator);
+                ScaleAndApplyMask(source, destination, plane, mask, keep);
+                return;
+            }
+
+            if (source.dtype == ScalarType.Float32)
+            {
+                DrawAndApplyMask<float>(source, destination, plane, mask, keep, ref twister);
+            }
+            else
+            {
+                DrawAndApplyMask<double>(source, destination, plane, mask, keep, ref twister);
+            }
+
+            GeneratorState.Write(generator, state, twister);
+        }
+    }
+
+    private static void DrawAndApplyMask<T>(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask, double keep, ref MersenneTwister twister)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        Span<T> y = TensorMemory.Span<T>(destination, plane);
+        ReadOnlySpan<T> x = ReferenceEquals(source, destination) ? y : TensorMemory.Span<T>(source, plane);
+        Span<T> factors = TensorMemory.Vector<T>(mask);
+        int threads = KernelThreads.Count;
+        if (Dropout2dKernels.DrawWhileApplying(plane, threads))
+        {
+            Dropout2dKernels.DrawAndApplyMask(x, y, plane, factors, keep, ref twister, threads);
+            return;
+        }
+
+        Dropout2dKernels.DrawMask(ref twister, factors, keep);
+        Dropout2dKernels.ScaleMask(factors, keep);
+        Dropout2dKernels.ApplyMask(x, y, plane, factors, threads);
+    }
+
+    private static void ScaleAndApplyMask(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask, double keep)
+    {
+        if (source.dtype == ScalarType.Float32)
         {
             Dropout2dKernels.ScaleMask(TensorMemory.Vector<float>(mask), keep);
         }
@@ -290,72 +337,7 @@ public static class Dropout2dFunctional
             Dropout2dKernels.ScaleMask(TensorMemory.Vector<double>(mask), keep);
         }
 
-        return mask;
-    }
-
-    /// <summary>
-    /// libtorch's draw and the kernel's product at once: the mask is drawn in parts of whole samples, in order (which
-    /// gives the values and leaves the generator as one draw would), while other threads apply the parts drawn.
-    /// </summary>
-    private static unsafe void DrawAndApplyMask(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask, double keep, Generator? generator)
-    {
-        var draw = new MaskDraw(mask.view(-1), keep, generator);
-        var handle = GCHandle.Alloc(draw);
-        try
-        {
-            void* state = (void*)GCHandle.ToIntPtr(handle);
-            bool drawn = source.dtype == ScalarType.Float32
-                ? DrawAndApplyMask<float>(source, destination, plane, mask, keep, state)
-                : DrawAndApplyMask<double>(source, destination, plane, mask, keep, state);
-            if (!drawn)
-            {
-                ExceptionDispatchInfo.Throw(draw.Failure!);
-            }
-        }
-        finally
-        {
-            handle.Free();
-        }
-    }
-
-    private static unsafe bool DrawAndApplyMask<T>(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask, double keep, void* state)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
-    {
-        Span<T> y = TensorMemory.Span<T>(destination, plane);
-        ReadOnlySpan<T> x = ReferenceEquals(source, destination) ? y : TensorMemory.Span<T>(source, plane);
-        return Dropout2dKernels.DrawAndApplyMask(x, y, plane, TensorMemory.Vector<T>(mask), keep, &DrawMaskPart, state, KernelThreads.Count);
-    }
-
-    /// <summary>
-    /// Bernoulli(keep) draws into mask values [first, first + count) of the <see cref="MaskDraw"/> behind
-    /// <paramref name="state"/>. Runs on whichever kernel thread draws, so it keeps any exception for the caller.
-    /// </summary>
-    private static unsafe bool DrawMaskPart(void* state, int first, int count)
-    {
-        var draw = (MaskDraw)GCHandle.FromIntPtr((IntPtr)state).Target!;
-        try
-        {
-            using var part = draw.Flat.narrow(0, first, count);
-            part.bernoulli_(draw.Keep, draw.Generator);
-            return true;
-        }
-        catch (Exception e)
-        {
-            draw.Failure = e;
-            return false;
-        }
-    }
-
-    /// <summary>What the parts of one draw share: the mask as a vector, 1 − p, the generator, and a failure to rethrow.</summary>
-    private sealed class MaskDraw(Tensor flat, double keep, Generator? generator)
-    {
-        public Tensor Flat { get; } = flat;
-
-        public double Keep { get; } = keep;
-
-        public Generator? Generator { get; } = generator;
-
-        public Exception? Failure { get; set; }
+        ApplyMask(source, destination, plane, mask);
     }
 
     private static void ApplyMask(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask)

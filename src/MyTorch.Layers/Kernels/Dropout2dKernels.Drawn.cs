@@ -1,21 +1,117 @@
 using System;
 using System.Diagnostics;
 using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using System.Threading;
 
 namespace MyTorch.Layers.Kernels;
 
-/// <summary>The forward with the mask drawn while it is applied.</summary>
+/// <summary>The mask's Bernoulli draws, and the forward with the mask drawn while it is applied.</summary>
 /// <remarks>
-/// libtorch draws a Bernoulli mask one value at a time on one thread, about 10 ns a value: for a mask of N·C = 131,072
-/// values that is more than a millisecond, five times as long as applying the mask to the input. Drawing the mask in
-/// parts, in order, gives the same values and leaves the generator where one draw would (each value takes the next
-/// numbers of the generator's sequence), so one thread can draw while the others apply the parts already drawn.
+/// The draws are libtorch's, made from its generator's own state (see <see cref="MersenneTwister"/>): libtorch's CPU
+/// <c>bernoulli_(keep)</c>, where it does not hand the draw to MKL, takes two 32-bit numbers per value, one value after
+/// another in memory order, on one thread. Each value takes the next numbers of the sequence, so drawing a mask in
+/// parts, in order, gives the same values and ends in the same state, and one thread can draw while the others apply
+/// the parts already drawn.
 /// </remarks>
 internal static partial class Dropout2dKernels
 {
     /// <summary>About this many mask values per part of a drawn mask (whole samples, at least one).</summary>
     public const int DrawPartValues = 4096;
+
+    /// <summary>2⁵³: a draw keeps the low 53 bits of its two numbers and scales them into [0, 1).</summary>
+    private const double TwoToThe53 = 9007199254740992.0;
+
+    private const ulong Low53Bits = (1UL << 53) - 1;
+
+    /// <summary>
+    /// Bernoulli(<paramref name="keepProbability"/>) draws, each exactly 0 or 1, from <paramref name="generator"/>, as
+    /// libtorch's CPU <c>bernoulli_(keep)</c> makes them: value i is 1 if uᵢ &lt; keep, uᵢ = (h·2³² + l mod 2⁵³) · 2⁻⁵³ in
+    /// <see cref="double"/>, h and l the generator's next two numbers (<see cref="DrawOne{T}"/>).
+    /// </summary>
+    /// <remarks>
+    /// Where vectors serve, the pairs of numbers that come before the generator's next regeneration are drawn eight
+    /// (float32) or four (float64) values at a time from the words themselves, tempered in vectors; the rest, among them
+    /// a pair that the regeneration splits, one by one.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void DrawMask<T>(ref MersenneTwister generator, Span<T> mask, double keepProbability)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int step = Vector256<uint>.Count * sizeof(uint) / Unsafe.SizeOf<T>();
+        int i = 0;
+        while (i < mask.Length)
+        {
+            int pairs = Math.Min(generator.Ready / 2, mask.Length - i) / step * step;
+            if (Vector256.IsHardwareAccelerated && pairs > 0)
+            {
+                DrawPairs(generator.TakeWords(2 * pairs), mask.Slice(i, pairs), keepProbability);
+                i += pairs;
+                continue;
+            }
+
+            mask[i++] = DrawOne<T>(ref generator, keepProbability);
+        }
+    }
+
+    /// <summary>One Bernoulli(<paramref name="keepProbability"/>) draw, libtorch's: 1 if u &lt; keep, else 0 (see <see cref="DrawMask{T}"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static T DrawOne<T>(ref MersenneTwister generator, double keepProbability)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        ulong high = generator.NextUInt32();
+        ulong low = generator.NextUInt32();
+        double u = (((high << 32) | low) & Low53Bits) * (1 / TwoToThe53);
+        return u < keepProbability ? T.One : T.Zero;
+    }
+
+    /// <summary>
+    /// mask[j] = 1 if the pair of numbers made of words 2j and 2j + 1 draws below keep, for whole vectors of mask values.
+    /// A 64-bit lane over two words holds word 2j + 1 in its high half, so the halves are swapped to give h·2³² + l.
+    /// u &lt; keep compares in integers: v · 2⁻⁵³ &lt; keep is v &lt; keep · 2⁵³ (both scalings exact), and for an integer v
+    /// that is v &lt; ⌈keep · 2⁵³⌉.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void DrawPairs<T>(ReadOnlySpan<uint> words, Span<T> mask, double keepProbability)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        Debug.Assert(words.Length == 2 * mask.Length);
+        var threshold = Vector256.Create((long)Math.Ceiling(keepProbability * TwoToThe53));
+        var low53 = Vector256.Create(Low53Bits);
+        ref uint w = ref MemoryMarshal.GetReference(words);
+        int lanes = Vector256<uint>.Count;
+        if (typeof(T) == typeof(float))
+        {
+            var one = Vector256.Create(1f).AsInt32();
+            ref float m = ref Unsafe.As<T, float>(ref MemoryMarshal.GetReference(mask));
+            for (int j = 0; j < mask.Length; j += lanes)
+            {
+                var first = Kept(Vector256.LoadUnsafe(ref w, (nuint)(2 * j)), low53, threshold);
+                var second = Kept(Vector256.LoadUnsafe(ref w, (nuint)((2 * j) + lanes)), low53, threshold);
+                (Vector256.Narrow(first, second) & one).AsSingle().StoreUnsafe(ref m, (nuint)j);
+            }
+        }
+        else
+        {
+            var one = Vector256.Create(1d).AsInt64();
+            ref double m = ref Unsafe.As<T, double>(ref MemoryMarshal.GetReference(mask));
+            for (int j = 0; j < mask.Length; j += lanes / 2)
+            {
+                (Kept(Vector256.LoadUnsafe(ref w, (nuint)(2 * j)), low53, threshold) & one).AsDouble().StoreUnsafe(ref m, (nuint)j);
+            }
+        }
+    }
+
+    /// <summary>For four pairs of words: all ones where the pair's draw is below the threshold, zero elsewhere.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<long> Kept(Vector256<uint> words, Vector256<ulong> low53, Vector256<long> threshold)
+    {
+        var pairs = MersenneTwister.Temper(words).AsUInt64();
+        var value = ((pairs << 32) | (pairs >> 32)) & low53;
+        return Vector256.LessThan(value.AsInt64(), threshold);
+    }
 
     /// <summary>
     /// Whether <see cref="DrawAndApplyMask{T}"/> pays for <paramref name="layout"/> on <paramref name="threads"/> threads:
@@ -28,29 +124,20 @@ internal static partial class Dropout2dKernels
         && layout.Batch >= 2;
 
     /// <summary>
-    /// Draws the mask and applies it: <c>draw(state, first, count)</c> fills mask[first, first + count) with Bernoulli draws
-    /// (each 0 or 1) for whole samples, in order, on one thread, and each part is scaled as <see cref="ScaleMask{T}"/>
-    /// scales it; meanwhile the other threads compute y[n, c, s] = x[n, c, s] · mask[n·C + c], as
-    /// <see cref="ApplyMask{T}"/> does, over the chunks whose samples are drawn, in memory order. The mask and y are
-    /// what one draw of the whole mask, <see cref="ScaleMask{T}"/> and <see cref="ApplyMask{T}"/> give, bit for bit.
+    /// Draws the mask and applies it: one thread fills the mask part by part, whole samples in order, as
+    /// <see cref="DrawMask{T}"/> would fill it at once, and scales each part as <see cref="ScaleMask{T}"/> does;
+    /// meanwhile the other threads compute y[n, c, s] = x[n, c, s] · mask[n·C + c], as <see cref="ApplyMask{T}"/> does,
+    /// over the chunks whose samples are drawn, in memory order. The mask, y and the generator's state afterwards are what
+    /// <see cref="DrawMask{T}"/>, <see cref="ScaleMask{T}"/> and <see cref="ApplyMask{T}"/> give, bit for bit.
     /// <paramref name="y"/> may be <paramref name="x"/> itself.
     /// </summary>
-    /// <remarks>
-    /// <c>draw</c> is the caller's: it is called once per part, in order, on any one of the threads, and returns false
-    /// if it failed. It must not throw, since it may run on a thread that cannot pass an exception on.
-    /// </remarks>
-    /// <returns>
-    /// Whether every part was drawn. If not, the draw stopped at the part that failed, no value of that part or after it
-    /// was applied, and y is partly written.
-    /// </returns>
-    public static unsafe bool DrawAndApplyMask<T>(
+    public static unsafe void DrawAndApplyMask<T>(
         ReadOnlySpan<T> x,
         Span<T> y,
         PlaneLayout layout,
         Span<T> mask,
         double keepProbability,
-        delegate*<void*, int, int, bool> draw,
-        void* state,
+        ref MersenneTwister generator,
         int threads,
         bool? streamingStores = null)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
@@ -60,12 +147,12 @@ internal static partial class Dropout2dKernels
         fixed (T* px = x)
         fixed (T* py = y)
         fixed (T* pm = mask)
+        fixed (MersenneTwister* pg = &generator)
         {
             var job = new DrawAndApplyJob<T>
             {
                 Apply = ApplyMaskJob<T>.For(px, py, pm, layout, streamingStores),
-                Draw = draw,
-                State = state,
+                Generator = pg,
                 Keep = keepProbability,
                 SamplesPerPart = Math.Max(1, DrawPartValues / Math.Max(1, layout.Channels)),
                 UnitsPerSample = layout.ChannelsLast ? layout.Spatial : layout.Channels,
@@ -73,7 +160,6 @@ internal static partial class Dropout2dKernels
 
             // Piece 0 draws; each of the others applies the next chunk of the input whose samples are drawn.
             ChunkScheduler.Run(ref job, 1 + job.Apply.Chunks, threads);
-            return job.Abandoned == 0;
         }
     }
 
@@ -85,8 +171,7 @@ internal static partial class Dropout2dKernels
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         public ApplyMaskJob<T> Apply;
-        public delegate*<void*, int, int, bool> Draw;
-        public void* State;
+        public MersenneTwister* Generator;
         public double Keep;
         public int SamplesPerPart;
         public int UnitsPerSample;
@@ -96,9 +181,6 @@ internal static partial class Dropout2dKernels
 
         /// <summary>The next chunk of <see cref="Apply"/> to claim.</summary>
         public int NextChunk;
-
-        /// <summary>Set when the draw failed: waiting pieces stop.</summary>
-        public int Abandoned;
 
         public void Run(int chunk)
         {
@@ -115,11 +197,6 @@ internal static partial class Dropout2dKernels
             var spin = default(SpinWait);
             while (Volatile.Read(ref DrawnSamples) < needed)
             {
-                if (Volatile.Read(ref Abandoned) != 0)
-                {
-                    return;
-                }
-
                 spin.SpinOnce(sleep1Threshold: -1);
             }
 
@@ -133,13 +210,9 @@ internal static partial class Dropout2dKernels
             for (int first = 0; first < batch; first += SamplesPerPart)
             {
                 int samples = Math.Min(SamplesPerPart, batch - first);
-                if (!Draw(State, first * channels, samples * channels))
-                {
-                    Volatile.Write(ref Abandoned, 1);
-                    return;
-                }
-
-                ScaleMask(new Span<T>(Apply.Mask + ((long)first * channels), samples * channels), Keep);
+                var part = new Span<T>(Apply.Mask + ((long)first * channels), samples * channels);
+                DrawMask(ref *Generator, part, Keep);
+                ScaleMask(part, Keep);
                 Volatile.Write(ref DrawnSamples, first + samples);
             }
         }

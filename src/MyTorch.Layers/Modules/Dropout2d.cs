@@ -14,8 +14,9 @@ namespace MyTorch.Layers;
 /// </summary>
 /// <remarks>
 /// The mask is drawn as libtorch draws it (<c>bernoulli_(1 − p)</c> over N·C elements of the input's dtype), from
-/// <see cref="generator"/> or TorchSharp's default CPU generator, so after the same <c>torch.manual_seed(s)</c> outputs and
-/// gradients are bit for bit those of TorchSharp's <c>nn.Dropout2d</c>. A 3-D input is one sample, as in TorchSharp
+/// <see cref="generator"/> or TorchSharp's default CPU generator, by MyTorch.Layers' own kernel from the generator's state
+/// (see <see cref="Functional.Dropout2dFunctional"/>), so after the same <c>torch.manual_seed(s)</c> outputs, gradients
+/// and the generator's state afterwards are bit for bit those of TorchSharp's <c>nn.Dropout2d</c>. A 3-D input is one sample, as in TorchSharp
 /// (Python PyTorch would read it as (N, C, L)). In evaluation, with p = 0 and for an empty input the input itself is
 /// returned, under a new handle; p = 1 gives x · 0 (NaN and ±∞ become NaN, negative values −0.0).
 /// One instance is not safe to use from several threads at once.

@@ -1,6 +1,5 @@
 using System;
 using System.Collections.Generic;
-using System.Runtime.InteropServices;
 using MyTorch.Layers.Kernels;
 using MyTorch.Layers.Tests.Support;
 using NUnit.Framework;
@@ -8,12 +7,108 @@ using NUnit.Framework;
 namespace MyTorch.Layers.Tests.Kernels;
 
 /// <summary>
-/// Dropout2dKernels.DrawAndApplyMask against one draw of the whole mask, ScaleMask and ApplyMask: the same mask and
-/// output bit for bit, the parts drawn once each in order, on any thread count and either kind of thread.
+/// The mask's draws: Dropout2dKernels.DrawMask against libtorch's formula applied one value at a time
+/// (<see cref="Reference"/>), wherever the generator stands in its words; and DrawAndApplyMask against DrawMask of
+/// the whole mask, ScaleMask and ApplyMask, on any thread count and either kind of thread. Equal means bit for bit,
+/// generator included.
 /// </summary>
 [TestFixture]
-public unsafe class Dropout2dDrawnKernelTests
+public class Dropout2dDrawnKernelTests
 {
+    /// <summary>libtorch's Bernoulli draw: u = (h·2³² + l mod 2⁵³) · 2⁻⁵³ from the next two numbers h, l; 1 if u &lt; keep.</summary>
+    private static T Reference<T>(ref MersenneTwister generator, double keep)
+        where T : System.Numerics.IBinaryFloatingPointIeee754<T>
+    {
+        ulong high = generator.NextUInt32();
+        ulong low = generator.NextUInt32();
+        double u = (double)(((high << 32) | low) % (1UL << 53)) / 9007199254740992.0;
+        return u < keep ? T.One : T.Zero;
+    }
+
+    /// <summary>
+    /// Every mask length from 0 to 70 (whole vectors of pairs and odd tails), started at every count of numbers already
+    /// taken in the generator's words from 0 to 20 and from 600 to 624 (pairs that the next regeneration splits, both
+    /// parities of the word a draw starts at, a first number that regenerates), and lengths that run through several
+    /// regenerations.
+    /// </summary>
+    [Test]
+    public void DrawMask_IsLibtorchsDrawValueByValue_WhereverTheGeneratorStands(
+        [Values(0.5, 0.1, 0.9, 1, 1e-300, 0.7000000000000001)] double keep)
+    {
+        var starts = new List<int>();
+        for (int taken = 0; taken <= 20; taken++)
+        {
+            starts.Add(taken);
+        }
+
+        for (int taken = 600; taken <= 624; taken++)
+        {
+            starts.Add(taken);
+        }
+
+        var lengths = new List<int>();
+        for (int n = 0; n <= 70; n++)
+        {
+            lengths.Add(n);
+        }
+
+        lengths.AddRange([311, 312, 313, 1000, 5003]);
+        foreach (int taken in starts)
+        {
+            foreach (int n in lengths)
+            {
+                Check<float>(taken, n, keep);
+                Check<double>(taken, n, keep);
+            }
+        }
+    }
+
+    [Test]
+    public void DrawMask_FromAFreshlySeededGenerator_IsLibtorchsDraw()
+    {
+        // A seeded engine has left = 1: its first number regenerates the words.
+        foreach (int n in new[] { 1, 8, 9, 312, 313, 2000 })
+        {
+            var expected = MersenneTwisterTests.Seeded(7);
+            var actual = MersenneTwisterTests.Seeded(7);
+            float[] mask = new float[n];
+            float[] reference = new float[n];
+            Dropout2dKernels.DrawMask<float>(ref actual, mask, 0.3);
+            for (int i = 0; i < n; i++)
+            {
+                reference[i] = Reference<float>(ref expected, 0.3);
+            }
+
+            Assert.That(mask, Is.EqualTo(reference), $"{n} values");
+            MersenneTwisterTests.AssertSameState(actual, expected, $"{n} values");
+        }
+    }
+
+    private static void Check<T>(int taken, int n, double keep)
+        where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
+    {
+        var expected = MersenneTwisterTests.Seeded(2024);
+        for (int i = 0; i < 624 + taken; i++)
+        {
+            expected.NextUInt32();
+        }
+
+        var actual = expected;
+        var mask = new T[n + 1];
+        mask[n] = T.NaN;
+        var reference = new T[n + 1];
+        reference[n] = T.NaN;
+        Dropout2dKernels.DrawMask<T>(ref actual, mask.AsSpan(0, n), keep);
+        for (int i = 0; i < n; i++)
+        {
+            reference[i] = Reference<T>(ref expected, keep);
+        }
+
+        string at = $"{typeof(T).Name}, {taken} numbers taken, {n} values, keep {keep}";
+        Assert.That(mask, Is.EqualTo(reference), at + ": the values, and nothing written past the mask");
+        MersenneTwisterTests.AssertSameState(actual, expected, at);
+    }
+
     public static IEnumerable<TestCaseData> Layouts()
     {
         // C = 1700: two samples a part (4096 / 1700), the last part one sample. C = 9000: one sample a part, longer
@@ -32,7 +127,7 @@ public unsafe class Dropout2dDrawnKernelTests
     }
 
     [TestCaseSource(nameof(Layouts))]
-    public void DrawAndApply_GivesOneDrawsMaskAndOutput_PartsDrawnInOrder(int batch, int channels, int spatial, bool channelsLast, bool openMpTeam)
+    public void DrawAndApply_GivesOneDrawsMaskOutputAndGeneratorState(int batch, int channels, int spatial, bool channelsLast, bool openMpTeam)
     {
         var layout = new PlaneLayout(batch, channels, spatial, channelsLast);
         Assert.That(Dropout2dKernels.DrawWhileApplying(layout, threads: 2), Is.True, "the layout must take the drawn path");
@@ -40,8 +135,9 @@ public unsafe class Dropout2dDrawnKernelTests
         const double keep = 1 - 0.3;
 
         // What drawing the whole mask at once, scaling it and applying it gives.
+        var expectedGenerator = MersenneTwisterTests.Seeded(99);
         float[] expectedMask = new float[batch * channels];
-        Draws.Fill(expectedMask, 0);
+        Dropout2dKernels.DrawMask<float>(ref expectedGenerator, expectedMask, keep);
         Dropout2dKernels.ScaleMask<float>(expectedMask, keep);
         float[] expected = new float[x.Length];
         Dropout2dKernels.ApplyMask<float>(x, expected, layout, expectedMask);
@@ -52,92 +148,13 @@ public unsafe class Dropout2dDrawnKernelTests
             {
                 float[] y = inPlace ? (float[])x.Clone() : new float[x.Length];
                 float[] mask = new float[batch * channels];
-                var draws = new Draws(mask);
-                bool drawn = Run(openMpTeam, x: inPlace ? y : x, y, layout, mask, keep, draws, threads);
+                var generator = MersenneTwisterTests.Seeded(99);
+                KernelTeams.Run(openMpTeam, () => Dropout2dKernels.DrawAndApplyMask<float>(inPlace ? y : x, y, layout, mask, keep, ref generator, threads));
                 string at = $"{threads} threads, {(inPlace ? "in place" : "out of place")}";
-                Assert.That(drawn, Is.True, at);
-                Assert.That(draws.Parts, Is.EqualTo(ExpectedParts(batch, channels)), $"{at}: the parts drawn, in order");
                 Assert.That(mask, Is.EqualTo(expectedMask), $"{at}: mask");
                 Assert.That(y, Is.EqualTo(expected), $"{at}: y");
+                MersenneTwisterTests.AssertSameState(generator, expectedGenerator, at);
             }
-        }
-    }
-
-    [TestCase(true)]
-    [TestCase(false)]
-    public void DrawThatFails_StopsTheDraw_AndTheCallSaysSo(bool openMpTeam)
-    {
-        var layout = new PlaneLayout(6, 2048, 16, channelsLast: false);
-        float[] x = KernelInputs.Uniform<float>(new Random(1), layout.Length, 1, 0);
-        float[] y = new float[x.Length];
-        float[] mask = new float[layout.Batch * layout.Channels];
-        var draws = new Draws(mask) { FailAtPart = 1 };
-        bool drawn = Run(openMpTeam, x, y, layout, mask, 0.5, draws, threads: 2);
-        Assert.That(drawn, Is.False, "a failed draw is reported");
-        Assert.That(draws.Parts, Has.Count.EqualTo(2), "no part is drawn after the one that failed");
-        Assert.That(y.AsSpan(2 * layout.BatchStride).IndexOfAnyExcept(0f), Is.EqualTo(-1), "samples of the failed part (2 and 3) and after are not applied");
-    }
-
-    /// <summary>The (first, count) of each part: whole samples, ⌊4096 / C⌋ of them (at least one), the last part the rest.</summary>
-    private static List<(int First, int Count)> ExpectedParts(int batch, int channels)
-    {
-        int samples = Math.Max(1, Dropout2dKernels.DrawPartValues / channels);
-        var parts = new List<(int, int)>();
-        for (int n = 0; n < batch; n += samples)
-        {
-            parts.Add((n * channels, Math.Min(samples, batch - n) * channels));
-        }
-
-        return parts;
-    }
-
-    private static bool Run(bool openMpTeam, float[] x, float[] y, PlaneLayout layout, float[] mask, double keep, Draws draws, int threads)
-    {
-        var handle = GCHandle.Alloc(draws);
-        try
-        {
-            bool drawn = false;
-            KernelTeams.Run(openMpTeam, () => drawn = Dropout2dKernels.DrawAndApplyMask<float>(x, y, layout, mask, keep, &Draw, (void*)GCHandle.ToIntPtr(handle), threads));
-            return drawn;
-        }
-        finally
-        {
-            handle.Free();
-        }
-    }
-
-    private static bool Draw(void* state, int first, int count) =>
-        ((Draws)GCHandle.FromIntPtr((IntPtr)state).Target!).Draw(first, count);
-
-    /// <summary>A stand-in generator: mask value i is a fixed pseudo-random 0 or 1 of i; every call is logged.</summary>
-    private sealed class Draws(float[] mask)
-    {
-        public List<(int First, int Count)> Parts { get; } = [];
-
-        public int FailAtPart { get; init; } = -1;
-
-        public static void Fill(Span<float> values, int first)
-        {
-            for (int i = 0; i < values.Length; i++)
-            {
-                values[i] = (uint)(first + i) * 2654435761u >> 31;
-            }
-        }
-
-        public bool Draw(int first, int count)
-        {
-            lock (Parts)
-            {
-                Parts.Add((first, count));
-            }
-
-            if (Parts.Count - 1 == FailAtPart)
-            {
-                return false;
-            }
-
-            Fill(mask.AsSpan(first, count), first);
-            return true;
         }
     }
 }
