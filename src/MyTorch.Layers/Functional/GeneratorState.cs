@@ -54,6 +54,12 @@ internal static class GeneratorState
     public static bool Works => Checked.Value;
 
     /// <summary>
+    /// Whether <see cref="TryRead"/> lets the kernels draw where they can; when false, libtorch's <c>bernoulli_</c> always
+    /// does, as where <see cref="Works"/> is false (the tests check that path this way).
+    /// </summary>
+    internal static bool KernelDraws { get; set; } = true;
+
+    /// <summary>
     /// The state of <paramref name="generator"/> (or of TorchSharp's default CPU generator) as a twister, and as the
     /// byte tensor to give back to <see cref="Write"/>; <see langword="null"/> if the kernels cannot make this
     /// generator's draws: <see cref="Works"/> is false, or the state is not a CPU generator's state in the layout above.
@@ -61,7 +67,7 @@ internal static class GeneratorState
     public static Tensor? TryRead(Generator? generator, out MersenneTwister twister)
     {
         twister = default;
-        if (!Works || (generator is not null && (generator.Handle == IntPtr.Zero || generator.device.type != DeviceType.CPU)))
+        if (!KernelDraws || !Works || (generator is not null && (generator.Handle == IntPtr.Zero || generator.device.type != DeviceType.CPU)))
         {
             return null;
         }

@@ -154,6 +154,86 @@ public class Dropout2dOracleTests
     });
 
     /// <summary>
+    /// The kernels make the draws everywhere but where libtorch hands <c>bernoulli_</c> to MKL, which it does on Intel
+    /// processors (its own test is the CPUID vendor): a draw of ours that went wrong would turn the first-use check off
+    /// and hide behind libtorch's draw, so this pins the check down.
+    /// </summary>
+    [Test]
+    public void KernelsDrawTheMask_ExceptOnIntelProcessors()
+    {
+        bool intel = false;
+        if (System.Runtime.Intrinsics.X86.X86Base.IsSupported)
+        {
+            var (_, ebx, ecx, edx) = System.Runtime.Intrinsics.X86.X86Base.CpuId(0, 0);
+            intel = (ebx, edx, ecx) == (0x756e6547, 0x49656e69, 0x6c65746e); // "Genu", "ineI", "ntel"
+        }
+
+        Assert.That(GeneratorState.Works, Is.EqualTo(!intel), intel ? "on an Intel processor libtorch draws with MKL" : "the kernels' draws are libtorch's");
+        using var state = GeneratorState.TryRead(null, out _);
+        Assert.That(state, intel ? Is.Null : Is.Not.Null, "the default generator's state is read");
+    }
+
+    /// <summary>
+    /// The generator first advanced by k float32 draws, one 32-bit number each: masks that start at an odd number,
+    /// with a pair of numbers split by the twister's regeneration, or right at one; float32 and float64, small masks
+    /// and one drawn while applied.
+    /// </summary>
+    [Test]
+    public void AfterAnyNumberOfEarlierDraws_MatchesTorchSharp_AndLeavesTheGeneratorWhereTorchSharpDoes(
+        [Values(0, 1, 2, 3, 311, 623, 624, 625, 1247)] int earlier) => WithAtLeastTwoThreads(() =>
+    {
+        using var scope = NewDisposeScope();
+        foreach (var (dtype, shape) in new[] { (ScalarType.Float32, new long[] { 3, 5, 2, 2 }), (ScalarType.Float64, new long[] { 7, 100, 1, 3 }), (ScalarType.Float32, new long[] { 5, 1700, 3, 7 }) })
+        {
+            var x = randn(shape, dtype);
+            manual_seed(123);
+            rand([earlier]);
+            var (ours, _) = Dropout2dFunctional.Forward(x, 0.3);
+            double ourNext = rand(1, ScalarType.Float64).item<double>();
+
+            manual_seed(123);
+            rand([earlier]);
+            var theirs = nn.functional.dropout2d(x, 0.3, training: true);
+            double theirNext = rand(1, ScalarType.Float64).item<double>();
+
+            string at = $"{dtype} {string.Join('×', shape)}";
+            BitExact.AssertEqual(ours, theirs, at);
+            Assert.That(ourNext, Is.EqualTo(theirNext), at + ": the default generator afterwards");
+        }
+    });
+
+    /// <summary>
+    /// Where the kernels cannot make the generator's draws (libtorch hands <c>bernoulli_</c> to MKL on Intel processors),
+    /// libtorch's <c>bernoulli_</c> draws the whole mask in one call: the same outputs, gradients and generator state.
+    /// </summary>
+    [Test]
+    public void WithLibtorchsOwnDraw_MatchesTorchSharp() => WithAtLeastTwoThreads(() =>
+    {
+        Case[] cases =
+        [
+            new(ScalarType.Float32, 4, Layout.Contiguous, Inplace: false, Training: true, 0.5),
+            new(ScalarType.Float64, 3, Layout.ChannelsLast, Inplace: true, Training: true, 0.1),
+            new(ScalarType.Float32, 4, Layout.ChannelsLast, Inplace: false, Training: true, 0.9, Size: [5, 1700, 3, 7]),
+        ];
+        GeneratorState.KernelDraws = false;
+        try
+        {
+            foreach (var c in cases)
+            {
+                Assert.That(GeneratorState.TryRead(null, out _), Is.Null, "the kernels must not draw");
+                foreach (var oracle in Enum.GetValues<Oracle>())
+                {
+                    CompareModule(c, oracle, seed: 61 + (int)oracle);
+                }
+            }
+        }
+        finally
+        {
+            GeneratorState.KernelDraws = true;
+        }
+    });
+
+    /// <summary>
     /// Runs <paramref name="test"/> with TorchSharp's thread count at 2 or more: the mask is drawn in parts only where
     /// the kernels have a second thread to apply them meanwhile.
     /// </summary>
