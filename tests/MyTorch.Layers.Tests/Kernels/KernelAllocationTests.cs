@@ -31,6 +31,13 @@ public class KernelAllocationTests
         int c = layout.Channels;
         double[] mean = new double[c], variance = new double[c], invstd = new double[c], sumDy = new double[c], sumDyXmu = new double[c];
         double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
+        var generator = MersenneTwisterTests.Seeded(8);
+
+        // A mask of 3 × 2,800 values, drawn while it is applied: 3 × 2,800 × 30 values.
+        var drawnLayout = new PlaneLayout(3, 2800, 30, channelsLast);
+        float[] drawnX = KernelInputs.Uniform<float>(random, drawnLayout.Length, 1, 0);
+        float[] drawnY = new float[drawnLayout.Length];
+        float[] drawnMask = new float[drawnLayout.Batch * drawnLayout.Channels];
 
         void Calls()
         {
@@ -40,6 +47,8 @@ public class KernelAllocationTests
             BatchNorm2dKernels.BackwardReductionsVectorized<float>(x, dy, layout, mean, sumDy, sumDyXmu, scratch, threads);
             BatchNorm2dKernels.BackwardInputVectorized<float>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads);
             Dropout2dKernels.ApplyMask<float>(x, output, layout, mask, threads);
+            Dropout2dKernels.DrawMask<float>(ref generator, mask, 0.5);
+            Dropout2dKernels.DrawAndApplyMask<float>(drawnX, drawnY, drawnLayout, drawnMask, 0.5, ref generator, threads);
             LayoutKernels.ToOtherLayout<float>(x, output, layout, threads);
         }
 
