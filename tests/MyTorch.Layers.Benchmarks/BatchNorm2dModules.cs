@@ -15,13 +15,15 @@ internal static class BatchNorm2dModules
         var ours = new OurBatchNorm2d(tensorCase.C, dtype: tensorCase.Dtype);
 
         // Non-trivial values, the same in both, so that evaluation is not a multiplication by one.
+        // The Scalars are held in locals: a temporary one (a bare number, add's default alpha) may be finalized mid-call.
         using (var scope = NewDisposeScope())
         using (var noGrad = no_grad())
         {
-            var weight = rand(tensorCase.C, tensorCase.Dtype) + 0.5;
+            using Scalar half = 0.5, tenth = 0.1, one = 1;
+            var weight = rand(tensorCase.C, tensorCase.Dtype).add(half, one);
             var bias = randn(tensorCase.C, tensorCase.Dtype);
-            var mean = randn(tensorCase.C, tensorCase.Dtype) * 0.1;
-            var variance = rand(tensorCase.C, tensorCase.Dtype) + 0.5;
+            var mean = randn(tensorCase.C, tensorCase.Dtype).mul(tenth);
+            var variance = rand(tensorCase.C, tensorCase.Dtype).add(half, one);
             theirs.weight!.copy_(weight);
             ours.weight!.copy_(weight);
             theirs.bias!.copy_(bias);

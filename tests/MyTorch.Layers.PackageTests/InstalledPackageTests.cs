@@ -54,12 +54,14 @@ public class InstalledPackageTests
             theirs.bias!.copy_(bias);
         }
 
+        // Scalars held in locals: a temporary one (a bare number, add's default alpha) may be finalized mid-call.
+        using Scalar three = 3, two = 2, one = 1;
         for (int step = 0; step < 3; step++)
         {
             bool training = step < 2;
             ours.train(training);
             theirs.train(training);
-            var values = randn(4, 3, 5, 6, dtype: ScalarType.Float64) * 3 + 2;
+            var values = randn(4, 3, 5, 6, dtype: ScalarType.Float64).mul(three).add(two, one);
             if (channelsLast)
             {
                 values = values.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);
@@ -92,8 +94,9 @@ public class InstalledPackageTests
     {
         using var scope = NewDisposeScope();
         manual_seed(12);
-        var x = randn(2, 4, 3, 3, dtype: ScalarType.Float64) - 1;
-        var weight = rand(4, dtype: ScalarType.Float64) + 0.5;
+        using Scalar one = 1, half = 0.5;
+        var x = randn(2, 4, 3, 3, dtype: ScalarType.Float64).sub(one);
+        var weight = rand(4, dtype: ScalarType.Float64).add(half, one);
         var bias = randn(4, dtype: ScalarType.Float64);
         var gradOutput = randn(2, 4, 3, 3, dtype: ScalarType.Float64);
 
@@ -135,7 +138,8 @@ public class InstalledPackageTests
 
         Assert.That(y1.eq(y2).all().item<bool>(), Is.True, "outputs");
         Assert.That(x1.grad!.eq(x2.grad!).all().item<bool>(), Is.True, "input gradients");
-        long zeroed = y1.abs().sum([2, 3]).eq(0).sum().item<long>();
+        using Scalar zero = 0;
+        long zeroed = y1.abs().sum([2, 3]).eq(zero).sum().item<long>();
         Assert.That(zeroed, Is.InRange(1, 8 * 16 - 1), "some channels dropped, some kept");
     }
 
@@ -155,7 +159,8 @@ public class InstalledPackageTests
         OutputMemory.Trim();
         ours.forward(randn(4, 16, 64, 64, dtype: ScalarType.Float64)).Dispose();
         Assert.That(OutputMemory.KeptBytes, Is.EqualTo(4L * 16 * 64 * 64 * 8), "the freed output's memory is kept");
-        var x = randn(4, 16, 64, 64, dtype: ScalarType.Float64) * 2 - 1;
+        using Scalar two = 2, one = 1;
+        var x = randn(4, 16, 64, 64, dtype: ScalarType.Float64).mul(two).sub(one);
         var y = ours.forward(x);
         Assert.That(OutputMemory.KeptBytes, Is.Zero, "and handed to the next output");
         AssertClose(y, theirs.forward(x), "output in kept memory");

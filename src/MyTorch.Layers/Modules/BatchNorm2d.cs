@@ -197,8 +197,9 @@ public sealed class BatchNorm2d : nn.Module<Tensor, Tensor>
     public void reset_running_stats()
     {
         using var noGrad = no_grad();
+        using Scalar one = 1; // held: a temporary Scalar may be finalized during the native call
         _running_mean?.zero_();
-        _running_var?.fill_(1);
+        _running_var?.fill_(one);
         _num_batches_tracked?.zero_();
     }
 
@@ -207,7 +208,8 @@ public sealed class BatchNorm2d : nn.Module<Tensor, Tensor>
     {
         reset_running_stats();
         using var noGrad = no_grad();
-        _weight?.fill_(1);
+        using Scalar one = 1;
+        _weight?.fill_(one);
         _bias?.zero_();
     }
 

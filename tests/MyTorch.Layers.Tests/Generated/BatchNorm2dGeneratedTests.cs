@@ -116,7 +116,7 @@ public class BatchNorm2dGeneratedTests
         if (k.Affine)
         {
             using var noGrad = no_grad();
-            var gamma = (rand(channels, k.Dtype) * 1.5) + 0.25;
+            var gamma = rand(channels, k.Dtype).Times(1.5).Plus(0.25);
             var beta = randn(channels, k.Dtype);
             foreach (var module in new[] { oracle, witness })
             {
@@ -138,7 +138,7 @@ public class BatchNorm2dGeneratedTests
 
             // The oracle suite's well-conditioned values: a spread of 0.5 to 3.5 and a mean of about ±1 per channel.
             // Inputs whose results cancel (a large mean and a tiny spread, constant channels) are Numerics/' subject.
-            var values = (randn(k.Shape, k.Dtype) * ((rand(1, channels, 1, 1, k.Dtype) * 3) + 0.5)) + randn(1, channels, 1, 1, k.Dtype);
+            var values = (randn(k.Shape, k.Dtype) * rand(1, channels, 1, 1, k.Dtype).Times(3).Plus(0.5)).Plus(randn(1, channels, 1, 1, k.Dtype));
             var gradOutput = randn(k.Shape, k.Dtype);
             using var ourInput = Create(values, k);
             using var oracleInput = Create(values.to(oracleDtype), k);

@@ -78,7 +78,7 @@ public class Dropout2dGeneratedTests
         var grads = new List<Tensor>();
         foreach (bool _ in k.Steps)
         {
-            var v = randn(k.Shape, k.Dtype) * ((rand(1, k.Shape[1], 1, 1, k.Dtype) * 3) + 0.5);
+            var v = randn(k.Shape, k.Dtype) * rand(1, k.Shape[1], 1, 1, k.Dtype).Times(3).Plus(0.5);
             if (k.Special && v.numel() > 2)
             {
                 var flat = v.view(-1);
@@ -118,7 +118,7 @@ public class Dropout2dGeneratedTests
             using var input = BatchNorm2dGeneratedTests.Create(values[step], ToBatchNorm(k));
 
             // In place on a leaf that requires grad (or a view of one) is refused by both: write into a non-leaf copy.
-            var x = View(k.Inplace ? input.Leaf * 1 : input.Leaf, k);
+            var x = View(k.Inplace ? input.Leaf.Times(1) : input.Leaf, k);
             var y = module.forward(x);
             outputs.Add(y.detach().clone());
             inputs.Add(x.detach().clone());

@@ -1,4 +1,5 @@
 using System.Globalization;
+using MyTorch.Layers.Tests.Support;
 using NUnit.Framework;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -64,7 +65,7 @@ public class ConvolutionOracleTests
     private static void AssertWithinRounding(Tensor actual, Tensor truth, Tensor magnitude, int terms, string what)
     {
         double nu = terms * System.Math.Pow(2, -24);
-        var excess = (actual.to(ScalarType.Float64) - truth).abs() - (magnitude * (nu / (1 - nu)));
+        var excess = (actual.to(ScalarType.Float64) - truth).abs() - magnitude.Times(nu / (1 - nu));
         double worst = excess.max().item<double>();
         Assert.That(
             worst,

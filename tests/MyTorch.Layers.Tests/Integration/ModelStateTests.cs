@@ -78,7 +78,7 @@ public class ModelStateTests
         for (int step = 0; step < 3; step++)
         {
             optimizer.zero_grad();
-            var x = (randn(8, 1, 8, 8) * 2) + 1;
+            var x = randn(8, 1, 8, 8).Times(2).Plus(1);
             var loss = nn.functional.cross_entropy(model.forward(x), randint(SmallModels.Classes, [8]));
             loss.backward();
             optimizer.step();

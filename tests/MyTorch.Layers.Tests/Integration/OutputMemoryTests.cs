@@ -137,7 +137,8 @@ public class OutputMemoryTests
         ours.Dispose();
         OutputMemory.Trim();
         OutputMemory.Capacity = 0;
-        randn(Shape).mul_(7); // would land on freed memory, were y's freed
+        using Scalar seven = 7;
+        randn(Shape).mul_(seven); // would land on freed memory, were y's freed
 
         Tolerance.AssertClose(y, theirs.call(x), "output after Trim and the module's disposal");
     }

@@ -4,6 +4,7 @@ using System.Diagnostics;
 using System.Linq;
 using System.Threading;
 using MyTorch.Layers.Tests.Oracle;
+using MyTorch.Layers.Tests.Support;
 using NUnit.Framework;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -41,7 +42,7 @@ public class ResourceAndConcurrencyTests
         {
             using (var scope = NewDisposeScope())
             {
-                var x = (source * 1).requires_grad_(true);
+                var x = source.Times(1).requires_grad_(true);
                 var y = drop.forward(bn.forward(x));
                 y.backward([dy]);
                 _ = x.grad!.sum().item<float>();
@@ -68,7 +69,7 @@ public class ResourceAndConcurrencyTests
         using var scope = NewDisposeScope();
         manual_seed(31);
         const int Threads = 4;
-        var inputs = Enumerable.Range(0, Threads).Select(i => (randn(6, 5, 12, 12) * (i + 1)) + i).ToArray();
+        var inputs = Enumerable.Range(0, Threads).Select(i => randn(6, 5, 12, 12).Times(i + 1).Plus(i)).ToArray();
         var grads = Enumerable.Range(0, Threads).Select(_ => randn(6, 5, 12, 12)).ToArray();
 
         var sequential = Enumerable.Range(0, Threads).Select(i => TrainBatchNorm(inputs[i], grads[i])).ToArray();
@@ -132,7 +133,7 @@ public class ResourceAndConcurrencyTests
         for (int step = 0; step < 3; step++)
         {
             using var scope = NewDisposeScope();
-            var x = (input + step).requires_grad_(true);
+            var x = input.Plus(step).requires_grad_(true);
             var y = bn.forward(x);
             y.backward([grad]);
             results.Add(y.detach().clone().MoveToOuterDisposeScope());

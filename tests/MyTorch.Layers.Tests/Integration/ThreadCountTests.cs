@@ -2,6 +2,7 @@ using System;
 using System.Collections.Generic;
 using MyTorch.Layers.Functional;
 using MyTorch.Layers.Kernels;
+using MyTorch.Layers.Tests.Support;
 using NUnit.Framework;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -70,7 +71,7 @@ public class ThreadCountTests
         torch.set_num_threads(threads);
         Assert.That(torch.get_num_threads(), Is.EqualTo(threads));
         manual_seed(5);
-        var values = (randn(16, 32, side, side, dtype: dtype) * 2) + 3;
+        var values = randn(16, 32, side, side, dtype: dtype).Times(2).Plus(3);
         var dy = randn(16, 32, side, side, dtype: dtype);
         if (channelsLast)
         {

@@ -21,8 +21,8 @@ public class BatchNorm2dBadInputTests
         manual_seed(3);
 
         // A couple of real steps, so that the buffers hold something other than their initial values.
-        module.forward(randn(4, channels, 3, 3, dtype) + 2);
-        module.forward(randn(4, channels, 3, 3, dtype) * 3);
+        module.forward(randn(4, channels, 3, 3, dtype).Plus(2));
+        module.forward(randn(4, channels, 3, 3, dtype).Times(3));
         return module;
     }
 
@@ -266,8 +266,8 @@ public class BatchNorm2dBadInputTests
         var first = ourX.grad!.clone();
         var firstWeight = module.weight!.grad!.clone();
         y.backward([dy]);
-        Tolerance.AssertClose(ourX.grad, first * 2, "x.grad after two backwards");
-        Tolerance.AssertClose(module.weight!.grad, firstWeight * 2, "weight.grad after two backwards");
+        Tolerance.AssertClose(ourX.grad, first.Times(2), "x.grad after two backwards");
+        Tolerance.AssertClose(module.weight!.grad, firstWeight.Times(2), "weight.grad after two backwards");
     }
 
     public static readonly object[] BadFunctionalForwards =
@@ -287,7 +287,7 @@ public class BatchNorm2dBadInputTests
         var weight = rand(3);
         var bias = rand(3);
         var runningMean = rand(3);
-        var runningVar = rand(3) + 1;
+        var runningVar = rand(3).Plus(1);
         double eps = 1e-5;
         switch (what)
         {

@@ -148,7 +148,7 @@ public class Dropout2dBadInputTests
     public void InplaceOnAViewMadeInNoGradMode_IsRefusedAsLibtorchDoes()
     {
         using var leaf = randn(2, 3, 4, 8).requires_grad_(true);
-        using var nonLeaf = leaf * 2;
+        using var nonLeaf = leaf.Times(2);
         Tensor view;
         using (no_grad())
         {
@@ -176,7 +176,7 @@ public class Dropout2dBadInputTests
     public void FunctionalInplaceOnATensorThatRequiresGrad_IsRefused_BecauseItRecordsNoHistory()
     {
         using var leaf = randn(2, 3, 4, 4).requires_grad_(true);
-        using var nonLeaf = leaf * 2;
+        using var nonLeaf = leaf.Times(2);
         using var before = nonLeaf.detach().clone();
         var ex = Assert.Throws<ArgumentException>(() => Dropout2dFunctional.Forward(nonLeaf, 0.5, inplace: true));
         Assert.That(ex!.Message, Does.StartWith("'input' requires grad, and Dropout2dFunctional.Forward records no autograd history"));
@@ -206,7 +206,7 @@ public class Dropout2dBadInputTests
     {
         using var scope = NewDisposeScope();
         var dy = randn(2, 3, 4, 4);
-        var mask = ones(2, 3, 1, 1) * 2;
+        var mask = ones(2, 3, 1, 1).Times(2);
         var wide = ones(2, 6, 1, 1);
         var strided = wide.slice(1, 0, 6, 2);
         var disposed = ones(2, 3, 1, 1);

@@ -26,18 +26,18 @@ public class BatchNorm2dNumericsTests
     /// <summary>Each case: a name, and the (N, C, H, W) float64 values that are rounded to float32 for both implementations.</summary>
     public static IEnumerable<TestCaseData> Adversarial()
     {
-        yield return Case("mean 1e4, std 1e-2", () => (randn(Shape, ScalarType.Float64) * 1e-2) + 1e4);
-        yield return Case("mean 1e3, std 1", () => randn(Shape, ScalarType.Float64) + 1e3);
+        yield return Case("mean 1e4, std 1e-2", () => randn(Shape, ScalarType.Float64).Times(1e-2).Plus(1e4));
+        yield return Case("mean 1e3, std 1", () => randn(Shape, ScalarType.Float64).Plus(1e3));
         yield return Case("constant channels", () => ones(Shape, ScalarType.Float64) * tensor(new[] { 3.7, -1e3, 0.1 }, ScalarType.Float64).view(1, 3, 1, 1));
-        yield return Case("values near float32 max (1e38)", () => randn(Shape, ScalarType.Float64) * 1e38);
-        yield return Case("subnormal values (1e-40)", () => randn(Shape, ScalarType.Float64) * 1e-40);
+        yield return Case("values near float32 max (1e38)", () => randn(Shape, ScalarType.Float64).Times(1e38));
+        yield return Case("subnormal values (1e-40)", () => randn(Shape, ScalarType.Float64).Times(1e-40));
         yield return Case("one outlier of 1e7 among N(0, 1)", () =>
         {
             var x = randn(Shape, ScalarType.Float64);
             x[1, 1, 3, 4] = tensor(1e7, ScalarType.Float64);
             return x;
         });
-        yield return Case("two values per channel (N·H·W = 2)", () => randn([2, 3, 1, 1], ScalarType.Float64) + 5);
+        yield return Case("two values per channel (N·H·W = 2)", () => randn([2, 3, 1, 1], ScalarType.Float64).Plus(5));
 
         static TestCaseData Case(string name, Func<Tensor> values) => new TestCaseData(name, values).SetArgDisplayNames(name);
     }
@@ -78,7 +78,7 @@ public class BatchNorm2dNumericsTests
         var wide = x.to(ScalarType.Float64);
         var mean = wide.mean([0, 2, 3]).to(ScalarType.Float32);
         var variance = (wide.numel() / channels > 1 ? wide.var([0, 2, 3]) : ones(channels, ScalarType.Float64)).to(ScalarType.Float32);
-        var gamma = (rand(channels) * 1.5) + 0.25;
+        var gamma = rand(channels).Times(1.5).Plus(0.25);
         var beta = randn(channels);
 
         Tensor Evaluate(BatchNorm2d? ours, ScalarType dtype)
@@ -128,7 +128,7 @@ public class BatchNorm2dNumericsTests
     {
         long channels = x.shape[1];
         var dy = randn(x.shape, ScalarType.Float32);
-        var gamma = (rand(channels) * 1.5) + 0.25;
+        var gamma = rand(channels).Times(1.5).Plus(0.25);
         var beta = randn(channels);
 
         var reference = Run(null, x.to(ScalarType.Float64), dy.to(ScalarType.Float64), gamma.to(ScalarType.Float64), beta.to(ScalarType.Float64), eps);

@@ -36,12 +36,12 @@ public class GradientCheckTests
         using var scope = NewDisposeScope();
         manual_seed(21);
         long[] shape = [3, 2, 2, 3];
-        var x0 = (randn(shape, ScalarType.Float64) * 2) + 0.5;
+        var x0 = randn(shape, ScalarType.Float64).Times(2).Plus(0.5);
         var weights = randn(shape, ScalarType.Float64); // loss = Σ weights · y, so dy = weights
-        var gamma = (rand(2, ScalarType.Float64) * 1.5) + 0.25;
+        var gamma = rand(2, ScalarType.Float64).Times(1.5).Plus(0.25);
         var beta = randn(2, ScalarType.Float64);
         var runningMean = randn(2, ScalarType.Float64);
-        var runningVar = rand(2, ScalarType.Float64) + 0.5;
+        var runningVar = rand(2, ScalarType.Float64).Plus(0.5);
 
         // Training without running statistics and evaluation with them: both forwards change nothing, so they can be repeated.
         var bn = new BatchNorm2d(2, eps: 1e-3, track_running_stats: !training, dtype: ScalarType.Float64);
@@ -82,7 +82,8 @@ public class GradientCheckTests
         double Loss() => (Forward(x0) * weights).sum().item<double>();
         var (_, mask) = Dropout2dFunctional.Forward(x0, 0.4, training, generator: new Generator(7));
         var gradInput = Dropout2dFunctional.Backward(weights, mask);
-        Assert.That(mask.eq(0).any().item<bool>() || !training, Is.True, "some channels are dropped, so the check sees the mask");
+        using Scalar zero = 0;
+        Assert.That(mask.eq(zero).any().item<bool>() || !training, Is.True, "some channels are dropped, so the check sees the mask");
         AssertMatchesDifferences(gradInput, x0, Loss, "x.grad");
 
         // The module's autograd path gives the same gradient with the same mask.

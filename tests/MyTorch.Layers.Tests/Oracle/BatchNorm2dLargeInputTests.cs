@@ -27,8 +27,9 @@ public class BatchNorm2dLargeInputTests
         // Distinct statistics per channel and a marked last row, so that an element the kernels missed changes the result.
         using (no_grad())
         {
-            x[0, 1].mul_(3).add_(-2);
-            x[0, 0, H - 1].fill_(40);
+            using Scalar three = 3, minusTwo = -2, one = 1, forty = 40;
+            x[0, 1].mul_(three).add_(minusTwo, one);
+            x[0, 0, H - 1].fill_(forty);
         }
 
         Assert.That(x.numel() * x.element_size(), Is.GreaterThan((long)int.MaxValue));
@@ -53,9 +54,10 @@ public class BatchNorm2dLargeInputTests
             for (long h = 0; h < H; h += Chunk)
             {
                 using var chunkScope = NewDisposeScope();
-                var xmu = x[0, c].narrow(0, h, Chunk).to(ScalarType.Float64).sub(mean);
+                var xmu = x[0, c].narrow(0, h, Chunk).to(ScalarType.Float64).Minus(mean);
                 var dyChunk = dy[0, c].narrow(0, h, Chunk).to(ScalarType.Float64);
-                squares += xmu.square().sum().item<double>();
+                using Scalar two = 2; // square() would make its exponent a temporary Scalar
+                squares += xmu.pow(two).sum().item<double>();
                 sumDy += dyChunk.sum().item<double>();
                 sumDyXmu += (dyChunk * xmu).sum().item<double>();
             }
@@ -76,10 +78,10 @@ public class BatchNorm2dLargeInputTests
             foreach (long h in new[] { 0, H - Chunk })
             {
                 using var chunkScope = NewDisposeScope();
-                var xmu = x[0, c].narrow(0, h, Chunk).to(ScalarType.Float64).sub(mean);
-                Tolerance.AssertClose(y[0, c].narrow(0, h, Chunk), ((xmu * (invstd * gamma)) + beta).to(ScalarType.Float32), $"output, channel {c}, rows {h}+");
+                var xmu = x[0, c].narrow(0, h, Chunk).to(ScalarType.Float64).Minus(mean);
+                Tolerance.AssertClose(y[0, c].narrow(0, h, Chunk), xmu.Times(invstd * gamma).Plus(beta).to(ScalarType.Float32), $"output, channel {c}, rows {h}+");
                 var dyChunk = dy[0, c].narrow(0, h, Chunk).to(ScalarType.Float64);
-                var expectedDx = (dyChunk - (sumDy / count) - (xmu * (invstd * invstd * sumDyXmu / count))) * (invstd * gamma);
+                var expectedDx = (dyChunk.Minus(sumDy / count) - xmu.Times(invstd * invstd * sumDyXmu / count)).Times(invstd * gamma);
                 Tolerance.AssertClose(dx[0, c].narrow(0, h, Chunk), expectedDx.to(ScalarType.Float32), $"grad_input, channel {c}, rows {h}+");
             }
         }

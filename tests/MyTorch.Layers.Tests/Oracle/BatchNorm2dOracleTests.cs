@@ -200,7 +200,7 @@ public class BatchNorm2dOracleTests
         if (options.Affine)
         {
             using var noGrad = no_grad();
-            var gamma = (rand(channels, options.Dtype) * 1.5) + 0.25;
+            var gamma = rand(channels, options.Dtype).Times(1.5).Plus(0.25);
             var beta = randn(channels, options.Dtype);
             theirs.weight.copy_(gamma.to(oracleDtype));
             theirs.bias!.copy_(beta.to(oracleDtype));
@@ -216,7 +216,7 @@ public class BatchNorm2dOracleTests
             string at = $"{(training ? "training" : "eval")} step {step}";
 
             // Non-zero means and non-unit spreads per channel, so that every term of the math matters.
-            var values = (randn(shape, options.Dtype) * (rand(1, channels, 1, 1, options.Dtype) * 3 + 0.5)) + randn(1, channels, 1, 1, options.Dtype);
+            var values = (randn(shape, options.Dtype) * rand(1, channels, 1, 1, options.Dtype).Times(3).Plus(0.5)).Plus(randn(1, channels, 1, 1, options.Dtype));
             var gradOutput = InLayout(randn(shape, options.Dtype), gradientLayout);
             using var theirInput = LaidOutInput.Create(values.to(oracleDtype), layout);
             using var ourInput = LaidOutInput.Create(values, layout);

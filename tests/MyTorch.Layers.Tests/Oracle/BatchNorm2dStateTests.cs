@@ -47,13 +47,13 @@ public class BatchNorm2dStateTests
         var theirs = nn.BatchNorm2d(4);
         using (no_grad())
         {
-            theirs.weight.copy_(rand(4) + 0.5);
+            theirs.weight.copy_(rand(4).Plus(0.5));
             theirs.bias!.copy_(randn(4));
         }
 
         for (int i = 0; i < 3; i++)
         {
-            theirs.forward(randn(8, 4, 5, 5) * 2 + 1);
+            theirs.forward(randn(8, 4, 5, 5).Times(2).Plus(1));
         }
 
         var ours = new BatchNorm2d(4);
@@ -71,7 +71,7 @@ public class BatchNorm2dStateTests
         // Train ours further, then carry its state back into a fresh TorchSharp module.
         ours.train();
         theirs.train();
-        var step = randn(8, 4, 5, 5) - 1;
+        var step = randn(8, 4, 5, 5).Minus(1);
         ours.forward(step);
         theirs.forward(step);
         var back = nn.BatchNorm2d(4);
@@ -92,7 +92,7 @@ public class BatchNorm2dStateTests
         using var scope = NewDisposeScope();
         manual_seed(5);
         var ours = new BatchNorm2d(3, momentum: null);
-        ours.forward(randn(4, 3, 2, 2) + 3);
+        ours.forward(randn(4, 3, 2, 2).Plus(3));
         string path = Path.GetTempFileName();
         try
         {
@@ -136,11 +136,12 @@ public class BatchNorm2dStateTests
         var ours = new BatchNorm2d(3);
         using (no_grad())
         {
-            ours.weight!.mul_(3);
-            ours.bias!.add_(2);
+            using Scalar three = 3, two = 2, one = 1;
+            ours.weight!.mul_(three);
+            ours.bias!.add_(two, one);
         }
 
-        ours.forward(randn(4, 3, 2, 2) + 5);
+        ours.forward(randn(4, 3, 2, 2).Plus(5));
         ours.reset_running_stats();
         var fresh = nn.BatchNorm2d(3);
         Tolerance.AssertClose(ours.running_mean, fresh.running_mean, "running_mean");
@@ -161,11 +162,11 @@ public class BatchNorm2dStateTests
         using var scope = NewDisposeScope();
         manual_seed(99);
         const int C = 6;
-        var x = (randn([5, C, 4, 3], dtype) * 2) + 1;
-        var weight = rand(C, dtype) + 0.5;
+        var x = randn([5, C, 4, 3], dtype).Times(2).Plus(1);
+        var weight = rand(C, dtype).Plus(0.5);
         var bias = randn(C, dtype);
         var ourMean = rand(C, dtype);
-        var ourVar = rand(C, dtype) + 0.5;
+        var ourVar = rand(C, dtype).Plus(0.5);
         var theirMean = ourMean.clone();
         var theirVar = ourVar.clone();
         var dy = randn([5, C, 4, 3], dtype);
@@ -189,7 +190,7 @@ public class BatchNorm2dStateTests
         {
             var (variance, mean) = var_mean(x, [0, 2, 3], unbiased: false);
             Tolerance.AssertClose(saveMean, mean, "save_mean");
-            Tolerance.AssertClose(saveInvstd, (variance + 1e-4).rsqrt(), "save_invstd");
+            Tolerance.AssertClose(saveInvstd, variance.Plus(1e-4).rsqrt(), "save_invstd");
         }
     }
 }

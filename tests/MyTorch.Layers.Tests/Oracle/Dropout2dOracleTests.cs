@@ -369,11 +369,11 @@ public class Dropout2dOracleTests
         foreach (bool ours in new[] { true, false })
         {
             var leaf = values.clone().requires_grad_(true);
-            var whole = leaf * 2;
+            var whole = leaf.Times(2);
             var view = whole.slice(3, 0, 6, 2);
             manual_seed(3);
             var y = ours ? new Dropout2d(0.5, inplace: true).forward(view) : nn.functional.dropout2d(view, 0.5, training: true, inplace: true);
-            ((whole * whole).sum() + (y.sum() * 3)).backward();
+            (whole * whole).sum().Plus(y.sum().Times(3)).backward();
             results.Add((whole.detach(), leaf.grad!));
         }
 
@@ -418,8 +418,8 @@ public class Dropout2dOracleTests
         string at = $"{oracle}";
 
         // An in-place dropout of a leaf that requires grad (or of a view of one) is an error in both; write into a non-leaf copy.
-        var x = c.Inplace ? InputView(ourInput.Leaf * 1, c, ourInput.View) : InputView(ourInput.Leaf, c, ourInput.View);
-        var theirX = c.Inplace ? InputView(theirInput.Leaf * 1, c, theirInput.View) : InputView(theirInput.Leaf, c, theirInput.View);
+        var x = c.Inplace ? InputView(ourInput.Leaf.Times(1), c, ourInput.View) : InputView(ourInput.Leaf, c, ourInput.View);
+        var theirX = c.Inplace ? InputView(theirInput.Leaf.Times(1), c, theirInput.View) : InputView(theirInput.Leaf, c, theirInput.View);
 
         var ours = new Dropout2d(c.P, c.Inplace);
         ours.train(c.Training);
@@ -460,7 +460,7 @@ public class Dropout2dOracleTests
     private static Tensor Values(Case c)
     {
         long[] shape = c.Rank == 4 ? c.Shape : [1, .. c.Shape];
-        var values = randn(shape, c.Dtype) * (rand(1, shape[1], 1, 1, c.Dtype) * 3 + 0.5);
+        var values = randn(shape, c.Dtype) * rand(1, shape[1], 1, 1, c.Dtype).Times(3).Plus(0.5);
         using (no_grad())
         {
             // NaN, ±∞ and −0.0 show what p = 1 (x · 0) and a kept channel's scaling do to them.

@@ -1,4 +1,5 @@
 using System;
+using MyTorch.Layers.Tests.Support;
 using NUnit.Framework;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -85,8 +86,9 @@ public class Dropout2dStatisticsTests
     /// <summary>|values| in [0.5, 1.5) with random signs: never zero, so a zero output means a dropped channel.</summary>
     private static Tensor NonZeroValues(long[] shape, ScalarType dtype)
     {
-        var magnitude = rand(shape, dtype) + 0.5;
-        var sign = (rand(shape, dtype) < 0.5).to(dtype) * 2 - 1;
+        using Scalar half = 0.5;
+        var magnitude = rand(shape, dtype).Plus(0.5);
+        var sign = (rand(shape, dtype) < half).to(dtype).Times(2).Minus(1);
         return magnitude * sign;
     }
 

@@ -33,7 +33,7 @@ public class FactoryAndFunctionalTests
         manual_seed(41);
         var ours = layers.BatchNorm2d(3, eps: 1e-4, momentum: 0.3, dtype: dtype);
         var theirs = nn.BatchNorm2d(3, eps: 1e-4, momentum: 0.3, dtype: dtype);
-        var x = (randn([4, 3, 5, 5], dtype) * 3) + 2;
+        var x = randn([4, 3, 5, 5], dtype).Times(3).Plus(2);
         var xOurs = x.clone().requires_grad_(true);
         var xTheirs = x.clone().requires_grad_(true);
         var dy = randn([4, 3, 5, 5], dtype);
@@ -64,7 +64,8 @@ public class FactoryAndFunctionalTests
         manual_seed(42);
         var actual = ours.forward(x);
         Assert.That(actual.eq(expected).all().item<bool>(), Is.True, "bit for bit under the same seed");
-        Assert.That(actual.flatten(2).eq(0).all(2).any().item<bool>(), Is.True, "some channel is dropped");
+        using Scalar zero = 0;
+        Assert.That(actual.flatten(2).eq(zero).all(2).any().item<bool>(), Is.True, "some channel is dropped");
     }
 
     [TestCase(ScalarType.Float32, true, true)]
@@ -77,11 +78,11 @@ public class FactoryAndFunctionalTests
         using var scope = NewDisposeScope();
         manual_seed(43);
         const int C = 5;
-        var x = (randn([6, C, 4, 3], dtype) * 2) - 1;
-        var weight = rand(C, dtype) + 0.5;
+        var x = randn([6, C, 4, 3], dtype).Times(2).Minus(1);
+        var weight = rand(C, dtype).Plus(0.5);
         var bias = randn(C, dtype);
         var mean = randn(C, dtype);
-        var variance = rand(C, dtype) + 0.5;
+        var variance = rand(C, dtype).Plus(0.5);
         var dy = randn([6, C, 4, 3], dtype);
 
         var (ourX, ourW, ourB) = (x.clone().requires_grad_(true), weight.clone().requires_grad_(true), bias.clone().requires_grad_(true));
@@ -113,7 +114,7 @@ public class FactoryAndFunctionalTests
         manual_seed(49);
         var x = randn(3, 4, 2, 5);
         var dy = randn(3, 4, 2, 5);
-        var weight = rand(4) + 0.5;
+        var weight = rand(4).Plus(0.5);
         var bias = randn(4);
         var (ourX, ourW, ourB) = (x.clone().requires_grad_(true), weight.clone().requires_grad_(true), bias.clone().requires_grad_(true));
         var (theirX, theirW, theirB) = (x.clone().requires_grad_(true), weight.clone().requires_grad_(true), bias.clone().requires_grad_(true));
@@ -141,7 +142,7 @@ public class FactoryAndFunctionalTests
         manual_seed(44);
         var x = randn(2, 3, 4, 4);
         var mean = randn(3);
-        var variance = rand(3) + 0.5;
+        var variance = rand(3).Plus(0.5);
         var ourMean = mean.clone();
         var expected = nn.functional.batch_norm(x, mean, variance);
         var actual = layers.functional.batch_norm(x, ourMean, variance);
@@ -155,7 +156,7 @@ public class FactoryAndFunctionalTests
         using var scope = NewDisposeScope();
         var x = randn(1, 3, 1, 1);
         var mean = randn(3);
-        var variance = rand(3) + 0.5;
+        var variance = rand(3).Plus(0.5);
         using var snapshot = new Snapshot();
         snapshot.Add("x", x);
         snapshot.Add("running_mean", mean);

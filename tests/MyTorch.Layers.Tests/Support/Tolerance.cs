@@ -42,7 +42,7 @@ internal static class Tolerance
         var infMismatch = a.isinf().logical_or(e.isinf()).logical_and(a.ne(e)).sum().item<long>();
         Assert.That(infMismatch, Is.Zero, $"{what}: infinities differ at {infMismatch} places");
         var diff = (a - e).abs().where(finite, 0.0);
-        var bound = e.abs().where(finite, 0.0) * rtol + atol;
+        var bound = e.abs().where(finite, 0.0).Times(rtol).Plus(atol);
         var excess = (diff - bound).max().item<double>();
         if (excess > 0)
         {
@@ -91,7 +91,7 @@ internal static class Tolerance
         var finite = e.isfinite().logical_and(a.isfinite());
         var diff = (a - e).abs().where(finite, 0.0);
         var theirs = (t - e).abs().where(finite.logical_and(t.isfinite()), 0.0);
-        var bound = (e.abs().where(finite, 0.0) * rtol + atol).maximum(theirs * 2);
+        var bound = e.abs().where(finite, 0.0).Times(rtol).Plus(atol).maximum(theirs.Times(2));
         var excess = (diff - bound).max().item<double>();
         if (excess > 0)
         {
