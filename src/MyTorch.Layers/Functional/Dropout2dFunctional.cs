@@ -220,17 +220,8 @@ public static class Dropout2dFunctional
         var source = Layouts.ReadablePlanes(input, shape, out var layout);
         var plane = Layouts.Plane(Layouts.AsBatch(shape), layout);
         var destination = inplace ? source : Layouts.EmptyPlanes(shape, input.dtype, layout);
-        Tensor factors;
-        if (p == 1)
-        {
-            factors = zeros(MaskShape(shape), input.dtype);
-            ApplyMask(source, destination, plane, factors);
-        }
-        else
-        {
-            factors = empty(MaskShape(shape), input.dtype);
-            DrawAndApplyMask(source, destination, plane, factors, keep, generator);
-        }
+        var factors = p == 1 ? zeros(MaskShape(shape), input.dtype) : empty(MaskShape(shape), input.dtype);
+        DrawAndApplyMask(source, destination, plane, factors, keep, generator);
 
         Tensor output;
         if (inplace)
@@ -279,84 +270,59 @@ public static class Dropout2dFunctional
     }
 
     /// <summary>
-    /// Draws the mask, Bernoulli(keep) then divided by keep in the mask's dtype, and applies it. Where the kernels can make
-    /// the generator's draws (<see cref="GeneratorState"/>) they draw from its state, while applying when that pays, and
-    /// hand the state back; otherwise libtorch's <c>bernoulli_</c> draws the whole mask in one call.
+    /// Draws the mask, Bernoulli(keep) then divided by keep in the mask's dtype, and applies it; with keep = 0 (p = 1) the
+    /// mask is the zeros given and nothing is drawn, as in libtorch. Where the kernels can make the generator's draws
+    /// (<see cref="GeneratorState"/>) they draw from its state, while applying when that pays, and hand the state back;
+    /// otherwise libtorch's <c>bernoulli_</c> draws the whole mask in one call.
     /// </summary>
     private static void DrawAndApplyMask(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask, double keep, Generator? generator)
     {
-        lock (GeneratorState.Gate)
+        if (source.dtype == ScalarType.Float32)
         {
-            using var state = GeneratorState.TryRead(generator, out var twister);
-            if (state is null)
-            {
-                mask.bernoulli_(keep, generator);
-                ScaleAndApplyMask(source, destination, plane, mask, keep);
-                return;
-            }
-
-            if (source.dtype == ScalarType.Float32)
-            {
-                DrawAndApplyMask<float>(source, destination, plane, mask, keep, ref twister);
-            }
-            else
-            {
-                DrawAndApplyMask<double>(source, destination, plane, mask, keep, ref twister);
-            }
-
-            GeneratorState.Write(generator, state, twister);
+            DrawAndApplyMask<float>(source, destination, plane, mask, keep, generator);
+        }
+        else
+        {
+            DrawAndApplyMask<double>(source, destination, plane, mask, keep, generator);
         }
     }
 
-    private static void DrawAndApplyMask<T>(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask, double keep, ref MersenneTwister twister)
+    private static void DrawAndApplyMask<T>(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask, double keep, Generator? generator)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         Span<T> y = TensorMemory.Span<T>(destination, plane);
         ReadOnlySpan<T> x = ReferenceEquals(source, destination) ? y : TensorMemory.Span<T>(source, plane);
         Span<T> factors = TensorMemory.Vector<T>(mask);
         int threads = KernelThreads.Count;
-        if (Dropout2dKernels.DrawWhileApplying(plane, threads))
+        if (keep == 0)
         {
-            Dropout2dKernels.DrawAndApplyMask(x, y, plane, factors, keep, ref twister, threads);
+            Dropout2dKernels.ApplyMask(x, y, plane, factors, threads);
             return;
         }
 
-        Dropout2dKernels.DrawMask(ref twister, factors, keep);
-        Dropout2dKernels.ScaleMask(factors, keep);
-        Dropout2dKernels.ApplyMask(x, y, plane, factors, threads);
-    }
-
-    private static void ScaleAndApplyMask(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask, double keep)
-    {
-        if (source.dtype == ScalarType.Float32)
+        lock (GeneratorState.Gate)
         {
-            Dropout2dKernels.ScaleMask(TensorMemory.Vector<float>(mask), keep);
-        }
-        else
-        {
-            Dropout2dKernels.ScaleMask(TensorMemory.Vector<double>(mask), keep);
-        }
+            using var state = GeneratorState.TryRead(generator, out var twister);
+            if (state is null)
+            {
+                mask.bernoulli_(keep, generator);
+                Dropout2dKernels.ScaleMask(factors, keep);
+                Dropout2dKernels.ApplyMask(x, y, plane, factors, threads);
+                return;
+            }
 
-        ApplyMask(source, destination, plane, mask);
-    }
+            if (Dropout2dKernels.DrawWhileApplying(plane, threads))
+            {
+                Dropout2dKernels.DrawAndApplyMask(x, y, plane, factors, keep, ref twister, threads);
+            }
+            else
+            {
+                Dropout2dKernels.DrawMask(ref twister, factors, keep);
+                Dropout2dKernels.ScaleMask(factors, keep);
+                Dropout2dKernels.ApplyMask(x, y, plane, factors, threads);
+            }
 
-    private static void ApplyMask(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask)
-    {
-        if (source.dtype == ScalarType.Float32)
-        {
-            ApplyMask<float>(source, destination, plane, mask);
+            GeneratorState.Write(generator, state, twister);
         }
-        else
-        {
-            ApplyMask<double>(source, destination, plane, mask);
-        }
-    }
-
-    private static void ApplyMask<T>(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
-    {
-        Span<T> y = TensorMemory.Span<T>(destination, plane);
-        ReadOnlySpan<T> x = ReferenceEquals(source, destination) ? y : TensorMemory.Span<T>(source, plane);
-        Dropout2dKernels.ApplyMask(x, y, plane, TensorMemory.Vector<T>(mask), KernelThreads.Count);
     }
 }

@@ -110,7 +110,7 @@ internal static class GeneratorState
         int left = BinaryPrimitives.ReadInt32LittleEndian(bytes[LeftOffset..]);
         int seeded = BinaryPrimitives.ReadInt32LittleEndian(bytes[SeededOffset..]);
         ulong next = BinaryPrimitives.ReadUInt64LittleEndian(bytes[NextOffset..]);
-        if (seeded == 0 || next > MersenneTwister.StateWords || !MersenneTwister.IsUsable(left, (long)next))
+        if (seeded == 0 || !MersenneTwister.IsUsable(left, (long)next))
         {
             return false;
         }
