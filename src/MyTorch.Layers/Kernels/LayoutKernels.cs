@@ -150,6 +150,16 @@ internal static unsafe class LayoutKernels
             {
                 T* from = source + ((long)i * sourceStride) + j;
                 T* to = destination + ((long)j * destinationStride) + i;
+                // A block reads its rows as that many sequential runs, more than the hardware prefetcher follows at
+                // once; each tile row asks for the line ahead in its run, once per cache line of it.
+                if (j % (StreamingStores.LineBytes / sizeof(T)) == 0)
+                {
+                    for (int r = 0; r < tile; r++)
+                    {
+                        Prefetch.Ahead(from + ((long)r * sourceStride), sourceEnd);
+                    }
+                }
+
                 if (tile == 8)
                 {
                     Tile8x8((float*)from, (float*)to, sourceStride, destinationStride);
