@@ -28,9 +28,9 @@ internal static unsafe partial class BatchNorm2dKernels
     /// again from x.
     /// </summary>
     /// <remarks>
-    /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when it is at least
-    /// <see cref="StreamingStores.MinimumBytes"/> in long enough runs (<see cref="StreamingStores.For{T}"/>); that changes no
-    /// bit of the result.
+    /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when the pass's tensors span at
+    /// least <see cref="StreamingStores.MinimumPassBytes"/> and its runs are long enough (<see cref="StreamingStores.For{T}"/>);
+    /// that changes no bit of the result.
     /// </remarks>
     public static void NormalizeFixedVectorized<T>(
         ReadOnlySpan<T> x,
@@ -65,7 +65,7 @@ internal static unsafe partial class BatchNorm2dKernels
 
         threads = ChunkScheduler.ThreadsFor(layout.Length, threads);
         int run = layout.ChannelsLast ? layout.Length : PlaneBoundaries.RunLength(layout.Spatial, Vector<T>.Count);
-        bool streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run));
+        bool streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run, tensors: 2));
         fixed (T* px = x)
         fixed (T* py = y)
         fixed (T* pc = constants)

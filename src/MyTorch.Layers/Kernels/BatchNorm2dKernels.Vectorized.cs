@@ -141,9 +141,9 @@ internal static unsafe partial class BatchNorm2dKernels
     /// y = (x − mean[c]) · invstd[c] · γ[c] + β[c], vectorised. <paramref name="y"/> may be <paramref name="x"/> itself.
     /// </summary>
     /// <remarks>
-    /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when it is at least
-    /// <see cref="StreamingStores.MinimumBytes"/> in long enough runs (<see cref="StreamingStores.For{T}"/>); that changes no
-    /// bit of the result.
+    /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when the pass's tensors span at
+    /// least <see cref="StreamingStores.MinimumPassBytes"/> and its runs are long enough (<see cref="StreamingStores.For{T}"/>);
+    /// that changes no bit of the result.
     /// </remarks>
     public static void NormalizeVectorized<T>(
         ReadOnlySpan<T> x,
@@ -185,9 +185,9 @@ internal static unsafe partial class BatchNorm2dKernels
     /// <paramref name="gradOutput"/> itself.
     /// </summary>
     /// <remarks>
-    /// dx is written with streaming stores if <c>streamingStores</c> says so, and by default when it is at least
-    /// <see cref="StreamingStores.MinimumBytes"/> in long enough runs (<see cref="StreamingStores.For{T}"/>); that changes no
-    /// bit of the result.
+    /// dx is written with streaming stores if <c>streamingStores</c> says so, and by default when the pass's tensors span at
+    /// least <see cref="StreamingStores.MinimumPassBytes"/> and its runs are long enough (<see cref="StreamingStores.For{T}"/>);
+    /// that changes no bit of the result.
     /// </remarks>
     public static void BackwardInputVectorized<T>(
         ReadOnlySpan<T> x,
@@ -366,7 +366,7 @@ internal static unsafe partial class BatchNorm2dKernels
             parameters.Projection = b.IsEmpty ? null : projectionPointer;
             bool gradient = !b.IsEmpty;
             int run = layout.ChannelsLast ? layout.Length : PlaneBoundaries.RunLength(layout.Spatial, Lanes);
-            bool streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run));
+            bool streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run, tensors: gradient ? 3 : 2));
             if (!layout.ChannelsLast)
             {
                 int planes = layout.Batch * channels;

@@ -40,9 +40,9 @@ internal static partial class Dropout2dKernels
     /// so the thread count cannot change a bit). <paramref name="y"/> may be <paramref name="x"/> itself (in-place dropout).
     /// </summary>
     /// <remarks>
-    /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when it is at least
-    /// <see cref="StreamingStores.MinimumBytes"/> in long enough runs (<see cref="StreamingStores.For{T}"/>); that changes no
-    /// bit of the result.
+    /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when the pass's tensors span at
+    /// least <see cref="StreamingStores.MinimumPassBytes"/> and its runs are long enough (<see cref="StreamingStores.For{T}"/>);
+    /// that changes no bit of the result.
     /// </remarks>
     public static unsafe void ApplyMask<T>(ReadOnlySpan<T> x, Span<T> y, PlaneLayout layout, ReadOnlySpan<T> mask, int threads = 1, bool? streamingStores = null)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
@@ -101,7 +101,7 @@ internal static partial class Dropout2dKernels
                 Layout = layout,
                 Units = layout.Length == 0 ? 0 : layout.Length / unitLength,
                 UnitsPerChunk = ChunkScheduler.UnitsPerChunk(unitLength),
-                Streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run)),
+                Streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run, tensors: 2)),
             };
         }
 

@@ -26,20 +26,23 @@ internal readonly struct PlainStores : IStoreMode
 /// writing an output costs a read and a write of it; a streaming store writes the line without reading it. These
 /// kernels do a few operations per byte, so their time is their memory traffic, and a large output written this way
 /// saves a third of a pass such as y = x · m. The price is that the output is not left in the cache for whatever reads
-/// it next, which matters for outputs small enough to have stayed there: hence <see cref="MinimumBytes"/>.
+/// it next, which matters for outputs small enough to have stayed there: hence <see cref="MinimumPassBytes"/>.
 /// Streaming stores are kept to whole cache lines (<see cref="Body{T}"/>): a line written partly by them and partly by
 /// plain stores costs more than plain stores alone.
 /// </remarks>
 internal readonly struct StreamingStores : IStoreMode
 {
-    /// <summary>Outputs of at least this many bytes are written with streaming stores.</summary>
+    /// <summary>
+    /// A pass whose tensors, read and written, span at least this many bytes writes its output with streaming stores.
+    /// </summary>
     /// <remarks>
-    /// Below this, a layer's tensors (x and y, dy and dx) fit together in a last-level cache of a few tens of
+    /// Below this, the pass's tensors (x and y, or dy, x and dx) fit together in a last-level cache of a few tens of
     /// megabytes, and an output written into memory that an earlier output just used is usually still there: its reads
     /// for ownership hit the cache and the next reader finds it in the cache too, so plain stores are the cheaper ones.
-    /// On a 32 MiB last-level cache, plain stores were faster for outputs up to 8.4 MB and streaming ones from 12.8 MB.
+    /// On a 32 MiB last-level cache, plain stores were faster for passes over two tensors of up to 8.4 MB each, and
+    /// streaming ones from 12.8 MB; for the backward's three tensors, from 9.6 MB each.
     /// </remarks>
-    public const long MinimumBytes = 12L << 20;
+    public const long MinimumPassBytes = 24L << 20;
 
     public static bool Streaming => true;
 
@@ -51,13 +54,14 @@ internal readonly struct StreamingStores : IStoreMode
 
     /// <summary>
     /// Whether an output of <paramref name="elements"/> values of <typeparamref name="T"/>, written in contiguous runs
-    /// of <paramref name="run"/> values (a plane, a row), is written with streaming stores.
+    /// of <paramref name="run"/> values (a plane, a row) by a pass over <paramref name="tensors"/> tensors of that size
+    /// (the output included), is written with streaming stores.
     /// </summary>
-    public static unsafe bool For<T>(long elements, long run)
+    public static unsafe bool For<T>(long elements, long run, int tensors)
         where T : unmanaged
     {
         long runBytes = run * sizeof(T);
-        return Vector.IsHardwareAccelerated && elements * sizeof(T) >= MinimumBytes && (runBytes % LineBytes == 0 || runBytes >= MinimumRunBytes);
+        return Vector.IsHardwareAccelerated && elements * sizeof(T) * tensors >= MinimumPassBytes && (runBytes % LineBytes == 0 || runBytes >= MinimumRunBytes);
     }
 
     /// <summary>Bytes of a cache line, the unit streaming stores should fill.</summary>

@@ -41,17 +41,20 @@ public unsafe class StreamingStoreTests
     public void Dropout2d_Float64_SameBitsAsPlainStores_AtEveryAlignment(int channels, bool channelsLast) => CompareDropout<double>(channels, channelsLast);
 
     [Test]
-    public void LargeOutputs_UseStreamingStores_SmallOnesAndShortRunsDoNot()
+    public void LargePasses_UseStreamingStores_SmallOnesAndShortRunsDoNot()
     {
-        long threshold = StreamingStores.MinimumBytes;
+        long threshold = StreamingStores.MinimumPassBytes;
         bool vectors = Vector.IsHardwareAccelerated;
-        Assert.That(StreamingStores.For<float>((threshold / 4) - 1, run: 1024), Is.False, "under the size");
-        Assert.That(StreamingStores.For<float>(threshold / 4, run: 1024), Is.EqualTo(vectors), "at the size");
-        Assert.That(StreamingStores.For<double>(threshold / 8, run: 1024), Is.EqualTo(vectors), "float64 at the size");
-        Assert.That(StreamingStores.For<float>(threshold, run: 16), Is.EqualTo(vectors), "runs of 16 values: 64 bytes, one whole cache line");
-        Assert.That(StreamingStores.For<float>(threshold, run: 196), Is.EqualTo(vectors), "runs of 196 values: 784 bytes");
-        Assert.That(StreamingStores.For<float>(threshold, run: 49), Is.False, "runs of 49 values: 196 bytes, mostly partial lines");
-        Assert.That(StreamingStores.For<float>(threshold, run: 9), Is.False, "runs of 9 values");
+        Assert.That(StreamingStores.For<float>((threshold / 8) - 1, run: 1024, tensors: 2), Is.False, "two tensors, under the size");
+        Assert.That(StreamingStores.For<float>(threshold / 8, run: 1024, tensors: 2), Is.EqualTo(vectors), "two tensors, at the size");
+        Assert.That(StreamingStores.For<double>(threshold / 16, run: 1024, tensors: 2), Is.EqualTo(vectors), "float64 at the size");
+        Assert.That(StreamingStores.For<float>(threshold / 8, run: 1024, tensors: 3), Is.EqualTo(vectors), "three tensors of the two-tensor size");
+        Assert.That(StreamingStores.For<float>((threshold / 12) - 1, run: 1024, tensors: 3), Is.False, "three tensors, under the size");
+        Assert.That(StreamingStores.For<float>((threshold / 12) + 1, run: 1024, tensors: 3), Is.EqualTo(vectors), "three tensors, at the size");
+        Assert.That(StreamingStores.For<float>(threshold, run: 16, tensors: 2), Is.EqualTo(vectors), "runs of 16 values: 64 bytes, one whole cache line");
+        Assert.That(StreamingStores.For<float>(threshold, run: 196, tensors: 2), Is.EqualTo(vectors), "runs of 196 values: 784 bytes");
+        Assert.That(StreamingStores.For<float>(threshold, run: 49, tensors: 2), Is.False, "runs of 49 values: 196 bytes, mostly partial lines");
+        Assert.That(StreamingStores.For<float>(threshold, run: 9, tensors: 2), Is.False, "runs of 9 values");
     }
 
     private static void CompareBatchNorm<T>(int channels, bool channelsLast)
