@@ -151,12 +151,13 @@ internal static unsafe class LayoutKernels
                 T* from = source + ((long)i * sourceStride) + j;
                 T* to = destination + ((long)j * destinationStride) + i;
                 // A block reads its rows as that many sequential runs, more than the hardware prefetcher follows at
-                // once; each tile row asks for the line ahead in its run, once per cache line of it.
+                // once; each tile row asks for the line ahead in its run, once per cache line of it, into L1 (a probe
+                // on NCHW to NHWC: 0.71 to 0.92 of the time of asking into L2).
                 if (j % (StreamingStores.LineBytes / sizeof(T)) == 0)
                 {
                     for (int r = 0; r < tile; r++)
                     {
-                        Prefetch.Ahead(from + ((long)r * sourceStride), sourceEnd);
+                        Prefetch.AheadIntoL1(from + ((long)r * sourceStride), sourceEnd);
                     }
                 }
 

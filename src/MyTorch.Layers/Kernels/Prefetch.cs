@@ -33,4 +33,18 @@ internal static unsafe class Prefetch
             }
         }
     }
+
+    /// <summary>As <see cref="Ahead"/>, into the core's L1 cache: for loops that read many runs at once.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void AheadIntoL1(void* current, void* end)
+    {
+        if (Sse.IsSupported)
+        {
+            byte* line = (byte*)current + DistanceBytes;
+            if (line < end)
+            {
+                Sse.Prefetch0(line);
+            }
+        }
+    }
 }
