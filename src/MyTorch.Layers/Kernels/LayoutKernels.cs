@@ -1,6 +1,7 @@
 using System;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
 namespace MyTorch.Layers.Kernels;
@@ -136,6 +137,18 @@ internal static unsafe class LayoutKernels
         where T : unmanaged
     {
         int tile = !Avx.IsSupported ? 0 : sizeof(T) == 4 ? 8 : sizeof(T) == 8 ? 4 : 0;
+        if (tile == 8 && height == 3 && width >= 8 && destinationStride == 3 && Avx2.IsSupported)
+        {
+            Interleave3((float*)source, (float*)destination, width, sourceStride);
+            return;
+        }
+
+        if (tile == 8 && width == 3 && height >= 8 && sourceStride == 3 && Avx2.IsSupported)
+        {
+            Deinterleave3((float*)source, (float*)destination, height, destinationStride);
+            return;
+        }
+
         if (tile == 8 && height < 8 && width >= 8 && destinationStride == height)
         {
             ShortRows((float*)source, (float*)destination, height, width, sourceStride);
@@ -244,6 +257,56 @@ internal static unsafe class LayoutKernels
         Scalar(source, destination, i, height, 0, width, width, destinationStride);
     }
 
+    /// <summary>
+    /// Three rows of four-byte values (NCHW to NHWC with three channels, an image's colours) into one run of
+    /// <paramref name="width"/> triples: each 8 columns are three loads, and each of the three output vectors takes
+    /// its lanes from all three rows (one permutation of each row, two blends). The last columns are moved one by one.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Interleave3(float* source, float* destination, int width, int sourceStride)
+    {
+        // Output value m = 8k + l of a group of 24 is row m % 3 at column m / 3.
+        var (from0, from1, from2) = (Interleaving.From0, Interleaving.From1, Interleaving.From2);
+        int j = 0;
+        for (; j + 8 <= width; j += 8)
+        {
+            var a = Avx.LoadVector256(source + j);
+            var b = Avx.LoadVector256(source + sourceStride + j);
+            var c = Avx.LoadVector256(source + (2L * sourceStride) + j);
+            float* to = destination + (3L * j);
+            Avx.Store(to, Avx.Blend(Avx.Blend(Avx2.PermuteVar8x32(a, from0), Avx2.PermuteVar8x32(b, from0), 0b1001_0010), Avx2.PermuteVar8x32(c, from0), 0b0010_0100));
+            Avx.Store(to + 8, Avx.Blend(Avx.Blend(Avx2.PermuteVar8x32(a, from1), Avx2.PermuteVar8x32(b, from1), 0b0010_0100), Avx2.PermuteVar8x32(c, from1), 0b0100_1001));
+            Avx.Store(to + 16, Avx.Blend(Avx.Blend(Avx2.PermuteVar8x32(a, from2), Avx2.PermuteVar8x32(b, from2), 0b0100_1001), Avx2.PermuteVar8x32(c, from2), 0b1001_0010));
+        }
+
+        Scalar(source, destination, 0, 3, j, width, sourceStride, 3);
+    }
+
+    /// <summary>
+    /// One run of <paramref name="height"/> triples of four-byte values (NHWC to NCHW with three channels) into three
+    /// rows: each 8 triples are three loads, and each output row takes its lanes from all three (one permutation of
+    /// each, two blends). The last triples are moved one by one.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Deinterleave3(float* source, float* destination, int height, int destinationStride)
+    {
+        // Row r's value at column p is input value 3p + r of a group of 24: vector (3p + r) / 8, lane (3p + r) % 8.
+        var (to0, to1, to2) = (Interleaving.To0, Interleaving.To1, Interleaving.To2);
+        int i = 0;
+        for (; i + 8 <= height; i += 8)
+        {
+            float* from = source + (3L * i);
+            var v0 = Avx.LoadVector256(from);
+            var v1 = Avx.LoadVector256(from + 8);
+            var v2 = Avx.LoadVector256(from + 16);
+            Avx.Store(destination + i, Avx.Blend(Avx.Blend(Avx2.PermuteVar8x32(v0, to0), Avx2.PermuteVar8x32(v1, to0), 0b0011_1000), Avx2.PermuteVar8x32(v2, to0), 0b1100_0000));
+            Avx.Store(destination + destinationStride + i, Avx.Blend(Avx.Blend(Avx2.PermuteVar8x32(v0, to1), Avx2.PermuteVar8x32(v1, to1), 0b0001_1000), Avx2.PermuteVar8x32(v2, to1), 0b1110_0000));
+            Avx.Store(destination + (2L * destinationStride) + i, Avx.Blend(Avx.Blend(Avx2.PermuteVar8x32(v0, to2), Avx2.PermuteVar8x32(v1, to2), 0b0001_1100), Avx2.PermuteVar8x32(v2, to2), 0b1110_0000));
+        }
+
+        Scalar(source, destination, i, height, 0, 3, 3, destinationStride);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Scalar<T>(T* source, T* destination, int rowStart, int rowEnd, int columnStart, int columnEnd, int sourceStride, int destinationStride)
         where T : unmanaged
@@ -335,5 +398,20 @@ internal static unsafe class LayoutKernels
         Avx.Store(destination + destinationStride, Avx.Permute2x128(t1, t3, 0x20));
         Avx.Store(destination + (2L * destinationStride), Avx.Permute2x128(t0, t2, 0x31));
         Avx.Store(destination + (3L * destinationStride), Avx.Permute2x128(t1, t3, 0x31));
+    }
+
+    /// <summary>
+    /// The lane permutations of <see cref="Interleave3"/> and <see cref="Deinterleave3"/>. From: for output vector k,
+    /// lane l takes column (8k + l) / 3 of whichever row it is blended from. To: for output row r, lane p takes lane
+    /// (3p + r) % 8 of whichever input vector it is blended from.
+    /// </summary>
+    private static class Interleaving
+    {
+        public static readonly Vector256<int> From0 = Vector256.Create(0, 0, 0, 1, 1, 1, 2, 2);
+        public static readonly Vector256<int> From1 = Vector256.Create(2, 3, 3, 3, 4, 4, 4, 5);
+        public static readonly Vector256<int> From2 = Vector256.Create(5, 5, 6, 6, 6, 7, 7, 7);
+        public static readonly Vector256<int> To0 = Vector256.Create(0, 3, 6, 1, 4, 7, 2, 5);
+        public static readonly Vector256<int> To1 = Vector256.Create(1, 4, 7, 2, 5, 0, 3, 6);
+        public static readonly Vector256<int> To2 = Vector256.Create(2, 5, 0, 3, 6, 1, 4, 7);
     }
 }
