@@ -90,8 +90,8 @@ internal static unsafe class LayoutKernels
             this.columns = columns;
             rowsPerBlock = columns < 8 ? LongBlock : Block;
             columnsPerBlock = rows < 8 ? LongBlock : Block;
-            blockRows = (rows + rowsPerBlock - 1) / rowsPerBlock;
-            blockColumns = (columns + columnsPerBlock - 1) / columnsPerBlock;
+            blockRows = Bands(rows, rowsPerBlock);
+            blockColumns = Bands(columns, columnsPerBlock);
             blocks = (long)count * blockRows * blockColumns;
             blocksPerChunk = ChunkScheduler.UnitsPerChunk(Math.Min(rows, rowsPerBlock) * Math.Min(columns, columnsPerBlock));
 
@@ -101,6 +101,14 @@ internal static unsafe class LayoutKernels
         }
 
         public int Chunks => (int)((blocks + blocksPerChunk - 1) / blocksPerChunk);
+
+        /// <summary>
+        /// How many bands of <paramref name="perBand"/> a side of <paramref name="length"/> takes, the last one
+        /// taking the rest: a rest shorter than a tile (8) goes to the band before it rather than into a band of its
+        /// own, which would be moved value by value.
+        /// </summary>
+        private static int Bands(int length, int perBand) =>
+            length % perBand is > 0 and < 8 && length > perBand ? length / perBand : (length + perBand - 1) / perBand;
 
         public void Run(int chunk)
         {
@@ -117,8 +125,8 @@ internal static unsafe class LayoutKernels
                 MoveBlock(
                     source + (matrix * matrixLength) + ((long)row * columns) + column,
                     destination + (matrix * matrixLength) + ((long)column * rows) + row,
-                    Math.Min(rowsPerBlock, rows - row),
-                    Math.Min(columnsPerBlock, columns - column),
+                    inMatrix / blockColumns < blockRows - 1 ? rowsPerBlock : rows - row,
+                    inMatrix % blockColumns < blockColumns - 1 ? columnsPerBlock : columns - column,
                     columns,
                     rows,
                     sourceEnd,
@@ -161,17 +169,22 @@ internal static unsafe class LayoutKernels
             return;
         }
 
-        int tiledHeight = tile == 0 ? 0 : height - (height % tile);
-        int tiledWidth = tile == 0 ? 0 : width - (width % tile);
-        // Tiles go along the side whose rows lie further apart, so that the two halves of each of its cache lines
-        // (a tile row is 32 bytes) are moved one right after the other: lines a whole 4 KB apart share a set of the
-        // L1 cache, and the block's 64 of them would not stay in it until a band of tiles later.
-        bool alongSourceRows = sourceStride >= destinationStride;
+        // Tiles cover every side at least a tile long, the last one overlapping the one before it where the side is
+        // not a whole number of tiles (its values are moved twice, the same way); shorter sides go value by value.
+        int tiledHeight = tile > 0 && height >= tile ? height : 0;
+        int tiledWidth = tile > 0 && width >= tile ? width : 0;
+        // Tiles go along the source's rows, so that the two halves of each cache line a tile row reads (32 bytes) are
+        // read one right after the other, unless the destination's rows lie a multiple of 4 KB apart: such lines
+        // share a set of the L1 cache, and a block's 64 of them would not stay there until the tiles a band later
+        // write their other halves, so then the tiles go along the destination's rows instead. Probed (float32,
+        // medians of 100): NHWC to NCHW on 128×32×32×32 took 0.72 ms that way against 1.87 the other; elsewhere the
+        // two orders were within 20% of each other, along the source's rows mostly the faster.
+        bool alongSourceRows = !IsPageMultiple<T>(destinationStride) || IsPageMultiple<T>(sourceStride);
         int outer = alongSourceRows ? tiledHeight : tiledWidth;
         int inner = alongSourceRows ? tiledWidth : tiledHeight;
-        for (int u = 0; u < outer; u += tile)
+        for (int u = 0; u < outer; u = NextTile(u, outer, tile))
         {
-            for (int v = 0; v < inner; v += tile)
+            for (int v = 0; v < inner; v = NextTile(v, inner, tile))
             {
                 (int i, int j) = alongSourceRows ? (u, v) : (v, u);
                 T* from = source + ((long)i * sourceStride) + j;
@@ -200,10 +213,18 @@ internal static unsafe class LayoutKernels
             }
         }
 
-        // The columns right of the tiles (all rows), then the rows below them (the tiled columns only).
+        // A side shorter than a tile: the whole block value by value.
         Scalar(source, destination, 0, height, tiledWidth, width, sourceStride, destinationStride);
         Scalar(source, destination, tiledHeight, height, 0, tiledWidth, sourceStride, destinationStride);
     }
+
+    /// <summary>Whether rows <paramref name="stride"/> values of <typeparamref name="T"/> apart start at the same offset in a 4 KB page.</summary>
+    private static bool IsPageMultiple<T>(int stride)
+        where T : unmanaged => (long)stride * sizeof(T) % 4096 == 0;
+
+    /// <summary>The start of the tile after the one at <paramref name="at"/> along a side of <paramref name="extent"/>, or the extent itself after the last.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int NextTile(int at, int extent, int tile) => at + tile >= extent ? extent : Math.Min(at + tile, extent - tile);
 
     /// <summary>
     /// A matrix of fewer than 8 rows of four-byte values (NCHW to NHWC with a few channels), whose destination,

@@ -48,6 +48,19 @@ public class LayoutKernelTests
         AssertTransposes<ulong>(count: 3, rows, columns, threads: 2, openMpTeam: true);
     }
 
+    /// <summary>
+    /// Destination rows a multiple of 4 KB apart (1,024 four-byte or 512 eight-byte values), where the tiles go along
+    /// the destination's rows instead of the source's.
+    /// </summary>
+    [TestCase(20)]
+    [TestCase(67)]
+    public void Transpose_DestinationRowsPagesApart_MatchesTheDefinition(int columns)
+    {
+        AssertTransposes<uint>(count: 2, rows: 1024, columns, threads: 2, openMpTeam: true);
+        AssertTransposes<ulong>(count: 2, rows: 512, columns, threads: 2, openMpTeam: true);
+        AssertTransposes<uint>(count: 1, rows: 2048, columns: 1024, threads: 1, openMpTeam: false);
+    }
+
     /// <summary>Enough values for the parallel path (65,536 or more): 5 matrices of 130 × 221, 143,650 values.</summary>
     [Test]
     public void Transpose_OnSeveralThreads_MatchesTheDefinition(
