@@ -1045,7 +1045,11 @@ internal static unsafe partial class BatchNorm2dKernels
         double* ss = parameters.Scale;
         double* ts = parameters.Shift;
         int i = 0;
-        if (Vector.IsHardwareAccelerated)
+        if (Vector.IsHardwareAccelerated && period == 3 * Lanes)
+        {
+            i = AffineThreeSteps<T, TStore>(a, output, length, parameters);
+        }
+        else if (Vector.IsHardwareAccelerated)
         {
             int half = Vector<double>.Count;
             for (; i <= length - period; i += period)
@@ -1083,7 +1087,11 @@ internal static unsafe partial class BatchNorm2dKernels
         double* ts = parameters.Shift;
         double* ps = parameters.Projection;
         int i = 0;
-        if (Vector.IsHardwareAccelerated)
+        if (Vector.IsHardwareAccelerated && period == 3 * Lanes)
+        {
+            i = GradientThreeSteps<T, TStore>(a, b, output, length, parameters);
+        }
+        else if (Vector.IsHardwareAccelerated)
         {
             int half = Vector<double>.Count;
             for (; i <= length - period; i += period)
@@ -1107,6 +1115,95 @@ internal static unsafe partial class BatchNorm2dKernels
             int k = i % period;
             output[i] = Gradient(a[i], b[i], os[k], ss[k], ts[k], ps[k]);
         }
+    }
+
+    /// <summary>
+    /// The whole periods of <see cref="AffinePeriodic{T, TStore}"/> when a period is three vector steps (C = 3, an
+    /// image's colours, or 6, 12, 24): the period's constants are loaded once into registers rather than at every step.
+    /// Each value is computed as in the general loop. Returns how many values it wrote.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static int AffineThreeSteps<T, TStore>(T* a, T* output, int length, ChannelParameters parameters)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where TStore : struct, IStoreMode
+    {
+        var (o0, o1, o2, o3, o4, o5) = ThreeSteps(parameters.Offset);
+        var (s0, s1, s2, s3, s4, s5) = ThreeSteps(parameters.Scale);
+        var (t0, t1, t2, t3, t4, t5) = ThreeSteps(parameters.Shift);
+        T* end = a + length;
+        int i = 0;
+        for (; i <= length - (3 * Lanes); i += 3 * Lanes)
+        {
+            PrefetchThreeSteps(a + i, end);
+            Load(a + i, out var x0, out var x1);
+            Load(a + i + Lanes, out var x2, out var x3);
+            Load(a + i + (2 * Lanes), out var x4, out var x5);
+            Store<T, TStore>(Vector.FusedMultiplyAdd(x0 - o0, s0, t0), Vector.FusedMultiplyAdd(x1 - o1, s1, t1), output + i);
+            Store<T, TStore>(Vector.FusedMultiplyAdd(x2 - o2, s2, t2), Vector.FusedMultiplyAdd(x3 - o3, s3, t3), output + i + Lanes);
+            Store<T, TStore>(Vector.FusedMultiplyAdd(x4 - o4, s4, t4), Vector.FusedMultiplyAdd(x5 - o5, s5, t5), output + i + (2 * Lanes));
+        }
+
+        return i;
+    }
+
+    /// <summary>
+    /// The whole periods of <see cref="GradientPeriodic{T, TStore}"/> when a period is three vector steps, as
+    /// <see cref="AffineThreeSteps{T, TStore}"/> does for the affine pass. Returns how many values it wrote.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static int GradientThreeSteps<T, TStore>(T* a, T* b, T* output, int length, ChannelParameters parameters)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where TStore : struct, IStoreMode
+    {
+        var (o0, o1, o2, o3, o4, o5) = ThreeSteps(parameters.Offset);
+        var (s0, s1, s2, s3, s4, s5) = ThreeSteps(parameters.Scale);
+        var (t0, t1, t2, t3, t4, t5) = ThreeSteps(parameters.Shift);
+        var (p0, p1, p2, p3, p4, p5) = ThreeSteps(parameters.Projection);
+        T* endA = a + length;
+        T* endB = b + length;
+        int i = 0;
+        for (; i <= length - (3 * Lanes); i += 3 * Lanes)
+        {
+            PrefetchThreeSteps(a + i, endA);
+            PrefetchThreeSteps(b + i, endB);
+            Load(a + i, out var a0, out var a1);
+            Load(b + i, out var b0, out var b1);
+            Store<T, TStore>((a0 - t0 - ((b0 - o0) * p0)) * s0, (a1 - t1 - ((b1 - o1) * p1)) * s1, output + i);
+            Load(a + i + Lanes, out var a2, out var a3);
+            Load(b + i + Lanes, out var b2, out var b3);
+            Store<T, TStore>((a2 - t2 - ((b2 - o2) * p2)) * s2, (a3 - t3 - ((b3 - o3) * p3)) * s3, output + i + Lanes);
+            Load(a + i + (2 * Lanes), out var a4, out var a5);
+            Load(b + i + (2 * Lanes), out var b4, out var b5);
+            Store<T, TStore>((a4 - t4 - ((b4 - o4) * p4)) * s4, (a5 - t5 - ((b5 - o5) * p5)) * s5, output + i + (2 * Lanes));
+        }
+
+        return i;
+    }
+
+    /// <summary>The six vectors of doubles of a periodic row three vector steps long.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector<double>, Vector<double>, Vector<double>, Vector<double>, Vector<double>, Vector<double>) ThreeSteps(double* row)
+    {
+        int half = Vector<double>.Count;
+        return (Vector.Load(row), Vector.Load(row + half), Vector.Load(row + Lanes), Vector.Load(row + Lanes + half),
+            Vector.Load(row + (2 * Lanes)), Vector.Load(row + (2 * Lanes) + half));
+    }
+
+    /// <summary>
+    /// Prefetches ahead of three vector steps from <paramref name="current"/>: every cache line they start in (for
+    /// float32, 96 bytes a period, the first and the third step's lines; for float64 each step's own).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchThreeSteps<T>(T* current, T* end)
+        where T : unmanaged
+    {
+        Prefetch.Ahead(current, end);
+        if (sizeof(T) == sizeof(double))
+        {
+            Prefetch.Ahead(current + Lanes, end);
+        }
+
+        Prefetch.Ahead(current + (2 * Lanes), end);
     }
 
     /// <summary>Lanes values from <paramref name="source"/>, widened to two vectors of doubles.</summary>
