@@ -17,8 +17,8 @@ namespace MyTorch.Layers.Functional;
 /// given generator or TorchSharp's default CPU generator, then divided by (1 − p) in that dtype. MyTorch.Layers' kernel
 /// makes those draws itself, from the generator's state, which it reads and hands back advanced as libtorch's draw
 /// would advance it; a mask of 8,192 values or more is drawn in parts of whole samples, in order, while other threads
-/// apply the parts drawn. Where libtorch does not draw with the generator's own engine (built with MKL, on an Intel
-/// processor, it seeds an MKL stream instead) libtorch's <c>bernoulli_</c> draws the mask. Either way, after the same
+/// apply the parts drawn. Where libtorch does not draw with the generator's own engine (built with MKL, it can seed an
+/// MKL stream instead) libtorch's <c>bernoulli_</c> draws the mask. Either way, after the same
 /// <c>torch.manual_seed(s)</c> the result is bit for bit TorchSharp's <c>nn.functional.dropout2d</c>, and the generator
 /// ends in the same state. The kernel's read and write of the state are one step for MyTorch.Layers' own draws, but not
 /// for libtorch's: a libtorch operation drawing from the same generator on another thread at that moment repeats numbers.

@@ -20,9 +20,10 @@ namespace MyTorch.Layers.Functional;
 /// value in the low 4), then the cached normal samples, which the draws neither read nor change.
 /// </para>
 /// <para>
-/// This holds only where libtorch draws with that engine. Built with MKL and running on an Intel processor, libtorch's
-/// <c>bernoulli_(p)</c> instead seeds an MKL stream from one number of the generator, so its values are not the
-/// engine's. Hence <see cref="TryRead"/> works only after a first draw made both ways, from two generators with the
+/// This holds only where libtorch draws with that engine. libtorch built with MKL can instead seed an MKL stream from
+/// one number of the generator in <c>bernoulli_(p)</c> (its source does so on Intel processors that its cpuinfo
+/// recognises; on a 2-core Intel Xeon virtual machine libtorch 2.10 drew from the engine), and then its values are not
+/// the engine's. Hence <see cref="TryRead"/> works only after a first draw made both ways, from two generators with the
 /// same seed, has given the same values and the same state (<see cref="Works"/>); otherwise the caller draws with
 /// libtorch's <c>bernoulli_</c>, in one call.
 /// </para>
