@@ -799,6 +799,11 @@ internal static unsafe partial class BatchNorm2dKernels
             ref double qs = ref MemoryMarshal.GetReference(squares);
             int half = Vector<double>.Count;
             T* end = (T*)Unsafe.AsPointer(ref start) + x.Length;
+            if (period == 3 * Lanes)
+            {
+                i = ShiftedSumsThreeSteps((T*)Unsafe.AsPointer(ref start), x.Length, (double*)Unsafe.AsPointer(ref rs), (double*)Unsafe.AsPointer(ref ss), (double*)Unsafe.AsPointer(ref qs));
+            }
+
             for (int periods, most = PeriodsPerPass<T>(period); (periods = Math.Min(most, (x.Length - i) / period)) > 0; i += periods * period)
             {
                 for (int k = 0; k < period; k += Lanes)
@@ -855,6 +860,12 @@ internal static unsafe partial class BatchNorm2dKernels
             int half = Vector<double>.Count;
             T* endA = (T*)Unsafe.AsPointer(ref startA) + a.Length;
             T* endB = (T*)Unsafe.AsPointer(ref startB) + a.Length;
+            if (period == 3 * Lanes)
+            {
+                i = ProductSumsThreeSteps(
+                    (T*)Unsafe.AsPointer(ref startA), (T*)Unsafe.AsPointer(ref startB), a.Length, (double*)Unsafe.AsPointer(ref rs), (double*)Unsafe.AsPointer(ref ss), (double*)Unsafe.AsPointer(ref ps));
+            }
+
             for (int periods, most = PeriodsPerPass<T>(period); (periods = Math.Min(most, (a.Length - i) / period)) > 0; i += periods * period)
             {
                 for (int k = 0; k < period; k += Lanes)
@@ -892,6 +903,107 @@ internal static unsafe partial class BatchNorm2dKernels
             sum[k] += value;
             products[k] += value * (double.CreateTruncating(b[i]) - r[k]);
         }
+    }
+
+    /// <summary>
+    /// The whole periods of <see cref="PeriodicShiftedSums{T}"/> when a period is three vector steps: the period's
+    /// references and accumulators stay in registers for the whole run instead of a pass of a few periods at a time.
+    /// Each lane adds the same values in the same order, so no bit changes. Returns how many values it read.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static int ShiftedSumsThreeSteps<T>(T* x, int length, double* r, double* sum, double* squares)
+        where T : unmanaged
+    {
+        var (r0, r1, r2, r3, r4, r5) = ThreeSteps(r);
+        var (s0, s1, s2, s3, s4, s5) = ThreeSteps(sum);
+        var (q0, q1, q2, q3, q4, q5) = ThreeSteps(squares);
+        T* end = x + length;
+        int i = 0;
+        for (; i <= length - (3 * Lanes); i += 3 * Lanes)
+        {
+            PrefetchThreeSteps(x + i, end);
+            Load(x + i, out var x0, out var x1);
+            Load(x + i + Lanes, out var x2, out var x3);
+            Load(x + i + (2 * Lanes), out var x4, out var x5);
+            x0 -= r0;
+            x1 -= r1;
+            x2 -= r2;
+            x3 -= r3;
+            x4 -= r4;
+            x5 -= r5;
+            s0 += x0;
+            s1 += x1;
+            s2 += x2;
+            s3 += x3;
+            s4 += x4;
+            s5 += x5;
+            q0 = Vector.FusedMultiplyAdd(x0, x0, q0);
+            q1 = Vector.FusedMultiplyAdd(x1, x1, q1);
+            q2 = Vector.FusedMultiplyAdd(x2, x2, q2);
+            q3 = Vector.FusedMultiplyAdd(x3, x3, q3);
+            q4 = Vector.FusedMultiplyAdd(x4, x4, q4);
+            q5 = Vector.FusedMultiplyAdd(x5, x5, q5);
+        }
+
+        StoreThreeSteps(sum, s0, s1, s2, s3, s4, s5);
+        StoreThreeSteps(squares, q0, q1, q2, q3, q4, q5);
+        return i;
+    }
+
+    /// <summary>
+    /// The whole periods of <see cref="PeriodicProductSums{T}"/> when a period is three vector steps, as
+    /// <see cref="ShiftedSumsThreeSteps{T}"/> does for the statistics. Returns how many values it read.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static int ProductSumsThreeSteps<T>(T* a, T* b, int length, double* r, double* sum, double* products)
+        where T : unmanaged
+    {
+        var (r0, r1, r2, r3, r4, r5) = ThreeSteps(r);
+        var (s0, s1, s2, s3, s4, s5) = ThreeSteps(sum);
+        var (p0, p1, p2, p3, p4, p5) = ThreeSteps(products);
+        T* endA = a + length;
+        T* endB = b + length;
+        int i = 0;
+        for (; i <= length - (3 * Lanes); i += 3 * Lanes)
+        {
+            PrefetchThreeSteps(a + i, endA);
+            PrefetchThreeSteps(b + i, endB);
+            Load(a + i, out var a0, out var a1);
+            Load(b + i, out var b0, out var b1);
+            s0 += a0;
+            s1 += a1;
+            p0 = Vector.FusedMultiplyAdd(a0, b0 - r0, p0);
+            p1 = Vector.FusedMultiplyAdd(a1, b1 - r1, p1);
+            Load(a + i + Lanes, out var a2, out var a3);
+            Load(b + i + Lanes, out var b2, out var b3);
+            s2 += a2;
+            s3 += a3;
+            p2 = Vector.FusedMultiplyAdd(a2, b2 - r2, p2);
+            p3 = Vector.FusedMultiplyAdd(a3, b3 - r3, p3);
+            Load(a + i + (2 * Lanes), out var a4, out var a5);
+            Load(b + i + (2 * Lanes), out var b4, out var b5);
+            s4 += a4;
+            s5 += a5;
+            p4 = Vector.FusedMultiplyAdd(a4, b4 - r4, p4);
+            p5 = Vector.FusedMultiplyAdd(a5, b5 - r5, p5);
+        }
+
+        StoreThreeSteps(sum, s0, s1, s2, s3, s4, s5);
+        StoreThreeSteps(products, p0, p1, p2, p3, p4, p5);
+        return i;
+    }
+
+    /// <summary>Stores six vectors of doubles as a periodic row three vector steps long.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreThreeSteps(double* row, Vector<double> v0, Vector<double> v1, Vector<double> v2, Vector<double> v3, Vector<double> v4, Vector<double> v5)
+    {
+        int half = Vector<double>.Count;
+        v0.Store(row);
+        v1.Store(row + half);
+        v2.Store(row + Lanes);
+        v3.Store(row + Lanes + half);
+        v4.Store(row + (2 * Lanes));
+        v5.Store(row + (2 * Lanes) + half);
     }
 
     // The element-wise loops compute each value the same way in the vector body and in the scalar head and tail
