@@ -163,17 +163,23 @@ public static class BatchNorm2dFunctional
         var gradBias = empty(channels, input.dtype);
         Tensor gradInput;
         using (var x = new Borrowed(Layouts.ReadablePlanes(input, shape, out var layout), input))
-        using (var dy = new Borrowed(Layouts.PlanesInLayout(gradOutput, shape, layout), gradOutput))
         {
-            gradInput = Layouts.EmptyPlanes(shape, input.dtype, layout);
+            // dy in another layout than x's is read through a copy in x's. An NCHW dy under a channels-last x is moved by
+            // the kernel that computes the sums, on the way, where it can (see BatchNorm2dKernels.MovesPlanarGradient).
             var plane = Layouts.Plane(shape, layout);
+            bool moveWhileSumming = (input.dtype == ScalarType.Float32 ? BatchNorm2dKernels.MovesPlanarGradient<float>(plane) : BatchNorm2dKernels.MovesPlanarGradient<double>(plane))
+                && Layouts.ClassifyPlanes(gradOutput, shape) == MemoryLayout.Contiguous;
+            using var dy = new Borrowed(
+                moveWhileSumming ? Layouts.EmptyPlanes(shape, input.dtype, layout) : Layouts.PlanesInLayout(gradOutput, shape, layout), gradOutput);
+            var planes = moveWhileSumming ? gradOutput : null;
+            gradInput = Layouts.EmptyPlanes(shape, input.dtype, layout);
             if (input.dtype == ScalarType.Float32)
             {
-                Backward<float>(dy.Tensor, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias);
+                Backward<float>(dy.Tensor, planes, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias);
             }
             else
             {
-                Backward<double>(dy.Tensor, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias);
+                Backward<double>(dy.Tensor, planes, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias);
             }
         }
 
@@ -294,8 +300,13 @@ public static class BatchNorm2dFunctional
         }
     }
 
+    /// <summary>
+    /// The backward kernels. With <paramref name="gradOutputPlanes"/> (NCHW, under a channels-last input),
+    /// <paramref name="gradOutput"/> is uninitialised channels-last memory that the sums fill with it on the way.
+    /// </summary>
     private static void Backward<T>(
         Tensor gradOutput,
+        Tensor? gradOutputPlanes,
         Tensor input,
         Tensor gradInput,
         PlaneLayout plane,
@@ -320,11 +331,20 @@ public static class BatchNorm2dFunctional
             Widen<T>(TensorMemory.Vector<T>(saveMean), mean);
             Widen<T>(TensorMemory.Vector<T>(saveInvstd), invstd);
             ReadOnlySpan<T> x = TensorMemory.Span<T>(input, plane);
-            ReadOnlySpan<T> dy = TensorMemory.Span<T>(gradOutput, plane);
+            Span<T> dy = TensorMemory.Span<T>(gradOutput, plane);
             var dx = TensorMemory.Span<T>(gradInput, plane);
             ReadOnlySpan<T> gamma = Parameter<T>(weight);
 
-            BatchNorm2dKernels.BackwardReductionsVectorized(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
+            if (gradOutputPlanes is null)
+            {
+                BatchNorm2dKernels.BackwardReductionsVectorized(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
+            }
+            else
+            {
+                BatchNorm2dKernels.BackwardReductionsMovingGradient(
+                    x, TensorMemory.Span<T>(gradOutputPlanes, plane), dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
+            }
+
             BatchNorm2dKernels.BackwardInputVectorized(
                 x, dy, dx, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, kernelScratch, threads);
 

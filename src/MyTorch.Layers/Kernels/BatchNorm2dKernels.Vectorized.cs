@@ -257,9 +257,11 @@ internal static unsafe partial class BatchNorm2dKernels
         Span<double> first,
         Span<double> second,
         Span<double> scratch,
-        int threads)
+        int threads,
+        T* moved = null)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
+        Debug.Assert(moved is null || (layout.ChannelsLast && !b.IsEmpty));
         int channels = layout.Channels;
         threads = ChunkScheduler.ThreadsFor(layout.Length, threads);
         fixed (T* pa = a)
@@ -318,6 +320,7 @@ internal static unsafe partial class BatchNorm2dKernels
                     First = ps,
                     Second = ps + (blocks.Count * stride),
                     Blocks = blocks,
+                    Moved = moved,
                 };
                 ChunkScheduler.Run(ref job, blocks.Count, threads);
                 for (int c = 0; c < channels; c++)
@@ -453,6 +456,7 @@ internal static unsafe partial class BatchNorm2dKernels
         public RowBlocks(PlaneLayout layout)
         {
             Channels = layout.Channels;
+            Spatial = layout.Spatial;
             Period = Channels / GreatestCommonDivisor(Channels, Lanes) * Lanes;
             int rowsPerPeriod = Period / Channels;
             int periods = ChunkScheduler.UnitsPerChunk(Period);
@@ -462,6 +466,9 @@ internal static unsafe partial class BatchNorm2dKernels
         }
 
         public int Channels { get; }
+
+        /// <summary>S = H·W, the rows of one sample.</summary>
+        public int Spatial { get; }
 
         /// <summary>P = lcm(C, Lanes).</summary>
         public int Period { get; }
@@ -541,6 +548,9 @@ internal static unsafe partial class BatchNorm2dKernels
         public double* Second;
         public RowBlocks Blocks;
 
+        /// <summary>If not null, A is in NCHW memory and is written here in channels-last memory on the way (see <see cref="StagedPeriodicProductSums{T}"/>).</summary>
+        public T* Moved;
+
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Run(int chunk)
         {
@@ -551,6 +561,12 @@ internal static unsafe partial class BatchNorm2dKernels
             first.Clear();
             second.Clear();
             var reference = new ReadOnlySpan<double>(Reference, period);
+            if (Moved is not null)
+            {
+                StagedPeriodicProductSums(A, B, Moved, Blocks, chunk, reference, first, second);
+                return;
+            }
+
             var a = new ReadOnlySpan<T>(A + start, length);
             if (B is null)
             {

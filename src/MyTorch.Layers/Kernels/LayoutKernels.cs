@@ -62,6 +62,19 @@ internal static unsafe class LayoutKernels
     }
 
     /// <summary>
+    /// rows[j·channels + c] = planes[c·spatial + j] for c &lt; <paramref name="channels"/> and j &lt; <paramref name="pixels"/>:
+    /// a piece of one NCHW sample, its first <paramref name="pixels"/> positions from <paramref name="planes"/> on, as
+    /// channels-last rows, moved as <see cref="Transpose{T}"/> moves its blocks. Nothing at or beyond
+    /// <paramref name="planesEnd"/> is read; where the tiles go, each plane is asked for the piece that follows this one.
+    /// </summary>
+    public static void PlanesToRows<T>(T* planes, int spatial, int channels, int pixels, T* rows, T* planesEnd)
+        where T : unmanaged
+    {
+        Debug.Assert(pixels <= spatial);
+        MoveBlock(planes, rows, channels, pixels, spatial, channels, planesEnd, pixels);
+    }
+
+    /// <summary>
     /// Consecutive blocks of <see cref="Transpose{T}"/>, in the order (matrix, block row, block column): a chunk moves
     /// about <see cref="ChunkScheduler.ChunkElements"/> values, a band of blocks across the source's rows.
     /// </summary>

@@ -106,6 +106,31 @@ internal readonly struct StreamingStores : IStoreMode
         }
     }
 
+    /// <summary>
+    /// destination[i] = source[i] for i &lt; <paramref name="length"/> (float32 or float64), the whole cache lines of the
+    /// destination written with streaming stores and the values before and after them with plain ones.
+    /// </summary>
+    public static unsafe void Copy<T>(T* source, T* destination, int length)
+        where T : unmanaged
+    {
+        (int start, int end) = Vector.IsHardwareAccelerated ? Body(destination, length) : (length, length);
+        int i = 0;
+        for (; i < start; i++)
+        {
+            destination[i] = source[i];
+        }
+
+        for (; i < end; i += Vector<T>.Count)
+        {
+            Vector.StoreAlignedNonTemporal(Vector.Load(source + i), destination + i);
+        }
+
+        for (; i < length; i++)
+        {
+            destination[i] = source[i];
+        }
+    }
+
     /// <summary>Stores <paramref name="value"/> at <paramref name="destination"/> plainly or streaming, as <typeparamref name="TStore"/> says.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe void Store<T, TStore>(Vector<T> value, T* destination)
