@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Globalization;
+using MyTorch.Layers.Kernels;
 using MyTorch.Layers.Tests.Support;
 using NUnit.Framework;
 using TorchSharp;
@@ -101,6 +102,22 @@ public class BatchNorm2dOracleTests
         var options = new Options(dtype, Affine: true, Track: true, Momentum: 0.1, Eps: 1e-5) { OracleDtype = ScalarType.Float64 };
         long[] dims = Array.ConvertAll(shape.Split('x'), long.Parse);
         RunAgainstOracle(options, inputLayout, dims, trainingSteps: 2, evalSteps: 1, gradientLayout);
+    }
+
+    /// <summary>
+    /// A contiguous output gradient under a channels-last input large enough (24 MiB for dy, x and the copy) to be moved
+    /// into the input's layout while the backward sums it, not first.
+    /// </summary>
+    [TestCase(ScalarType.Float32, "2x64x128x128")]
+    [TestCase(ScalarType.Float64, "2x64x128x64")]
+    public void Backward_LargeContiguousGradientUnderChannelsLastInput_MatchesTorchSharp(ScalarType dtype, string shape)
+    {
+        long[] dims = Array.ConvertAll(shape.Split('x'), long.Parse);
+        var plane = new PlaneLayout((int)dims[0], (int)dims[1], (int)(dims[2] * dims[3]), channelsLast: true);
+        bool moves = dtype == ScalarType.Float32 ? BatchNorm2dKernels.MovesPlanarGradient<float>(plane) : BatchNorm2dKernels.MovesPlanarGradient<double>(plane);
+        Assert.That(moves, Is.True, "the shape takes the path under test");
+        var options = new Options(dtype, Affine: true, Track: true, Momentum: 0.1, Eps: 1e-5) { OracleDtype = ScalarType.Float64 };
+        RunAgainstOracle(options, Layout.ChannelsLast, dims, trainingSteps: 1, evalSteps: 0, Layout.Contiguous);
     }
 
     [Test]
