@@ -9,8 +9,9 @@ namespace MyTorch.Layers.Benchmarks;
 /// just touch: a training step's input was written by the layer before, not read a moment ago by this one.
 /// </summary>
 /// <remarks>
-/// The copies together span <see cref="TargetBytes"/>, well past this machine's last-level cache (260 MiB here), so
-/// a small tensor is read from memory as a large one is, and the copy benchmark that sets the roofline sees the same.
+/// The copies together span <see cref="TargetBytes"/>, well past the last-level caches of the machines measured
+/// (32 to 260 MiB), so a small tensor is read from memory as a large one is, and the copy benchmark that sets the
+/// roofline sees the same.
 /// </remarks>
 public sealed class TensorRing : IDisposable
 {
