@@ -3,6 +3,8 @@ using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace MyTorch.Layers.Kernels;
 
@@ -1541,10 +1543,25 @@ internal static unsafe partial class BatchNorm2dKernels
     }
 
     /// <summary>Lanes values from <paramref name="source"/> + <paramref name="index"/>, widened to two vectors of doubles.</summary>
+    /// <remarks>
+    /// With 256-bit vectors on AVX, each half of the float32 values is converted straight from memory (one
+    /// <c>vcvtps2pd ymm, m128</c> each) rather than loaded whole and split, which <see cref="Vector.Widen(Vector{float}, out Vector{double}, out Vector{double})"/>
+    /// does with an extraction of its upper half: the same conversion of the same values, so the same bits, in fewer
+    /// instructions. At the kernel alone (float32, medians of 60 to 300, the two taken in turn, on a 2-core AMD EPYC of
+    /// family 19h model 17): in the cache on one thread, 8×512×4×4 statistics 34.4 → 26.6 µs, backward sums 40.7 → 26.6,
+    /// y 39.1 → 34.1, dx 60.8 → 49.8, channels-last sums 40.0 → 34.5; from memory on 2 threads, 32×64×56×56 statistics
+    /// 0.90 → 0.78 ms and dx 2.61 → 2.26, 256×512×4×4 dx 1.28 → 1.13, 32×256×14×14 statistics 0.46 → 0.40.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Load<T>(ref T source, nuint index, out Vector<double> lo, out Vector<double> hi)
     {
-        if (typeof(T) == typeof(float))
+        if (typeof(T) == typeof(float) && Avx.IsSupported && Vector<double>.Count == Vector256<double>.Count)
+        {
+            ref float start = ref Unsafe.As<T, float>(ref source);
+            lo = Avx.ConvertToVector256Double(Vector128.LoadUnsafe(ref start, index)).AsVector();
+            hi = Avx.ConvertToVector256Double(Vector128.LoadUnsafe(ref start, index + (nuint)Vector128<float>.Count)).AsVector();
+        }
+        else if (typeof(T) == typeof(float))
         {
             Vector.Widen(Vector.LoadUnsafe(ref Unsafe.As<T, float>(ref source), index), out lo, out hi);
         }
