@@ -825,6 +825,10 @@ internal static unsafe partial class BatchNorm2dKernels
             {
                 i = ShiftedSumsThreeSteps((T*)Unsafe.AsPointer(ref start), x.Length, (double*)Unsafe.AsPointer(ref rs), (double*)Unsafe.AsPointer(ref ss), (double*)Unsafe.AsPointer(ref qs));
             }
+            else if (RegisterSteps(period) > 0)
+            {
+                i = ShiftedSumsInRegisters((T*)Unsafe.AsPointer(ref start), x.Length, period, (double*)Unsafe.AsPointer(ref rs), (double*)Unsafe.AsPointer(ref ss), (double*)Unsafe.AsPointer(ref qs));
+            }
             else if (PeriodsPerPass<T>(period) == 1)
             {
                 i = ShiftedSumsPeriodByPeriod((T*)Unsafe.AsPointer(ref start), x.Length, period, (double*)Unsafe.AsPointer(ref rs), (double*)Unsafe.AsPointer(ref ss), (double*)Unsafe.AsPointer(ref qs));
@@ -960,6 +964,11 @@ internal static unsafe partial class BatchNorm2dKernels
             {
                 i = ProductSumsThreeSteps(
                     (T*)Unsafe.AsPointer(ref startA), (T*)Unsafe.AsPointer(ref startB), a.Length, (double*)Unsafe.AsPointer(ref rs), (double*)Unsafe.AsPointer(ref ss), (double*)Unsafe.AsPointer(ref ps));
+            }
+            else if (RegisterSteps(period) > 0)
+            {
+                i = ProductSumsInRegisters(
+                    (T*)Unsafe.AsPointer(ref startA), (T*)Unsafe.AsPointer(ref startB), a.Length, period, (double*)Unsafe.AsPointer(ref rs), (double*)Unsafe.AsPointer(ref ss), (double*)Unsafe.AsPointer(ref ps));
             }
             else if (PeriodsPerPass<T>(period) == 1)
             {

@@ -19,7 +19,8 @@ public class BatchNorm2dVectorizedKernelTests
 {
     /// <summary>Plane lengths from 1 to a few vector widths, with odd tails; shared by the other vectorised-kernel tests.</summary>
     internal static readonly int[] Spatials = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 23, 31, 32, 33, 47, 64, 65];
-    private static readonly int[] ChannelCounts = [1, 2, 3, 5, 8, 9, 16, 17, 24];
+    // NHWC periods lcm(C, 8) of 8, 24, 40, 72 and 136 values, and of 16, 32, 48 and 64, which AVX-512 sums in registers.
+    private static readonly int[] ChannelCounts = [1, 2, 3, 5, 8, 9, 16, 17, 24, 32, 48, 64];
 
     public static IEnumerable<TestCaseData> SmallShapes()
     {
@@ -153,6 +154,9 @@ public class BatchNorm2dVectorizedKernelTests
 
                 // 4×4 planes, summed four at a time, with a plane left over at the end of the last chunk.
                 yield return new TestCaseData(131, 35, 16, channelsLast, openMpTeam).SetArgDisplayNames(["131x35x16", .. names]);
+
+                // An NHWC period of 64 values, whose sums AVX-512 keeps in registers, over several blocks of rows.
+                yield return new TestCaseData(6, 64, 257, channelsLast, openMpTeam).SetArgDisplayNames(["6x64x257", .. names]);
             }
         }
     }

@@ -1,0 +1,293 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace MyTorch.Layers.Kernels;
+
+/// <summary>
+/// Channels-last sums whose whole period fits in AVX-512 registers: periods of 16, 32, 48 or 64 values (float32 rows
+/// of 16, 32 or 64 channels, float64 rows of 16, 32 or 64, and counts whose period is one of those).
+/// </summary>
+/// <remarks>
+/// A period of up to 64 values is up to 8 vectors of 8 doubles, so its accumulators (two sums each) and references
+/// take at most 24 of the 32 registers, and the loop goes row after row through the block in memory order, loading
+/// nothing but the values. The general loop, with 256-bit vectors, has to store and load its accumulators again
+/// every pass of a few rows, and its inner loop, one vector step of one position over the pass's rows, is only a
+/// few iterations long. Each lane still adds the values of its own period position in row order, as the general
+/// loop does, so no bit changes.
+/// </remarks>
+internal static unsafe partial class BatchNorm2dKernels
+{
+    /// <summary>Values per step of the register loops: two vectors of 8 doubles.</summary>
+    private const int RegisterStep = 16;
+
+    /// <summary>
+    /// How many steps of <see cref="RegisterStep"/> values one period is, if the register loops take it: 1 to 4 on
+    /// hardware with AVX-512, 0 otherwise.
+    /// </summary>
+    private static int RegisterSteps(int period) =>
+        Avx512F.IsSupported && Vector512.IsHardwareAccelerated && period % RegisterStep == 0 && period <= 4 * RegisterStep
+            ? period / RegisterStep
+            : 0;
+
+    /// <summary>
+    /// The whole periods of <see cref="PeriodicShiftedSums{T}"/> with the period's accumulators and references in
+    /// registers (see <see cref="RegisterSteps"/>). Returns how many values it read.
+    /// </summary>
+    private static int ShiftedSumsInRegisters<T>(T* x, int length, int period, double* r, double* sum, double* squares)
+        where T : unmanaged => (period / RegisterStep) switch
+        {
+            1 => ShiftedSumsInRegisters<T, OneStep>(x, length, r, sum, squares),
+            2 => ShiftedSumsInRegisters<T, TwoSteps>(x, length, r, sum, squares),
+            3 => ShiftedSumsInRegisters<T, ThreeRegisterSteps>(x, length, r, sum, squares),
+            _ => ShiftedSumsInRegisters<T, FourSteps>(x, length, r, sum, squares),
+        };
+
+    /// <summary>
+    /// The whole periods of <see cref="PeriodicProductSums{T}"/> with the period's accumulators and references in
+    /// registers, as <see cref="ShiftedSumsInRegisters{T}"/>. Returns how many values it read.
+    /// </summary>
+    private static int ProductSumsInRegisters<T>(T* a, T* b, int length, int period, double* r, double* sum, double* products)
+        where T : unmanaged => (period / RegisterStep) switch
+        {
+            1 => ProductSumsInRegisters<T, OneStep>(a, b, length, r, sum, products),
+            2 => ProductSumsInRegisters<T, TwoSteps>(a, b, length, r, sum, products),
+            3 => ProductSumsInRegisters<T, ThreeRegisterSteps>(a, b, length, r, sum, products),
+            _ => ProductSumsInRegisters<T, FourSteps>(a, b, length, r, sum, products),
+        };
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static int ShiftedSumsInRegisters<T, TSteps>(T* x, int length, double* r, double* sum, double* squares)
+        where T : unmanaged
+        where TSteps : struct, IStepCount
+    {
+        int period = TSteps.Count * RegisterStep;
+        Vector512<double> r0 = Load8(r), r1 = Load8(r + 8), r2 = default, r3 = default, r4 = default, r5 = default, r6 = default, r7 = default;
+        Vector512<double> s0 = Load8(sum), s1 = Load8(sum + 8), s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
+        Vector512<double> q0 = Load8(squares), q1 = Load8(squares + 8), q2 = default, q3 = default, q4 = default, q5 = default, q6 = default, q7 = default;
+        if (TSteps.Count > 1)
+        {
+            (r2, r3, s2, s3, q2, q3) = (Load8(r + 16), Load8(r + 24), Load8(sum + 16), Load8(sum + 24), Load8(squares + 16), Load8(squares + 24));
+        }
+
+        if (TSteps.Count > 2)
+        {
+            (r4, r5, s4, s5, q4, q5) = (Load8(r + 32), Load8(r + 40), Load8(sum + 32), Load8(sum + 40), Load8(squares + 32), Load8(squares + 40));
+        }
+
+        if (TSteps.Count > 3)
+        {
+            (r6, r7, s6, s7, q6, q7) = (Load8(r + 48), Load8(r + 56), Load8(sum + 48), Load8(sum + 56), Load8(squares + 48), Load8(squares + 56));
+        }
+
+        T* end = x + length;
+        int i = 0;
+        for (; i <= length - period; i += period)
+        {
+            T* row = x + i;
+            AddShifted(row, end, r0, r1, ref s0, ref s1, ref q0, ref q1);
+            if (TSteps.Count > 1)
+            {
+                AddShifted(row + 16, end, r2, r3, ref s2, ref s3, ref q2, ref q3);
+            }
+
+            if (TSteps.Count > 2)
+            {
+                AddShifted(row + 32, end, r4, r5, ref s4, ref s5, ref q4, ref q5);
+            }
+
+            if (TSteps.Count > 3)
+            {
+                AddShifted(row + 48, end, r6, r7, ref s6, ref s7, ref q6, ref q7);
+            }
+        }
+
+        Store8(s0, s1, sum);
+        Store8(q0, q1, squares);
+        if (TSteps.Count > 1)
+        {
+            Store8(s2, s3, sum + 16);
+            Store8(q2, q3, squares + 16);
+        }
+
+        if (TSteps.Count > 2)
+        {
+            Store8(s4, s5, sum + 32);
+            Store8(q4, q5, squares + 32);
+        }
+
+        if (TSteps.Count > 3)
+        {
+            Store8(s6, s7, sum + 48);
+            Store8(q6, q7, squares + 48);
+        }
+
+        return i;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static int ProductSumsInRegisters<T, TSteps>(T* a, T* b, int length, double* r, double* sum, double* products)
+        where T : unmanaged
+        where TSteps : struct, IStepCount
+    {
+        int period = TSteps.Count * RegisterStep;
+        Vector512<double> r0 = Load8(r), r1 = Load8(r + 8), r2 = default, r3 = default, r4 = default, r5 = default, r6 = default, r7 = default;
+        Vector512<double> s0 = Load8(sum), s1 = Load8(sum + 8), s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
+        Vector512<double> p0 = Load8(products), p1 = Load8(products + 8), p2 = default, p3 = default, p4 = default, p5 = default, p6 = default, p7 = default;
+        if (TSteps.Count > 1)
+        {
+            (r2, r3, s2, s3, p2, p3) = (Load8(r + 16), Load8(r + 24), Load8(sum + 16), Load8(sum + 24), Load8(products + 16), Load8(products + 24));
+        }
+
+        if (TSteps.Count > 2)
+        {
+            (r4, r5, s4, s5, p4, p5) = (Load8(r + 32), Load8(r + 40), Load8(sum + 32), Load8(sum + 40), Load8(products + 32), Load8(products + 40));
+        }
+
+        if (TSteps.Count > 3)
+        {
+            (r6, r7, s6, s7, p6, p7) = (Load8(r + 48), Load8(r + 56), Load8(sum + 48), Load8(sum + 56), Load8(products + 48), Load8(products + 56));
+        }
+
+        T* endA = a + length;
+        T* endB = b + length;
+        int i = 0;
+        for (; i <= length - period; i += period)
+        {
+            AddProducts(a + i, b + i, endA, endB, r0, r1, ref s0, ref s1, ref p0, ref p1);
+            if (TSteps.Count > 1)
+            {
+                AddProducts(a + i + 16, b + i + 16, endA, endB, r2, r3, ref s2, ref s3, ref p2, ref p3);
+            }
+
+            if (TSteps.Count > 2)
+            {
+                AddProducts(a + i + 32, b + i + 32, endA, endB, r4, r5, ref s4, ref s5, ref p4, ref p5);
+            }
+
+            if (TSteps.Count > 3)
+            {
+                AddProducts(a + i + 48, b + i + 48, endA, endB, r6, r7, ref s6, ref s7, ref p6, ref p7);
+            }
+        }
+
+        Store8(s0, s1, sum);
+        Store8(p0, p1, products);
+        if (TSteps.Count > 1)
+        {
+            Store8(s2, s3, sum + 16);
+            Store8(p2, p3, products + 16);
+        }
+
+        if (TSteps.Count > 2)
+        {
+            Store8(s4, s5, sum + 32);
+            Store8(p4, p5, products + 32);
+        }
+
+        if (TSteps.Count > 3)
+        {
+            Store8(s6, s7, sum + 48);
+            Store8(p6, p7, products + 48);
+        }
+
+        return i;
+    }
+
+    /// <summary>One step of <see cref="ShiftedSumsInRegisters{T, TSteps}"/>: 16 values from <paramref name="x"/>, prefetching ahead of them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddShifted<T>(
+        T* x, T* end, Vector512<double> rLo, Vector512<double> rHi, ref Vector512<double> sumLo, ref Vector512<double> sumHi, ref Vector512<double> squaresLo, ref Vector512<double> squaresHi)
+        where T : unmanaged
+    {
+        PrefetchStep(x, end);
+        Load16(x, out var lo, out var hi);
+        lo -= rLo;
+        hi -= rHi;
+        sumLo += lo;
+        sumHi += hi;
+        squaresLo = Avx512F.FusedMultiplyAdd(lo, lo, squaresLo);
+        squaresHi = Avx512F.FusedMultiplyAdd(hi, hi, squaresHi);
+    }
+
+    /// <summary>One step of <see cref="ProductSumsInRegisters{T, TSteps}"/>: 16 values from each of <paramref name="a"/> and <paramref name="b"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddProducts<T>(
+        T* a, T* b, T* endA, T* endB, Vector512<double> rLo, Vector512<double> rHi, ref Vector512<double> sumLo, ref Vector512<double> sumHi, ref Vector512<double> productsLo, ref Vector512<double> productsHi)
+        where T : unmanaged
+    {
+        PrefetchStep(a, endA);
+        PrefetchStep(b, endB);
+        Load16(a, out var alo, out var ahi);
+        Load16(b, out var blo, out var bhi);
+        sumLo += alo;
+        sumHi += ahi;
+        productsLo = Avx512F.FusedMultiplyAdd(alo, blo - rLo, productsLo);
+        productsHi = Avx512F.FusedMultiplyAdd(ahi, bhi - rHi, productsHi);
+    }
+
+    /// <summary>Prefetches ahead of a step: its one cache line of float32, its two of float64.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchStep<T>(T* current, T* end)
+        where T : unmanaged
+    {
+        Prefetch.Ahead(current, end);
+        if (sizeof(T) == sizeof(double))
+        {
+            Prefetch.Ahead(current + 8, end);
+        }
+    }
+
+    /// <summary>16 values from <paramref name="source"/> as two vectors of 8 doubles (float32 converted as it is loaded).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Load16<T>(T* source, out Vector512<double> lo, out Vector512<double> hi)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            lo = Avx512F.ConvertToVector512Double(Vector256.Load((float*)source));
+            hi = Avx512F.ConvertToVector512Double(Vector256.Load((float*)source + 8));
+        }
+        else
+        {
+            lo = Vector512.Load((double*)source);
+            hi = Vector512.Load((double*)source + 8);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<double> Load8(double* source) => Vector512.Load(source);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store8(Vector512<double> lo, Vector512<double> hi, double* destination)
+    {
+        lo.Store(destination);
+        hi.Store(destination + 8);
+    }
+
+    /// <summary>A number of steps fixed at compile time, so that each loop is compiled with exactly its registers.</summary>
+    private interface IStepCount
+    {
+        static abstract int Count { get; }
+    }
+
+    private readonly struct OneStep : IStepCount
+    {
+        public static int Count => 1;
+    }
+
+    private readonly struct TwoSteps : IStepCount
+    {
+        public static int Count => 2;
+    }
+
+    private readonly struct ThreeRegisterSteps : IStepCount
+    {
+        public static int Count => 3;
+    }
+
+    private readonly struct FourSteps : IStepCount
+    {
+        public static int Count => 4;
+    }
+}
