@@ -5,16 +5,23 @@ using System.Runtime.Intrinsics.X86;
 namespace MyTorch.Layers.Kernels;
 
 /// <summary>
-/// Channels-last sums whose whole period fits in AVX-512 registers: periods of 16, 32, 48 or 64 values (float32 rows
-/// of 16, 32 or 64 channels, float64 rows of 16, 32 or 64, and counts whose period is one of those).
+/// Channels-last loops whose whole period fits in AVX-512 registers: periods of 16, 32, 48 or 64 values (rows of 16,
+/// 32, 48 or 64 channels, and counts whose period lcm(C, 8) is one of those), for the sums and the element-wise passes.
 /// </summary>
 /// <remarks>
-/// A period of up to 64 values is up to 8 vectors of 8 doubles, so its accumulators (two sums each) and references
-/// take at most 24 of the 32 registers, and the loop goes row after row through the block in memory order, loading
-/// nothing but the values. The general loop, with 256-bit vectors, has to store and load its accumulators again
-/// every pass of a few rows, and its inner loop, one vector step of one position over the pass's rows, is only a
-/// few iterations long. Each lane still adds the values of its own period position in row order, as the general
-/// loop does, so no bit changes.
+/// A period of up to 64 values is up to 8 vectors of 8 doubles, so the sums' accumulators (two sums each) and
+/// references take at most 24 of the 32 registers, and y's three constants as many; dx's four take all 32, and the
+/// compiler keeps what does not fit on the stack. The loops go row after row through the block in memory order,
+/// loading nothing but the values. The general loops, with 256-bit vectors, load the constants again every pass of a
+/// few rows (and the sums store and load their accumulators), and their inner loop, one vector step of one position
+/// over the pass's rows, is only a few iterations long. Each lane still adds the values of its own period position in
+/// row order, and each value is computed by the same operations, so no bit changes. At the kernel alone (float32,
+/// the two builds in turn, on a 2-core Intel Xeon with AVX-512): on 2×64×56×56 in the cache, one thread, the
+/// statistics took 65 µs instead of 120, the backward sums 137 instead of 166, y 139 to 149 instead of 172 to 201
+/// and dx 158 to 164 instead of 266 to 305; on 32×64×56×56 from memory, 2 threads, the statistics 1.20 to 1.28 ms
+/// instead of 1.82 to 2.07, the sums 2.26 to 2.33 instead of 3.03 to 3.17, y 1.42 to 1.52 instead of 2.07 to 2.34 and
+/// dx 2.51 to 2.65 instead of 3.20 to 3.53; on 128×32×32×32 y 0.95 to 0.96 instead of 1.48 to 1.56 and dx 1.59 to
+/// 1.61 instead of 2.06 to 2.25.
 /// </remarks>
 internal static unsafe partial class BatchNorm2dKernels
 {
@@ -192,6 +199,208 @@ internal static unsafe partial class BatchNorm2dKernels
         }
 
         return i;
+    }
+
+    /// <summary>
+    /// The whole periods of <see cref="AffinePeriodic{T, TStore}"/> with the period's constants in registers (see
+    /// <see cref="RegisterSteps"/>): each value computed as in the general loop. Returns how many values it wrote.
+    /// </summary>
+    private static int AffineInRegisters<T, TStore>(T* a, T* output, int length, ChannelParameters parameters)
+        where T : unmanaged
+        where TStore : struct, IStoreMode => (parameters.Count / RegisterStep) switch
+        {
+            1 => AffineInRegisters<T, TStore, OneStep>(a, output, length, parameters),
+            2 => AffineInRegisters<T, TStore, TwoSteps>(a, output, length, parameters),
+            3 => AffineInRegisters<T, TStore, ThreeRegisterSteps>(a, output, length, parameters),
+            _ => AffineInRegisters<T, TStore, FourSteps>(a, output, length, parameters),
+        };
+
+    /// <summary>
+    /// The whole periods of <see cref="GradientPeriodic{T, TStore}"/> with the period's constants in registers, as
+    /// <see cref="AffineInRegisters{T, TStore}"/>. Returns how many values it wrote.
+    /// </summary>
+    private static int GradientInRegisters<T, TStore>(T* a, T* b, T* output, int length, ChannelParameters parameters)
+        where T : unmanaged
+        where TStore : struct, IStoreMode => (parameters.Count / RegisterStep) switch
+        {
+            1 => GradientInRegisters<T, TStore, OneStep>(a, b, output, length, parameters),
+            2 => GradientInRegisters<T, TStore, TwoSteps>(a, b, output, length, parameters),
+            3 => GradientInRegisters<T, TStore, ThreeRegisterSteps>(a, b, output, length, parameters),
+            _ => GradientInRegisters<T, TStore, FourSteps>(a, b, output, length, parameters),
+        };
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static int AffineInRegisters<T, TStore, TSteps>(T* a, T* output, int length, ChannelParameters parameters)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+        where TSteps : struct, IStepCount
+    {
+        int period = TSteps.Count * RegisterStep;
+        double* o = parameters.Offset, c = parameters.Scale, t = parameters.Shift;
+        Vector512<double> o0 = Load8(o), o1 = Load8(o + 8), o2 = default, o3 = default, o4 = default, o5 = default, o6 = default, o7 = default;
+        Vector512<double> c0 = Load8(c), c1 = Load8(c + 8), c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        Vector512<double> t0 = Load8(t), t1 = Load8(t + 8), t2 = default, t3 = default, t4 = default, t5 = default, t6 = default, t7 = default;
+        if (TSteps.Count > 1)
+        {
+            (o2, o3, c2, c3, t2, t3) = (Load8(o + 16), Load8(o + 24), Load8(c + 16), Load8(c + 24), Load8(t + 16), Load8(t + 24));
+        }
+
+        if (TSteps.Count > 2)
+        {
+            (o4, o5, c4, c5, t4, t5) = (Load8(o + 32), Load8(o + 40), Load8(c + 32), Load8(c + 40), Load8(t + 32), Load8(t + 40));
+        }
+
+        if (TSteps.Count > 3)
+        {
+            (o6, o7, c6, c7, t6, t7) = (Load8(o + 48), Load8(o + 56), Load8(c + 48), Load8(c + 56), Load8(t + 48), Load8(t + 56));
+        }
+
+        T* end = a + length;
+        int i = 0;
+        for (; i <= length - period; i += period)
+        {
+            AffineStep<T, TStore>(a + i, end, output + i, o0, o1, c0, c1, t0, t1);
+            if (TSteps.Count > 1)
+            {
+                AffineStep<T, TStore>(a + i + 16, end, output + i + 16, o2, o3, c2, c3, t2, t3);
+            }
+
+            if (TSteps.Count > 2)
+            {
+                AffineStep<T, TStore>(a + i + 32, end, output + i + 32, o4, o5, c4, c5, t4, t5);
+            }
+
+            if (TSteps.Count > 3)
+            {
+                AffineStep<T, TStore>(a + i + 48, end, output + i + 48, o6, o7, c6, c7, t6, t7);
+            }
+        }
+
+        return i;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static int GradientInRegisters<T, TStore, TSteps>(T* a, T* b, T* output, int length, ChannelParameters parameters)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+        where TSteps : struct, IStepCount
+    {
+        int period = TSteps.Count * RegisterStep;
+        double* o = parameters.Offset, c = parameters.Scale, t = parameters.Shift, p = parameters.Projection;
+        Vector512<double> o0 = Load8(o), o1 = Load8(o + 8), o2 = default, o3 = default, o4 = default, o5 = default, o6 = default, o7 = default;
+        Vector512<double> c0 = Load8(c), c1 = Load8(c + 8), c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        Vector512<double> t0 = Load8(t), t1 = Load8(t + 8), t2 = default, t3 = default, t4 = default, t5 = default, t6 = default, t7 = default;
+        Vector512<double> p0 = Load8(p), p1 = Load8(p + 8), p2 = default, p3 = default, p4 = default, p5 = default, p6 = default, p7 = default;
+        if (TSteps.Count > 1)
+        {
+            (o2, o3, c2, c3, t2, t3, p2, p3) = (Load8(o + 16), Load8(o + 24), Load8(c + 16), Load8(c + 24), Load8(t + 16), Load8(t + 24), Load8(p + 16), Load8(p + 24));
+        }
+
+        if (TSteps.Count > 2)
+        {
+            (o4, o5, c4, c5, t4, t5, p4, p5) = (Load8(o + 32), Load8(o + 40), Load8(c + 32), Load8(c + 40), Load8(t + 32), Load8(t + 40), Load8(p + 32), Load8(p + 40));
+        }
+
+        if (TSteps.Count > 3)
+        {
+            (o6, o7, c6, c7, t6, t7, p6, p7) = (Load8(o + 48), Load8(o + 56), Load8(c + 48), Load8(c + 56), Load8(t + 48), Load8(t + 56), Load8(p + 48), Load8(p + 56));
+        }
+
+        T* endA = a + length;
+        T* endB = b + length;
+        int i = 0;
+        for (; i <= length - period; i += period)
+        {
+            GradientStep<T, TStore>(a + i, b + i, endA, endB, output + i, o0, o1, c0, c1, t0, t1, p0, p1);
+            if (TSteps.Count > 1)
+            {
+                GradientStep<T, TStore>(a + i + 16, b + i + 16, endA, endB, output + i + 16, o2, o3, c2, c3, t2, t3, p2, p3);
+            }
+
+            if (TSteps.Count > 2)
+            {
+                GradientStep<T, TStore>(a + i + 32, b + i + 32, endA, endB, output + i + 32, o4, o5, c4, c5, t4, t5, p4, p5);
+            }
+
+            if (TSteps.Count > 3)
+            {
+                GradientStep<T, TStore>(a + i + 48, b + i + 48, endA, endB, output + i + 48, o6, o7, c6, c7, t6, t7, p6, p7);
+            }
+        }
+
+        return i;
+    }
+
+    /// <summary>One step of <see cref="AffineInRegisters{T, TStore, TSteps}"/>: out = (a − offset) · scale + shift for 16 values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AffineStep<T, TStore>(
+        T* a, T* end, T* output, Vector512<double> offsetLo, Vector512<double> offsetHi, Vector512<double> scaleLo, Vector512<double> scaleHi, Vector512<double> shiftLo, Vector512<double> shiftHi)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
+        PrefetchStep(a, end);
+        Load16(a, out var lo, out var hi);
+        Store16<T, TStore>(Avx512F.FusedMultiplyAdd(lo - offsetLo, scaleLo, shiftLo), Avx512F.FusedMultiplyAdd(hi - offsetHi, scaleHi, shiftHi), output);
+    }
+
+    /// <summary>One step of <see cref="GradientInRegisters{T, TStore, TSteps}"/>: out = (a − shift − (b − offset) · projection) · scale for 16 values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GradientStep<T, TStore>(
+        T* a,
+        T* b,
+        T* endA,
+        T* endB,
+        T* output,
+        Vector512<double> offsetLo,
+        Vector512<double> offsetHi,
+        Vector512<double> scaleLo,
+        Vector512<double> scaleHi,
+        Vector512<double> shiftLo,
+        Vector512<double> shiftHi,
+        Vector512<double> projectionLo,
+        Vector512<double> projectionHi)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
+        PrefetchStep(a, endA);
+        PrefetchStep(b, endB);
+        Load16(a, out var alo, out var ahi);
+        Load16(b, out var blo, out var bhi);
+        var lo = (alo - shiftLo - ((blo - offsetLo) * projectionLo)) * scaleLo;
+        var hi = (ahi - shiftHi - ((bhi - offsetHi) * projectionHi)) * scaleHi;
+        Store16<T, TStore>(lo, hi, output);
+    }
+
+    /// <summary>Stores two vectors of 8 doubles as 16 values of T (rounded to nearest for float32), plainly or streaming.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store16<T, TStore>(Vector512<double> lo, Vector512<double> hi, T* destination)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
+        if (typeof(T) == typeof(float))
+        {
+            var low = Avx512F.ConvertToVector256Single(lo);
+            var high = Avx512F.ConvertToVector256Single(hi);
+            if (TStore.Streaming)
+            {
+                Avx.StoreAlignedNonTemporal((float*)destination, low);
+                Avx.StoreAlignedNonTemporal((float*)destination + 8, high);
+            }
+            else
+            {
+                low.Store((float*)destination);
+                high.Store((float*)destination + 8);
+            }
+        }
+        else if (TStore.Streaming)
+        {
+            Avx512F.StoreAlignedNonTemporal((double*)destination, lo);
+            Avx512F.StoreAlignedNonTemporal((double*)destination + 8, hi);
+        }
+        else
+        {
+            Store8(lo, hi, (double*)destination);
+        }
     }
 
     /// <summary>One step of <see cref="ShiftedSumsInRegisters{T, TSteps}"/>: 16 values from <paramref name="x"/>, prefetching ahead of them.</summary>

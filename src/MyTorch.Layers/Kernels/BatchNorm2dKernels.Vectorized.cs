@@ -1271,6 +1271,10 @@ internal static unsafe partial class BatchNorm2dKernels
         {
             i = AffineThreeSteps<T, TStore>(a, output, length, parameters);
         }
+        else if (RegisterSteps(period) > 0)
+        {
+            i = AffineInRegisters<T, TStore>(a, output, length, parameters);
+        }
         else if (Vector.IsHardwareAccelerated && PeriodsPerPass<T>(period) == 1)
         {
             i = AffinePeriodByPeriod<T, TStore>(a, output, length, parameters);
@@ -1325,6 +1329,10 @@ internal static unsafe partial class BatchNorm2dKernels
         if (Vector.IsHardwareAccelerated && period == 3 * Lanes)
         {
             i = GradientThreeSteps<T, TStore>(a, b, output, length, parameters);
+        }
+        else if (RegisterSteps(period) > 0)
+        {
+            i = GradientInRegisters<T, TStore>(a, b, output, length, parameters);
         }
         else if (Vector.IsHardwareAccelerated && PeriodsPerPass<T>(period) == 1)
         {

@@ -21,7 +21,8 @@ public unsafe class StreamingStoreTests
     {
         foreach (bool channelsLast in new[] { false, true })
         {
-            foreach (int channels in new[] { 1, 3, 8, 9, 17 })
+            // C = 16, 48 and 64: NHWC periods that AVX-512 computes with the period's constants in registers.
+            foreach (int channels in new[] { 1, 3, 8, 9, 16, 17, 48, 64 })
             {
                 yield return new TestCaseData(channels, channelsLast).SetArgDisplayNames($"C={channels}", channelsLast ? "NHWC" : "NCHW");
             }
