@@ -1157,6 +1157,11 @@ internal static unsafe partial class BatchNorm2dKernels
             output[i] = Affine(a[i], parameters.Offset[c], parameters.Scale[c], parameters.Shift[c]);
         }
 
+        if (WidePlanes(spatial))
+        {
+            i = AffinePlanesWide<T, TStore>(a, output, i, end, length, spatial, firstChannel, parameters);
+        }
+
         var planes = new PlaneBoundaries(spatial, i, Lanes);
         int channel = (firstChannel + planes.Plane) % parameters.Count;
         var vo = new Vector<double>(parameters.Offset[channel]);
@@ -1209,6 +1214,11 @@ internal static unsafe partial class BatchNorm2dKernels
         {
             int c = (firstChannel + (i / spatial)) % parameters.Count;
             output[i] = Gradient(a[i], b[i], parameters.Offset[c], parameters.Scale[c], parameters.Shift[c], parameters.Projection[c]);
+        }
+
+        if (WidePlanes(spatial))
+        {
+            i = GradientPlanesWide<T, TStore>(a, b, output, i, end, length, spatial, firstChannel, parameters);
         }
 
         var planes = new PlaneBoundaries(spatial, i, Lanes);
