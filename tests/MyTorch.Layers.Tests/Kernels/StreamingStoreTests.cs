@@ -21,8 +21,9 @@ public unsafe class StreamingStoreTests
     {
         foreach (bool channelsLast in new[] { false, true })
         {
-            // C = 16, 48 and 64: NHWC periods that AVX-512 computes with the period's constants in registers.
-            foreach (int channels in new[] { 1, 3, 8, 9, 16, 17, 48, 64 })
+            // C = 16, 48 and 64: NHWC periods that AVX-512 computes with the period's constants in registers; C = 80,
+            // one it computes period by period, 16 values a step.
+            foreach (int channels in new[] { 1, 3, 8, 9, 16, 17, 48, 64, 80 })
             {
                 yield return new TestCaseData(channels, channelsLast).SetArgDisplayNames($"C={channels}", channelsLast ? "NHWC" : "NCHW");
             }
