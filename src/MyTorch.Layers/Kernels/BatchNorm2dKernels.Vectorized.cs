@@ -697,7 +697,11 @@ internal static unsafe partial class BatchNorm2dKernels
         int i = 0;
         double sum = 0;
         double squares = 0;
-        if (Vector.IsHardwareAccelerated && x.Length >= Lanes)
+        if (Vector.IsHardwareAccelerated && x.Length >= Lanes && WideSums)
+        {
+            i = ShiftedSumsWide((T*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(x)), x.Length, r, readable, out sum, out squares);
+        }
+        else if (Vector.IsHardwareAccelerated && x.Length >= Lanes)
         {
             // Two sets of accumulators, for two vector steps at a time: one set alone would make every step wait for
             // the previous step's additions.
@@ -741,7 +745,12 @@ internal static unsafe partial class BatchNorm2dKernels
         int i = 0;
         double sum = 0;
         double products = 0;
-        if (Vector.IsHardwareAccelerated && a.Length >= Lanes)
+        if (Vector.IsHardwareAccelerated && a.Length >= Lanes && WideSums)
+        {
+            i = ProductSumsWide(
+                (T*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(a)), (T*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(b)), a.Length, r, readable, out sum, out products);
+        }
+        else if (Vector.IsHardwareAccelerated && a.Length >= Lanes)
         {
             // Two sets of accumulators, as in ShiftedSums.
             var vr = new Vector<double>(r);
