@@ -54,12 +54,15 @@ internal static unsafe partial class BatchNorm2dKernels
     /// <summary>Values per step of the register loops: two vectors of 8 doubles.</summary>
     private const int RegisterStep = 16;
 
+    /// <summary>Whether the loops of this file run: AVX-512 with 512-bit vectors accelerated.</summary>
+    private static bool Avx512 => Avx512F.IsSupported && Vector512.IsHardwareAccelerated;
+
     /// <summary>
     /// How many steps of <see cref="RegisterStep"/> values one period is, if the register loops take it: 1 to 4 on
     /// hardware with AVX-512, 0 otherwise.
     /// </summary>
     private static int RegisterSteps(int period) =>
-        Avx512F.IsSupported && Vector512.IsHardwareAccelerated && period % RegisterStep == 0 && period <= 4 * RegisterStep
+        Avx512 && period % RegisterStep == 0 && period <= 4 * RegisterStep
             ? period / RegisterStep
             : 0;
 
@@ -95,23 +98,9 @@ internal static unsafe partial class BatchNorm2dKernels
         where TSteps : struct, IStepCount
     {
         int period = TSteps.Count * RegisterStep;
-        Vector512<double> r0 = Load8(r), r1 = Load8(r + 8), r2 = default, r3 = default, r4 = default, r5 = default, r6 = default, r7 = default;
-        Vector512<double> s0 = Load8(sum), s1 = Load8(sum + 8), s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
-        Vector512<double> q0 = Load8(squares), q1 = Load8(squares + 8), q2 = default, q3 = default, q4 = default, q5 = default, q6 = default, q7 = default;
-        if (TSteps.Count > 1)
-        {
-            (r2, r3, s2, s3, q2, q3) = (Load8(r + 16), Load8(r + 24), Load8(sum + 16), Load8(sum + 24), Load8(squares + 16), Load8(squares + 24));
-        }
-
-        if (TSteps.Count > 2)
-        {
-            (r4, r5, s4, s5, q4, q5) = (Load8(r + 32), Load8(r + 40), Load8(sum + 32), Load8(sum + 40), Load8(squares + 32), Load8(squares + 40));
-        }
-
-        if (TSteps.Count > 3)
-        {
-            (r6, r7, s6, s7, q6, q7) = (Load8(r + 48), Load8(r + 56), Load8(sum + 48), Load8(sum + 56), Load8(squares + 48), Load8(squares + 56));
-        }
+        var (r0, r1, r2, r3, r4, r5, r6, r7) = LoadRow<TSteps>(r);
+        var (s0, s1, s2, s3, s4, s5, s6, s7) = LoadRow<TSteps>(sum);
+        var (q0, q1, q2, q3, q4, q5, q6, q7) = LoadRow<TSteps>(squares);
 
         T* end = x + length;
         int i = 0;
@@ -135,26 +124,8 @@ internal static unsafe partial class BatchNorm2dKernels
             }
         }
 
-        Store8(s0, s1, sum);
-        Store8(q0, q1, squares);
-        if (TSteps.Count > 1)
-        {
-            Store8(s2, s3, sum + 16);
-            Store8(q2, q3, squares + 16);
-        }
-
-        if (TSteps.Count > 2)
-        {
-            Store8(s4, s5, sum + 32);
-            Store8(q4, q5, squares + 32);
-        }
-
-        if (TSteps.Count > 3)
-        {
-            Store8(s6, s7, sum + 48);
-            Store8(q6, q7, squares + 48);
-        }
-
+        StoreRow<TSteps>(sum, s0, s1, s2, s3, s4, s5, s6, s7);
+        StoreRow<TSteps>(squares, q0, q1, q2, q3, q4, q5, q6, q7);
         return i;
     }
 
@@ -164,23 +135,9 @@ internal static unsafe partial class BatchNorm2dKernels
         where TSteps : struct, IStepCount
     {
         int period = TSteps.Count * RegisterStep;
-        Vector512<double> r0 = Load8(r), r1 = Load8(r + 8), r2 = default, r3 = default, r4 = default, r5 = default, r6 = default, r7 = default;
-        Vector512<double> s0 = Load8(sum), s1 = Load8(sum + 8), s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
-        Vector512<double> p0 = Load8(products), p1 = Load8(products + 8), p2 = default, p3 = default, p4 = default, p5 = default, p6 = default, p7 = default;
-        if (TSteps.Count > 1)
-        {
-            (r2, r3, s2, s3, p2, p3) = (Load8(r + 16), Load8(r + 24), Load8(sum + 16), Load8(sum + 24), Load8(products + 16), Load8(products + 24));
-        }
-
-        if (TSteps.Count > 2)
-        {
-            (r4, r5, s4, s5, p4, p5) = (Load8(r + 32), Load8(r + 40), Load8(sum + 32), Load8(sum + 40), Load8(products + 32), Load8(products + 40));
-        }
-
-        if (TSteps.Count > 3)
-        {
-            (r6, r7, s6, s7, p6, p7) = (Load8(r + 48), Load8(r + 56), Load8(sum + 48), Load8(sum + 56), Load8(products + 48), Load8(products + 56));
-        }
+        var (r0, r1, r2, r3, r4, r5, r6, r7) = LoadRow<TSteps>(r);
+        var (s0, s1, s2, s3, s4, s5, s6, s7) = LoadRow<TSteps>(sum);
+        var (p0, p1, p2, p3, p4, p5, p6, p7) = LoadRow<TSteps>(products);
 
         T* endA = a + length;
         T* endB = b + length;
@@ -204,26 +161,8 @@ internal static unsafe partial class BatchNorm2dKernels
             }
         }
 
-        Store8(s0, s1, sum);
-        Store8(p0, p1, products);
-        if (TSteps.Count > 1)
-        {
-            Store8(s2, s3, sum + 16);
-            Store8(p2, p3, products + 16);
-        }
-
-        if (TSteps.Count > 2)
-        {
-            Store8(s4, s5, sum + 32);
-            Store8(p4, p5, products + 32);
-        }
-
-        if (TSteps.Count > 3)
-        {
-            Store8(s6, s7, sum + 48);
-            Store8(p6, p7, products + 48);
-        }
-
+        StoreRow<TSteps>(sum, s0, s1, s2, s3, s4, s5, s6, s7);
+        StoreRow<TSteps>(products, p0, p1, p2, p3, p4, p5, p6, p7);
         return i;
     }
 
@@ -263,23 +202,9 @@ internal static unsafe partial class BatchNorm2dKernels
     {
         int period = TSteps.Count * RegisterStep;
         double* o = parameters.Offset, c = parameters.Scale, t = parameters.Shift;
-        Vector512<double> o0 = Load8(o), o1 = Load8(o + 8), o2 = default, o3 = default, o4 = default, o5 = default, o6 = default, o7 = default;
-        Vector512<double> c0 = Load8(c), c1 = Load8(c + 8), c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
-        Vector512<double> t0 = Load8(t), t1 = Load8(t + 8), t2 = default, t3 = default, t4 = default, t5 = default, t6 = default, t7 = default;
-        if (TSteps.Count > 1)
-        {
-            (o2, o3, c2, c3, t2, t3) = (Load8(o + 16), Load8(o + 24), Load8(c + 16), Load8(c + 24), Load8(t + 16), Load8(t + 24));
-        }
-
-        if (TSteps.Count > 2)
-        {
-            (o4, o5, c4, c5, t4, t5) = (Load8(o + 32), Load8(o + 40), Load8(c + 32), Load8(c + 40), Load8(t + 32), Load8(t + 40));
-        }
-
-        if (TSteps.Count > 3)
-        {
-            (o6, o7, c6, c7, t6, t7) = (Load8(o + 48), Load8(o + 56), Load8(c + 48), Load8(c + 56), Load8(t + 48), Load8(t + 56));
-        }
+        var (o0, o1, o2, o3, o4, o5, o6, o7) = LoadRow<TSteps>(o);
+        var (c0, c1, c2, c3, c4, c5, c6, c7) = LoadRow<TSteps>(c);
+        var (t0, t1, t2, t3, t4, t5, t6, t7) = LoadRow<TSteps>(t);
 
         T* end = a + length;
         int i = 0;
@@ -313,24 +238,10 @@ internal static unsafe partial class BatchNorm2dKernels
     {
         int period = TSteps.Count * RegisterStep;
         double* o = parameters.Offset, c = parameters.Scale, t = parameters.Shift, p = parameters.Projection;
-        Vector512<double> o0 = Load8(o), o1 = Load8(o + 8), o2 = default, o3 = default, o4 = default, o5 = default, o6 = default, o7 = default;
-        Vector512<double> c0 = Load8(c), c1 = Load8(c + 8), c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
-        Vector512<double> t0 = Load8(t), t1 = Load8(t + 8), t2 = default, t3 = default, t4 = default, t5 = default, t6 = default, t7 = default;
-        Vector512<double> p0 = Load8(p), p1 = Load8(p + 8), p2 = default, p3 = default, p4 = default, p5 = default, p6 = default, p7 = default;
-        if (TSteps.Count > 1)
-        {
-            (o2, o3, c2, c3, t2, t3, p2, p3) = (Load8(o + 16), Load8(o + 24), Load8(c + 16), Load8(c + 24), Load8(t + 16), Load8(t + 24), Load8(p + 16), Load8(p + 24));
-        }
-
-        if (TSteps.Count > 2)
-        {
-            (o4, o5, c4, c5, t4, t5, p4, p5) = (Load8(o + 32), Load8(o + 40), Load8(c + 32), Load8(c + 40), Load8(t + 32), Load8(t + 40), Load8(p + 32), Load8(p + 40));
-        }
-
-        if (TSteps.Count > 3)
-        {
-            (o6, o7, c6, c7, t6, t7, p6, p7) = (Load8(o + 48), Load8(o + 56), Load8(c + 48), Load8(c + 56), Load8(t + 48), Load8(t + 56), Load8(p + 48), Load8(p + 56));
-        }
+        var (o0, o1, o2, o3, o4, o5, o6, o7) = LoadRow<TSteps>(o);
+        var (c0, c1, c2, c3, c4, c5, c6, c7) = LoadRow<TSteps>(c);
+        var (t0, t1, t2, t3, t4, t5, t6, t7) = LoadRow<TSteps>(t);
+        var (p0, p1, p2, p3, p4, p5, p6, p7) = LoadRow<TSteps>(p);
 
         T* endA = a + length;
         T* endB = b + length;
@@ -430,7 +341,7 @@ internal static unsafe partial class BatchNorm2dKernels
     }
 
     /// <summary>Whether the NCHW element-wise loops go 16 values at a time: with AVX-512, on planes of 16 values or more.</summary>
-    private static bool WidePlanes(int spatial) => Avx512F.IsSupported && Vector512.IsHardwareAccelerated && spatial >= RegisterStep;
+    private static bool WidePlanes(int spatial) => Avx512 && spatial >= RegisterStep;
 
     /// <summary>
     /// The vector body of <see cref="AffinePlanes{T, TStore}"/> from <paramref name="i"/>, 16 values at a time, as far as
@@ -523,7 +434,7 @@ internal static unsafe partial class BatchNorm2dKernels
     private static Vector512<double> Leading8(int count) => Vector512.LessThan(Vector512<double>.Indices, Vector512.Create((double)count));
 
     /// <summary>Whether the sums over contiguous runs go 16 values a step: with AVX-512.</summary>
-    private static bool WideSums => Avx512F.IsSupported && Vector512.IsHardwareAccelerated;
+    private static bool WideSums => Avx512;
 
     /// <summary>
     /// The vector part of <see cref="ShiftedSums{T}"/> 16 values a step, for a run of at least 8: each vector of 8
@@ -613,7 +524,7 @@ internal static unsafe partial class BatchNorm2dKernels
         typeof(T) == typeof(float) ? Avx512F.ConvertToVector512Double(Vector256.Load((float*)source)) : Vector512.Load((double*)source);
 
     /// <summary>Whether the period-by-period loops go 16 values a step: with AVX-512, for periods of whole steps.</summary>
-    private static bool WidePeriods(int period) => Avx512F.IsSupported && Vector512.IsHardwareAccelerated && period % RegisterStep == 0;
+    private static bool WidePeriods(int period) => Avx512 && period % RegisterStep == 0;
 
     /// <summary><see cref="ShiftedSumsPeriodByPeriod{T}"/> 16 values a step: the same values into the same lanes in the same order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -703,6 +614,40 @@ internal static unsafe partial class BatchNorm2dKernels
         return i;
     }
 
+    /// <summary>
+    /// The vectors of a periodic row of <typeparamref name="TSteps"/> steps (2 per step), those past the period default.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector512<double>, Vector512<double>, Vector512<double>, Vector512<double>, Vector512<double>, Vector512<double>, Vector512<double>, Vector512<double>) LoadRow<TSteps>(double* row)
+        where TSteps : struct, IStepCount =>
+        (Load8(row), Load8(row + 8),
+            TSteps.Count > 1 ? Load8(row + 16) : default, TSteps.Count > 1 ? Load8(row + 24) : default,
+            TSteps.Count > 2 ? Load8(row + 32) : default, TSteps.Count > 2 ? Load8(row + 40) : default,
+            TSteps.Count > 3 ? Load8(row + 48) : default, TSteps.Count > 3 ? Load8(row + 56) : default);
+
+    /// <summary>Stores the vectors of a periodic row of <typeparamref name="TSteps"/> steps, as <see cref="LoadRow{TSteps}"/> loads them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRow<TSteps>(
+        double* row, Vector512<double> v0, Vector512<double> v1, Vector512<double> v2, Vector512<double> v3, Vector512<double> v4, Vector512<double> v5, Vector512<double> v6, Vector512<double> v7)
+        where TSteps : struct, IStepCount
+    {
+        Store8(v0, v1, row);
+        if (TSteps.Count > 1)
+        {
+            Store8(v2, v3, row + 16);
+        }
+
+        if (TSteps.Count > 2)
+        {
+            Store8(v4, v5, row + 32);
+        }
+
+        if (TSteps.Count > 3)
+        {
+            Store8(v6, v7, row + 48);
+        }
+    }
+
     /// <summary>One step of <see cref="ShiftedSumsInRegisters{T, TSteps}"/>: 16 values from <paramref name="x"/>, prefetching ahead of them.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AddShifted<T>(
@@ -763,9 +708,6 @@ internal static unsafe partial class BatchNorm2dKernels
             hi = Vector512.Load((double*)source + 8);
         }
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<double> Load8(double* source) => Vector512.Load(source);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Store8(Vector512<double> lo, Vector512<double> hi, double* destination)
