@@ -164,22 +164,20 @@ public static class BatchNorm2dFunctional
         Tensor gradInput;
         using (var x = new Borrowed(Layouts.ReadablePlanes(input, shape, out var layout), input))
         {
-            // dy in another layout than x's is read through a copy in x's. An NCHW dy under a channels-last x is moved by
-            // the kernel that computes the sums, on the way, where it can (see BatchNorm2dKernels.MovesPlanarGradient).
+            // dy in another layout than x's is read through a copy in x's, except that an NCHW dy under a channels-last x
+            // is read where it lies where that is faster (see BatchNorm2dKernels.ReadsPlanarGradient).
             var plane = Layouts.Plane(shape, layout);
-            bool moveWhileSumming = (input.dtype == ScalarType.Float32 ? BatchNorm2dKernels.MovesPlanarGradient<float>(plane) : BatchNorm2dKernels.MovesPlanarGradient<double>(plane))
+            bool planar = (input.dtype == ScalarType.Float32 ? BatchNorm2dKernels.ReadsPlanarGradient<float>(plane) : BatchNorm2dKernels.ReadsPlanarGradient<double>(plane))
                 && Layouts.ClassifyPlanes(gradOutput, shape) == MemoryLayout.Contiguous;
-            using var dy = new Borrowed(
-                moveWhileSumming ? Layouts.EmptyPlanes(shape, input.dtype, layout) : Layouts.PlanesInLayout(gradOutput, shape, layout), gradOutput);
-            var planes = moveWhileSumming ? gradOutput : null;
+            using var dy = new Borrowed(planar ? gradOutput : Layouts.PlanesInLayout(gradOutput, shape, layout), gradOutput);
             gradInput = Layouts.EmptyPlanes(shape, input.dtype, layout);
             if (input.dtype == ScalarType.Float32)
             {
-                Backward<float>(dy.Tensor, planes, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias);
+                Backward<float>(dy.Tensor, planar, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias);
             }
             else
             {
-                Backward<double>(dy.Tensor, planes, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias);
+                Backward<double>(dy.Tensor, planar, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias);
             }
         }
 
@@ -301,12 +299,12 @@ public static class BatchNorm2dFunctional
     }
 
     /// <summary>
-    /// The backward kernels. With <paramref name="gradOutputPlanes"/> (NCHW, under a channels-last input),
-    /// <paramref name="gradOutput"/> is uninitialised channels-last memory that the sums fill with it on the way.
+    /// The backward kernels. <paramref name="gradOutput"/> is in the layout <paramref name="plane"/> describes, or with
+    /// <paramref name="gradOutputPlanar"/> in NCHW memory under a channels-last input.
     /// </summary>
     private static void Backward<T>(
         Tensor gradOutput,
-        Tensor? gradOutputPlanes,
+        bool gradOutputPlanar,
         Tensor input,
         Tensor gradInput,
         PlaneLayout plane,
@@ -335,18 +333,18 @@ public static class BatchNorm2dFunctional
             var dx = TensorMemory.Span<T>(gradInput, plane);
             ReadOnlySpan<T> gamma = Parameter<T>(weight);
 
-            if (gradOutputPlanes is null)
+            if (gradOutputPlanar)
             {
-                BatchNorm2dKernels.BackwardReductionsVectorized(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
+                BatchNorm2dKernels.BackwardReductionsPlanarGradient(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
+                BatchNorm2dKernels.BackwardInputPlanarGradient(
+                    x, dy, dx, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, kernelScratch, threads);
             }
             else
             {
-                BatchNorm2dKernels.BackwardReductionsMovingGradient(
-                    x, TensorMemory.Span<T>(gradOutputPlanes, plane), dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
+                BatchNorm2dKernels.BackwardReductionsVectorized(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
+                BatchNorm2dKernels.BackwardInputVectorized(
+                    x, dy, dx, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, kernelScratch, threads);
             }
-
-            BatchNorm2dKernels.BackwardInputVectorized(
-                x, dy, dx, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, kernelScratch, threads);
 
             var dGamma = TensorMemory.Vector<T>(gradWeight);
             var dBeta = TensorMemory.Vector<T>(gradBias);

@@ -6,75 +6,78 @@ using System.Runtime.CompilerServices;
 namespace MyTorch.Layers.Kernels;
 
 /// <summary>
-/// The backward sums of a channels-last input whose output gradient comes in NCHW (a channels-last network whose
-/// loss, or a reshape after the layer, hands back a contiguous gradient), moving the gradient into channels-last
-/// memory on the way for the pass that computes dx.
+/// The backward of a channels-last input whose output gradient comes in NCHW (a channels-last network whose loss, or
+/// a reshape after the layer, hands back a contiguous gradient), reading the gradient where it lies.
 /// </summary>
 /// <remarks>
 /// <para>
-/// Moving the gradient first and summing afterwards reads it, writes the copy and reads the copy back. Here each block
-/// of rows moves its piece of the gradient a few kilobytes at a time into a buffer on the stack, which stays in the L1
-/// cache; the block's sums read it there, and the copy is written from it, with streaming stores where the pass's
-/// tensors would not stay in the cache. That saves the second read of the copy and, where the stores stream, the
-/// read of each of its lines that an ordinary store makes first.
+/// Moving the gradient into channels-last memory first reads it, writes the copy, and then reads the copy twice, once
+/// for the sums and once for dx. Here each block of rows moves its piece of the gradient a few kilobytes at a time
+/// into a buffer on the stack, which stays in the L1 cache, and the sums or dx read it there. Both passes do so, so
+/// the gradient is transposed twice, in the cache, and no copy is written or read.
 /// </para>
 /// <para>
-/// The buffer holds the values the copy holds, in the same order, and the sums run over it piece after piece with the
-/// block's accumulators carried on: a piece is a whole number of periods, so each starts at period position 0 as the
-/// block does, and each lane adds the same values in the same order. So the sums are the same bits as with the
-/// gradient moved first, and the copy the same bits as <see cref="LayoutKernels.ToOtherLayout{T}"/> makes.
+/// The buffer holds the values a moved copy holds, in the same order, and a block's work runs over it piece after
+/// piece with the block's accumulators carried on: a piece is a whole number of periods, so each starts at period
+/// position 0 as the block does, and each lane adds the same values in the same order. dx is computed value by value
+/// by the same formula. So sums and dx are the same bits as with the gradient moved first.
 /// </para>
 /// </remarks>
 internal static unsafe partial class BatchNorm2dKernels
 {
     /// <summary>About this many bytes of gradient are moved at a time: a third of an L1 data cache.</summary>
+    /// <remarks>
+    /// Sums and dx together, float32, 2 threads, from memory, medians of 80 (2-core Intel Xeon): 8 KB and 32 KB were
+    /// no better on 32×64×56×56, 128×32×32×32 and 32×256×14×14, 4 KB and 64 to 128 KB slower.
+    /// </remarks>
     private const int StagingBytes = 16 * 1024;
 
     /// <summary>A period longer than this (C in the thousands) is not staged: the gradient is moved first instead.</summary>
     private const int MaxStagedPeriodBytes = 64 * 1024;
 
     /// <summary>
-    /// Whether <see cref="BackwardReductionsMovingGradient{T}"/> can serve an input in <paramref name="layout"/>: a
-    /// channels-last one whose period is short enough to stage, with at least 8 channels and planes of at least 64
-    /// values.
+    /// Whether <see cref="BackwardReductionsPlanarGradient{T}"/> and <see cref="BackwardInputPlanarGradient{T}"/> can
+    /// serve an input in <paramref name="layout"/>: a channels-last one whose period is short enough to stage, with at
+    /// least 8 channels and planes of at least 64 values.
     /// </summary>
     /// <remarks>
-    /// Against moving first (float32, 2 threads, inputs not in the cache, medians of 60, moves and sums together):
-    /// 32×64×56×56 took 5.0–5.1 ms against 6.2–7.4, 128×32×32×32 2.4–2.9 against 3.0–3.3, 32×256×14×14 1.4 against 1.6;
-    /// but 256×512×4×4, whose pieces of a sample are too short to move well, 1.5–2.3 against 1.3–1.6, and 8×3×224×224
-    /// 0.58–0.67 against 0.49–0.62: those move first.
+    /// Measured with an earlier pass that moved the gradient into a copy while summing it, against moving first
+    /// (float32, 2 threads, inputs not in the cache, medians of 60, moves and sums together): 32×64×56×56 took 5.0–5.1 ms against 6.2–7.4, 128×32×32×32 2.4–2.9 against 3.0–3.3, 32×256×14×14
+    /// 1.4 against 1.6; but 256×512×4×4, whose pieces of a sample are too short to move well, 1.5–2.3 against 1.3–1.6,
+    /// and 8×3×224×224 0.58–0.67 against 0.49–0.62: those move first.
     /// </remarks>
-    public static bool CanMovePlanarGradient<T>(PlaneLayout layout)
+    public static bool CanReadPlanarGradient<T>(PlaneLayout layout)
         where T : unmanaged =>
         layout.ChannelsLast && layout.Channels >= 8 && layout.Spatial >= 64
         && (long)new RowBlocks(layout).Period * sizeof(T) <= MaxStagedPeriodBytes;
 
     /// <summary>
-    /// Whether the backward moves an NCHW gradient under an input in <paramref name="layout"/> while summing
-    /// (<see cref="BackwardReductionsMovingGradient{T}"/>) rather than first: where it can, and where dy, x and the copy
-    /// together span at least <see cref="StreamingStores.MinimumPassBytes"/>, as a pass that writes with streaming stores.
+    /// Whether the backward reads an NCHW gradient under an input in <paramref name="layout"/> where it lies
+    /// (<see cref="BackwardReductionsPlanarGradient{T}"/>, <see cref="BackwardInputPlanarGradient{T}"/>) rather than
+    /// moving it first: where it can, and where dy, x and a copy together would span at least
+    /// <see cref="StreamingStores.MinimumPassBytes"/>, as a pass that writes with streaming stores.
     /// </summary>
     /// <remarks>
-    /// Below that, a copy moved first is still in the last-level cache when the sums read it. Training step, the two
-    /// ways taken in turn (float32, medians of 150, 2-core AMD EPYC with 32 MiB of L3): moving first took 32×256×14×14
-    /// (6.4 MB per tensor) from 5.29 to 4.64 ms, 8×64×28×28 from 1.07 to 0.95, 16×512×7×7 from 1.80 to 1.71 and 8×64×56×56
-    /// from 5.26 to 5.08, but 32×256×28×28 (25.7 MB) from 16.1 to 17.4, 64×64×28×28 from 8.13 to 9.01 and 32×128×28×28
-    /// from 7.76 to 8.10.
+    /// Below that, a copy moved first is still in the last-level cache when the two passes read it, and reading it there
+    /// costs less than transposing the gradient a second time. Training step through the module, float32, 2 threads,
+    /// each way in its own process, the processes taken in turn (medians of 100 to 200, 2-core Intel Xeon): reading in
+    /// place took 32×64×56×56 from 9.5–11.3 ms (moved while summing, in 24 MiB and more) to 8.3–8.4, 128×32×32×32
+    /// from 6.3–7.7 to 5.1–5.9 and 64×64×28×28 from 6.5–8.7 to 4.3–4.9; but 32×256×14×14 (6.4 MB per tensor) from
+    /// 2.8–3.4 (moved first) to 3.5–4.0, 16×128×28×28 from 2.7–4.0 to 3.1–3.6 and 8×64×28×28 from 0.89–1.04 to
+    /// 0.89–1.00.
     /// </remarks>
-    public static bool MovesPlanarGradient<T>(PlaneLayout layout)
+    public static bool ReadsPlanarGradient<T>(PlaneLayout layout)
         where T : unmanaged =>
-        CanMovePlanarGradient<T>(layout) && (long)layout.Length * sizeof(T) * 3 >= StreamingStores.MinimumPassBytes;
+        CanReadPlanarGradient<T>(layout) && (long)layout.Length * sizeof(T) * 3 >= StreamingStores.MinimumPassBytes;
 
     /// <summary>
     /// The sums of <see cref="BackwardReductionsVectorized{T}"/> for a channels-last <paramref name="layout"/> whose
-    /// gradient <paramref name="gradOutputPlanes"/> is in NCHW memory; <paramref name="gradOutputMoved"/> receives that
-    /// gradient in channels-last memory, as <see cref="LayoutKernels.ToOtherLayout{T}"/> would write it, for
-    /// <see cref="BackwardInputVectorized{T}"/> to read. Only where <see cref="CanMovePlanarGradient{T}"/> allows it.
+    /// gradient <paramref name="gradOutputPlanes"/> is in NCHW memory. Only where <see cref="CanReadPlanarGradient{T}"/>
+    /// allows it.
     /// </summary>
-    public static void BackwardReductionsMovingGradient<T>(
+    public static void BackwardReductionsPlanarGradient<T>(
         ReadOnlySpan<T> x,
         ReadOnlySpan<T> gradOutputPlanes,
-        Span<T> gradOutputMoved,
         PlaneLayout layout,
         ReadOnlySpan<double> mean,
         Span<double> sumDy,
@@ -83,8 +86,8 @@ internal static unsafe partial class BatchNorm2dKernels
         int threads)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
-        Debug.Assert(CanMovePlanarGradient<T>(layout) && x.Length >= layout.Length && gradOutputPlanes.Length >= layout.Length);
-        Debug.Assert(gradOutputMoved.Length >= layout.Length && !gradOutputMoved.Overlaps(gradOutputPlanes) && scratch.Length >= VectorizedScratchLength(layout));
+        Debug.Assert(CanReadPlanarGradient<T>(layout) && x.Length >= layout.Length && gradOutputPlanes.Length >= layout.Length);
+        Debug.Assert(scratch.Length >= VectorizedScratchLength(layout));
         if (layout.Length == 0)
         {
             sumDy[..layout.Channels].Clear();
@@ -92,10 +95,32 @@ internal static unsafe partial class BatchNorm2dKernels
             return;
         }
 
-        fixed (T* moved = gradOutputMoved)
-        {
-            MomentSums(gradOutputPlanes, x, layout, mean, sumDy, sumDyXmu, scratch[(4 * layout.Channels)..], threads, moved);
-        }
+        MomentSums(gradOutputPlanes, x, layout, mean, sumDy, sumDyXmu, scratch[(4 * layout.Channels)..], threads, planarA: true);
+    }
+
+    /// <summary>
+    /// <see cref="BackwardInputVectorized{T}"/> for a channels-last <paramref name="layout"/> whose gradient
+    /// <paramref name="gradOutputPlanes"/> is in NCHW memory; dx is written in channels-last memory. Only where
+    /// <see cref="CanReadPlanarGradient{T}"/> allows it.
+    /// </summary>
+    public static void BackwardInputPlanarGradient<T>(
+        ReadOnlySpan<T> x,
+        ReadOnlySpan<T> gradOutputPlanes,
+        Span<T> gradInput,
+        PlaneLayout layout,
+        ReadOnlySpan<double> mean,
+        ReadOnlySpan<double> invstd,
+        ReadOnlySpan<T> weight,
+        ReadOnlySpan<double> sumDy,
+        ReadOnlySpan<double> sumDyXmu,
+        bool batchStatistics,
+        Span<double> scratch,
+        int threads,
+        bool? streamingStores = null)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        Debug.Assert(CanReadPlanarGradient<T>(layout) && x.Length >= layout.Length);
+        BackwardInput(x, gradOutputPlanes, gradInput, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics, scratch, threads, streamingStores, planarA: true);
     }
 
     /// <summary>How many rows a piece of a staged block holds: a whole number of periods, an even number where more than one fits.</summary>
@@ -136,10 +161,10 @@ internal static unsafe partial class BatchNorm2dKernels
 
     /// <summary>
     /// The sums of <see cref="RowMomentsJob{T}"/> for one block whose a is NCHW, piece by piece through a buffer on the
-    /// stack, each piece then copied to <paramref name="moved"/>.
+    /// stack.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void StagedPeriodicProductSums<T>(T* a, T* b, T* moved, in RowBlocks blocks, int block, ReadOnlySpan<double> reference, Span<double> sum, Span<double> products)
+    private static void StagedPeriodicProductSums<T>(T* a, T* b, in RowBlocks blocks, int block, ReadOnlySpan<double> reference, Span<double> sum, Span<double> products)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         int channels = blocks.Channels;
@@ -148,9 +173,6 @@ internal static unsafe partial class BatchNorm2dKernels
         (long start, int length) = blocks.Span(block);
         int firstRow = (int)(start / channels);
         int rows = length / channels;
-        // The copy as the kernels' outputs are written: streamed where the pass's tensors (dy, x and the copy) would not stay in the cache.
-        long total = (long)blocks.Rows * channels;
-        bool streaming = StreamingStores.For<T>(total, total, tensors: 3) && StreamingStores.Aligned(moved + start);
         for (int done = 0; done < rows; done += pieceRows)
         {
             int take = Math.Min(pieceRows, rows - done);
@@ -158,13 +180,45 @@ internal static unsafe partial class BatchNorm2dKernels
             long at = start + ((long)done * channels);
             StageRows(a, blocks, firstRow + done, take, staging);
             PeriodicProductSums(new ReadOnlySpan<T>(staging, values), new ReadOnlySpan<T>(b + at, values), reference, sum, products);
-            if (streaming)
+        }
+    }
+
+    /// <summary>
+    /// One block of <see cref="RowElementwiseJob{T}"/> whose a is NCHW, piece by piece through a buffer on the stack;
+    /// with <paramref name="streaming"/>, each piece whose output starts on a cache line is written with streaming stores.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void StagedElementwise<T>(T* a, T* b, T* output, in RowBlocks blocks, int block, ChannelParameters parameters, bool gradient, bool streaming)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int channels = blocks.Channels;
+        int pieceRows = StagedRows<T>(blocks);
+        T* staging = stackalloc T[pieceRows * channels];
+        (long start, int length) = blocks.Span(block);
+        int firstRow = (int)(start / channels);
+        int rows = length / channels;
+        for (int done = 0; done < rows; done += pieceRows)
+        {
+            int take = Math.Min(pieceRows, rows - done);
+            int values = take * channels;
+            long at = start + ((long)done * channels);
+            StageRows(a, blocks, firstRow + done, take, staging);
+            bool stream = streaming && StreamingStores.Aligned(output + at);
+            if (gradient && stream)
             {
-                StreamingStores.Copy(staging, moved + at, values);
+                GradientPeriodic<T, StreamingStores>(staging, b + at, output + at, values, parameters);
+            }
+            else if (gradient)
+            {
+                GradientPeriodic<T, PlainStores>(staging, b + at, output + at, values, parameters);
+            }
+            else if (stream)
+            {
+                AffinePeriodic<T, StreamingStores>(staging, output + at, values, parameters);
             }
             else
             {
-                new ReadOnlySpan<T>(staging, values).CopyTo(new Span<T>(moved + at, values));
+                AffinePeriodic<T, PlainStores>(staging, output + at, values, parameters);
             }
         }
     }

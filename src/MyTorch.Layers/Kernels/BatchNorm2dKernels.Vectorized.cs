@@ -215,6 +215,28 @@ internal static unsafe partial class BatchNorm2dKernels
         Span<double> scratch,
         int threads,
         bool? streamingStores = null)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> =>
+        BackwardInput(x, gradOutput, gradInput, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics, scratch, threads, streamingStores, planarA: false);
+
+    /// <summary>
+    /// <see cref="BackwardInputVectorized{T}"/>; with <paramref name="planarA"/>, <paramref name="gradOutput"/> is in NCHW
+    /// memory under a channels-last <paramref name="layout"/> (see <see cref="BackwardInputPlanarGradient{T}"/>).
+    /// </summary>
+    private static void BackwardInput<T>(
+        ReadOnlySpan<T> x,
+        ReadOnlySpan<T> gradOutput,
+        Span<T> gradInput,
+        PlaneLayout layout,
+        ReadOnlySpan<double> mean,
+        ReadOnlySpan<double> invstd,
+        ReadOnlySpan<T> weight,
+        ReadOnlySpan<double> sumDy,
+        ReadOnlySpan<double> sumDyXmu,
+        bool batchStatistics,
+        Span<double> scratch,
+        int threads,
+        bool? streamingStores,
+        bool planarA)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         Debug.Assert(gradOutput.Length >= layout.Length && gradInput.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
@@ -237,7 +259,7 @@ internal static unsafe partial class BatchNorm2dKernels
                 GradientConstants(mean[c], invstd[c], weight.IsEmpty ? 1.0 : double.CreateTruncating(weight[c]), sumDy[c], sumDyXmu[c], count, batchStatistics);
         }
 
-        Elementwise(gradOutput, batchStatistics ? x : default, gradInput, layout, offset, scale, shift, projection, scratch[(4 * channels)..], threads, streamingStores);
+        Elementwise(gradOutput, batchStatistics ? x : default, gradInput, layout, offset, scale, shift, projection, scratch[(4 * channels)..], threads, streamingStores, planarA);
     }
 
     /// <summary>The per-channel constants of dx = (dy − shift − (x − offset) · projection) · scale.</summary>
@@ -249,7 +271,8 @@ internal static unsafe partial class BatchNorm2dKernels
 
     /// <summary>
     /// Per channel c: first[c] = Σa and second[c] = Σa·(b − reference[c]); without b (empty), first[c] = Σ(a − reference[c])
-    /// and second[c] = Σ(a − reference[c])².
+    /// and second[c] = Σ(a − reference[c])². With <paramref name="planarA"/>, a is in NCHW memory under a channels-last
+    /// <paramref name="layout"/> (see <see cref="StagedPeriodicProductSums{T}"/>).
     /// </summary>
     private static void MomentSums<T>(
         ReadOnlySpan<T> a,
@@ -260,10 +283,10 @@ internal static unsafe partial class BatchNorm2dKernels
         Span<double> second,
         Span<double> scratch,
         int threads,
-        T* moved = null)
+        bool planarA = false)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
-        Debug.Assert(moved is null || (layout.ChannelsLast && !b.IsEmpty));
+        Debug.Assert(!planarA || (layout.ChannelsLast && !b.IsEmpty));
         int channels = layout.Channels;
         threads = ChunkScheduler.ThreadsFor(layout.Length, threads);
         fixed (T* pa = a)
@@ -322,7 +345,7 @@ internal static unsafe partial class BatchNorm2dKernels
                     First = ps,
                     Second = ps + (blocks.Count * stride),
                     Blocks = blocks,
-                    Moved = moved,
+                    PlanarA = planarA,
                 };
                 ChunkScheduler.Run(ref job, blocks.Count, threads);
                 for (int c = 0; c < channels; c++)
@@ -348,6 +371,8 @@ internal static unsafe partial class BatchNorm2dKernels
     /// <summary>
     /// Per element of channel c: out = (a − shift[c] − (b − offset[c]) · projection[c]) · scale[c], or without b
     /// (empty <paramref name="b"/>, and then <paramref name="projection"/> is not read): out = (a − offset[c]) · scale[c] + shift[c].
+    /// With <paramref name="planarA"/>, a is in NCHW memory under a channels-last <paramref name="layout"/> (see
+    /// <see cref="StagedElementwise{T}"/>).
     /// </summary>
     private static void Elementwise<T>(
         ReadOnlySpan<T> a,
@@ -360,9 +385,11 @@ internal static unsafe partial class BatchNorm2dKernels
         ReadOnlySpan<double> projection,
         Span<double> periodicScratch,
         int threads,
-        bool? streamingStores)
+        bool? streamingStores,
+        bool planarA = false)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
+        Debug.Assert(!planarA || layout.ChannelsLast);
         int channels = layout.Channels;
         threads = ChunkScheduler.ThreadsFor(layout.Length, threads);
         var parameters = new ChannelParameters { Count = channels };
@@ -433,6 +460,7 @@ internal static unsafe partial class BatchNorm2dKernels
                     Gradient = gradient,
                     Streaming = streaming,
                     Blocks = blocks,
+                    PlanarA = planarA,
                 };
                 ChunkScheduler.Run(ref job, blocks.Count, threads);
             }
@@ -550,8 +578,8 @@ internal static unsafe partial class BatchNorm2dKernels
         public double* Second;
         public RowBlocks Blocks;
 
-        /// <summary>If not null, A is in NCHW memory and is written here in channels-last memory on the way (see <see cref="StagedPeriodicProductSums{T}"/>).</summary>
-        public T* Moved;
+        /// <summary>Whether A is in NCHW memory, read through channels-last pieces (see <see cref="StagedPeriodicProductSums{T}"/>).</summary>
+        public bool PlanarA;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Run(int chunk)
@@ -563,9 +591,9 @@ internal static unsafe partial class BatchNorm2dKernels
             first.Clear();
             second.Clear();
             var reference = new ReadOnlySpan<double>(Reference, period);
-            if (Moved is not null)
+            if (PlanarA)
             {
-                StagedPeriodicProductSums(A, B, Moved, Blocks, chunk, reference, first, second);
+                StagedPeriodicProductSums(A, B, Blocks, chunk, reference, first, second);
                 return;
             }
 
@@ -655,8 +683,17 @@ internal static unsafe partial class BatchNorm2dKernels
         public bool Streaming;
         public RowBlocks Blocks;
 
+        /// <summary>Whether A is in NCHW memory, read through channels-last pieces (see <see cref="StagedElementwise{T}"/>).</summary>
+        public bool PlanarA;
+
         public readonly void Run(int chunk)
         {
+            if (PlanarA)
+            {
+                StagedElementwise(A, B, Output, Blocks, chunk, Parameters, Gradient, Streaming);
+                return;
+            }
+
             // Every vector step of a block is a whole number of vectors from its start, so one aligned start aligns them all.
             if (Streaming && StreamingStores.Aligned(Output + Blocks.Span(chunk).Start))
             {

@@ -105,8 +105,8 @@ public class BatchNorm2dOracleTests
     }
 
     /// <summary>
-    /// A contiguous output gradient under a channels-last input large enough (24 MiB for dy, x and the copy) to be moved
-    /// into the input's layout while the backward sums it, not first.
+    /// A contiguous output gradient under a channels-last input large enough (24 MiB for dy, x and a copy) to be read
+    /// where it lies, not moved into the input's layout first.
     /// </summary>
     [TestCase(ScalarType.Float32, "2x64x128x128")]
     [TestCase(ScalarType.Float64, "2x64x128x64")]
@@ -114,8 +114,8 @@ public class BatchNorm2dOracleTests
     {
         long[] dims = Array.ConvertAll(shape.Split('x'), long.Parse);
         var plane = new PlaneLayout((int)dims[0], (int)dims[1], (int)(dims[2] * dims[3]), channelsLast: true);
-        bool moves = dtype == ScalarType.Float32 ? BatchNorm2dKernels.MovesPlanarGradient<float>(plane) : BatchNorm2dKernels.MovesPlanarGradient<double>(plane);
-        Assert.That(moves, Is.True, "the shape takes the path under test");
+        bool planar = dtype == ScalarType.Float32 ? BatchNorm2dKernels.ReadsPlanarGradient<float>(plane) : BatchNorm2dKernels.ReadsPlanarGradient<double>(plane);
+        Assert.That(planar, Is.True, "the shape takes the path under test");
         var options = new Options(dtype, Affine: true, Track: true, Momentum: 0.1, Eps: 1e-5) { OracleDtype = ScalarType.Float64 };
         RunAgainstOracle(options, Layout.ChannelsLast, dims, trainingSteps: 1, evalSteps: 0, Layout.Contiguous);
     }
