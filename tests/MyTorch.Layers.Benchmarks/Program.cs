@@ -49,7 +49,7 @@ internal static class Program
         if (passThrough.Any(a => a is "--help" or "-h" or "-?"))
         {
             Console.Out.WriteLine("MyTorch.Layers.Benchmarks [--quick] [--threads N] [BenchmarkDotNet options]");
-            Console.Out.WriteLine("  --quick      3 warm-ups and 9 iterations of 4 calls per benchmark instead of 3 and 15 of about 0.5 s");
+            Console.Out.WriteLine("  --quick      3 warm-ups and 9 iterations of 4 calls per benchmark instead of 5 and 75 of about 50 ms");
             Console.Out.WriteLine("  --threads N  TorchSharp's intra-op threads, which MyTorch.Layers follows (default: all cores)");
             Console.Out.WriteLine("BenchmarkDotNet's options follow.");
         }
@@ -101,10 +101,12 @@ internal static class Program
         var toolchain = new InProcessEmitToolchain(TimeSpan.FromMinutes(30), logOutput: true);
 
         // UnrollFactor 1: a step takes milliseconds, so BenchmarkDotNet's default of 16 calls per loop turn would only
-        // force long iterations on the slowest cases.
+        // force long iterations on the slowest cases. Many short iterations rather than a few long ones: on a shared
+        // machine the slow spells come and go within a fraction of a second, and a median of short iterations leaves
+        // out those that fell in one, where every long iteration would average some in.
         var job = quick
             ? Job.Default.WithId("Quick").WithWarmupCount(3).WithIterationCount(9).WithInvocationCount(4).WithUnrollFactor(1)
-            : Job.Default.WithId("Full").WithWarmupCount(3).WithIterationCount(15).WithUnrollFactor(1);
+            : Job.Default.WithId("Full").WithWarmupCount(5).WithIterationCount(75).WithIterationTime(TimeInterval.FromMilliseconds(50)).WithUnrollFactor(1);
 
         return ManualConfig.Create(DefaultConfig.Instance)
             .AddJob(job.WithToolchain(toolchain))
