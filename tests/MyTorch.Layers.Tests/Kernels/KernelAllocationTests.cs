@@ -50,6 +50,12 @@ public class KernelAllocationTests
             Dropout2dKernels.DrawMask<float>(ref generator, mask, 0.5);
             Dropout2dKernels.DrawAndApplyMask<float>(drawnX, drawnY, drawnLayout, drawnMask, 0.5, ref generator, threads);
             LayoutKernels.ToOtherLayout<float>(x, output, layout, threads);
+            if (channelsLast)
+            {
+                // dy read as NCHW planes under the channels-last x.
+                BatchNorm2dKernels.BackwardReductionsPlanarGradient<float>(x, dy, layout, mean, sumDy, sumDyXmu, scratch, threads);
+                BatchNorm2dKernels.BackwardInputPlanarGradient<float>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads);
+            }
         }
 
         // The runtime itself may allocate on this thread now and then (once, about 1 KB, was seen in a full test run),
