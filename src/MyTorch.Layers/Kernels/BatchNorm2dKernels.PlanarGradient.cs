@@ -42,9 +42,10 @@ internal static unsafe partial class BatchNorm2dKernels
     /// </summary>
     /// <remarks>
     /// Measured with an earlier pass that moved the gradient into a copy while summing it, against moving first
-    /// (float32, 2 threads, inputs not in the cache, medians of 60, moves and sums together): 32×64×56×56 took 5.0–5.1 ms against 6.2–7.4, 128×32×32×32 2.4–2.9 against 3.0–3.3, 32×256×14×14
-    /// 1.4 against 1.6; but 256×512×4×4, whose pieces of a sample are too short to move well, 1.5–2.3 against 1.3–1.6,
-    /// and 8×3×224×224 0.58–0.67 against 0.49–0.62: those move first.
+    /// (float32, 2 threads, inputs not in the cache, medians of 60, moves and sums together): 32×64×56×56 took 5.0–5.1
+    /// ms against 6.2–7.4, 128×32×32×32 2.4–2.9 against 3.0–3.3, 32×256×14×14 1.4 against 1.6; but 256×512×4×4, whose
+    /// pieces of a sample are too short to move well, 1.5–2.3 against 1.3–1.6, and 8×3×224×224 0.58–0.67 against
+    /// 0.49–0.62: those move first.
     /// </remarks>
     public static bool CanReadPlanarGradient<T>(PlaneLayout layout)
         where T : unmanaged =>
