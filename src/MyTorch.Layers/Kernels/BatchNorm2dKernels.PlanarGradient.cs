@@ -101,7 +101,8 @@ internal static unsafe partial class BatchNorm2dKernels
 
     /// <summary>
     /// <see cref="BackwardInputVectorized{T}"/> for a channels-last <paramref name="layout"/> whose gradient
-    /// <paramref name="gradOutputPlanes"/> is in NCHW memory; dx is written in channels-last memory. Only where
+    /// <paramref name="gradOutputPlanes"/> is in NCHW memory; dx is written in channels-last memory, which must not
+    /// overlap the gradient (a block's pieces are read after earlier blocks have written). Only where
     /// <see cref="CanReadPlanarGradient{T}"/> allows it.
     /// </summary>
     public static void BackwardInputPlanarGradient<T>(
@@ -120,8 +121,8 @@ internal static unsafe partial class BatchNorm2dKernels
         bool? streamingStores = null)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
-        Debug.Assert(CanReadPlanarGradient<T>(layout) && x.Length >= layout.Length);
-        BackwardInput(x, gradOutputPlanes, gradInput, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics, scratch, threads, streamingStores, planarA: true);
+        Debug.Assert(CanReadPlanarGradient<T>(layout) && x.Length >= layout.Length && !gradInput.Overlaps(gradOutputPlanes));
+        BackwardInputVectorized(x, gradOutputPlanes, gradInput, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics, scratch, threads, streamingStores, planarA: true);
     }
 
     /// <summary>How many rows a piece of a staged block holds: a whole number of periods, an even number where more than one fits.</summary>
@@ -168,18 +169,10 @@ internal static unsafe partial class BatchNorm2dKernels
     private static void StagedPeriodicProductSums<T>(T* a, T* b, in RowBlocks blocks, int block, ReadOnlySpan<double> reference, Span<double> sum, Span<double> products)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
-        int channels = blocks.Channels;
-        int pieceRows = StagedRows<T>(blocks);
-        T* staging = stackalloc T[pieceRows * channels];
-        (long start, int length) = blocks.Span(block);
-        int firstRow = (int)(start / channels);
-        int rows = length / channels;
-        for (int done = 0; done < rows; done += pieceRows)
+        T* staging = stackalloc T[StagedRows<T>(blocks) * blocks.Channels];
+        var pieces = new StagedPieces<T>(a, blocks, block, staging);
+        while (pieces.Next(out long at, out int values))
         {
-            int take = Math.Min(pieceRows, rows - done);
-            int values = take * channels;
-            long at = start + ((long)done * channels);
-            StageRows(a, blocks, firstRow + done, take, staging);
             PeriodicProductSums(new ReadOnlySpan<T>(staging, values), new ReadOnlySpan<T>(b + at, values), reference, sum, products);
         }
     }
@@ -192,18 +185,10 @@ internal static unsafe partial class BatchNorm2dKernels
     private static void StagedElementwise<T>(T* a, T* b, T* output, in RowBlocks blocks, int block, ChannelParameters parameters, bool gradient, bool streaming)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
-        int channels = blocks.Channels;
-        int pieceRows = StagedRows<T>(blocks);
-        T* staging = stackalloc T[pieceRows * channels];
-        (long start, int length) = blocks.Span(block);
-        int firstRow = (int)(start / channels);
-        int rows = length / channels;
-        for (int done = 0; done < rows; done += pieceRows)
+        T* staging = stackalloc T[StagedRows<T>(blocks) * blocks.Channels];
+        var pieces = new StagedPieces<T>(a, blocks, block, staging);
+        while (pieces.Next(out long at, out int values))
         {
-            int take = Math.Min(pieceRows, rows - done);
-            int values = take * channels;
-            long at = start + ((long)done * channels);
-            StageRows(a, blocks, firstRow + done, take, staging);
             bool stream = streaming && StreamingStores.Aligned(output + at);
             if (gradient && stream)
             {
@@ -221,6 +206,54 @@ internal static unsafe partial class BatchNorm2dKernels
             {
                 AffinePeriodic<T, PlainStores>(staging, output + at, values, parameters);
             }
+        }
+    }
+
+    /// <summary>
+    /// The pieces of one block of rows whose values lie in NCHW memory, in order: each is moved into the caller's
+    /// staging buffer (<see cref="StagedRows{T}"/> rows of C values) as channels-last rows before it is handed out.
+    /// </summary>
+    private struct StagedPieces<T>
+        where T : unmanaged
+    {
+        private readonly T* planes;
+        private readonly T* staging;
+        private readonly RowBlocks blocks;
+        private readonly long start;
+        private readonly int firstRow;
+        private readonly int rows;
+        private readonly int pieceRows;
+        private int done;
+
+        public StagedPieces(T* planes, in RowBlocks blocks, int block, T* staging)
+        {
+            this.planes = planes;
+            this.staging = staging;
+            this.blocks = blocks;
+            (start, int length) = blocks.Span(block);
+            firstRow = (int)(start / blocks.Channels);
+            rows = length / blocks.Channels;
+            pieceRows = StagedRows<T>(blocks);
+        }
+
+        /// <summary>
+        /// Moves the next piece into the staging buffer: false when the block is done, otherwise the piece's first
+        /// element in channels-last order and its number of values.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public bool Next(out long at, out int values)
+        {
+            int take = Math.Min(pieceRows, rows - done);
+            at = start + ((long)done * blocks.Channels);
+            values = take * blocks.Channels;
+            if (take <= 0)
+            {
+                return false;
+            }
+
+            StageRows(planes, blocks, firstRow + done, take, staging);
+            done += take;
+            return true;
         }
     }
 }

@@ -199,7 +199,8 @@ internal static unsafe partial class BatchNorm2dKernels
     /// <remarks>
     /// dx is written with streaming stores if <c>streamingStores</c> says so, and by default when the pass's tensors span at
     /// least <see cref="StreamingStores.MinimumPassBytes"/> and its runs are long enough (<see cref="StreamingStores.For{T}"/>);
-    /// that changes no bit of the result.
+    /// that changes no bit of the result. With <c>planarA</c>, <paramref name="gradOutput"/> is in NCHW memory under a
+    /// channels-last <paramref name="layout"/> (see <see cref="BackwardInputPlanarGradient{T}"/>).
     /// </remarks>
     public static void BackwardInputVectorized<T>(
         ReadOnlySpan<T> x,
@@ -214,29 +215,8 @@ internal static unsafe partial class BatchNorm2dKernels
         bool batchStatistics,
         Span<double> scratch,
         int threads,
-        bool? streamingStores = null)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T> =>
-        BackwardInput(x, gradOutput, gradInput, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics, scratch, threads, streamingStores, planarA: false);
-
-    /// <summary>
-    /// <see cref="BackwardInputVectorized{T}"/>; with <paramref name="planarA"/>, <paramref name="gradOutput"/> is in NCHW
-    /// memory under a channels-last <paramref name="layout"/> (see <see cref="BackwardInputPlanarGradient{T}"/>).
-    /// </summary>
-    private static void BackwardInput<T>(
-        ReadOnlySpan<T> x,
-        ReadOnlySpan<T> gradOutput,
-        Span<T> gradInput,
-        PlaneLayout layout,
-        ReadOnlySpan<double> mean,
-        ReadOnlySpan<double> invstd,
-        ReadOnlySpan<T> weight,
-        ReadOnlySpan<double> sumDy,
-        ReadOnlySpan<double> sumDyXmu,
-        bool batchStatistics,
-        Span<double> scratch,
-        int threads,
-        bool? streamingStores,
-        bool planarA)
+        bool? streamingStores = null,
+        bool planarA = false)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         Debug.Assert(gradOutput.Length >= layout.Length && gradInput.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
