@@ -49,6 +49,17 @@ public class LayoutKernelTests
     }
 
     /// <summary>
+    /// Three rows into triples and back (an image's colours), on either side of the 8- and 16-column groups that go
+    /// through vector permutations, and the columns left over after them.
+    /// </summary>
+    [Test]
+    public void Transpose_ThreeRowsOrColumns_MatchesTheDefinition([Values(8, 15, 16, 23, 24, 31, 32, 40, 47, 48, 49, 57)] int length)
+    {
+        AssertTransposes<uint>(count: 2, rows: 3, columns: length, threads: 1, openMpTeam: false);
+        AssertTransposes<uint>(count: 2, rows: length, columns: 3, threads: 1, openMpTeam: false);
+    }
+
+    /// <summary>
     /// Destination rows a multiple of 4 KB apart (1,024 four-byte or 512 eight-byte values), where the tiles go along
     /// the destination's rows instead of the source's.
     /// </summary>
