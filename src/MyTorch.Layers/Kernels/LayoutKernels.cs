@@ -310,33 +310,14 @@ internal static unsafe class LayoutKernels
     /// <summary>
     /// Three rows of four-byte values (NCHW to NHWC with three channels, an image's colours) into one run of
     /// <paramref name="width"/> triples: each 8 columns are three loads, and each of the three output vectors takes
-    /// its lanes from all three rows (one permutation of each row, two blends); with AVX-512, each 16 columns, and each
-    /// output vector is two two-source permutations. The last columns are moved one by one.
+    /// its lanes from all three rows (one permutation of each row, two blends). The last columns are moved one by one.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Interleave3(float* source, float* destination, int width, int sourceStride)
     {
-        int j = 0;
-        if (Avx512F.IsSupported)
-        {
-            // Output value m = 16k + l of a group of 48 is row m % 3 at column m / 3: each output vector takes its
-            // lanes from rows 0 and 1 in one two-source permutation, then those from row 2 in a second.
-            var (ab0, ab1, ab2) = (Interleaving.Rows01[0], Interleaving.Rows01[1], Interleaving.Rows01[2]);
-            var (c0, c1, c2) = (Interleaving.Row2[0], Interleaving.Row2[1], Interleaving.Row2[2]);
-            for (; j + 16 <= width; j += 16)
-            {
-                var a = Vector512.Load(source + j);
-                var b = Vector512.Load(source + sourceStride + j);
-                var c = Vector512.Load(source + (2L * sourceStride) + j);
-                float* to = destination + (3L * j);
-                Avx512F.PermuteVar16x32x2(Avx512F.PermuteVar16x32x2(a, ab0, b), c0, c).Store(to);
-                Avx512F.PermuteVar16x32x2(Avx512F.PermuteVar16x32x2(a, ab1, b), c1, c).Store(to + 16);
-                Avx512F.PermuteVar16x32x2(Avx512F.PermuteVar16x32x2(a, ab2, b), c2, c).Store(to + 32);
-            }
-        }
-
         // Output value m = 8k + l of a group of 24 is row m % 3 at column m / 3.
         var (from0, from1, from2) = (Interleaving.From0, Interleaving.From1, Interleaving.From2);
+        int j = 0;
         for (; j + 8 <= width; j += 8)
         {
             var a = Avx.LoadVector256(source + j);
@@ -354,33 +335,14 @@ internal static unsafe class LayoutKernels
     /// <summary>
     /// One run of <paramref name="height"/> triples of four-byte values (NHWC to NCHW with three channels) into three
     /// rows: each 8 triples are three loads, and each output row takes its lanes from all three (one permutation of
-    /// each, two blends); with AVX-512, each 16 triples, and each output row is two two-source permutations. The last
-    /// triples are moved one by one.
+    /// each, two blends). The last triples are moved one by one.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Deinterleave3(float* source, float* destination, int height, int destinationStride)
     {
-        int i = 0;
-        if (Avx512F.IsSupported)
-        {
-            // Row r's value at column p is input value 3p + r of a group of 48: those in the first two vectors come
-            // in one two-source permutation, those in the third in a second.
-            var (first0, first1, first2) = (Interleaving.Vectors01[0], Interleaving.Vectors01[1], Interleaving.Vectors01[2]);
-            var (third0, third1, third2) = (Interleaving.Vector2[0], Interleaving.Vector2[1], Interleaving.Vector2[2]);
-            for (; i + 16 <= height; i += 16)
-            {
-                float* from = source + (3L * i);
-                var v0 = Vector512.Load(from);
-                var v1 = Vector512.Load(from + 16);
-                var v2 = Vector512.Load(from + 32);
-                Avx512F.PermuteVar16x32x2(Avx512F.PermuteVar16x32x2(v0, first0, v1), third0, v2).Store(destination + i);
-                Avx512F.PermuteVar16x32x2(Avx512F.PermuteVar16x32x2(v0, first1, v1), third1, v2).Store(destination + destinationStride + i);
-                Avx512F.PermuteVar16x32x2(Avx512F.PermuteVar16x32x2(v0, first2, v1), third2, v2).Store(destination + (2L * destinationStride) + i);
-            }
-        }
-
         // Row r's value at column p is input value 3p + r of a group of 24: vector (3p + r) / 8, lane (3p + r) % 8.
         var (to0, to1, to2) = (Interleaving.To0, Interleaving.To1, Interleaving.To2);
+        int i = 0;
         for (; i + 8 <= height; i += 8)
         {
             float* from = source + (3L * i);
@@ -554,57 +516,5 @@ internal static unsafe class LayoutKernels
         public static readonly Vector256<int> To0 = Vector256.Create(0, 3, 6, 1, 4, 7, 2, 5);
         public static readonly Vector256<int> To1 = Vector256.Create(1, 4, 7, 2, 5, 0, 3, 6);
         public static readonly Vector256<int> To2 = Vector256.Create(2, 5, 0, 3, 6, 1, 4, 7);
-
-        /// <summary>
-        /// For output vector k of 16 lanes, lane l, value m = 16k + l: column m / 3 of row 0 (index m / 3) or of row 1
-        /// (index 16 + m / 3); a lane of row 2 takes anything, as the second permutation replaces it.
-        /// </summary>
-        public static readonly Vector512<int>[] Rows01 = Lanes((k, l) =>
-        {
-            int m = (16 * k) + l;
-            return (m % 3) switch { 0 => m / 3, 1 => 16 + (m / 3), _ => 0 };
-        });
-
-        /// <summary>For output vector k: a lane of row 2 takes column m / 3 of it (index 16 + m / 3), every other lane keeps its own.</summary>
-        public static readonly Vector512<int>[] Row2 = Lanes((k, l) =>
-        {
-            int m = (16 * k) + l;
-            return m % 3 == 2 ? 16 + (m / 3) : l;
-        });
-
-        /// <summary>
-        /// For output row r, lane p, input value m = 3p + r: from the first vector or the second (index m, below 32); a
-        /// value of the third takes anything, as the second permutation replaces it.
-        /// </summary>
-        public static readonly Vector512<int>[] Vectors01 = Lanes((r, p) =>
-        {
-            int m = (3 * p) + r;
-            return m < 32 ? m : 0;
-        });
-
-        /// <summary>For output row r: a lane whose value is in the third vector takes it (index 16 + m − 32), every other lane keeps its own.</summary>
-        public static readonly Vector512<int>[] Vector2 = Lanes((r, p) =>
-        {
-            int m = (3 * p) + r;
-            return m >= 32 ? m - 16 : p;
-        });
-
-        /// <summary>Three vectors of 16 indices, lane l of vector k being <paramref name="index"/>(k, l).</summary>
-        private static Vector512<int>[] Lanes(Func<int, int, int> index)
-        {
-            var vectors = new Vector512<int>[3];
-            Span<int> lanes = stackalloc int[16];
-            for (int k = 0; k < 3; k++)
-            {
-                for (int l = 0; l < 16; l++)
-                {
-                    lanes[l] = index(k, l);
-                }
-
-                vectors[k] = Vector512.Create<int>(lanes);
-            }
-
-            return vectors;
-        }
     }
 }

@@ -49,8 +49,8 @@ public class LayoutKernelTests
     }
 
     /// <summary>
-    /// Three rows into triples and back (an image's colours), on either side of the 8- and 16-column groups that go
-    /// through vector permutations, and the columns left over after them.
+    /// Three rows into triples and back (an image's colours), on either side of the 8-column groups that go through
+    /// vector permutations, and the columns left over after them.
     /// </summary>
     [Test]
     public void Transpose_ThreeRowsOrColumns_MatchesTheDefinition([Values(8, 15, 16, 23, 24, 31, 32, 40, 47, 48, 49, 57)] int length)
