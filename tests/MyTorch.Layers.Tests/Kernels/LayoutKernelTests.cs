@@ -49,11 +49,11 @@ public class LayoutKernelTests
     }
 
     /// <summary>
-    /// Three rows into triples and back (an image's colours), on either side of the 8-column groups that go through
-    /// vector permutations, and the columns left over after them.
+    /// Three rows into triples and back (an image's colours), at lengths the shared sides leave out: either side of
+    /// the third to sixth 8-column groups that go through vector permutations, and the columns left over after them.
     /// </summary>
     [Test]
-    public void Transpose_ThreeRowsOrColumns_MatchesTheDefinition([Values(8, 15, 16, 23, 24, 31, 32, 40, 47, 48, 49, 57)] int length)
+    public void Transpose_ThreeRowsOrColumns_MatchesTheDefinition([Values(23, 24, 31, 32, 40, 47, 48, 49, 57)] int length)
     {
         AssertTransposes<uint>(count: 2, rows: 3, columns: length, threads: 1, openMpTeam: false);
         AssertTransposes<uint>(count: 2, rows: length, columns: 3, threads: 1, openMpTeam: false);
