@@ -31,6 +31,7 @@ internal static partial class OneDnnIsa
             return null;
         }
 
+        Environment.SetEnvironmentVariable(Variable, "AVX");
         return $"  {Variable}=AVX: libtorch's oneDNN AVX2 and AVX-512 Conv2d input gradients can be wrong on this processor (AMD family 1Ah)";
     }
 

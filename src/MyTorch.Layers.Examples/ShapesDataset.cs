@@ -50,6 +50,13 @@ internal sealed class ShapesDataset : IDisposable
         return new ShapesDataset(images, tensor(labels));
     }
 
+    /// <summary>Training batch <paramref name="step"/> of an epoch that takes the images in the order <paramref name="order"/>.</summary>
+    public (Tensor Images, Tensor Labels) Batch(Tensor order, int step, int batchSize)
+    {
+        using var index = order.slice(0, step * batchSize, (step + 1) * batchSize, 1);
+        return (Images.index_select(0, index), Labels.index_select(0, index));
+    }
+
     public void Dispose()
     {
         Images.Dispose();

@@ -15,7 +15,7 @@ internal sealed record EpochResult(int Epoch, double Loss, double TrainAccuracy,
 /// </summary>
 internal sealed class TrainingRun : IDisposable
 {
-    private const double LearningRate = 0.01;
+    public const double LearningRate = 0.01;
     private const int EvalBatchSize = 512;
 
     private readonly nn.Module<Tensor, Tensor> _model;
@@ -40,6 +40,25 @@ internal sealed class TrainingRun : IDisposable
 
     public List<EpochResult> Epochs { get; } = [];
 
+    /// <summary>The loss of a batch and the gradients of every parameter, which replace the previous step's.</summary>
+    public (Tensor Loss, Tensor Logits) Gradients(Tensor images, Tensor labels) => Gradients(_model, _loss, images, labels);
+
+    /// <summary><see cref="Gradients(Tensor, Tensor)"/> for any model with this run's loss.</summary>
+    public static (Tensor Loss, Tensor Logits) Gradients(nn.Module<Tensor, Tensor> model, nn.Module<Tensor, Tensor, Tensor> lossFunction, Tensor images, Tensor labels)
+    {
+        model.zero_grad();
+        var logits = model.forward(images);
+        var loss = lossFunction.forward(logits, labels);
+        loss.backward();
+        return (loss, logits);
+    }
+
+    /// <summary>The optimiser's step with the current gradients.</summary>
+    public void Update() => _optimizer.step();
+
+    /// <summary>The learning-rate schedule's step at the end of an epoch.</summary>
+    public void EndEpoch() => _scheduler.step();
+
     /// <summary>
     /// One pass over <paramref name="train"/> in the order <paramref name="order"/> gives (the last partial batch
     /// dropped), then an evaluation on <paramref name="test"/>. Dropout draws come from TorchSharp's default generator,
@@ -57,14 +76,9 @@ internal sealed class TrainingRun : IDisposable
         for (int step = 0; step < steps; step++)
         {
             using var scope = NewDisposeScope();
-            var index = order.slice(0, step * batchSize, (step + 1) * batchSize, 1);
-            var x = train.Images.index_select(0, index);
-            var y = train.Labels.index_select(0, index);
-            _optimizer.zero_grad();
-            var logits = _model.forward(x);
-            var loss = _loss.forward(logits, y);
-            loss.backward();
-            _optimizer.step();
+            var (x, y) = train.Batch(order, step, batchSize);
+            var (loss, logits) = Gradients(x, y);
+            Update();
             double value = loss.item<float>();
             StepLosses.Add(value);
             lossSum += value;
@@ -72,7 +86,7 @@ internal sealed class TrainingRun : IDisposable
             progress.Report($"epoch {epoch} {Name}", step + 1, steps);
         }
 
-        _scheduler.step();
+        EndEpoch();
         var (testLoss, testAccuracy) = Evaluate(test);
         clock.Stop();
         progress.Clear();
