@@ -54,7 +54,7 @@ internal static class Layouts
     /// <summary>
     /// The layout of a 3-D (C, H, W) or 4-D (N, C, H, W) tensor, a 3-D tensor being read as one sample:
     /// contiguous, channels-last ((H, W, C) memory for 3-D) or strided. Here and below <paramref name="shape"/> is the
-    /// tensor's shape as the caller has read it already: reading it through TorchSharp costs about 2 µs each time.
+    /// tensor's shape as the caller has read it already: reading it through TorchSharp costs native calls each time.
     /// </summary>
     public static MemoryLayout ClassifyPlanes(Tensor x, long[] shape)
     {

@@ -16,37 +16,19 @@ namespace MyTorch.Layers.Kernels;
 /// A period of up to 64 values is up to 8 vectors of 8 doubles, so the sums' accumulators (two sums each) and
 /// references take at most 24 of the 32 registers, and y's three constants as many; dx's four take all 32, and the
 /// compiler keeps what does not fit on the stack. The loops go row after row through the block in memory order,
-/// loading nothing but the values. The general loops, with 256-bit vectors, load the constants again every pass of a
-/// few rows (and the sums store and load their accumulators), and their inner loop, one vector step of one position
-/// over the pass's rows, is only a few iterations long. Each lane still adds the values of its own period position in
-/// row order, and each value is computed by the same operations, so no bit changes. At the kernel alone (float32,
-/// the two builds in turn, on a 2-core Intel Xeon with AVX-512): on 2×64×56×56 in the cache, one thread, the
-/// statistics took 65 µs instead of 120, the backward sums 137 instead of 166, y 139 to 149 instead of 172 to 201
-/// and dx 158 to 164 instead of 266 to 305; on 32×64×56×56 from memory, 2 threads, the statistics 1.20 to 1.28 ms
-/// instead of 1.82 to 2.07, the sums 2.26 to 2.33 instead of 3.03 to 3.17, y 1.42 to 1.52 instead of 2.07 to 2.34 and
-/// dx 2.51 to 2.65 instead of 3.20 to 3.53; on 128×32×32×32 y 0.95 to 0.96 instead of 1.48 to 1.56 and dx 1.59 to
-/// 1.61 instead of 2.06 to 2.25.
+/// loading nothing but the values, where the general loops, with 256-bit vectors, load the constants again every pass
+/// of a few rows (and the sums store and load their accumulators) around an inner loop only a few iterations long.
+/// Each lane still adds the values of its own period position in row order, and each value is computed by the same
+/// operations, so no bit changes.
 /// </para>
 /// <para>
 /// The NCHW element-wise loops do what the 8-value loops do, a step that reaches across two planes taking each lane's
-/// constants from its own plane, with half as many steps, prefetches and plane-boundary checks. Same conditions: in the
-/// cache, y on 2×64×56×56 took 136 to 140 µs instead of 166 to 177 and dx 166 to 171 instead of 229 to 245, on
-/// 4×256×14×14 y 53 to 57 instead of 87 to 90 and dx 89 to 94 instead of 135 to 140; from memory, on 32×64×56×56 y
-/// 1.57 to 1.65 ms instead of 1.89 to 1.91 and dx 2.51 to 2.68 instead of 2.79 to 2.86, on 128×32×32×32 y 0.80 to
-/// 0.93 instead of 1.06 to 1.11 and dx 1.47 to 1.67 instead of 1.76 to 1.81; 32×256×14×14 moved within the noise.
-/// </para>
-/// <para>
-/// The period-by-period loops load and store what the 8-value loops do, 16 values at a time. From memory, channels-last
-/// float32: on 256×512×4×4 (2 threads) the statistics took 0.48 to 0.53 ms instead of 0.63 to 0.70, the backward sums
-/// 0.90 to 1.00 instead of 0.90 to 1.05; on 32×256×14×14 (one thread) the statistics 0.60 instead of 0.77 to 0.84 and
-/// y with streaming stores 0.86 to 0.87 instead of 0.91 to 1.05. dx takes them only with streaming stores (see
-/// <see cref="GradientPeriodByPeriod{T, TStore}"/>).
-/// </para>
-/// <para>
-/// The NCHW sums keep the 8-value loop's four accumulators of 4 doubles as two of 8 and add them up the same way, so
-/// they too give the same bits. In the cache, one thread, float32: the statistics of 4×256×14×14 took 54 to 80 µs
-/// instead of 82 to 85 and the backward sums 64 to 89 instead of 96 to 100; on 4×32×32×32 18 to 23 instead of 21 to
-/// 34 and 25 to 32 instead of 30 to 49; on 2×64×56×56 61 to 79 instead of 83 to 90 and 122 to 145 instead of 140 to 142.
+/// constants from its own plane, with half as many steps, prefetches and plane-boundary checks. The period-by-period
+/// loops load and store what the 8-value loops do, 16 values at a time; dx takes them only with streaming stores (see
+/// <see cref="GradientPeriodByPeriod{T, TStore}"/>). The NCHW sums keep the 8-value loop's four accumulators of 4
+/// doubles as two of 8 and add them up the same way, so they too give the same bits. At the kernel alone on the
+/// AVX-512 machine measured, each of these loops was faster than its 8-value counterpart on most shapes and slower on
+/// none (see docs/performance.md).
 /// </para>
 /// </remarks>
 internal static unsafe partial class BatchNorm2dKernels

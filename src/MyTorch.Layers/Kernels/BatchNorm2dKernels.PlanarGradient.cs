@@ -27,8 +27,8 @@ internal static unsafe partial class BatchNorm2dKernels
 {
     /// <summary>About this many bytes of gradient are moved at a time: a third of an L1 data cache.</summary>
     /// <remarks>
-    /// Sums and dx together, float32, 2 threads, from memory, medians of 80 (2-core Intel Xeon): 8 KB and 32 KB were
-    /// no better on 32×64×56×56, 128×32×32×32 and 32×256×14×14, 4 KB and 64 to 128 KB slower.
+    /// Pieces of 8 KB or 32 KB were no better for the sums and dx on the machine measured, pieces of 4 KB or of 64 KB
+    /// and more slower.
     /// </remarks>
     private const int StagingBytes = 16 * 1024;
 
@@ -41,11 +41,9 @@ internal static unsafe partial class BatchNorm2dKernels
     /// least 8 channels and planes of at least 64 values.
     /// </summary>
     /// <remarks>
-    /// Measured with an earlier pass that moved the gradient into a copy while summing it, against moving first
-    /// (float32, 2 threads, inputs not in the cache, medians of 60, moves and sums together): 32×64×56×56 took 5.0–5.1
-    /// ms against 6.2–7.4, 128×32×32×32 2.4–2.9 against 3.0–3.3, 32×256×14×14 1.4 against 1.6; but 256×512×4×4, whose
-    /// pieces of a sample are too short to move well, 1.5–2.3 against 1.3–1.6, and 8×3×224×224 0.58–0.67 against
-    /// 0.49–0.62: those move first.
+    /// With small planes (256×512×4×4) a sample's pieces are too short to move well, and a few channels (8×3×224×224)
+    /// move through lane permutations; taking the gradient piece by piece was slower than moving it first for those, so
+    /// they move first.
     /// </remarks>
     public static bool CanReadPlanarGradient<T>(PlaneLayout layout)
         where T : unmanaged =>
@@ -60,12 +58,8 @@ internal static unsafe partial class BatchNorm2dKernels
     /// </summary>
     /// <remarks>
     /// Below that, a copy moved first is still in the last-level cache when the two passes read it, and reading it there
-    /// costs less than transposing the gradient a second time. Training step through the module, float32, 2 threads,
-    /// each way in its own process, the processes taken in turn (medians of 100 to 200, 2-core Intel Xeon): reading in
-    /// place took 32×64×56×56 from 9.5–11.3 ms (moved while summing, in 24 MiB and more) to 8.3–8.4, 128×32×32×32
-    /// from 6.3–7.7 to 5.1–5.9 and 64×64×28×28 from 6.5–8.7 to 4.3–4.9; but 32×256×14×14 (6.4 MB per tensor) from
-    /// 2.8–3.4 (moved first) to 3.5–4.0, 16×128×28×28 from 2.7–4.0 to 3.1–3.6 and 8×64×28×28 from 0.89–1.04 to
-    /// 0.89–1.00. float64 32×64×56×56 was the same within the noise (16.6–18.4 ms either way).
+    /// costs less than transposing the gradient a second time. From that size on, reading in place made the float32
+    /// training step faster on the shapes measured, and float64 no slower (see docs/performance.md).
     /// </remarks>
     public static bool ReadsPlanarGradient<T>(PlaneLayout layout)
         where T : unmanaged =>

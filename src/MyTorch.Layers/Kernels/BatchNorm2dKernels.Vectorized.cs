@@ -29,7 +29,7 @@ namespace MyTorch.Layers.Kernels;
 /// </para>
 /// <para>
 /// The loops are marked <see cref="MethodImplOptions.AggressiveOptimization"/>: they are entered a few thousand times per
-/// call, so tiered compilation would keep them in unoptimised code, about six times slower, for many training steps.
+/// call, so tiered compilation would keep them in unoptimised code, several times slower, for many training steps.
 /// </para>
 /// <para>
 /// NHWC is read in place: a run of P = lcm(C, <see cref="Lanes"/>) values holds every channel a whole number of
@@ -54,13 +54,9 @@ internal static unsafe partial class BatchNorm2dKernels
     /// accumulators and constants go through memory; a pass kept within a few cache lines keeps the reads close together.
     /// </summary>
     /// <remarks>
-    /// Measured at the kernel alone (float32, 2 threads, inputs not in the cache, medians of 80 to 100): passes of at
-    /// most 512 bytes took the backward sums on 32×64×56×56 from 1.44 to 1.13–1.28 ms, on 128×32×32×32 from 1.04–1.27 to
-    /// 0.88–1.06, on 32×256×14×14 from 0.38 to 0.31 and on 8×3×224×224 from 0.29–0.30 to 0.23 against passes of 2 KB;
-    /// passes of 256 bytes or less were slower again. For the element-wise loops (same conditions, medians of 60, three
-    /// runs taken in turn), passes of 512 bytes against one period at a time took y on 128×32×32×32 from 1.70–2.08 ms to
-    /// 1.51–1.81 and dx from 2.19–3.10 to 1.86–2.34; with the input in the L2 cache (4×32×32×32, one thread) y went from
-    /// 0.093 to 0.071 ms and dx from 0.138 to 0.130. Where a period is 512 bytes or longer nothing changes.
+    /// 512 bytes is where the kernels alone ran fastest on the machines measured: the sums were slower with passes of
+    /// 2 KB and again with passes of 256 bytes or less, and the element-wise loops slower one period at a time (see
+    /// docs/performance.md). Where a period is 512 bytes or longer nothing changes.
     /// </remarks>
     private static int PeriodsPerPass<T>(int period)
         where T : unmanaged => Math.Clamp(PassBytes / (period * sizeof(T)), 1, 8);
@@ -906,10 +902,7 @@ internal static unsafe partial class BatchNorm2dKernels
     /// </summary>
     /// <remarks>
     /// The general loop, run with one period per pass, spends more on setting up each step's inner loop than on the
-    /// step. Against it (float32 channels-last, medians of 100, the two taken in turn on a 2-core AMD EPYC): statistics on
-    /// 32×256×14×14 0.627 → 0.528 ms with 2 threads and 1.109 → 0.830 with one, backward sums 0.863 → 0.736 and
-    /// 1.539 → 1.136; on 256×512×4×4 (2 threads) 0.822 → 0.671 and 1.169 → 1.007; y and dx on 32×256×14×14 0.875 → 0.851
-    /// and 1.405 → 1.321 ms, and with the input in the cache (1×256×8×8, one thread) 14 → 10 and 22 → 17 µs.
+    /// step; this loop was the faster for the statistics, the backward sums, y and dx, in the cache and from memory.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int ShiftedSumsPeriodByPeriod<T>(T* x, int length, int period, double* r, double* sum, double* squares)
@@ -1470,9 +1463,7 @@ internal static unsafe partial class BatchNorm2dKernels
         where TStore : struct, IStoreMode
     {
         // With plain stores the 8-value loop was the faster, with streaming stores the 16-value one (kernel alone,
-        // channels-last float32 from memory, 8-value against 16-value loop: on 32×256×14×14, one thread, plain 1.72 to
-        // 1.97 ms against 1.94 to 2.10, streaming 1.35 to 1.54 against 1.34 to 1.36; on 256×512×4×4, 2 threads,
-        // streaming 0.89 to 1.03 against 0.89 to 0.96).
+        // channels-last float32 from memory, on the AVX-512 machine measured).
         if (TStore.Streaming && WidePeriods(parameters.Count))
         {
             return GradientPeriodByPeriodWide<T, TStore>(a, b, output, length, parameters);
@@ -1624,10 +1615,7 @@ internal static unsafe partial class BatchNorm2dKernels
     /// With 256-bit vectors on AVX, each half of the float32 values is converted straight from memory (one
     /// <c>vcvtps2pd ymm, m128</c> each) rather than loaded whole and split, which <see cref="Vector.Widen(Vector{float}, out Vector{double}, out Vector{double})"/>
     /// does with an extraction of its upper half: the same conversion of the same values, so the same bits, in fewer
-    /// instructions. At the kernel alone (float32, medians of 60 to 300, the two taken in turn, on a 2-core AMD EPYC of
-    /// family 19h model 17): in the cache on one thread, 8×512×4×4 statistics 34.4 → 26.6 µs, backward sums 40.7 → 26.6,
-    /// y 39.1 → 34.1, dx 60.8 → 49.8, channels-last sums 40.0 → 34.5; from memory on 2 threads, 32×64×56×56 statistics
-    /// 0.90 → 0.78 ms and dx 2.61 → 2.26, 256×512×4×4 dx 1.28 → 1.13, 32×256×14×14 statistics 0.46 → 0.40.
+    /// instructions, which made the sums and the element-wise passes faster both in the cache and from memory.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Load<T>(ref T source, nuint index, out Vector<double> lo, out Vector<double> hi)

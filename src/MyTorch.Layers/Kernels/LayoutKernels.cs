@@ -186,10 +186,8 @@ internal static unsafe class LayoutKernels
         // not a whole number of tiles (its values are moved twice, the same way); shorter sides go value by value.
         // With AVX-512, float32 blocks at least 16 a side go through 16 × 16 tiles, each row a whole cache line read or
         // written at once, where the destination's rows are whole lines too (a 64-byte store that straddles two lines
-        // costs two). At the transposition alone, in the cache, one thread, 8 × 8 tiles against 16 × 16: NCHW to NHWC
-        // 45 to 52 against 38 to 39 µs on 1×64×56×56, 74 to 76 against 40 to 41 on 4×256×14×14, 44 to 69 against 34 to
-        // 53 on 4×64×28×28; NHWC to NCHW 42 to 47 against 35 to 37 on 1×64×56×56, and on 4×256×14×14, whose NCHW rows
-        // of 196 values are not whole lines, 61 to 63 against 77 to 79 before that condition.
+        // costs two). At the transposition alone, 16 × 16 tiles were the faster where those rows are whole lines and the
+        // slower where they are not (NCHW rows of 196 values), hence that condition.
         if (tile == 8 && Avx512F.IsSupported && height >= 16 && width >= 16 && destinationStride % 16 == 0)
         {
             tile = 16;
@@ -200,9 +198,9 @@ internal static unsafe class LayoutKernels
         // Tiles go along the source's rows, so that the two halves of each cache line a tile row reads (32 bytes) are
         // read one right after the other, unless the destination's rows lie a multiple of 4 KB apart: such lines
         // share a set of the L1 cache, and a block's 64 of them would not stay there until the tiles a band later
-        // write their other halves, so then the tiles go along the destination's rows instead. Probed (float32,
-        // medians of 100): NHWC to NCHW on 128×32×32×32 took 0.72 ms that way against 1.87 the other; elsewhere the
-        // two orders were within 20% of each other, along the source's rows mostly the faster.
+        // write their other halves, so then the tiles go along the destination's rows instead, which was much the
+        // faster there (NHWC to NCHW with 32×32 planes); elsewhere the two orders were close, along the source's rows
+        // mostly the faster.
         bool alongSourceRows = !IsPageMultiple<T>(destinationStride) || IsPageMultiple<T>(sourceStride);
         int outer = alongSourceRows ? tiledHeight : tiledWidth;
         int inner = alongSourceRows ? tiledWidth : tiledHeight;
@@ -216,9 +214,7 @@ internal static unsafe class LayoutKernels
 
                 // A block reads its rows as that many sequential runs, more than the hardware prefetcher follows at
                 // once; each tile row asks, once per cache line, for the line that a block to come reads there, into
-                // L1 (probes on NCHW to NHWC, the transposition on threads of its own: 0.71 to 0.92 of the time of
-                // asking into L2, and two blocks ahead along 56×56 and 32×32 planes 0.85 of the time of asking 4 KB
-                // ahead).
+                // L1 (in probes, faster than asking into L2, and than asking 4 KB ahead).
                 if (j % (StreamingStores.LineBytes / sizeof(T)) == 0)
                 {
                     for (int r = 0; r < tile; r++)

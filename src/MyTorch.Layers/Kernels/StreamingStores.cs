@@ -39,8 +39,8 @@ internal readonly struct StreamingStores : IStoreMode
     /// Below this, the pass's tensors (x and y, or dy, x and dx) fit together in a last-level cache of a few tens of
     /// megabytes, and an output written into memory that an earlier output just used is usually still there: its reads
     /// for ownership hit the cache and the next reader finds it in the cache too, so plain stores are the cheaper ones.
-    /// On a 32 MiB last-level cache, plain stores were faster for passes over two tensors of up to 8.4 MB each, and
-    /// streaming ones from 12.8 MB; for the backward's three tensors, from 9.6 MB each.
+    /// The size is where streaming stores became the faster on the machines measured, whose last-level cache was
+    /// 32 MiB (see docs/performance.md).
     /// </remarks>
     public const long MinimumPassBytes = 24L << 20;
 
