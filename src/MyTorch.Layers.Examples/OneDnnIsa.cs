@@ -6,7 +6,7 @@ namespace MyTorch.Layers.Examples;
 
 /// <summary>
 /// Keeps libtorch's oneDNN to AVX kernels on AMD family 1Ah (Zen 5) processors, where libtorch 2.10's oneDNN computes
-/// float32 Conv2d input gradients wrongly with its AVX2 and AVX-512 kernels for some shapes (see the README). The
+/// float32 Conv2d input gradients wrongly with its AVX2 and AVX-512 kernels for some shapes (docs/compatibility.md). The
 /// model's convolutions are TorchSharp's in both runs, and the comparison means something only if they are right.
 /// </summary>
 internal static partial class OneDnnIsa
@@ -32,7 +32,7 @@ internal static partial class OneDnnIsa
         }
 
         Environment.SetEnvironmentVariable(Variable, "AVX");
-        return $"  {Variable}=AVX: libtorch's oneDNN AVX2 and AVX-512 Conv2d input gradients can be wrong on this processor (AMD family 1Ah)";
+        return $"  {Variable}=AVX set by this app: libtorch's oneDNN AVX2 and AVX-512 Conv2d input gradients can be wrong on AMD family 1Ah (docs/compatibility.md)";
     }
 
     private static bool IsAmdFamily1Ah()

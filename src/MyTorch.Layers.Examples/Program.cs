@@ -82,7 +82,7 @@ internal static class Program
         Console.Out.WriteLine(string.Create(
             CultureInfo.InvariantCulture,
             $"Test accuracy: TorchSharp {100 * lastA.TestAccuracy:F1}%, MyTorch.Layers {100 * lastB.TestAccuracy:F1}%. Training time: TorchSharp {theirs.Epochs.Sum(e => e.Seconds):F1} s, MyTorch.Layers {ours.Epochs.Sum(e => e.Seconds):F1} s."));
-        Console.Out.WriteLine("(Free runs drift apart by rounding over hundreds of steps; their difference is shown, not checked. The check is next.)");
+        Console.Out.WriteLine("Free runs drift apart by rounding over hundreds of steps: they are shown, not compared (docs/testing.md).");
 
         Console.Out.WriteLine();
         clock.Restart();
@@ -114,23 +114,27 @@ internal static class Program
     {
         Console.Out.WriteLine(string.Create(
             CultureInfo.InvariantCulture,
-            $"Step-by-step check on identical inputs ({summary.Steps} steps, {seconds:F1} s): before each step of a TorchSharp run, a model with MyTorch.Layers' layers takes its parameters, buffers, batch, dropout generator, ReLU masks and max-pool choices; both steps are compared."));
-        Console.Out.WriteLine("  largest relative difference (L2)   measured  tolerance  where");
+            $"Step-by-step check on identical inputs ({summary.Steps} steps, {summary.Evaluations} evaluations, {seconds:F1} s): before each step of"));
+        Console.Out.WriteLine("a TorchSharp run, a model with MyTorch.Layers' layers takes its parameters, buffers, batch, dropout generator,");
+        Console.Out.WriteLine("ReLU masks and max-pool choices, and both steps are compared.");
+        Console.Out.WriteLine("  largest relative difference (L2 norm)   measured  tolerance  where");
         Line("step loss", summary.Loss, StepCheck.LossTolerance);
         Line("parameter gradient", summary.Gradient, StepCheck.GradientTolerance);
         Line("running statistic", summary.Statistic, StepCheck.StatisticTolerance);
-        Line("evaluation output", summary.Output, StepCheck.LossTolerance);
+        Line("evaluation logits (test set)", summary.Output, StepCheck.LossTolerance);
         Console.Out.WriteLine(string.Create(
             CultureInfo.InvariantCulture,
-            $"  ReLU and max-pool choices that MyTorch.Layers' outputs would have tipped the other way: {summary.DecisionsDiffering:N0} of {summary.DecisionsReplayed:N0} (TorchSharp's replayed)."));
+            $"  ReLU and max-pool choices MyTorch.Layers' run would have made differently: {summary.DecisionsDiffering:N0} of {summary.DecisionsReplayed:N0} (TorchSharp's replayed)."));
         if (summary.FirstFailure?.Failure() is { } failure)
         {
             Console.Out.WriteLine($"  First failure: {failure}.");
         }
 
-        static void Line(string what, Difference d, double tolerance) => Console.Out.WriteLine(string.Create(
-            CultureInfo.InvariantCulture,
-            $"  {what,-34} {d.Value,8:0.0e+00}  {tolerance,9:0e+00}  {d.Name}, step {d.Step}"));
+        static void Line(string what, Difference d, double tolerance)
+        {
+            string where = d.Name is "loss" or "test-set logits" ? $"step {d.Step}" : $"{d.Name}, step {d.Step}";
+            Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {what,-39} {d.Value,8:0.0e+00}  {tolerance,9:0e+00}  {where}"));
+        }
     }
 
     private static string Row(EpochResult e) => string.Create(
@@ -144,7 +148,7 @@ internal static class Program
             ?? "unknown";
         Console.Out.WriteLine("The same CNN trained with TorchSharp's BatchNorm2d and Dropout2d, and with MyTorch.Layers'");
         Console.Out.WriteLine($"  TorchSharp {torchSharpVersion} (libtorch {__version__}), {RuntimeInformation.FrameworkDescription}, {RuntimeInformation.OSDescription} {RuntimeInformation.OSArchitecture}");
-        Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  torch.get_num_threads() = {get_num_threads()}, DNNL_MAX_CPU_ISA {Environment.GetEnvironmentVariable("DNNL_MAX_CPU_ISA") ?? "unset"}, seed {Seed}{(options.Quick ? ", quick" : string.Empty)}"));
+        Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  torch.get_num_threads() = {get_num_threads()}, DNNL_MAX_CPU_ISA{(Environment.GetEnvironmentVariable("DNNL_MAX_CPU_ISA") is { } isa ? "=" + isa : " unset")}, seed {Seed}{(options.Quick ? ", quick" : string.Empty)}"));
         if (isaNote is not null)
         {
             Console.Out.WriteLine(isaNote);

@@ -10,16 +10,18 @@ internal sealed record TrainingOptions(int Epochs, int BatchSize, int Threads, s
     public const string Usage = """
         Usage: dotnet run --project src/MyTorch.Layers.Examples -c Release -- [options]
 
-        Trains the same small CNN (conv, BatchNorm2d, ReLU, Dropout2d, max-pool, ..., linear) twice from the same
-        seed on a generated shapes data set: once with TorchSharp's BatchNorm2d and Dropout2d, once with
-        MyTorch.Layers'. Prints both runs side by side per epoch, writes the curves as CSV and a chart of both loss
-        curves as PNG. Exit code: 0 when the two runs agree within the tolerance, 1 when they do not, 2 for bad options.
+        Trains the same small CNN (conv, BatchNorm2d, ReLU, Dropout2d, max-pool, ..., linear) on a generated shapes
+        data set with TorchSharp's BatchNorm2d and Dropout2d and with MyTorch.Layers', prints both runs side by side
+        per epoch, and writes the curves as CSV and a chart of both loss curves as PNG. Then checks every training
+        step of a TorchSharp run against MyTorch.Layers' layers on identical inputs. Exit code: 0 when every checked
+        step agrees within the check's tolerances, 1 when one does not, 2 for bad options.
 
         Options:
           --epochs N        passes over the training set (default 6; 2 with --quick)
           --batch-size N    images per training step (default 64)
           --threads N       torch.set_num_threads (default: the number of processors)
-          --output DIR      folder for training-curves.csv and training-loss.png (default training-output)
+          --output DIR      folder for training-curves.csv, training-steps.csv and training-loss.png
+                            (default training-output)
           --quick           a smaller data set and fewer epochs, for a smoke test
           -h, --help        print this message and exit
         """;
