@@ -3,6 +3,7 @@ using System.IO;
 using System.Linq;
 using System.Reflection;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using MyTorch.Layers.Functional;
 using NUnit.Framework;
 using TorchSharp;
@@ -34,6 +35,23 @@ public class InstalledPackageTests
         using var deps = JsonDocument.Parse(File.ReadAllText(depsFile));
         JsonElement entry = deps.RootElement.GetProperty("libraries").GetProperty($"MyTorch.Layers/{expected}");
         Assert.That(entry.GetProperty("type").GetString(), Is.EqualTo("package"));
+    }
+
+    [Test]
+    public void PackagedReadme_HasNoRelativeLinks_SoItWorksOnAPackagePage()
+    {
+        string folder = typeof(InstalledPackageTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+            .Single(a => a.Key == "MyTorchLayersPackageFolder").Value!;
+        string readme = File.ReadAllText(Path.Combine(folder, "README.md"));
+
+        Assert.That(readme, Does.StartWith("# MyTorch.Layers"));
+        Assert.That(readme, Does.Contain("## Install"));
+        // Every link or image target is absolute or an anchor: nothing points into a repository that is not there.
+        var relative = Regex.Matches(readme, @"!?\[[^\]]*\]\(([^)\s]+)\)")
+            .Select(m => m.Groups[1].Value)
+            .Where(target => !target.StartsWith('#') && !Regex.IsMatch(target, "^[a-zA-Z][a-zA-Z0-9+.-]*:"))
+            .ToList();
+        Assert.That(relative, Is.Empty, "relative link targets in the packaged README");
     }
 
     [TestCase(false, TestName = "BatchNorm2d_TrainingThenEval_MatchesTorchSharp_Contiguous")]
