@@ -10,7 +10,7 @@ using BenchmarkDotNet.Reports;
 namespace MyTorch.Layers.Benchmarks;
 
 /// <summary>
-/// The results as the README shows them: per step and case, the medians of ours and TorchSharp's, their ratio, and
+/// The results as docs/performance.md shows them: per step and case, the medians of ours and TorchSharp's, their ratio, and
 /// how close ours comes to the roofline (the copy's median × passes / 2).
 /// </summary>
 internal static class SummaryTable
