@@ -87,7 +87,12 @@ public static class BatchNorm2dFunctional
         return shape;
     }
 
-    /// <summary><see cref="Forward"/> on arguments that <see cref="CheckForward"/> accepted, with the shape it returned.</summary>
+    /// <summary>
+    /// <see cref="Forward"/> on arguments that <see cref="CheckForward"/> accepted, with the shape it returned. The mean
+    /// and 1/σ come back in <paramref name="statisticsDtype"/>: the input's dtype, as ATen has them, unless asked for
+    /// in float64, in which the kernels compute them, so that a backward from them loses nothing (the module's
+    /// autograd node keeps them so).
+    /// </summary>
     internal static (Tensor Output, Tensor SaveMean, Tensor SaveInvstd) Compute(
         Tensor input,
         long[] shape,
@@ -97,13 +102,14 @@ public static class BatchNorm2dFunctional
         Tensor? runningVar,
         bool training,
         double momentum,
-        double eps)
+        double eps,
+        ScalarType? statisticsDtype = null)
     {
         long channels = shape[1];
         bool useBatchStatistics = training || runningMean is null;
         using var scope = NewDisposeScope();
-        var saveMean = empty(channels, input.dtype);
-        var saveInvstd = empty(channels, input.dtype);
+        var saveMean = empty(channels, statisticsDtype ?? input.dtype);
+        var saveInvstd = empty(channels, statisticsDtype ?? input.dtype);
         Tensor output;
         using (var source = new Borrowed(Layouts.ReadablePlanes(input, shape, out var layout), input))
         {
@@ -145,6 +151,21 @@ public static class BatchNorm2dFunctional
         Tensor saveMean,
         Tensor saveInvstd,
         bool training)
+        => Backward(gradOutput, input, weight, saveMean, saveInvstd, training, statisticsInDouble: false);
+
+    /// <summary>
+    /// <see cref="Backward(Tensor, Tensor, Tensor?, Tensor, Tensor, bool)"/>, with the mean and 1/σ either of the
+    /// input's dtype or, with <paramref name="statisticsInDouble"/>, float64 as <see cref="Compute"/> gives them when
+    /// asked: the module's autograd node passes those.
+    /// </summary>
+    internal static (Tensor GradInput, Tensor GradWeight, Tensor GradBias) Backward(
+        Tensor gradOutput,
+        Tensor input,
+        Tensor? weight,
+        Tensor saveMean,
+        Tensor saveInvstd,
+        bool training,
+        bool statisticsInDouble)
     {
         long[] shape = CheckInput(input, nameof(input));
         Check.Alive(gradOutput, nameof(gradOutput));
@@ -154,8 +175,9 @@ public static class BatchNorm2dFunctional
         long channels = shape[1];
         Check.Alive(saveMean, nameof(saveMean));
         Check.Alive(saveInvstd, nameof(saveInvstd));
-        Check.PerChannel(saveMean, "save_mean", channels, input.dtype, nameof(input));
-        Check.PerChannel(saveInvstd, "save_invstd", channels, input.dtype, nameof(input));
+        var statistics = statisticsInDouble ? ScalarType.Float64 : input.dtype;
+        Check.PerChannel(saveMean, "save_mean", channels, statistics, statisticsInDouble ? "the autograd node" : nameof(input));
+        Check.PerChannel(saveInvstd, "save_invstd", channels, statistics, statisticsInDouble ? "the autograd node" : nameof(input));
         Check.PerChannel(weight, "weight", channels, input.dtype, nameof(input));
 
         using var scope = NewDisposeScope();
@@ -289,8 +311,8 @@ public static class BatchNorm2dFunctional
                 BatchNorm2dKernels.NormalizeFixedVectorized(x, y, plane, fixedMean, invstd, Parameter<T>(weight), Parameter<T>(bias), kernelScratch, threads);
             }
 
-            Narrow(mean, TensorMemory.Vector<T>(saveMean));
-            Narrow(invstd, TensorMemory.Vector<T>(saveInvstd));
+            Store<T>(mean, saveMean);
+            Store<T>(invstd, saveInvstd);
         }
         finally
         {
@@ -326,8 +348,8 @@ public static class BatchNorm2dFunctional
             var sumDy = scratch.AsSpan(2 * channels, channels);
             var sumDyXmu = scratch.AsSpan(3 * channels, channels);
             var kernelScratch = scratch.AsSpan(4 * channels);
-            Widen<T>(TensorMemory.Vector<T>(saveMean), mean);
-            Widen<T>(TensorMemory.Vector<T>(saveInvstd), invstd);
+            Load<T>(saveMean, mean);
+            Load<T>(saveInvstd, invstd);
             ReadOnlySpan<T> x = TensorMemory.Span<T>(input, plane);
             Span<T> dy = TensorMemory.Span<T>(gradOutput, plane);
             var dx = TensorMemory.Span<T>(gradInput, plane);
@@ -378,6 +400,34 @@ public static class BatchNorm2dFunctional
         for (int i = 0; i < destination.Length; i++)
         {
             destination[i] = T.CreateTruncating(source[i]);
+        }
+    }
+
+    /// <summary>Per-channel statistics into a tensor of the input's dtype (rounded) or of float64 (as they are).</summary>
+    private static void Store<T>(ReadOnlySpan<double> source, Tensor destination)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        if (destination.dtype == ScalarType.Float64)
+        {
+            source.CopyTo(TensorMemory.Vector<double>(destination));
+        }
+        else
+        {
+            Narrow(source, TensorMemory.Vector<T>(destination));
+        }
+    }
+
+    /// <summary>Per-channel statistics from a tensor of the input's dtype or of float64, as <see cref="Store"/> wrote them.</summary>
+    private static void Load<T>(Tensor source, Span<double> destination)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        if (source.dtype == ScalarType.Float64)
+        {
+            TensorMemory.Vector<double>(source).CopyTo(destination);
+        }
+        else
+        {
+            Widen<T>(TensorMemory.Vector<T>(source), destination);
         }
     }
 

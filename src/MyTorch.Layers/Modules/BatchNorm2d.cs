@@ -318,11 +318,17 @@ public sealed class BatchNorm2d : nn.Module<Tensor, Tensor>
 /// <summary>The input's shape as the checks read it, and the non-tensor arguments of one forward, passed through autograd to the kernels.</summary>
 internal sealed record BatchNorm2dCall(long[] Shape, Tensor? RunningMean, Tensor? RunningVar, bool Training, double Momentum, double Eps);
 
-/// <summary>Autograd node of <see cref="BatchNorm2d"/>: forward and backward both run MyTorch.Layers' kernels.</summary>
+/// <summary>
+/// Autograd node of <see cref="BatchNorm2d"/>: forward and backward both run MyTorch.Layers' kernels. It keeps the
+/// mean and 1/σ between them in float64, as the kernels compute them, so that a float32 backward is not limited by
+/// statistics rounded to float32 (a mean of 1e4 would be off by up to 5e-4). Asked for a graph of the gradients, it
+/// returns the kernels' gradients carrying <see cref="GradientGraph.BatchNorm2d"/>'s graph.
+/// </summary>
 internal sealed class BatchNorm2dAutograd : autograd.SingleTensorFunction<BatchNorm2dAutograd>
 {
     private const string UsedBatchStatistics = "batch";
     private const string HasBias = "bias";
+    private const string Eps = "eps";
 
     public override string Name => "MyTorchBatchNorm2dBackward";
 
@@ -352,10 +358,11 @@ internal sealed class BatchNorm2dAutograd : autograd.SingleTensorFunction<BatchN
         var bias = vars[2] as Tensor;
         var call = (BatchNorm2dCall)vars[3];
         var (output, mean, invstd) = BatchNorm2dFunctional.Compute(
-            input, call.Shape, weight, bias, call.RunningMean, call.RunningVar, call.Training, call.Momentum, call.Eps);
+            input, call.Shape, weight, bias, call.RunningMean, call.RunningVar, call.Training, call.Momentum, call.Eps, ScalarType.Float64);
         ctx.save_for_backward([input, weight!, mean, invstd]);
         ctx.save_data(UsedBatchStatistics, call.Training || call.RunningMean is null);
         ctx.save_data(HasBias, bias is not null);
+        ctx.save_data(Eps, call.Eps);
         return output;
     }
 
@@ -367,7 +374,16 @@ internal sealed class BatchNorm2dAutograd : autograd.SingleTensorFunction<BatchN
             Tensor input = saved[0];
             Tensor? weight = saved[1];
             bool batch = (bool)ctx.get_data(UsedBatchStatistics);
-            var (gradInput, gradWeight, gradBias) = BatchNorm2dFunctional.Backward(grad_output, input, weight, saved[2], saved[3], batch);
+            var (gradInput, gradWeight, gradBias) = BatchNorm2dFunctional.Backward(grad_output, input, weight, saved[2], saved[3], batch, statisticsInDouble: true);
+
+            // Grad mode is on in a backward exactly when autograd was asked to build a graph of the gradients.
+            if (is_grad_enabled())
+            {
+                var (graphInput, graphWeight, graphBias) = GradientGraph.BatchNorm2d(grad_output, input, weight, saved[2], saved[3], batch, (double)ctx.get_data(Eps));
+                gradInput = GradientGraph.WithGraphOf(gradInput, graphInput);
+                gradWeight = GradientGraph.WithGraphOf(gradWeight, graphWeight);
+                gradBias = GradientGraph.WithGraphOf(gradBias, graphBias);
+            }
 
             // Weight and bias are each optional: a gradient only for an input that was given.
             if (weight is null)

@@ -146,7 +146,10 @@ internal sealed class Dropout2dAutograd : autograd.SingleTensorFunction<Dropout2
         var saved = ctx.get_saved_variables();
         try
         {
-            return [Dropout2dFunctional.Backward(grad_output, saved[0]), null!];
+            var gradInput = Dropout2dFunctional.Backward(grad_output, saved[0]);
+
+            // Grad mode is on in a backward exactly when autograd was asked to build a graph of the gradients: dx = dy · mask.
+            return [is_grad_enabled() ? GradientGraph.WithGraphOf(gradInput, grad_output * saved[0]) : gradInput, null!];
         }
         finally
         {
