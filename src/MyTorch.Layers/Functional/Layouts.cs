@@ -24,12 +24,19 @@ internal static class Layouts
     private static readonly long[] NhwcOrder = [0, 2, 3, 1];
 
     /// <summary>
-    /// The layout of a 4-D tensor. As in PyTorch, the stride of a dimension of size 1 does not matter;
-    /// a tensor that is both (for example C = 1) counts as contiguous.
+    /// The layout of a 4-D tensor. As in PyTorch, the stride of a dimension of size 1 does not matter; a tensor that is
+    /// both counts as contiguous (for example C = 1), except where each plane is one value (H·W = 1, as BatchNorm1d's
+    /// (N, C) input is read): its rows of C values are then summed down their columns by the channels-last kernels, not
+    /// one plane of one value at a time.
     /// </summary>
     private static MemoryLayout Classify(Tensor x, long[] shape)
     {
         long[] strides = x.stride();
+        if (shape[2] * shape[3] == 1 && shape[1] > 1 && IsDense(shape, strides, NhwcOrder))
+        {
+            return MemoryLayout.ChannelsLast;
+        }
+
         if (IsDense(shape, strides, NchwOrder))
         {
             return MemoryLayout.Contiguous;

@@ -18,12 +18,12 @@ internal static class GradientGraph
     public static Tensor WithGraphOf(Tensor value, Tensor graph) => Carrier.apply(graph, new Value(value));
 
     /// <summary>
-    /// BatchNorm2d's backward composed of TorchSharp operations in float64, the gradients returned in the input's
+    /// Batch normalisation's backward on 4-D planes, composed of TorchSharp operations in float64, the gradients returned in the input's
     /// dtype. With batch statistics μ and 1/σ are computed again from x, so that the graph has their dependence on x;
     /// with fixed statistics they are the constants the forward used. Per channel, over M = N·H·W values:
     /// x̂ = (x − μ)/σ, dβ = Σ dy, dγ = Σ dy · x̂, and dx = γ/σ · (dy − dβ/M − x̂ · dγ/M), or γ/σ · dy with fixed statistics.
     /// </summary>
-    public static (Tensor GradInput, Tensor GradWeight, Tensor GradBias) BatchNorm2d(
+    public static (Tensor GradInput, Tensor GradWeight, Tensor GradBias) BatchNorm(
         Tensor gradOutput, Tensor input, Tensor? weight, Tensor mean, Tensor invstd, bool batchStatistics, double eps)
     {
         using var scope = NewDisposeScope();

@@ -46,6 +46,36 @@ public static class layers
         new(num_features, eps, momentum, affine, track_running_stats, device, dtype);
 
     /// <summary>
+    /// Creates a <see cref="MyTorch.Layers.BatchNorm1d"/> for (N, C) or (N, C, L) input, with the parameters, order and
+    /// defaults of TorchSharp's <c>torch.nn.BatchNorm1d</c> (momentum may be null for a cumulative average).
+    /// </summary>
+    /// <inheritdoc cref="BatchNorm2d(long, double, double?, bool, bool, Device?, ScalarType?)"/>
+    public static BatchNorm1d BatchNorm1d(
+        long num_features,
+        double eps = 1e-05,
+        double? momentum = 0.1,
+        bool affine = true,
+        bool track_running_stats = true,
+        Device? device = null,
+        ScalarType? dtype = null) =>
+        new(num_features, eps, momentum, affine, track_running_stats, device, dtype);
+
+    /// <summary>
+    /// Creates a <see cref="MyTorch.Layers.BatchNorm3d"/> for (N, C, D, H, W) input, with the parameters, order and
+    /// defaults of TorchSharp's <c>torch.nn.BatchNorm3d</c> (momentum may be null for a cumulative average).
+    /// </summary>
+    /// <inheritdoc cref="BatchNorm2d(long, double, double?, bool, bool, Device?, ScalarType?)"/>
+    public static BatchNorm3d BatchNorm3d(
+        long num_features,
+        double eps = 1e-05,
+        double? momentum = 0.1,
+        bool affine = true,
+        bool track_running_stats = true,
+        Device? device = null,
+        ScalarType? dtype = null) =>
+        new(num_features, eps, momentum, affine, track_running_stats, device, dtype);
+
+    /// <summary>
     /// Creates a <see cref="MyTorch.Layers.Dropout2d"/>, with the parameters and defaults of TorchSharp's
     /// <c>torch.nn.Dropout2d</c>; the mask comes from TorchSharp's default CPU generator.
     /// </summary>
@@ -63,14 +93,15 @@ public static class layers
     public static class functional
     {
         /// <summary>
-        /// Batch normalisation of a 4-D input, per channel: y = (x − μ) / sqrt(σ² + eps) · weight + bias.
+        /// Batch normalisation of an input (N, C, …) of rank 2 or more, per channel over every other dimension:
+        /// y = (x − μ) / sqrt(σ² + eps) · weight + bias.
         /// With <paramref name="training"/> (or without running statistics), μ and σ² are the batch mean and biased
         /// variance, and the running statistics, when given, are updated in place:
         /// running = (1 − momentum) · running + momentum · batch, with the unbiased variance.
         /// Otherwise the running statistics are used and nothing is updated.
         /// Differentiable with respect to <paramref name="input"/>, <paramref name="weight"/> and <paramref name="bias"/>.
         /// </summary>
-        /// <param name="input">(N, C, H, W), float32 or float64, on the CPU, in any memory layout.</param>
+        /// <param name="input">(N, C, …) of rank 2 or more, float32 or float64, on the CPU, in any memory layout.</param>
         /// <param name="running_mean">Running mean, C elements of the input's dtype; or null, with <paramref name="running_var"/>, for none.</param>
         /// <param name="running_var">Running variance, C elements of the input's dtype; or null, with <paramref name="running_mean"/>, for none.</param>
         /// <param name="weight">γ, C elements, or null for none.</param>
@@ -82,7 +113,7 @@ public static class layers
         /// <exception cref="ArgumentNullException"><paramref name="input"/> is null.</exception>
         /// <exception cref="ObjectDisposedException">A tensor has been disposed.</exception>
         /// <exception cref="ArgumentException">
-        /// The input is not 4-D; a dtype is not float32/float64 or differs from the input's; a per-channel tensor does
+        /// The input has fewer than 2 dimensions; a dtype is not float32/float64 or differs from the input's; a per-channel tensor does
         /// not have C elements; only one of the running statistics is given; one value per channel when batch statistics
         /// are used. Nothing is changed.
         /// </exception>
@@ -98,8 +129,8 @@ public static class layers
             double momentum = 0.1,
             double eps = 1e-05)
         {
-            long[] shape = BatchNorm2dFunctional.CheckForward(input, weight, bias, running_mean, running_var, training, eps);
-            return BatchNorm2dAutograd.Run(input, weight, bias, new BatchNorm2dCall(shape, running_mean, running_var, training, momentum, eps));
+            long[] shape = BatchNormFunctional.CheckForward(input, BatchNormRanks.Any, weight, bias, running_mean, running_var, training, eps);
+            return BatchNormAutograd.Forward(input, shape, weight, bias, running_mean, running_var, training, momentum, eps);
         }
 
         /// <summary>

@@ -43,7 +43,7 @@ public class BatchNorm2dBadInputTests
         using var module = TrainedModule();
         long[] shape = rank switch { 2 => [4, 3], 3 => [3, 4, 4], _ => [2, 3, 4, 4, 2] };
         using var input = randn(shape);
-        AssertRefused<ArgumentException>(module, input, $"expected 4D input (got {rank}D input)");
+        AssertRefused<ArgumentException>(module, input, $"expected 4D input, but got {rank}D input.");
     }
 
     [Test]
@@ -320,7 +320,7 @@ public class BatchNorm2dBadInputTests
         new object[] { "gradOutput of dtype Float64", typeof(ArgumentException), "'gradOutput' has dtype Float64 but input has dtype Float32; they must match. (Parameter 'gradOutput')" },
         new object[] { "save_mean of 2 elements", typeof(ArgumentException), "save_mean should contain 3 elements not 2 (Parameter 'save_mean')" },
         new object[] { "weight of 4 elements", typeof(ArgumentException), "weight should contain 3 elements not 4 (Parameter 'weight')" },
-        new object[] { "3-D input", typeof(ArgumentException), "expected 4D input (got 3D input) (Parameter 'input')" },
+        new object[] { "3-D input", typeof(ArgumentException), "expected 4D input, but got 3D input. (Parameter 'input')" },
         new object[] { "disposed gradOutput", typeof(ObjectDisposedException), "The tensor 'gradOutput' has been disposed.\nObject name: 'gradOutput'." },
     ];
 

@@ -1,0 +1,495 @@
+using System;
+using System.Buffers;
+using System.Globalization;
+using System.Numerics;
+using MyTorch.Layers.Kernels;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MyTorch.Layers.Functional;
+
+/// <summary>
+/// The explicit forward and backward of batch normalisation of any rank, mirroring ATen's <c>native_batch_norm</c>
+/// and <c>native_batch_norm_backward</c>: for people who drive the layers by hand. No autograd graph is built;
+/// <see cref="BatchNorm1d"/>, <see cref="BatchNorm2d"/> and <see cref="BatchNorm3d"/> wire these into autograd.
+/// </summary>
+/// <remarks>
+/// An input (N, C, d₂, …, dₖ) is read as the 4-D planes (N, C, d₂·…·dₖ₋₁, dₖ) the kernels take, a view of the same
+/// memory: (N, C) as (N, C, 1, 1), whose rows of C values the channels-last kernels sum down their columns;
+/// (N, C, L) as (N, C, 1, L); (N, C, D, H, W) as (N, C, D·H, W), channels-last-3d memory as channels-last.
+/// </remarks>
+public static class BatchNormFunctional
+{
+    /// <summary>
+    /// Normalises each channel of an input of rank 2 or more, (N, C, …).
+    /// With <paramref name="training"/> (or without running statistics) the batch statistics are used:
+    /// y = (x − μ) / sqrt(σ² + eps) · γ + β, σ² the biased variance over every value of a channel, and the running statistics,
+    /// when given, are updated in place: running = (1 − momentum) · running + momentum · batch, with the unbiased
+    /// variance. Otherwise the running statistics are used and nothing is updated.
+    /// </summary>
+    /// <param name="input">(N, C, …) of rank 2 or more, float32 or float64, on the CPU, in any memory layout.</param>
+    /// <param name="weight">γ, C elements of the input's dtype, or <see langword="null"/> for none.</param>
+    /// <param name="bias">β, C elements of the input's dtype, or <see langword="null"/> for none.</param>
+    /// <param name="runningMean">Running mean, C elements, updated in place in training; or null, with <paramref name="runningVar"/>, for none.</param>
+    /// <param name="runningVar">Running variance, C elements, updated in place in training; or null, with <paramref name="runningMean"/>, for none.</param>
+    /// <param name="training">Use (and track) batch statistics rather than the running ones. Without running statistics,
+    /// batch statistics are used either way, as in <c>native_batch_norm</c>.</param>
+    /// <param name="momentum">Weight of the new batch in the running statistics.</param>
+    /// <param name="eps">Added to the variance before the square root; not negative.</param>
+    /// <returns>
+    /// The output, in the input's memory layout (contiguous or channels-last; other strides give a contiguous output),
+    /// and the per-channel mean and 1/sqrt(var + eps) that were used, as the backward expects them.
+    /// Unlike ATen, which returns empty tensors in evaluation mode, these are then the running statistics' values.
+    /// </returns>
+    /// <exception cref="ArgumentNullException">A required tensor is null.</exception>
+    /// <exception cref="ObjectDisposedException">A tensor has been disposed.</exception>
+    /// <exception cref="ArgumentException">
+    /// The input has fewer than 2 dimensions; a dtype is not float32/float64 or differs between tensors; a per-channel
+    /// tensor does not have C elements; only one of the running statistics is given; one value per channel when batch
+    /// statistics are used.
+    /// </exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="eps"/> is negative or NaN.</exception>
+    /// <exception cref="NotSupportedException">A tensor is not on the CPU, or has more than <see cref="int.MaxValue"/> elements.</exception>
+    public static (Tensor Output, Tensor SaveMean, Tensor SaveInvstd) Forward(
+        Tensor input,
+        Tensor? weight,
+        Tensor? bias,
+        Tensor? runningMean,
+        Tensor? runningVar,
+        bool training,
+        double momentum,
+        double eps)
+        => Forward(input, weight, bias, runningMean, runningVar, training, momentum, eps, BatchNormRanks.Any);
+
+    /// <summary><see cref="Forward(Tensor, Tensor?, Tensor?, Tensor?, Tensor?, bool, double, double)"/> for the ranks <paramref name="ranks"/> allows.</summary>
+    internal static (Tensor Output, Tensor SaveMean, Tensor SaveInvstd) Forward(
+        Tensor input,
+        Tensor? weight,
+        Tensor? bias,
+        Tensor? runningMean,
+        Tensor? runningVar,
+        bool training,
+        double momentum,
+        double eps,
+        BatchNormRanks ranks)
+    {
+        long[] shape = CheckForward(input, ranks, weight, bias, runningMean, runningVar, training, eps);
+        long[] planes = BatchNormRanks.Planes(shape);
+        var x = BatchNormRanks.AsPlanes(input, shape, planes);
+        try
+        {
+            var (output, mean, invstd) = Compute(x, planes, weight, bias, runningMean, runningVar, training, momentum, eps);
+            return (BatchNormRanks.FromPlanes(output, shape), mean, invstd);
+        }
+        finally
+        {
+            if (!ReferenceEquals(x, input))
+            {
+                x.Dispose();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Every check <see cref="Forward(Tensor, Tensor?, Tensor?, Tensor?, Tensor?, bool, double, double)"/> makes, in
+    /// libtorch's order, before anything is written, with the ranks <paramref name="ranks"/> allows. The modules run it
+    /// before they advance num_batches_tracked, naming their own dtype as <paramref name="moduleDtype"/>. Returns the
+    /// input's shape, for the caller to pass on rather than read again.
+    /// </summary>
+    internal static long[] CheckForward(
+        Tensor input, BatchNormRanks ranks, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar, bool training, double eps, ScalarType? moduleDtype = null)
+    {
+        long[] shape = CheckInput(input, nameof(input), ranks);
+        if (moduleDtype is { } expected)
+        {
+            Check.SameDtype(input, nameof(input), expected, "the module");
+        }
+
+        CheckParameters(shape[1], input.dtype, weight, bias, runningMean, runningVar);
+        CheckEps(eps);
+        if ((runningMean is null) != (runningVar is null))
+        {
+            throw new ArgumentException("running_mean and running_var must either both be null or neither be null.", runningMean is null ? nameof(runningMean) : nameof(runningVar));
+        }
+
+        if (training || runningMean is null)
+        {
+            CheckMoreThanOneValuePerChannel(shape);
+        }
+
+        return shape;
+    }
+
+    /// <summary>
+    /// The forward on 4-D planes whose input <see cref="CheckForward"/> accepted, with their shape. The mean
+    /// and 1/σ come back in <paramref name="statisticsDtype"/>: the input's dtype, as ATen has them, unless asked for
+    /// in float64, in which the kernels compute them, so that a backward from them loses nothing (the module's
+    /// autograd node keeps them so).
+    /// </summary>
+    internal static (Tensor Output, Tensor SaveMean, Tensor SaveInvstd) Compute(
+        Tensor input,
+        long[] shape,
+        Tensor? weight,
+        Tensor? bias,
+        Tensor? runningMean,
+        Tensor? runningVar,
+        bool training,
+        double momentum,
+        double eps,
+        ScalarType? statisticsDtype = null)
+    {
+        long channels = shape[1];
+        bool useBatchStatistics = training || runningMean is null;
+        using var scope = NewDisposeScope();
+        var saveMean = empty(channels, statisticsDtype ?? input.dtype);
+        var saveInvstd = empty(channels, statisticsDtype ?? input.dtype);
+        Tensor output;
+        using (var source = new Borrowed(Layouts.ReadablePlanes(input, shape, out var layout), input))
+        {
+            output = Layouts.EmptyPlanes(shape, input.dtype, layout);
+            var plane = Layouts.Plane(shape, layout);
+            if (input.dtype == ScalarType.Float32)
+            {
+                Forward<float>(source.Tensor, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd);
+            }
+            else
+            {
+                Forward<double>(source.Tensor, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd);
+            }
+        }
+
+        return (output.MoveToOuterDisposeScope(), saveMean.MoveToOuterDisposeScope(), saveInvstd.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// Gradients of <see cref="Forward(Tensor, Tensor?, Tensor?, Tensor?, Tensor?, bool, double, double)"/> with respect
+    /// to the input, γ and β, given the gradient of its output.
+    /// With batch statistics: dx = (dy − mean(dy) − (x − μ) · invstd² · mean(dy · (x − μ))) · invstd · γ;
+    /// with fixed statistics: dx = dy · invstd · γ. In both, dγ = Σ dy · (x − μ) · invstd and dβ = Σ dy, per channel.
+    /// </summary>
+    /// <param name="gradOutput">dy, the input's shape and dtype, any memory layout.</param>
+    /// <param name="input">The forward's input.</param>
+    /// <param name="weight">γ as given to the forward, or <see langword="null"/>.</param>
+    /// <param name="saveMean">The mean the forward returned.</param>
+    /// <param name="saveInvstd">The 1/sqrt(var + eps) the forward returned.</param>
+    /// <param name="training">Whether the forward used batch statistics.</param>
+    /// <returns>dx in the input's memory layout, and dγ and dβ (C elements each, computed even when γ is null).</returns>
+    /// <exception cref="ArgumentNullException">A required tensor is null.</exception>
+    /// <exception cref="ObjectDisposedException">A tensor has been disposed.</exception>
+    /// <exception cref="ArgumentException">Shapes or dtypes do not match the input, or the input has fewer than 2 dimensions.</exception>
+    /// <exception cref="NotSupportedException">A tensor is not on the CPU, or has more than <see cref="int.MaxValue"/> elements.</exception>
+    public static (Tensor GradInput, Tensor GradWeight, Tensor GradBias) Backward(
+        Tensor gradOutput,
+        Tensor input,
+        Tensor? weight,
+        Tensor saveMean,
+        Tensor saveInvstd,
+        bool training)
+        => Backward(gradOutput, input, weight, saveMean, saveInvstd, training, statisticsInDouble: false, BatchNormRanks.Any);
+
+    /// <summary>
+    /// <see cref="Backward(Tensor, Tensor, Tensor?, Tensor, Tensor, bool)"/> for the ranks <paramref name="ranks"/> allows,
+    /// with the mean and 1/σ either of the input's dtype or, with <paramref name="statisticsInDouble"/>, float64 as
+    /// <see cref="Compute"/> gives them when asked: the modules' autograd node passes those.
+    /// </summary>
+    internal static (Tensor GradInput, Tensor GradWeight, Tensor GradBias) Backward(
+        Tensor gradOutput,
+        Tensor input,
+        Tensor? weight,
+        Tensor saveMean,
+        Tensor saveInvstd,
+        bool training,
+        bool statisticsInDouble,
+        BatchNormRanks ranks)
+    {
+        long[] shape = CheckInput(input, nameof(input), ranks);
+        Check.Alive(gradOutput, nameof(gradOutput));
+        Check.OnCpu(gradOutput, nameof(gradOutput));
+        Check.SameDtype(gradOutput, nameof(gradOutput), input.dtype, nameof(input));
+        Check.SameShape(gradOutput, nameof(gradOutput), shape, nameof(input));
+        long channels = shape[1];
+        Check.Alive(saveMean, nameof(saveMean));
+        Check.Alive(saveInvstd, nameof(saveInvstd));
+        var statistics = statisticsInDouble ? ScalarType.Float64 : input.dtype;
+        Check.PerChannel(saveMean, "save_mean", channels, statistics, statisticsInDouble ? "the autograd node" : nameof(input));
+        Check.PerChannel(saveInvstd, "save_invstd", channels, statistics, statisticsInDouble ? "the autograd node" : nameof(input));
+        Check.PerChannel(weight, "weight", channels, input.dtype, nameof(input));
+        if (shape.Length != 4)
+        {
+            // The same backward on the 4-D planes of input and gradient, its dx given the input's shape again.
+            long[] planes = BatchNormRanks.Planes(shape);
+            using var x4 = BatchNormRanks.AsPlanes(input, shape, planes);
+            using var dy4 = BatchNormRanks.AsPlanes(gradOutput, shape, planes);
+            var (dx4, dw, db) = Backward(dy4, x4, weight, saveMean, saveInvstd, training, statisticsInDouble, BatchNormRanks.Any);
+            return (BatchNormRanks.FromPlanes(dx4, shape), dw, db);
+        }
+
+        using var scope = NewDisposeScope();
+        var gradWeight = empty(channels, input.dtype);
+        var gradBias = empty(channels, input.dtype);
+        Tensor gradInput;
+        using (var x = new Borrowed(Layouts.ReadablePlanes(input, shape, out var layout), input))
+        {
+            // dy in another layout than x's is read through a copy in x's, except that an NCHW dy under a channels-last x
+            // is read where it lies where that is faster (see BatchNorm2dKernels.ReadsPlanarGradient).
+            var plane = Layouts.Plane(shape, layout);
+            bool planar = (input.dtype == ScalarType.Float32 ? BatchNorm2dKernels.ReadsPlanarGradient<float>(plane) : BatchNorm2dKernels.ReadsPlanarGradient<double>(plane))
+                && Layouts.ClassifyPlanes(gradOutput, shape) == MemoryLayout.Contiguous;
+            using var dy = new Borrowed(planar ? gradOutput : Layouts.PlanesInLayout(gradOutput, shape, layout), gradOutput);
+            gradInput = Layouts.EmptyPlanes(shape, input.dtype, layout);
+            if (input.dtype == ScalarType.Float32)
+            {
+                Backward<float>(dy.Tensor, planar, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias);
+            }
+            else
+            {
+                Backward<double>(dy.Tensor, planar, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias);
+            }
+        }
+
+        return (gradInput.MoveToOuterDisposeScope(), gradWeight.MoveToOuterDisposeScope(), gradBias.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// Input checks shared with the modules: a live float CPU tensor of a rank <paramref name="ranks"/> allows, that a
+    /// span can index. Returns its shape (reading a tensor's shape through TorchSharp costs about as much as a small
+    /// kernel call).
+    /// </summary>
+    private static long[] CheckInput(Tensor input, string name, BatchNormRanks ranks)
+    {
+        Check.Alive(input, name);
+        long[] shape = input.shape;
+        ranks.Check(shape, name);
+
+        Check.OnCpu(input, name);
+        Check.FloatingDtype(input, name);
+        Layouts.CheckedLength(shape);
+        return shape;
+    }
+
+    /// <summary>Checks of the per-channel tensors against the input's channel count and dtype.</summary>
+    private static void CheckParameters(long channels, ScalarType dtype, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar)
+    {
+        // libtorch checks in this order, so the first complaint is the same.
+        Check.PerChannel(runningMean, "running_mean", channels, dtype, "input");
+        Check.PerChannel(runningVar, "running_var", channels, dtype, "input");
+        Check.PerChannel(weight, "weight", channels, dtype, "input");
+        Check.PerChannel(bias, "bias", channels, dtype, "input");
+    }
+
+    /// <summary>Refuses a negative or NaN eps.</summary>
+    internal static void CheckEps(double eps)
+    {
+        if (!(eps >= 0))
+        {
+            throw new ArgumentOutOfRangeException(nameof(eps), eps, "eps must be zero or positive.");
+        }
+    }
+
+    /// <summary>Batch statistics need more than one value per channel: one is refused, as PyTorch does.</summary>
+    private static void CheckMoreThanOneValuePerChannel(long[] shape)
+    {
+        long values = shape[0];
+        for (int d = 2; d < shape.Length; d++)
+        {
+            values *= shape[d];
+        }
+
+        if (values == 1)
+        {
+            throw new ArgumentException(
+                $"Expected more than 1 value per channel when training, got input size {Check.Format(shape)}", "input");
+        }
+    }
+
+    private static void Forward<T>(
+        Tensor input,
+        Tensor output,
+        PlaneLayout plane,
+        Tensor? weight,
+        Tensor? bias,
+        Tensor? runningMean,
+        Tensor? runningVar,
+        bool useBatchStatistics,
+        double momentum,
+        double eps,
+        Tensor saveMean,
+        Tensor saveInvstd)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int channels = plane.Channels;
+        int threads = KernelThreads.Count;
+        double[] scratch = ArrayPool<double>.Shared.Rent((3 * channels) + BatchNorm2dKernels.VectorizedScratchLength(plane));
+        try
+        {
+            var mean = scratch.AsSpan(0, channels);
+            var variance = scratch.AsSpan(channels, channels);
+            var invstd = scratch.AsSpan(2 * channels, channels);
+            var kernelScratch = scratch.AsSpan(3 * channels);
+            ReadOnlySpan<T> x = TensorMemory.Span<T>(input, plane);
+            var y = TensorMemory.Span<T>(output, plane);
+            if (useBatchStatistics)
+            {
+                if (plane.Length == 0)
+                {
+                    // An empty batch has no statistics: libtorch returns an empty output and leaves the running ones alone.
+                    mean.Clear();
+                    invstd.Clear();
+                }
+                else
+                {
+                    BatchNorm2dKernels.BatchStatisticsVectorized(x, plane, mean, variance, kernelScratch, threads);
+                    BatchNorm2dKernels.InverseStandardDeviation(variance, eps, invstd);
+
+                    if (runningMean is not null && runningVar is not null)
+                    {
+                        BatchNorm2dKernels.UpdateRunningStatistics(
+                            TensorMemory.Vector<T>(runningMean), TensorMemory.Vector<T>(runningVar), mean, variance, plane.ValuesPerChannel, momentum);
+                    }
+                }
+
+                BatchNorm2dKernels.NormalizeVectorized(x, y, plane, mean, invstd, Parameter<T>(weight), Parameter<T>(bias), kernelScratch, threads);
+            }
+            else
+            {
+                ReadOnlySpan<T> fixedMean = TensorMemory.Vector<T>(runningMean);
+                Widen(fixedMean, mean);
+                Widen<T>(TensorMemory.Vector<T>(runningVar), variance);
+                BatchNorm2dKernels.InverseStandardDeviation(variance, eps, invstd);
+                BatchNorm2dKernels.NormalizeFixedVectorized(x, y, plane, fixedMean, invstd, Parameter<T>(weight), Parameter<T>(bias), kernelScratch, threads);
+            }
+
+            Store<T>(mean, saveMean);
+            Store<T>(invstd, saveInvstd);
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(scratch);
+        }
+    }
+
+    /// <summary>
+    /// The backward kernels. <paramref name="gradOutput"/> is in the layout <paramref name="plane"/> describes, or with
+    /// <paramref name="gradOutputPlanar"/> in NCHW memory under a channels-last input.
+    /// </summary>
+    private static void Backward<T>(
+        Tensor gradOutput,
+        bool gradOutputPlanar,
+        Tensor input,
+        Tensor gradInput,
+        PlaneLayout plane,
+        Tensor? weight,
+        Tensor saveMean,
+        Tensor saveInvstd,
+        bool useBatchStatistics,
+        Tensor gradWeight,
+        Tensor gradBias)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int channels = plane.Channels;
+        int threads = KernelThreads.Count;
+        double[] scratch = ArrayPool<double>.Shared.Rent((4 * channels) + BatchNorm2dKernels.VectorizedScratchLength(plane));
+        try
+        {
+            var mean = scratch.AsSpan(0, channels);
+            var invstd = scratch.AsSpan(channels, channels);
+            var sumDy = scratch.AsSpan(2 * channels, channels);
+            var sumDyXmu = scratch.AsSpan(3 * channels, channels);
+            var kernelScratch = scratch.AsSpan(4 * channels);
+            Load<T>(saveMean, mean);
+            Load<T>(saveInvstd, invstd);
+            ReadOnlySpan<T> x = TensorMemory.Span<T>(input, plane);
+            Span<T> dy = TensorMemory.Span<T>(gradOutput, plane);
+            var dx = TensorMemory.Span<T>(gradInput, plane);
+            ReadOnlySpan<T> gamma = Parameter<T>(weight);
+
+            if (gradOutputPlanar)
+            {
+                BatchNorm2dKernels.BackwardReductionsPlanarGradient(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
+                BatchNorm2dKernels.BackwardInputPlanarGradient(
+                    x, dy, dx, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, kernelScratch, threads);
+            }
+            else
+            {
+                BatchNorm2dKernels.BackwardReductionsVectorized(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
+                BatchNorm2dKernels.BackwardInputVectorized(
+                    x, dy, dx, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, kernelScratch, threads);
+            }
+
+            var dGamma = TensorMemory.Vector<T>(gradWeight);
+            var dBeta = TensorMemory.Vector<T>(gradBias);
+            for (int c = 0; c < channels; c++)
+            {
+                dGamma[c] = T.CreateTruncating(sumDyXmu[c] * invstd[c]);
+                dBeta[c] = T.CreateTruncating(sumDy[c]);
+            }
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(scratch);
+        }
+    }
+
+    private static ReadOnlySpan<T> Parameter<T>(Tensor? tensor)
+        where T : unmanaged => TensorMemory.Vector<T>(tensor);
+
+    private static void Widen<T>(ReadOnlySpan<T> source, Span<double> destination)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < destination.Length; i++)
+        {
+            destination[i] = double.CreateTruncating(source[i]);
+        }
+    }
+
+    private static void Narrow<T>(ReadOnlySpan<double> source, Span<T> destination)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < destination.Length; i++)
+        {
+            destination[i] = T.CreateTruncating(source[i]);
+        }
+    }
+
+    /// <summary>Per-channel statistics into a tensor of the input's dtype (rounded) or of float64 (as they are).</summary>
+    private static void Store<T>(ReadOnlySpan<double> source, Tensor destination)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        if (destination.dtype == ScalarType.Float64)
+        {
+            source.CopyTo(TensorMemory.Vector<double>(destination));
+        }
+        else
+        {
+            Narrow(source, TensorMemory.Vector<T>(destination));
+        }
+    }
+
+    /// <summary>Per-channel statistics from a tensor of the input's dtype or of float64, as <see cref="Store"/> wrote them.</summary>
+    private static void Load<T>(Tensor source, Span<double> destination)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        if (source.dtype == ScalarType.Float64)
+        {
+            TensorMemory.Vector<double>(source).CopyTo(destination);
+        }
+        else
+        {
+            Widen<T>(TensorMemory.Vector<T>(source), destination);
+        }
+    }
+
+    /// <summary>A tensor that may be a temporary copy of another: disposed only if it is not the original.</summary>
+    private readonly struct Borrowed(Tensor tensor, Tensor original) : IDisposable
+    {
+        public Tensor Tensor { get; } = tensor;
+
+        public void Dispose()
+        {
+            if (!ReferenceEquals(Tensor, original))
+            {
+                Tensor.Dispose();
+            }
+        }
+    }
+}
