@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Runtime.InteropServices;
 using MyTorch.Layers.Functional;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -9,22 +10,20 @@ namespace MyTorch.Layers;
 /// <summary>
 /// Channel dropout over a 4-D input (N, C, H, W) or a 3-D input (C, H, W), a drop-in for TorchSharp's
 /// <c>torch.nn.Dropout2d</c> whose forward and backward run MyTorch.Layers' own kernels. In training each channel
-/// (n, c) is zeroed with probability <see cref="p"/> and the others are scaled by 1/(1 − p):
+/// (n, c) is zeroed with probability <see cref="DropoutBase.p"/> and the others are scaled by 1/(1 − p):
 /// y = x · mask[n, c], mask[n, c] = 0 or T(1) / T(1 − p), products in the input's dtype T.
 /// </summary>
 /// <remarks>
 /// The mask is drawn as libtorch draws it (<c>bernoulli_(1 − p)</c> over N·C elements of the input's dtype), from
-/// <see cref="generator"/> or TorchSharp's default CPU generator, by MyTorch.Layers' own kernel from the generator's state
+/// <see cref="DropoutBase.generator"/> or TorchSharp's default CPU generator, by MyTorch.Layers' own kernel from the generator's state
 /// (see <see cref="Functional.Dropout2dFunctional"/>), so after the same <c>torch.manual_seed(s)</c> outputs, gradients
 /// and the generator's state afterwards are bit for bit those of TorchSharp's <c>nn.Dropout2d</c>. A 3-D input is one sample, as in TorchSharp
 /// (Python PyTorch would read it as (N, C, L)). In evaluation, with p = 0 and for an empty input the input itself is
 /// returned, under a new handle; p = 1 gives x · 0 (NaN and ±∞ become NaN, negative values −0.0).
 /// One instance is not safe to use from several threads at once.
 /// </remarks>
-public sealed class Dropout2d : nn.Module<Tensor, Tensor>
+public sealed class Dropout2d : DropoutBase
 {
-    private double _p;
-
     /// <summary>
     /// Creates the module with TorchSharp's parameter names and defaults.
     /// </summary>
@@ -39,54 +38,32 @@ public sealed class Dropout2d : nn.Module<Tensor, Tensor>
     /// but got 1.5". (TorchSharp's factory accepts it and fails at the first forward.)
     /// </exception>
     public Dropout2d(double p = 0.5, bool inplace = false, Generator? generator = null)
-        : base(nameof(Dropout2d))
+        : base(p, inplace, generator, nameof(Dropout2d))
     {
-        Dropout2dFunctional.CheckProbability(p);
-        _p = p;
-        this.inplace = inplace;
-        this.generator = generator;
     }
-
-    /// <summary>Probability of zeroing a channel, in [0, 1].</summary>
-    /// <exception cref="ArgumentOutOfRangeException">Set outside [0, 1] or to NaN (PyTorch's message).</exception>
-    public double p
-    {
-        get => _p;
-        set
-        {
-            Dropout2dFunctional.CheckProbability(value);
-            _p = value;
-        }
-    }
-
-    /// <summary>Whether the forward writes into its input and returns it.</summary>
-    public bool inplace { get; set; }
-
-    /// <summary>Where the Bernoulli draws come from; <see langword="null"/> for TorchSharp's default CPU generator. Not owned.</summary>
-    public Generator? generator { get; set; }
 
     /// <summary>
-    /// In training, drops whole channels of <paramref name="input"/> and scales the others by 1/(1 − <see cref="p"/>);
+    /// In training, drops whole channels of <paramref name="input"/> and scales the others by 1/(1 − <see cref="DropoutBase.p"/>);
     /// otherwise returns the input. Differentiable: <c>backward</c> fills the input's gradient, dx = dy · mask, from
     /// MyTorch.Layers' backward kernel.
     /// </summary>
     /// <param name="input">(N, C, H, W) or (C, H, W), float32 or float64, on the CPU; any memory layout.</param>
     /// <returns>
     /// A new tensor in the input's memory layout (contiguous or channels-last; other strides give a contiguous one);
-    /// or, in evaluation, with p = 0, for an empty input, or with <see cref="inplace"/>, the input's own tensor under a
+    /// or, in evaluation, with p = 0, for an empty input, or with <see cref="DropoutBase.inplace"/>, the input's own tensor under a
     /// new handle, as TorchSharp returns it (disposing it does not dispose <paramref name="input"/>).
     /// </returns>
     /// <exception cref="ArgumentNullException"><paramref name="input"/> is null.</exception>
     /// <exception cref="ObjectDisposedException"><paramref name="input"/> has been disposed.</exception>
     /// <exception cref="ArgumentException">
     /// The input is not 3-D or 4-D (TorchSharp accepts other ranks, which PyTorch has deprecated), or its dtype is not
-    /// float32/float64. With <see cref="inplace"/> in training: several of the input's elements share memory (an expanded
+    /// float32/float64. With <see cref="DropoutBase.inplace"/> in training: several of the input's elements share memory (an expanded
     /// tensor), or, with grad mode on, the input is a leaf that requires grad or a view that libtorch does not let an
     /// in-place operation change (a view of such a leaf, a view made in no-grad mode, an output of a multi-output view
     /// function), with libtorch's messages. Nothing is written and nothing is drawn from the generator.
     /// </exception>
     /// <exception cref="NotSupportedException">The input is not on the CPU, or has more than <see cref="int.MaxValue"/> elements.</exception>
-    public override Tensor forward(Tensor input) => Dropout2dAutograd.Forward(input, _p, training, inplace, generator);
+    public override Tensor forward(Tensor input) => Dropout2dAutograd.Forward(input, p, training, inplace, generator);
 }
 
 /// <summary>The input's shape as the checks read it, and the non-tensor arguments of one forward, passed through autograd to the kernels.</summary>
@@ -124,6 +101,54 @@ internal sealed class Dropout2dAutograd : autograd.SingleTensorFunction<Dropout2
         }
 
         return apply(input, new Dropout2dCall(shape, p, inplace, generator));
+    }
+
+    /// <summary>
+    /// The forward of Dropout1d and Dropout3d, and of their functional forms: the input read as Dropout2d's planes (a
+    /// view of the same memory, the same N·C channels and so the same draws), the output given the input's shape again.
+    /// </summary>
+    internal static Tensor Forward(Tensor input, DropoutRanks ranks, double p, bool training, bool inplace, Generator? generator)
+    {
+        long[] shape = ranks.Check(input, nameof(input));
+        Check.OnCpu(input, nameof(input));
+        Check.FloatingDtype(input, nameof(input));
+        Layouts.CheckedLength(shape);
+        if (!Dropout2dFunctional.Drops(input, p, training))
+        {
+            return input.alias();
+        }
+
+        long[] planes = ranks.Planes(shape);
+        Tensor view;
+        try
+        {
+            view = input.view(planes);
+        }
+        catch (ExternalException) when (!inplace)
+        {
+            view = input.reshape(planes);
+        }
+        catch (ExternalException e)
+        {
+            throw new ArgumentException(
+                $"{ranks.Layer} in place needs an input whose memory can be viewed as {Check.Format(planes)} (contiguous, or channels-last-3d); this one's strides cannot. Call contiguous() first.",
+                nameof(input),
+                e);
+        }
+
+        using (view)
+        {
+            var output = Forward(view, p, training, inplace, generator);
+            if (inplace)
+            {
+                output.Dispose();
+                return input.alias();
+            }
+
+            var result = output.view(shape);
+            output.Dispose();
+            return result;
+        }
     }
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)

@@ -86,6 +86,20 @@ public static class layers
     public static Dropout2d Dropout2d(double p = 0.5, bool inplace = false) => new(p, inplace);
 
     /// <summary>
+    /// Creates a <see cref="MyTorch.Layers.Dropout1d"/> for (N, C, L) or (C, L) input, with the parameters and defaults of
+    /// TorchSharp's <c>torch.nn.Dropout1d</c>; the mask comes from TorchSharp's default CPU generator.
+    /// </summary>
+    /// <inheritdoc cref="Dropout2d(double, bool)"/>
+    public static Dropout1d Dropout1d(double p = 0.5, bool inplace = false) => new(p, inplace);
+
+    /// <summary>
+    /// Creates a <see cref="MyTorch.Layers.Dropout3d"/> for (N, C, D, H, W) or (C, D, H, W) input, with the parameters and
+    /// defaults of TorchSharp's <c>torch.nn.Dropout3d</c>; the mask comes from TorchSharp's default CPU generator.
+    /// </summary>
+    /// <inheritdoc cref="Dropout2d(double, bool)"/>
+    public static Dropout3d Dropout3d(double p = 0.5, bool inplace = false) => new(p, inplace);
+
+    /// <summary>
     /// The functional forms, with the names, parameters, order and defaults of TorchSharp's
     /// <c>torch.nn.functional.batch_norm</c> and <c>torch.nn.functional.dropout2d</c>. They build an autograd graph
     /// through the same nodes as the modules, so <c>backward</c> runs MyTorch.Layers' backward kernels.
@@ -161,6 +175,40 @@ public static class layers
             Check.Alive(input, nameof(input));
             Dropout2dFunctional.CheckProbability(p);
             return Dropout2dAutograd.Forward(input, p, training, inplace, generator: null);
+        }
+
+        /// <summary>
+        /// Channel dropout of a 3-D input (N, C, L), or a 2-D input (C, L) as one sample, as
+        /// <see cref="dropout2d"/> does for 4-D input: each channel zeroed with probability <paramref name="p"/>, the
+        /// others scaled by 1/(1 − p), the mask bit for bit TorchSharp's <c>dropout1d</c>'s under the same seed.
+        /// </summary>
+        /// <inheritdoc cref="dropout2d(Tensor, double, bool, bool)"/>
+        /// <param name="input">(N, C, L) or (C, L), float32 or float64, on the CPU; any memory layout.</param>
+        /// <param name="p">Probability of zeroing a channel, in [0, 1].</param>
+        /// <param name="training">Drop channels; when false the input is returned (under a new handle).</param>
+        /// <param name="inplace">Write the output into the input's memory and return it.</param>
+        public static Tensor dropout1d(Tensor input, double p = 0.5, bool training = true, bool inplace = false)
+        {
+            Check.Alive(input, nameof(input));
+            Dropout2dFunctional.CheckProbability(p);
+            return Dropout2dAutograd.Forward(input, DropoutRanks.One, p, training, inplace, generator: null);
+        }
+
+        /// <summary>
+        /// Channel dropout of a 5-D input (N, C, D, H, W), or a 4-D input (C, D, H, W) as one sample, as
+        /// <see cref="dropout2d"/> does for 4-D input: each channel zeroed with probability <paramref name="p"/>, the
+        /// others scaled by 1/(1 − p), the mask bit for bit TorchSharp's <c>dropout3d</c>'s under the same seed.
+        /// </summary>
+        /// <inheritdoc cref="dropout2d(Tensor, double, bool, bool)"/>
+        /// <param name="input">(N, C, D, H, W) or (C, D, H, W), float32 or float64, on the CPU; any memory layout.</param>
+        /// <param name="p">Probability of zeroing a channel, in [0, 1].</param>
+        /// <param name="training">Drop channels; when false the input is returned (under a new handle).</param>
+        /// <param name="inplace">Write the output into the input's memory and return it.</param>
+        public static Tensor dropout3d(Tensor input, double p = 0.5, bool training = true, bool inplace = false)
+        {
+            Check.Alive(input, nameof(input));
+            Dropout2dFunctional.CheckProbability(p);
+            return Dropout2dAutograd.Forward(input, DropoutRanks.Three, p, training, inplace, generator: null);
         }
     }
 }

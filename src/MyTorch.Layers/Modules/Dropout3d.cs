@@ -1,0 +1,45 @@
+using System;
+using MyTorch.Layers.Functional;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MyTorch.Layers;
+
+/// <summary>
+/// Channel dropout over a 5-D input (N, C, D, H, W) or a 4-D input (C, D, H, W), a drop-in for TorchSharp's <c>torch.nn.Dropout3d</c> whose forward and backward run
+/// MyTorch.Layers' kernels: in training each channel (n, c) is zeroed with probability <see cref="DropoutBase.p"/> and
+/// the others are scaled by 1/(1 − p), y = x · mask[n, c], products in the input's dtype.
+/// </summary>
+/// <remarks>
+/// The input is read as <see cref="Dropout2d"/>'s planes, the same memory and the same N·C channels, so the mask is the
+/// one TorchSharp draws under the same seed, bit for bit, and the generator ends where TorchSharp's leaves it. A 4-D input (C, D, H, W) is one sample: its mask is the one drawn for (1, C, D, H, W).
+/// In evaluation, with p = 0 and for an empty input the input itself is returned, under a new handle.
+/// </remarks>
+public sealed class Dropout3d : DropoutBase
+{
+    /// <summary>Creates the module with TorchSharp's parameter names and defaults.</summary>
+    /// <param name="p">Probability of zeroing a channel, in [0, 1].</param>
+    /// <param name="inplace">Write the output into the input's memory and return the input.</param>
+    /// <param name="generator">Where the Bernoulli draws come from; <see langword="null"/> (the default) for TorchSharp's default CPU generator. Not owned.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="p"/> is outside [0, 1] or NaN, with PyTorch's message.</exception>
+    public Dropout3d(double p = 0.5, bool inplace = false, Generator? generator = null)
+        : base(p, inplace, generator, nameof(Dropout3d))
+    {
+    }
+
+    /// <summary>
+    /// In training, drops whole channels of <paramref name="input"/> and scales the others by 1/(1 − p); otherwise
+    /// returns the input. Differentiable: dx = dy · mask, and a gradient taken with <c>create_graph: true</c> can be
+    /// differentiated again.
+    /// </summary>
+    /// <param name="input">(N, C, D, H, W) or (C, D, H, W), float32 or float64, on the CPU; any memory layout.</param>
+    /// <returns>A new tensor of the input's shape and layout; or the input's own tensor under a new handle in evaluation, with p = 0, for an empty input, or in place.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="input"/> is null.</exception>
+    /// <exception cref="ObjectDisposedException"><paramref name="input"/> has been disposed.</exception>
+    /// <exception cref="ArgumentException">
+    /// The input's rank is not one of the two, or its dtype is not float32/float64; in place, the refusals of
+    /// <see cref="Dropout2d.forward"/>, or strides that cannot be viewed as planes. Nothing is written and nothing is drawn.
+    /// </exception>
+    /// <exception cref="NotSupportedException">The input is not on the CPU, or has more than <see cref="int.MaxValue"/> elements.</exception>
+    public override Tensor forward(Tensor input) => Dropout2dAutograd.Forward(input, DropoutRanks.Three, p, training, inplace, generator);
+}
