@@ -107,6 +107,25 @@ public class ChannelDropoutOracleTests
     }
 
     [Test]
+    public void Dropout3d_OnStridesThatCannotBeViewedAsPlanes_MatchesTorchSharp_AndInPlaceIsRefused_NothingDrawnOrWritten()
+    {
+        using var scope = NewDisposeScope();
+        var x = randn([2, 3, 5, 4, 6]).transpose(2, 3);
+        manual_seed(3);
+        var expected = nn.functional.dropout3d(x, 0.5, true, false);
+        manual_seed(3);
+        var actual = layers.functional.dropout3d(x, 0.5);
+        Assert.That(actual.eq(expected).all().item<bool>(), Is.True, "out of place, through a copy");
+
+        var before = x.clone();
+        var generator = get_rng_state();
+        var thrown = Assert.Throws<ArgumentException>(() => layers.Dropout3d(0.5, inplace: true).forward(x));
+        Assert.That(thrown!.Message, Does.StartWith("Dropout3d in place needs an input whose memory can be viewed as [2, 3, 20, 6]"));
+        Assert.That(x.eq(before).all().item<bool>(), Is.True, "the input is unchanged");
+        Assert.That(get_rng_state().eq(generator).all().item<bool>(), Is.True, "nothing was drawn");
+    }
+
+    [Test]
     public void FunctionalForms_MatchTorchSharps_BitForBit()
     {
         using var scope = NewDisposeScope();
