@@ -151,9 +151,9 @@ public abstract class BatchNormBase : TorchSharp.Modules.BatchNorm
             running_var = nrv;
         }
 
-        if (num_batches_tracked is { } n && ReplaceBuffer(n.dtype, device ?? n.device, n, out var nn))
+        if (num_batches_tracked is { } n && ReplaceBuffer(n.dtype, device ?? n.device, n, out var counter))
         {
-            num_batches_tracked = nn;
+            num_batches_tracked = counter;
         }
     }
 }
