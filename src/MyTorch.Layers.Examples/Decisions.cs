@@ -137,3 +137,30 @@ internal sealed class DecidedMaxPool2d : nn.Module<Tensor, Tensor>
         return picked.view(shape);
     }
 }
+
+/// <summary>One step of two models on identical inputs: the way the step check, and the tests that compare whole models, set them side by side.</summary>
+internal static class Lockstep
+{
+    /// <summary>
+    /// <paramref name="candidate"/> takes <paramref name="reference"/>'s parameters and buffers; <paramref name="step"/>
+    /// runs on the reference, which records its ReLU and max-pool choices in <paramref name="decisions"/>, then, from the
+    /// same generator state, on the candidate, which replays them. The generator is left where the reference left it.
+    /// </summary>
+    /// <returns>Both steps' results, and whether the candidate's step left the generator where the reference's did.</returns>
+    public static (TResult Reference, TResult Candidate, bool SameGenerator) Step<TResult>(
+        nn.Module<Tensor, Tensor> reference, nn.Module<Tensor, Tensor> candidate, Decisions decisions, Func<nn.Module<Tensor, Tensor>, TResult> step)
+    {
+        candidate.load_state_dict(reference.state_dict());
+        using var before = get_rng_state();
+        decisions.Recording = true;
+        var expected = step(reference);
+        using var after = get_rng_state();
+
+        set_rng_state(before);
+        decisions.Recording = false;
+        var actual = step(candidate);
+        using var candidateAfter = get_rng_state();
+        set_rng_state(after);
+        return (expected, actual, candidateAfter.eq(after).all().item<bool>());
+    }
+}

@@ -176,21 +176,11 @@ internal sealed class StepCheck : IDisposable
         using var scope = NewDisposeScope();
         _reference.Model.train();
         _candidate.train();
-        _candidate.load_state_dict(_reference.Model.state_dict());
-
-        var before = get_rng_state();
-        _decisions.Recording = true;
-        var (expectedLoss, _) = _reference.Gradients(images, labels);
-        var after = get_rng_state();
-
-        set_rng_state(before);
-        _decisions.Recording = false;
-        var (loss, _) = TrainingRun.Gradients(_candidate, _loss, images, labels);
-        var candidateAfter = get_rng_state();
-        set_rng_state(after);
+        var (expectedLoss, loss, sameGenerator) = Lockstep.Step(
+            _reference.Model, _candidate, _decisions, model => TrainingRun.Gradients(model, _loss, images, labels).Loss);
 
         var mismatches = new List<string>();
-        if (!candidateAfter.eq(after).all().item<bool>())
+        if (!sameGenerator)
         {
             mismatches.Add("the dropout generator ends elsewhere than TorchSharp's");
         }

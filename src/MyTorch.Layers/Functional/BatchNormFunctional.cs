@@ -261,9 +261,7 @@ public static class BatchNormFunctional
         long[] shape = input.shape;
         ranks.Check(shape, name);
 
-        Check.OnCpu(input, name);
-        Check.FloatingDtype(input, name);
-        Layouts.CheckedLength(shape);
+        Check.KernelReadable(input, name, shape);
         return shape;
     }
 

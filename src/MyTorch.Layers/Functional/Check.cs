@@ -32,6 +32,17 @@ internal static class Check
         }
     }
 
+    /// <summary>
+    /// The checks every layer's input passes once its rank is known: on the CPU, float32 or float64, and few enough
+    /// elements for a span to index.
+    /// </summary>
+    public static void KernelReadable(Tensor tensor, string name, long[] shape)
+    {
+        OnCpu(tensor, name);
+        FloatingDtype(tensor, name);
+        Layouts.CheckedLength(shape);
+    }
+
     /// <summary>Refuses dtypes other than float32 and float64.</summary>
     public static void FloatingDtype(Tensor tensor, string name)
     {

@@ -144,9 +144,7 @@ public static class Dropout2dFunctional
                 name);
         }
 
-        Check.OnCpu(input, name);
-        Check.FloatingDtype(input, name);
-        Layouts.CheckedLength(shape);
+        Check.KernelReadable(input, name, shape);
         return shape;
     }
 

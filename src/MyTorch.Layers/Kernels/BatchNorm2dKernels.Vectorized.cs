@@ -12,35 +12,14 @@ namespace MyTorch.Layers.Kernels;
 /// The same math as the reference kernels, vectorised and spread over threads; the tests hold it to the reference.
 /// </summary>
 /// <remarks>
-/// <para>
-/// Every value is widened to <see cref="double"/> before it is used, so float32 and float64 share one vector code path
-/// that handles <see cref="Lanes"/> elements at a time as two <see cref="Vector{T}"/>s of doubles.
-/// </para>
-/// <para>
-/// The batch statistics take one read: per channel, Σ(x − K) and Σ(x − K)² with K the channel's first value (0 if it
-/// is not finite), then
-/// μ = K + Σ(x − K)/M and σ² = Σ(x − K)²/M − (Σ(x − K)/M)². K lies within √M standard deviations of μ, so the
-/// subtraction loses at most log10(M) of double's 16 digits; the reference's second pass over x costs a full read.
-/// </para>
-/// <para>
-/// Determinism: NCHW work is split into whole channel planes and each plane's sums are kept apart; NHWC work is split
-/// into blocks of rows whose size depends on C only. Partial sums are combined in a fixed order afterwards, so the
-/// result is the same bits whatever the thread count.
-/// </para>
-/// <para>
-/// The loops are marked <see cref="MethodImplOptions.AggressiveOptimization"/>: they are entered a few thousand times per
-/// call, so tiered compilation would keep them in unoptimised code, several times slower, for many training steps.
-/// </para>
-/// <para>
-/// NHWC is read in place: a run of P = lcm(C, <see cref="Lanes"/>) values holds every channel a whole number of
-/// times at the same offsets, so per-channel constants and accumulators are stored as P-long periodic rows.
-/// </para>
-/// <para>
-/// Large outputs (y, dx) are written with streaming stores, which save the read of each output line that an ordinary
-/// store makes first (see <see cref="StreamingStores"/>). They are kept to whole cache lines, so a run may start and
-/// end with a few scalar values; every value is computed the same way on either path, so no bit depends on where a
-/// run starts.
-/// </para>
+/// Values are widened to <see cref="double"/>, so float32 and float64 share one path, <see cref="Lanes"/> values a step.
+/// The statistics take one read, Σ(x − K) and Σ(x − K)² with K a channel's first value, which keeps the subtraction's
+/// loss to log10(M) of double's digits (docs/numerics.md). Partial sums are kept per plane (NCHW) or per block of rows
+/// sized by C alone (NHWC) and combined in a fixed order, so no bit depends on the thread count. NHWC is read in place
+/// through P-long periodic rows of constants, P = lcm(C, <see cref="Lanes"/>). The loops are
+/// <see cref="MethodImplOptions.AggressiveOptimization"/>, since tiered compilation would keep these often-entered loops
+/// unoptimised for many steps. Large outputs go through <see cref="StreamingStores"/>, whole cache lines only, each
+/// value computed the same way on either path.
 /// </remarks>
 internal static unsafe partial class BatchNorm2dKernels
 {

@@ -4,8 +4,8 @@ using static TorchSharp.torch;
 namespace MyTorch.Layers;
 
 /// <summary>
-/// Batch normalisation over a 4-D input (N, C, H, W), a drop-in for TorchSharp's <c>torch.nn.BatchNorm2d</c> whose forward and backward run MyTorch.Layers'
-/// kernels (see <see cref="BatchNormBase"/>).
+/// Batch normalisation over a 4-D input (N, C, H, W), a drop-in for TorchSharp's <c>torch.nn.BatchNorm2d</c>
+/// whose forward and backward run MyTorch.Layers' kernels (see <see cref="BatchNormBase"/>).
 /// </summary>
 public sealed class BatchNorm2d : BatchNormBase
 {

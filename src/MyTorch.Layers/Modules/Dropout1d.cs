@@ -17,11 +17,7 @@ namespace MyTorch.Layers;
 /// </remarks>
 public sealed class Dropout1d : DropoutBase
 {
-    /// <summary>Creates the module with TorchSharp's parameter names and defaults.</summary>
-    /// <param name="p">Probability of zeroing a channel, in [0, 1].</param>
-    /// <param name="inplace">Write the output into the input's memory and return the input.</param>
-    /// <param name="generator">Where the Bernoulli draws come from; <see langword="null"/> (the default) for TorchSharp's default CPU generator. Not owned.</param>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="p"/> is outside [0, 1] or NaN, with PyTorch's message.</exception>
+    /// <inheritdoc cref="Dropout2d(double, bool, Generator?)"/>
     public Dropout1d(double p = 0.5, bool inplace = false, Generator? generator = null)
         : base(p, inplace, generator, nameof(Dropout1d))
     {

@@ -110,9 +110,7 @@ internal sealed class Dropout2dAutograd : autograd.SingleTensorFunction<Dropout2
     internal static Tensor Forward(Tensor input, DropoutRanks ranks, double p, bool training, bool inplace, Generator? generator)
     {
         long[] shape = ranks.Check(input, nameof(input));
-        Check.OnCpu(input, nameof(input));
-        Check.FloatingDtype(input, nameof(input));
-        Layouts.CheckedLength(shape);
+        Check.KernelReadable(input, nameof(input), shape);
         if (!Dropout2dFunctional.Drops(input, p, training))
         {
             return input.alias();

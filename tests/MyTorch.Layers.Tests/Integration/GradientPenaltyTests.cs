@@ -42,17 +42,8 @@ public class GradientPenaltyTests
         for (int step = 0; step < Steps; step++)
         {
             using var stepScope = NewDisposeScope();
-            ours.load_state_dict(theirs.state_dict());
-            var before = get_rng_state();
-            decisions.Recording = true;
-            var expected = Loss(theirs, batches[step]);
-            var after = get_rng_state();
-
-            set_rng_state(before);
-            decisions.Recording = false;
-            var actual = Loss(ours, batches[step]);
-            Assert.That(get_rng_state().eq(after).all().item<bool>(), Is.True, $"the generator after step {step}");
-            set_rng_state(after);
+            var (expected, actual, sameGenerator) = Lockstep.Step(theirs, ours, decisions, model => Loss(model, batches[step]));
+            Assert.That(sameGenerator, Is.True, $"the generator after step {step}");
 
             Tolerance.AssertClose(actual, expected, $"loss, step {step}");
             var theirParameters = theirs.named_parameters().ToDictionary(p => p.name, p => p.parameter);

@@ -43,21 +43,8 @@ public class TrainingTests
         for (int step = 0; step < Steps; step++)
         {
             using var stepScope = NewDisposeScope();
-            ours.load_state_dict(theirs.state_dict());
-            var before = get_rng_state();
-            decisions.Recording = true;
-            theirs.zero_grad();
-            var expected = lossFunction.forward(theirs.forward(x), y);
-            expected.backward();
-            var after = get_rng_state();
-
-            set_rng_state(before);
-            decisions.Recording = false;
-            ours.zero_grad();
-            var actual = lossFunction.forward(ours.forward(x), y);
-            actual.backward();
-            Assert.That(get_rng_state().eq(after).all().item<bool>(), Is.True, $"the generator after step {step}");
-            set_rng_state(after);
+            var (expected, actual, sameGenerator) = Lockstep.Step(theirs, ours, decisions, model => TrainingRun.Gradients(model, lossFunction, x, y).Loss);
+            Assert.That(sameGenerator, Is.True, $"the generator after step {step}");
 
             Tolerance.AssertClose(actual, expected, $"loss, step {step}");
             var theirParameters = theirs.named_parameters().ToDictionary(p => p.name, p => p.parameter);
