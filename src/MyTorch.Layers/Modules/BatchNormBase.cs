@@ -78,6 +78,20 @@ public abstract class BatchNormBase : TorchSharp.Modules.BatchNorm
     /// <inheritdoc/>
     protected override void ValidateInputDimensions(Tensor input) => Ranks.Check(input.shape, nameof(input));
 
+    /// <summary>
+    /// Disposes the parameters and buffers only when the module is disposed: TorchSharp's base disposes them from the
+    /// finalizer too, which would invalidate a buffer or gradient that code still holds after dropping the module. Each
+    /// tensor's native memory is released by its own handle's finalizer.
+    /// </summary>
+    /// <param name="disposing">Whether <c>Dispose()</c> was called, rather than the finalizer.</param>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            base.Dispose(disposing);
+        }
+    }
+
     /// <inheritdoc/>
     protected override nn.Module _to(Device device, ScalarType dtype, bool non_blocking)
     {

@@ -186,6 +186,29 @@ public class BatchNormFamilyOracleTests
     }
 
     [Test]
+    public void BuffersAndParameters_StayValid_AfterTheModuleIsCollected_AndGoWithDispose()
+    {
+        var (runningMean, weight) = Held();
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        Assert.That(runningMean.IsInvalid, Is.False, "a buffer held after the module was dropped");
+        Assert.That(runningMean.sum().item<float>(), Is.Zero);
+        Assert.That(weight.sum().item<float>(), Is.EqualTo(3f));
+
+        var bn = layers.BatchNorm2d(3);
+        var held = bn.running_var!;
+        bn.Dispose();
+        Assert.That(held.IsInvalid, Is.True, "Dispose() still disposes the buffers, as TorchSharp's does");
+
+        static (Tensor RunningMean, Tensor Weight) Held()
+        {
+            var module = layers.BatchNorm1d(3);
+            return (module.running_mean!, module.weight);
+        }
+    }
+
+    [Test]
     public void FuseLinearBnEval_TakesOurBatchNorm1d_AsItTakesTorchSharps()
     {
         using var scope = NewDisposeScope();
