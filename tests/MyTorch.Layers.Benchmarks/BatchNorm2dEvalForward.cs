@@ -26,5 +26,5 @@ public class BatchNorm2dEvalForward : LayerBenchmark
     public void MyTorchLayers() => NoGradForward(Ours);
 
     protected override (nn.Module<Tensor, Tensor> Theirs, nn.Module<Tensor, Tensor> Ours) CreateModules(TensorCase tensorCase) =>
-        BatchNorm2dModules.Create(tensorCase, training: false);
+        BatchNormModules.Create(tensorCase, training: false);
 }

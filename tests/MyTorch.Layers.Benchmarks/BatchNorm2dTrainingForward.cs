@@ -29,5 +29,5 @@ public class BatchNorm2dTrainingForward : LayerBenchmark
     public void MyTorchLayers() => TrainingStep(Ours, backward: false);
 
     protected override (nn.Module<Tensor, Tensor> Theirs, nn.Module<Tensor, Tensor> Ours) CreateModules(TensorCase tensorCase) =>
-        BatchNorm2dModules.Create(tensorCase, training: true);
+        BatchNormModules.Create(tensorCase, training: true);
 }

@@ -19,7 +19,7 @@ public class CopyRoofline
     [ParamsSource(nameof(Cases))]
     public TensorCase Case { get; set; } = null!;
 
-    public static IEnumerable<TensorCase> Cases() => TensorCase.TrainingStep().Where(c => c.CopyCase == c);
+    public static IEnumerable<TensorCase> Cases() => TensorCase.TrainingStep().Where(c => c.CopyCase == c).Concat(TensorCase.Family());
 
     [GlobalSetup]
     public void GlobalSetup()

@@ -15,7 +15,7 @@ using Perfolizer.Horology;
 namespace MyTorch.Layers.Benchmarks;
 
 /// <summary>
-/// MyTorch.Layers' BatchNorm2d and Dropout2d against TorchSharp's, and a copy of the same bytes as the roofline.
+/// MyTorch.Layers' BatchNorm and channel Dropout layers against TorchSharp's, and a copy of the same bytes as the roofline.
 /// <c>--quick</c> for a short run, <c>--threads N</c> for TorchSharp's thread count (all cores by default); every
 /// other argument goes to BenchmarkDotNet (<c>--filter *Eval*</c>, <c>--list flat</c>, ...). Exit code 1 when a
 /// benchmark failed.

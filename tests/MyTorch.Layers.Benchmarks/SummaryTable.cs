@@ -85,7 +85,10 @@ internal static class SummaryTable
         : type == typeof(BatchNorm2dTrainingForward) ? 1
         : type == typeof(BatchNorm2dEvalForward) ? 2
         : type == typeof(Dropout2dTrainingForwardBackward) ? 3
-        : 4;
+        : type == typeof(BatchNormFamilyTrainingForwardBackward) ? 4
+        : type == typeof(BatchNormFamilyEvalForward) ? 5
+        : type == typeof(ChannelDropoutTrainingForwardBackward) ? 6
+        : 7;
 
     private static TensorCase? CaseOf(BenchmarkReport report) => report.BenchmarkCase.Parameters[nameof(LayerBenchmark.Case)] as TensorCase;
 
