@@ -84,11 +84,15 @@ public static class Dropout2dFunctional
     }
 
     /// <summary>
-    /// Gradient of <see cref="Forward"/> with respect to its input: gradInput = gradOutput · mask, per channel, in the
-    /// dtype of both (what libtorch's MulBackward computes, so the result is bit for bit libtorch's).
+    /// Gradient of <see cref="Forward(Tensor, double, bool, bool, Generator?)"/> with respect to its input:
+    /// gradInput = gradOutput · mask, per channel, in the dtype of both (what libtorch's MulBackward computes, so the
+    /// result is bit for bit libtorch's).
     /// </summary>
     /// <param name="gradOutput">dy, (N, C, H, W) or (C, H, W), float32 or float64, on the CPU, any memory layout.</param>
-    /// <param name="mask">The mask <see cref="Forward"/> returned: (N, C, 1, 1), or (C, 1, 1) for 3-D, contiguous, dy's dtype.</param>
+    /// <param name="mask">
+    /// The mask <see cref="Forward(Tensor, double, bool, bool, Generator?)"/> returned: (N, C, 1, 1), or (C, 1, 1) for
+    /// 3-D, contiguous, dy's dtype.
+    /// </param>
     /// <returns>dx, a new tensor in gradOutput's memory layout (contiguous or channels-last; other strides give a contiguous one).</returns>
     /// <exception cref="ArgumentNullException">A tensor is null.</exception>
     /// <exception cref="ObjectDisposedException">A tensor has been disposed.</exception>
@@ -100,30 +104,60 @@ public static class Dropout2dFunctional
     public static Tensor Backward(Tensor gradOutput, Tensor mask)
     {
         long[] shape = CheckInput(gradOutput, nameof(gradOutput));
-        Check.Alive(mask, nameof(mask));
-        Check.OnCpu(mask, nameof(mask));
-        Check.SameDtype(mask, nameof(mask), gradOutput.dtype, nameof(gradOutput));
-        long[] expected = MaskShape(shape);
-        Check.SameShape(mask, nameof(mask), expected, "the mask of " + nameof(gradOutput));
-        if (!mask.is_contiguous())
+        CheckMask(mask, gradOutput.dtype, MaskShape(shape));
+        return BackwardOnPlanes(gradOutput, shape, mask);
+    }
+
+    /// <summary>
+    /// <see cref="Forward(Tensor, double, bool, bool, Generator?)"/> for another channel dropout layer's
+    /// <paramref name="ranks"/>: the input read as its planes (<see cref="DropoutRanks.AsPlanes"/>, the same memory and
+    /// the same N·C channels, so the same draws), the output and the mask given the input's rank again.
+    /// </summary>
+    internal static (Tensor Output, Tensor Mask) Forward(
+        Tensor input,
+        double p,
+        bool training,
+        bool inplace,
+        Generator? generator,
+        DropoutRanks ranks)
+    {
+        Check.Alive(input, nameof(input));
+        CheckProbability(p);
+        long[] shape = ranks.Check(input, nameof(input));
+        Check.KernelReadable(input, nameof(input), shape);
+        long[] maskShape = ranks.MaskShape(shape);
+        if (!Drops(input, p, training))
         {
-            throw new ArgumentException($"'{nameof(mask)}' must be contiguous.", nameof(mask));
+            return (input.alias(), ones(maskShape, input.dtype));
         }
 
-        using var scope = NewDisposeScope();
-        var dy = Layouts.ReadablePlanes(gradOutput, shape, out var layout);
-        var gradInput = Layouts.EmptyPlanes(shape, gradOutput.dtype, layout);
-        var plane = Layouts.Plane(Layouts.AsBatch(shape), layout);
-        if (gradOutput.dtype == ScalarType.Float32)
+        if (inplace)
         {
-            Dropout2dKernels.Backward(TensorMemory.Span<float>(dy, plane), TensorMemory.Span<float>(gradInput, plane), plane, TensorMemory.Vector<float>(mask), KernelThreads.Count);
-        }
-        else
-        {
-            Dropout2dKernels.Backward(TensorMemory.Span<double>(dy, plane), TensorMemory.Span<double>(gradInput, plane), plane, TensorMemory.Vector<double>(mask), KernelThreads.Count);
+            // On the input rather than on the view of it: a leaf gets libtorch's message, an expanded tensor the overlap's.
+            CheckInPlace(input, nameof(input), recordsHistory: false, ranks.Layer);
         }
 
-        return gradInput.MoveToOuterDisposeScope();
+        long[] planeShape = ranks.Planes(shape);
+        using var planes = ranks.AsPlanes(input, planeShape, inplace, nameof(input));
+        var output = Apply(planes, planeShape, p, inplace, generator, out var mask);
+
+        // In place the output is the planes' view itself, which the using disposes.
+        return (inplace ? input.alias() : DropoutRanks.FromPlanes(output, shape), DropoutRanks.FromPlanes(mask, maskShape));
+    }
+
+    /// <summary>
+    /// <see cref="Backward(Tensor, Tensor)"/> for another channel dropout layer's <paramref name="ranks"/>: dy and the
+    /// mask read as Dropout2d's planes, dx given dy's rank again.
+    /// </summary>
+    internal static Tensor Backward(Tensor gradOutput, Tensor mask, DropoutRanks ranks)
+    {
+        long[] shape = ranks.Check(gradOutput, nameof(gradOutput));
+        Check.KernelReadable(gradOutput, nameof(gradOutput), shape);
+        CheckMask(mask, gradOutput.dtype, ranks.MaskShape(shape));
+        long[] planeShape = ranks.Planes(shape);
+        using var dy = ranks.AsPlanes(gradOutput, planeShape, inplace: false, nameof(gradOutput));
+        using var planeMask = mask.view(MaskShape(planeShape));
+        return DropoutRanks.FromPlanes(BackwardOnPlanes(dy, planeShape, planeMask), shape);
     }
 
     /// <summary>
@@ -173,7 +207,8 @@ public static class Dropout2dFunctional
     /// which refuses leaves that require grad, views of them, views made in no-grad mode and views from multi-output
     /// functions with libtorch's messages (the operation changes nothing and adds a free node to the graph).
     /// </param>
-    internal static void CheckInPlace(Tensor input, string name, bool recordsHistory)
+    /// <param name="layer">The layer whose explicit forward refuses a tracked tensor, for that message.</param>
+    internal static void CheckInPlace(Tensor input, string name, bool recordsHistory, string layer = nameof(Dropout2d))
     {
         Check.NoInternalOverlap(input, name);
         if (!is_grad_enabled() || !input.requires_grad)
@@ -189,8 +224,8 @@ public static class Dropout2dFunctional
             }
 
             throw new ArgumentException(
-                $"'{name}' requires grad, and {nameof(Dropout2dFunctional)}.{nameof(Forward)} records no autograd history, so an in-place " +
-                "forward would change the tensor behind autograd's back. Use MyTorch.Layers.Dropout2d, or call this under torch.no_grad().",
+                $"'{name}' requires grad, and {layer}Functional.{nameof(Forward)} records no autograd history, so an in-place " +
+                $"forward would change the tensor behind autograd's back. Use MyTorch.Layers.{layer}, or call this under torch.no_grad().",
                 name);
         }
 
@@ -247,6 +282,41 @@ public static class Dropout2dFunctional
 
         mask = factors.MoveToOuterDisposeScope();
         return output;
+    }
+
+    /// <summary>
+    /// Refuses a mask that <see cref="Backward(Tensor, Tensor)"/> cannot apply to dy: disposed, not on the CPU, of
+    /// another dtype than dy, not of the <paramref name="expected"/> shape, or not contiguous.
+    /// </summary>
+    private static void CheckMask(Tensor mask, ScalarType dtype, long[] expected)
+    {
+        Check.Alive(mask, nameof(mask));
+        Check.OnCpu(mask, nameof(mask));
+        Check.SameDtype(mask, nameof(mask), dtype, "gradOutput");
+        Check.SameShape(mask, nameof(mask), expected, "the mask of gradOutput");
+        if (!mask.is_contiguous())
+        {
+            throw new ArgumentException($"'{nameof(mask)}' must be contiguous.", nameof(mask));
+        }
+    }
+
+    /// <summary>dx = dy · mask for a checked 3-D or 4-D dy of <paramref name="shape"/>, in dy's layout.</summary>
+    private static Tensor BackwardOnPlanes(Tensor gradOutput, long[] shape, Tensor mask)
+    {
+        using var scope = NewDisposeScope();
+        var dy = Layouts.ReadablePlanes(gradOutput, shape, out var layout);
+        var gradInput = Layouts.EmptyPlanes(shape, gradOutput.dtype, layout);
+        var plane = Layouts.Plane(Layouts.AsBatch(shape), layout);
+        if (gradOutput.dtype == ScalarType.Float32)
+        {
+            Dropout2dKernels.Backward(TensorMemory.Span<float>(dy, plane), TensorMemory.Span<float>(gradInput, plane), plane, TensorMemory.Vector<float>(mask), KernelThreads.Count);
+        }
+        else
+        {
+            Dropout2dKernels.Backward(TensorMemory.Span<double>(dy, plane), TensorMemory.Span<double>(gradInput, plane), plane, TensorMemory.Vector<double>(mask), KernelThreads.Count);
+        }
+
+        return gradInput.MoveToOuterDisposeScope();
     }
 
     /// <summary>(N, C, 1, 1) for a 4-D shape, (C, 1, 1) for a 3-D one.</summary>

@@ -1,5 +1,6 @@
 using System;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using static TorchSharp.torch;
 
 namespace MyTorch.Layers.Functional;
@@ -52,6 +53,38 @@ internal sealed record DropoutRanks(string Layer, int Batched, string Shapes)
         }
 
         return batched ? [shape[0], shape[1], middle, shape[^1]] : [shape[0], middle, shape[^1]];
+    }
+
+    /// <summary>
+    /// <paramref name="input"/> as its <paramref name="planes"/> (<see cref="Planes"/>): a view of the same memory where
+    /// the strides allow one (contiguous, channels-last-3d), otherwise a contiguous copy. In place the output must be
+    /// written into the input's memory, so a copy will not do and such strides are refused. The caller disposes the result.
+    /// </summary>
+    public Tensor AsPlanes(Tensor input, long[] planes, bool inplace, string name)
+    {
+        try
+        {
+            return input.view(planes);
+        }
+        catch (ExternalException) when (!inplace)
+        {
+            return input.reshape(planes);
+        }
+        catch (ExternalException e)
+        {
+            throw new ArgumentException(
+                $"{Layer} in place needs an input whose memory can be viewed as {Functional.Check.Format(planes)} (contiguous, or channels-last-3d); this one's strides cannot. Call contiguous() first.",
+                name,
+                e);
+        }
+    }
+
+    /// <summary>A result computed on the planes, given the layer's <paramref name="shape"/> again: a view; the planes' handle is disposed.</summary>
+    public static Tensor FromPlanes(Tensor planes, long[] shape)
+    {
+        var result = planes.view(shape);
+        planes.Dispose();
+        return result;
     }
 
     /// <summary>The mask's shape for an input of <paramref name="shape"/>: (N, C, 1, …, 1) or (C, 1, …, 1).</summary>

@@ -1,6 +1,5 @@
 using System;
 using System.Collections.Generic;
-using System.Runtime.InteropServices;
 using MyTorch.Layers.Functional;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -116,37 +115,15 @@ internal sealed class Dropout2dAutograd : autograd.SingleTensorFunction<Dropout2
             return input.alias();
         }
 
-        long[] planes = ranks.Planes(shape);
-        Tensor view;
-        try
+        using var view = ranks.AsPlanes(input, ranks.Planes(shape), inplace, nameof(input));
+        var output = Forward(view, p, training, inplace, generator);
+        if (inplace)
         {
-            view = input.view(planes);
-        }
-        catch (ExternalException) when (!inplace)
-        {
-            view = input.reshape(planes);
-        }
-        catch (ExternalException e)
-        {
-            throw new ArgumentException(
-                $"{ranks.Layer} in place needs an input whose memory can be viewed as {Check.Format(planes)} (contiguous, or channels-last-3d); this one's strides cannot. Call contiguous() first.",
-                nameof(input),
-                e);
-        }
-
-        using (view)
-        {
-            var output = Forward(view, p, training, inplace, generator);
-            if (inplace)
-            {
-                output.Dispose();
-                return input.alias();
-            }
-
-            var result = output.view(shape);
             output.Dispose();
-            return result;
+            return input.alias();
         }
+
+        return DropoutRanks.FromPlanes(output, shape);
     }
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
