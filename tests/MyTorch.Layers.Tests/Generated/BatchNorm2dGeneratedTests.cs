@@ -42,33 +42,42 @@ public class BatchNorm2dGeneratedTests
     // gives ours exactly 0 for weight.grad (x − μ is exactly 0) and TorchSharp's float64 1e-12. N·H·W = 1 is drawn: it
     // must be refused in training. Numerics/ measures the two-value and constant cases against float64.
 
-    private static readonly Gen<long> Batch = Gen.Frequency((1, Gen.Const(0L)), (2, Gen.Const(1L)), (6, Gen.Long[0, 8]));
-    private static readonly Gen<long> Channels = Gen.Frequency((1, Gen.Const(1L)), (4, Gen.Long[1, 8]), (2, Gen.Long[1, 70]));
-    private static readonly Gen<long> Side = Gen.Frequency((2, Gen.Const(1L)), (4, Gen.Long[1, 8]), (2, Gen.Long[1, 40]));
-    private static readonly Gen<double?> Momentum = Gen.Frequency(
+    internal static readonly Gen<long> Batch = Gen.Frequency((1, Gen.Const(0L)), (2, Gen.Const(1L)), (6, Gen.Long[0, 8]));
+    internal static readonly Gen<long> Channels = Gen.Frequency((1, Gen.Const(1L)), (4, Gen.Long[1, 8]), (2, Gen.Long[1, 70]));
+    internal static readonly Gen<long> Side = Gen.Frequency((2, Gen.Const(1L)), (4, Gen.Long[1, 8]), (2, Gen.Long[1, 40]));
+    internal static readonly Gen<double?> Momentum = Gen.Frequency(
         (3, Gen.Const((double?)0.1)),
         (2, Gen.Const((double?)null)),
         (1, Gen.Const((double?)1.0)),
         (1, Gen.Const((double?)0.0)),
         (2, Gen.Double[0, 1].Select(m => (double?)m)));
 
-    internal static readonly Gen<Case> Cases =
-        from dtype in Gen.OneOf(ScalarType.Float32, ScalarType.Float64)
+    internal static readonly Gen<Case> Cases = CasesOf(
         from n in Batch
         from c in Channels
         from h in Side
         from w in Side
-        where n * c * h * w <= MaxElements && (n * h * w == 1 || n * h * w > 3)
+        select new[] { n, c, h, w });
+
+    /// <summary>
+    /// Cases of the BatchNorm layer of the rank of <paramref name="shapes"/> (see <see cref="Check"/>): every option,
+    /// dtype, layout and step sequence, on shapes of at most <see cref="MaxElements"/> elements with one value per
+    /// channel or more than three (see above), and an expansion only where a channel then reads more than three.
+    /// </summary>
+    internal static Gen<Case> CasesOf(Gen<long[]> shapes) =>
+        from dtype in Gen.OneOf(ScalarType.Float32, ScalarType.Float64)
+        from shape in shapes
+        where shape.Aggregate(1L, (a, b) => a * b) <= MaxElements && DistinctPerChannel(shape, dim: 1) is 1 or > 3
         from affine in Gen.Bool
         from track in Gen.Bool
         from momentum in Momentum
         from eps in Gen.OneOf(1e-5, 1e-3, 0.1)
         from layout in Gen.Enum<GeneratedLayout>()
-        from expandDim in Gen.Int[0, 3]
-        where layout != GeneratedLayout.Expanded || DistinctPerChannel(n, h, w, expandDim) > 3
+        from expandDim in Gen.Int[0, shape.Length - 1]
+        where layout != GeneratedLayout.Expanded || DistinctPerChannel(shape, expandDim) > 3
         from steps in Gen.Bool.Array[1, 3]
         from seed in Gen.Int[0, 1_000_000]
-        select new Case(dtype, [n, c, h, w], affine, track, momentum, eps, layout, n == 0 && expandDim == 0 ? 1 : expandDim, steps, seed);
+        select new Case(dtype, shape, affine, track, momentum, eps, layout, shape[0] == 0 && expandDim == 0 ? 1 : expandDim, steps, seed);
 
     [Test]
     public void GeneratedCases_MatchTorchSharp()
@@ -95,24 +104,26 @@ public class BatchNorm2dGeneratedTests
     }
 
     /// <summary>
-    /// Runs one case through our module and TorchSharp's, step by step, comparing everything. A float32 case is compared
-    /// with TorchSharp in float64 on the same values (the oracle), and TorchSharp in float32 runs beside it as a witness:
-    /// see <see cref="Tolerance.AssertCloseOrNoWorse"/>. On generated inputs TorchSharp's own float32 output was off
-    /// from the float64 result by up to 1.4e-6 where outputs are near 0 (x · invstd about 10), beyond the suite's float32
-    /// tolerance, while ours was within it; at such elements an element-wise tolerance against TorchSharp's float32
-    /// result would measure TorchSharp's rounding, not ours.
+    /// Runs one case through our module and TorchSharp's, step by step, comparing everything. The layer is the one of
+    /// the case's rank: BatchNorm1d for (N, C) and (N, C, L), BatchNorm2d for (N, C, H, W), BatchNorm3d for
+    /// (N, C, D, H, W). A float32 case is compared with TorchSharp in float64 on the same values (the oracle), and
+    /// TorchSharp in float32 runs beside it as a witness: see <see cref="Tolerance.AssertCloseOrNoWorse"/>. On generated
+    /// inputs TorchSharp's own float32 output was off from the float64 result by up to 1.4e-6 where outputs are near 0
+    /// (x · invstd about 10), beyond the suite's float32 tolerance, while ours was within it; at such elements an
+    /// element-wise tolerance against TorchSharp's float32 result would measure TorchSharp's rounding, not ours.
     /// </summary>
     internal static void Check(Case k)
     {
         using var scope = NewDisposeScope();
         manual_seed(k.Seed);
         long channels = k.Shape[1];
-        long perChannel = k.Shape[0] * k.Shape[2] * k.Shape[3];
+        long perChannel = DistinctPerChannel(k.Shape, dim: 1);
+        long[] channelShape = ChannelShape(k.Shape);
         bool witnessed = k.Dtype == ScalarType.Float32;
         var oracleDtype = witnessed ? ScalarType.Float64 : k.Dtype;
         var oracle = Theirs(k, oracleDtype);
         var witness = witnessed ? Theirs(k, k.Dtype) : null;
-        var ours = new BatchNorm2d(channels, k.Eps, k.Momentum, k.Affine, k.Track, dtype: k.Dtype);
+        var ours = Ours(k);
         if (k.Affine)
         {
             using var noGrad = no_grad();
@@ -138,7 +149,7 @@ public class BatchNorm2dGeneratedTests
 
             // The oracle suite's well-conditioned values: a spread of 0.5 to 3.5 and a mean of about ±1 per channel.
             // Inputs whose results cancel (a large mean and a tiny spread, constant channels) are Numerics/' subject.
-            var values = (randn(k.Shape, k.Dtype) * rand(1, channels, 1, 1, k.Dtype).Times(3).Plus(0.5)).Plus(randn(1, channels, 1, 1, k.Dtype));
+            var values = (randn(k.Shape, k.Dtype) * rand(channelShape, k.Dtype).Times(3).Plus(0.5)).Plus(randn(channelShape, k.Dtype));
             var gradOutput = randn(k.Shape, k.Dtype);
             using var ourInput = Create(values, k);
             using var oracleInput = Create(values.to(oracleDtype), k);
@@ -197,12 +208,28 @@ public class BatchNorm2dGeneratedTests
         }
     }
 
-    private static TorchSharp.Modules.BatchNorm2d Theirs(Case k, ScalarType dtype)
+    /// <summary>TorchSharp's layer of the case's rank (<see cref="Check"/>).</summary>
+    private static TorchSharp.Modules.BatchNorm Theirs(Case k, ScalarType dtype)
     {
-        var theirs = nn.BatchNorm2d(k.Shape[1], k.Eps, k.Momentum ?? 0.1, k.Affine, k.Track, dtype: dtype);
+        TorchSharp.Modules.BatchNorm theirs = k.Shape.Length switch
+        {
+            2 or 3 => nn.BatchNorm1d(k.Shape[1], k.Eps, k.Momentum ?? 0.1, k.Affine, k.Track, dtype: dtype),
+            4 => nn.BatchNorm2d(k.Shape[1], k.Eps, k.Momentum ?? 0.1, k.Affine, k.Track, dtype: dtype),
+            5 => nn.BatchNorm3d(k.Shape[1], k.Eps, k.Momentum ?? 0.1, k.Affine, k.Track, dtype: dtype),
+            _ => throw new ArgumentOutOfRangeException(nameof(k), k.Shape.Length, "no BatchNorm layer of this rank"),
+        };
         theirs.momentum = k.Momentum;
         return theirs;
     }
+
+    /// <summary>Our layer of the case's rank (<see cref="Check"/>).</summary>
+    private static BatchNormBase Ours(Case k) => k.Shape.Length switch
+    {
+        2 or 3 => new BatchNorm1d(k.Shape[1], k.Eps, k.Momentum, k.Affine, k.Track, dtype: k.Dtype),
+        4 => new BatchNorm2d(k.Shape[1], k.Eps, k.Momentum, k.Affine, k.Track, dtype: k.Dtype),
+        5 => new BatchNorm3d(k.Shape[1], k.Eps, k.Momentum, k.Affine, k.Track, dtype: k.Dtype),
+        _ => throw new ArgumentOutOfRangeException(nameof(k), k.Shape.Length, "no BatchNorm layer of this rank"),
+    };
 
     /// <summary>Ours against the oracle: with the suite's tolerance, or, for float32, as <see cref="Tolerance.AssertCloseOrNoWorse"/> says.</summary>
     private static void Compare(Tensor? ours, Tensor? witness, Tensor? oracle, string what)
@@ -217,14 +244,24 @@ public class BatchNorm2dGeneratedTests
         }
     }
 
-    /// <summary>How many distinct positions a channel of an input expanded along <paramref name="dim"/> reads.</summary>
-    private static long DistinctPerChannel(long n, long h, long w, int dim) => dim switch
+    /// <summary>
+    /// How many distinct positions a channel of an input of <paramref name="shape"/> expanded along <paramref name="dim"/>
+    /// reads: the product of every dimension but the channels and <paramref name="dim"/>. With <paramref name="dim"/> 1,
+    /// the values per channel.
+    /// </summary>
+    internal static long DistinctPerChannel(long[] shape, int dim)
     {
-        0 => h * w,
-        2 => n * w,
-        3 => n * h,
-        _ => n * h * w,
-    };
+        long count = 1;
+        for (int d = 0; d < shape.Length; d++)
+        {
+            count *= d == 1 || d == dim ? 1 : shape[d];
+        }
+
+        return count;
+    }
+
+    /// <summary>(1, C, 1, …, 1) for an input of <paramref name="shape"/>: one value per channel, broadcast over the others.</summary>
+    internal static long[] ChannelShape(long[] shape) => [1, shape[1], .. Enumerable.Repeat(1L, shape.Length - 2)];
 
     internal static LaidOutInput Create(Tensor values, Case k) => k.Layout switch
     {

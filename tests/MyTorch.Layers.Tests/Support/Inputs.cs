@@ -1,18 +1,22 @@
 using System;
+using System.Linq;
 using static TorchSharp.torch;
 
 namespace MyTorch.Layers.Tests.Support;
 
-/// <summary>The memory layouts the oracle tests feed to both implementations.</summary>
+/// <summary>The memory layouts the oracle tests feed to both implementations, for an input (N, C, …) of any rank from 2.</summary>
 public enum Layout
 {
-    /// <summary>Contiguous NCHW.</summary>
+    /// <summary>Contiguous (N, C, …).</summary>
     Contiguous,
 
-    /// <summary>Channels-last NHWC memory behind an NCHW view.</summary>
+    /// <summary>
+    /// The channels innermost in memory behind an (N, C, …) view: channels_last (NHWC) for 4-D, channels_last_3d (NDHWC)
+    /// for 5-D, (N, L, C) for 3-D; for 2-D (N, C) this is the contiguous layout.
+    /// </summary>
     ChannelsLast,
 
-    /// <summary>Every other column of a wider tensor: non-unit innermost stride.</summary>
+    /// <summary>Every other element of the last dimension of a wider tensor: non-unit innermost stride.</summary>
     StridedSlice,
 
     /// <summary>A contiguous view that starts one sample into a larger tensor: non-zero storage offset.</summary>
@@ -34,13 +38,15 @@ internal sealed class LaidOutInput : IDisposable
     /// <summary>The tensor that requires grad.</summary>
     public Tensor Leaf { get; }
 
-    /// <summary>The (N, C, H, W) view given to the layer.</summary>
+    /// <summary>The (N, C, …) view given to the layer, of the values' shape.</summary>
     public Tensor View { get; }
 
-    /// <summary>Builds the same values in the requested layout; <paramref name="values"/> is (N, C, H, W).</summary>
+    /// <summary>Builds the same values in the requested layout; <paramref name="values"/> is (N, C, …), of rank 2 or more.</summary>
     public static LaidOutInput Create(Tensor values, Layout layout)
     {
-        long n = values.shape[0], c = values.shape[1], h = values.shape[2], w = values.shape[3];
+        long[] shape = values.shape;
+        int rank = shape.Length, last = rank - 1;
+        long n = shape[0], w = shape[last];
         Tensor leaf;
         Tensor view;
         switch (layout)
@@ -50,21 +56,27 @@ internal sealed class LaidOutInput : IDisposable
                 view = leaf;
                 break;
             case Layout.ChannelsLast:
-                leaf = values.detach().permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2).requires_grad_(true);
-                view = leaf;
-                break;
+                {
+                    // (0, 2, …, r − 1, 1) puts the channels innermost; its inverse, (0, r − 1, 1, …, r − 2), gives back (N, C, …).
+                    long[] toMemory = [0, .. Enumerable.Range(2, rank - 2).Select(d => (long)d), 1];
+                    long[] back = [0, last, .. Enumerable.Range(1, rank - 2).Select(d => (long)d)];
+                    leaf = values.detach().permute(toMemory).contiguous().permute(back).requires_grad_(true);
+                    view = leaf;
+                    break;
+                }
+
             case Layout.StridedSlice:
                 {
-                    using var wide = zeros(n, c, h, 2 * w, values.dtype);
-                    wide.slice(3, 0, 2 * w, 2).copy_(values);
+                    using var wide = zeros([.. shape[..last], 2 * w], values.dtype);
+                    wide.slice(last, 0, 2 * w, 2).copy_(values);
                     leaf = wide.detach().clone().requires_grad_(true);
-                    view = leaf.slice(3, 0, 2 * w, 2);
+                    view = leaf.slice(last, 0, 2 * w, 2);
                     break;
                 }
 
             case Layout.StorageOffset:
                 {
-                    using var taller = zeros(n + 1, c, h, w, values.dtype);
+                    using var taller = zeros([n + 1, .. shape[1..]], values.dtype);
                     taller.slice(0, 1, n + 1, 1).copy_(values);
                     leaf = taller.detach().clone().requires_grad_(true);
                     view = leaf.slice(0, 1, n + 1, 1);
