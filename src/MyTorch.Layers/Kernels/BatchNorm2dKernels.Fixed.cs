@@ -2,6 +2,7 @@ using System;
 using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using System.Runtime.InteropServices;
 
 namespace MyTorch.Layers.Kernels;
@@ -275,6 +276,13 @@ internal static unsafe partial class BatchNorm2dKernels
         {
             int lanes = Vector<T>.Count;
             var nonFinite = Vector<T>.Zero;
+            if (WideFixed<T>() && period % Vector512<T>.Count == 0)
+            {
+                var tracked = Vector512<T>.Zero;
+                i = FixedPeriodicWide<T, TStore>(x, y, length, period, offset, scale, shift, ref tracked);
+                nonFinite = Vector512.EqualsAll(tracked, Vector512<T>.Zero) ? Vector<T>.Zero : Vector<T>.AllBitsSet;
+            }
+
             for (; i <= length - period; i += period)
             {
                 for (int k = 0; k < period; k += lanes)
