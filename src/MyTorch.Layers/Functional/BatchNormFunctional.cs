@@ -231,9 +231,9 @@ public static class BatchNormFunctional
         using (var x = new Borrowed(Layouts.ReadablePlanes(input, shape, out var layout), input))
         {
             // dy in another layout than x's is read through a copy in x's, except that an NCHW dy under a channels-last x
-            // is read where it lies where that is faster (see BatchNorm2dKernels.ReadsPlanarGradient).
+            // is read where it lies where that is faster (see BatchNormKernels.ReadsPlanarGradient).
             var plane = Layouts.Plane(shape, layout);
-            bool planar = (input.dtype == ScalarType.Float32 ? BatchNorm2dKernels.ReadsPlanarGradient<float>(plane) : BatchNorm2dKernels.ReadsPlanarGradient<double>(plane))
+            bool planar = (input.dtype == ScalarType.Float32 ? BatchNormKernels.ReadsPlanarGradient<float>(plane) : BatchNormKernels.ReadsPlanarGradient<double>(plane))
                 && Layouts.ClassifyPlanes(gradOutput, shape) == MemoryLayout.Contiguous;
             using var dy = new Borrowed(planar ? gradOutput : Layouts.PlanesInLayout(gradOutput, shape, layout), gradOutput);
             gradInput = Layouts.EmptyPlanes(shape, input.dtype, layout);
@@ -317,7 +317,7 @@ public static class BatchNormFunctional
     {
         int channels = plane.Channels;
         int threads = KernelThreads.Count;
-        double[] scratch = ArrayPool<double>.Shared.Rent((3 * channels) + BatchNorm2dKernels.VectorizedScratchLength(plane));
+        double[] scratch = ArrayPool<double>.Shared.Rent((3 * channels) + BatchNormKernels.VectorizedScratchLength(plane));
         try
         {
             var mean = scratch.AsSpan(0, channels);
@@ -336,25 +336,25 @@ public static class BatchNormFunctional
                 }
                 else
                 {
-                    BatchNorm2dKernels.BatchStatisticsVectorized(x, plane, mean, variance, kernelScratch, threads);
-                    BatchNorm2dKernels.InverseStandardDeviation(variance, eps, invstd);
+                    BatchNormKernels.BatchStatisticsVectorized(x, plane, mean, variance, kernelScratch, threads);
+                    BatchNormKernels.InverseStandardDeviation(variance, eps, invstd);
 
                     if (runningMean is not null && runningVar is not null)
                     {
-                        BatchNorm2dKernels.UpdateRunningStatistics(
+                        BatchNormKernels.UpdateRunningStatistics(
                             TensorMemory.Vector<T>(runningMean), TensorMemory.Vector<T>(runningVar), mean, variance, plane.ValuesPerChannel, momentum);
                     }
                 }
 
-                BatchNorm2dKernels.NormalizeVectorized(x, y, plane, mean, invstd, Parameter<T>(weight), Parameter<T>(bias), kernelScratch, threads);
+                BatchNormKernels.NormalizeVectorized(x, y, plane, mean, invstd, Parameter<T>(weight), Parameter<T>(bias), kernelScratch, threads);
             }
             else
             {
                 ReadOnlySpan<T> fixedMean = TensorMemory.Vector<T>(runningMean);
                 Widen(fixedMean, mean);
                 Widen<T>(TensorMemory.Vector<T>(runningVar), variance);
-                BatchNorm2dKernels.InverseStandardDeviation(variance, eps, invstd);
-                BatchNorm2dKernels.NormalizeFixedVectorized(x, y, plane, fixedMean, invstd, Parameter<T>(weight), Parameter<T>(bias), kernelScratch, threads);
+                BatchNormKernels.InverseStandardDeviation(variance, eps, invstd);
+                BatchNormKernels.NormalizeFixedVectorized(x, y, plane, fixedMean, invstd, Parameter<T>(weight), Parameter<T>(bias), kernelScratch, threads);
             }
 
             Store<T>(mean, saveMean);
@@ -386,7 +386,7 @@ public static class BatchNormFunctional
     {
         int channels = plane.Channels;
         int threads = KernelThreads.Count;
-        double[] scratch = ArrayPool<double>.Shared.Rent((4 * channels) + BatchNorm2dKernels.VectorizedScratchLength(plane));
+        double[] scratch = ArrayPool<double>.Shared.Rent((4 * channels) + BatchNormKernels.VectorizedScratchLength(plane));
         try
         {
             var mean = scratch.AsSpan(0, channels);
@@ -403,14 +403,14 @@ public static class BatchNormFunctional
 
             if (gradOutputPlanar)
             {
-                BatchNorm2dKernels.BackwardReductionsPlanarGradient(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
-                BatchNorm2dKernels.BackwardInputPlanarGradient(
+                BatchNormKernels.BackwardReductionsPlanarGradient(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
+                BatchNormKernels.BackwardInputPlanarGradient(
                     x, dy, dx, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, kernelScratch, threads);
             }
             else
             {
-                BatchNorm2dKernels.BackwardReductionsVectorized(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
-                BatchNorm2dKernels.BackwardInputVectorized(
+                BatchNormKernels.BackwardReductionsVectorized(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
+                BatchNormKernels.BackwardInputVectorized(
                     x, dy, dx, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, kernelScratch, threads);
             }
 

@@ -309,11 +309,11 @@ public static class Dropout2dFunctional
         var plane = Layouts.Plane(Layouts.AsBatch(shape), layout);
         if (gradOutput.dtype == ScalarType.Float32)
         {
-            Dropout2dKernels.Backward(TensorMemory.Span<float>(dy, plane), TensorMemory.Span<float>(gradInput, plane), plane, TensorMemory.Vector<float>(mask), KernelThreads.Count);
+            ChannelDropoutKernels.Backward(TensorMemory.Span<float>(dy, plane), TensorMemory.Span<float>(gradInput, plane), plane, TensorMemory.Vector<float>(mask), KernelThreads.Count);
         }
         else
         {
-            Dropout2dKernels.Backward(TensorMemory.Span<double>(dy, plane), TensorMemory.Span<double>(gradInput, plane), plane, TensorMemory.Vector<double>(mask), KernelThreads.Count);
+            ChannelDropoutKernels.Backward(TensorMemory.Span<double>(dy, plane), TensorMemory.Span<double>(gradInput, plane), plane, TensorMemory.Vector<double>(mask), KernelThreads.Count);
         }
 
         return gradInput.MoveToOuterDisposeScope();
@@ -364,7 +364,7 @@ public static class Dropout2dFunctional
         int threads = KernelThreads.Count;
         if (keep == 0)
         {
-            Dropout2dKernels.ApplyMask(x, y, plane, factors, threads);
+            ChannelDropoutKernels.ApplyMask(x, y, plane, factors, threads);
             return;
         }
 
@@ -374,20 +374,20 @@ public static class Dropout2dFunctional
             if (state is null)
             {
                 mask.bernoulli_(keep, generator);
-                Dropout2dKernels.ScaleMask(factors, keep);
-                Dropout2dKernels.ApplyMask(x, y, plane, factors, threads);
+                ChannelDropoutKernels.ScaleMask(factors, keep);
+                ChannelDropoutKernels.ApplyMask(x, y, plane, factors, threads);
                 return;
             }
 
-            if (Dropout2dKernels.DrawWhileApplying(plane, threads))
+            if (ChannelDropoutKernels.DrawWhileApplying(plane, threads))
             {
-                Dropout2dKernels.DrawAndApplyMask(x, y, plane, factors, keep, ref twister, threads);
+                ChannelDropoutKernels.DrawAndApplyMask(x, y, plane, factors, keep, ref twister, threads);
             }
             else
             {
-                Dropout2dKernels.DrawMask(ref twister, factors, keep);
-                Dropout2dKernels.ScaleMask(factors, keep);
-                Dropout2dKernels.ApplyMask(x, y, plane, factors, threads);
+                ChannelDropoutKernels.DrawMask(ref twister, factors, keep);
+                ChannelDropoutKernels.ScaleMask(factors, keep);
+                ChannelDropoutKernels.ApplyMask(x, y, plane, factors, threads);
             }
 
             GeneratorState.Write(generator, state, twister);

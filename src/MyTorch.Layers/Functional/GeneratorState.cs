@@ -158,7 +158,7 @@ internal static class GeneratorState
                 }
 
                 double[] drawn = new double[1001];
-                Dropout2dKernels.DrawMask<double>(ref twister, drawn, keep);
+                ChannelDropoutKernels.DrawMask<double>(ref twister, drawn, keep);
                 Write(ours, state, twister);
                 if (!expected.data<double>().ToArray().AsSpan().SequenceEqual(drawn)
                     || !theirs.get_state().data<byte>().ToArray().AsSpan().SequenceEqual(ours.get_state().data<byte>().ToArray()))

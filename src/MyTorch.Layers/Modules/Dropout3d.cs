@@ -37,5 +37,5 @@ public sealed class Dropout3d : DropoutBase
     /// <see cref="Dropout2d.forward"/>, or strides that cannot be viewed as planes. Nothing is written and nothing is drawn.
     /// </exception>
     /// <exception cref="NotSupportedException">The input is not on the CPU, or has more than <see cref="int.MaxValue"/> elements.</exception>
-    public override Tensor forward(Tensor input) => Dropout2dAutograd.Forward(input, DropoutRanks.Three, p, training, inplace, generator);
+    public override Tensor forward(Tensor input) => ChannelDropoutAutograd.Forward(input, DropoutRanks.Three, p, training, inplace, generator);
 }

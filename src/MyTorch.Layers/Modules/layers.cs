@@ -174,7 +174,7 @@ public static class layers
         {
             Check.Alive(input, nameof(input));
             Dropout2dFunctional.CheckProbability(p);
-            return Dropout2dAutograd.Forward(input, p, training, inplace, generator: null);
+            return ChannelDropoutAutograd.Forward(input, p, training, inplace, generator: null);
         }
 
         /// <summary>
@@ -191,7 +191,7 @@ public static class layers
         {
             Check.Alive(input, nameof(input));
             Dropout2dFunctional.CheckProbability(p);
-            return Dropout2dAutograd.Forward(input, DropoutRanks.One, p, training, inplace, generator: null);
+            return ChannelDropoutAutograd.Forward(input, DropoutRanks.One, p, training, inplace, generator: null);
         }
 
         /// <summary>
@@ -208,7 +208,7 @@ public static class layers
         {
             Check.Alive(input, nameof(input));
             Dropout2dFunctional.CheckProbability(p);
-            return Dropout2dAutograd.Forward(input, DropoutRanks.Three, p, training, inplace, generator: null);
+            return ChannelDropoutAutograd.Forward(input, DropoutRanks.Three, p, training, inplace, generator: null);
         }
     }
 }

@@ -30,7 +30,7 @@ public class KernelAllocationTests
         float[] mask = KernelInputs.Uniform<float>(random, layout.Batch * layout.Channels, 1, 0);
         int c = layout.Channels;
         double[] mean = new double[c], variance = new double[c], invstd = new double[c], sumDy = new double[c], sumDyXmu = new double[c];
-        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
+        double[] scratch = new double[BatchNormKernels.VectorizedScratchLength(layout)];
         var generator = MersenneTwisterTests.Seeded(8);
 
         // A mask of 3 × 2,800 values, drawn while it is applied: 3 × 2,800 × 30 values.
@@ -41,20 +41,20 @@ public class KernelAllocationTests
 
         void Calls()
         {
-            BatchNorm2dKernels.BatchStatisticsVectorized<float>(x, layout, mean, variance, scratch, threads);
-            BatchNorm2dKernels.InverseStandardDeviation(variance, 1e-5, invstd);
-            BatchNorm2dKernels.NormalizeVectorized<float>(x, output, layout, mean, invstd, weight, bias, scratch, threads);
-            BatchNorm2dKernels.BackwardReductionsVectorized<float>(x, dy, layout, mean, sumDy, sumDyXmu, scratch, threads);
-            BatchNorm2dKernels.BackwardInputVectorized<float>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads);
-            Dropout2dKernels.ApplyMask<float>(x, output, layout, mask, threads);
-            Dropout2dKernels.DrawMask<float>(ref generator, mask, 0.5);
-            Dropout2dKernels.DrawAndApplyMask<float>(drawnX, drawnY, drawnLayout, drawnMask, 0.5, ref generator, threads);
+            BatchNormKernels.BatchStatisticsVectorized<float>(x, layout, mean, variance, scratch, threads);
+            BatchNormKernels.InverseStandardDeviation(variance, 1e-5, invstd);
+            BatchNormKernels.NormalizeVectorized<float>(x, output, layout, mean, invstd, weight, bias, scratch, threads);
+            BatchNormKernels.BackwardReductionsVectorized<float>(x, dy, layout, mean, sumDy, sumDyXmu, scratch, threads);
+            BatchNormKernels.BackwardInputVectorized<float>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads);
+            ChannelDropoutKernels.ApplyMask<float>(x, output, layout, mask, threads);
+            ChannelDropoutKernels.DrawMask<float>(ref generator, mask, 0.5);
+            ChannelDropoutKernels.DrawAndApplyMask<float>(drawnX, drawnY, drawnLayout, drawnMask, 0.5, ref generator, threads);
             LayoutKernels.ToOtherLayout<float>(x, output, layout, threads);
             if (channelsLast)
             {
                 // dy read as NCHW planes under the channels-last x.
-                BatchNorm2dKernels.BackwardReductionsPlanarGradient<float>(x, dy, layout, mean, sumDy, sumDyXmu, scratch, threads);
-                BatchNorm2dKernels.BackwardInputPlanarGradient<float>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads);
+                BatchNormKernels.BackwardReductionsPlanarGradient<float>(x, dy, layout, mean, sumDy, sumDyXmu, scratch, threads);
+                BatchNormKernels.BackwardInputPlanarGradient<float>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads);
             }
         }
 

@@ -73,19 +73,19 @@ public unsafe class StreamingStoreTests
             T[] runningMean = KernelInputs.Uniform<T>(random, channels, 1, 1);
             double[] mean = new double[channels], variance = new double[channels], invstd = new double[channels];
             double[] sumDy = new double[channels], sumDyXmu = new double[channels];
-            double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
-            BatchNorm2dKernels.BatchStatisticsVectorized<T>(x, layout, mean, variance, scratch, threads: 1);
-            BatchNorm2dKernels.InverseStandardDeviation(variance, 1e-5, invstd);
-            BatchNorm2dKernels.BackwardReductionsVectorized<T>(x, dy, layout, mean, sumDy, sumDyXmu, scratch, threads: 1);
+            double[] scratch = new double[BatchNormKernels.VectorizedScratchLength(layout)];
+            BatchNormKernels.BatchStatisticsVectorized<T>(x, layout, mean, variance, scratch, threads: 1);
+            BatchNormKernels.InverseStandardDeviation(variance, 1e-5, invstd);
+            BatchNormKernels.BackwardReductionsVectorized<T>(x, dy, layout, mean, sumDy, sumDyXmu, scratch, threads: 1);
 
             void Normalize(Span<T> output, bool streaming) =>
-                BatchNorm2dKernels.NormalizeVectorized<T>(x, output, layout, mean, invstd, weight, bias, scratch, threads: 2, streaming);
+                BatchNormKernels.NormalizeVectorized<T>(x, output, layout, mean, invstd, weight, bias, scratch, threads: 2, streaming);
             void NormalizeFixed(Span<T> output, bool streaming) =>
-                BatchNorm2dKernels.NormalizeFixedVectorized<T>(x, output, layout, runningMean, invstd, weight, bias, scratch, threads: 2, streaming);
+                BatchNormKernels.NormalizeFixedVectorized<T>(x, output, layout, runningMean, invstd, weight, bias, scratch, threads: 2, streaming);
             void GradBatch(Span<T> output, bool streaming) =>
-                BatchNorm2dKernels.BackwardInputVectorized<T>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads: 2, streaming);
+                BatchNormKernels.BackwardInputVectorized<T>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads: 2, streaming);
             void GradFixed(Span<T> output, bool streaming) =>
-                BatchNorm2dKernels.BackwardInputVectorized<T>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: false, scratch, threads: 2, streaming);
+                BatchNormKernels.BackwardInputVectorized<T>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: false, scratch, threads: 2, streaming);
 
             string where = $"C={channels} S={spatial} {(channelsLast ? "NHWC" : "NCHW")} {typeof(T).Name}";
             CompareAtEveryAlignment<T>(layout.Length, Normalize, "output, " + where);
@@ -97,7 +97,7 @@ public unsafe class StreamingStoreTests
             var plain = new T[x.Length];
             Normalize(plain, streaming: false);
             var inPlace = (T[])x.Clone();
-            BatchNorm2dKernels.NormalizeVectorized<T>(inPlace, inPlace, layout, mean, invstd, weight, bias, scratch, threads: 2, streamingStores: true);
+            BatchNormKernels.NormalizeVectorized<T>(inPlace, inPlace, layout, mean, invstd, weight, bias, scratch, threads: 2, streamingStores: true);
             Assert.That(inPlace, Is.EqualTo(plain), "in place, " + where);
         }
     }
@@ -117,12 +117,12 @@ public unsafe class StreamingStoreTests
             }
 
             string where = $"C={channels} S={spatial} {(channelsLast ? "NHWC" : "NCHW")} {typeof(T).Name}";
-            CompareAtEveryAlignment<T>(layout.Length, (output, streaming) => Dropout2dKernels.ApplyMask<T>(x, output, layout, mask, threads: 2, streaming), "y, " + where);
+            CompareAtEveryAlignment<T>(layout.Length, (output, streaming) => ChannelDropoutKernels.ApplyMask<T>(x, output, layout, mask, threads: 2, streaming), "y, " + where);
 
             var plain = new T[x.Length];
-            Dropout2dKernels.ApplyMask<T>(x, plain, layout, mask, threads: 2, streamingStores: false);
+            ChannelDropoutKernels.ApplyMask<T>(x, plain, layout, mask, threads: 2, streamingStores: false);
             var inPlace = (T[])x.Clone();
-            Dropout2dKernels.ApplyMask<T>(inPlace, inPlace, layout, mask, threads: 2, streamingStores: true);
+            ChannelDropoutKernels.ApplyMask<T>(inPlace, inPlace, layout, mask, threads: 2, streamingStores: true);
             Assert.That(inPlace, Is.EqualTo(plain), "in place, " + where);
         }
     }

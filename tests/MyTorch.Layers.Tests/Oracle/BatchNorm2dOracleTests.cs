@@ -114,7 +114,7 @@ public class BatchNorm2dOracleTests
     {
         long[] dims = Array.ConvertAll(shape.Split('x'), long.Parse);
         var plane = new PlaneLayout((int)dims[0], (int)dims[1], (int)(dims[2] * dims[3]), channelsLast: true);
-        bool planar = dtype == ScalarType.Float32 ? BatchNorm2dKernels.ReadsPlanarGradient<float>(plane) : BatchNorm2dKernels.ReadsPlanarGradient<double>(plane);
+        bool planar = dtype == ScalarType.Float32 ? BatchNormKernels.ReadsPlanarGradient<float>(plane) : BatchNormKernels.ReadsPlanarGradient<double>(plane);
         Assert.That(planar, Is.True, "the shape takes the path under test");
         var options = new Options(dtype, Affine: true, Track: true, Momentum: 0.1, Eps: 1e-5) { OracleDtype = ScalarType.Float64 };
         RunAgainstOracle(options, Layout.ChannelsLast, dims, trainingSteps: 1, evalSteps: 0, Layout.Contiguous);

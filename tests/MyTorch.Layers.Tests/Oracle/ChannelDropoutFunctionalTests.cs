@@ -172,7 +172,7 @@ public class ChannelDropoutFunctionalTests
             long[] shape = layer == "Dropout1d" ? [4, 3000, 16] : [2, 4500, 2, 2, 3];
             long spatial = shape.Skip(2).Aggregate(1L, (a, b) => a * b);
             var plane = new MyTorch.Layers.Kernels.PlaneLayout((int)shape[0], (int)shape[1], (int)spatial, false);
-            Assert.That(MyTorch.Layers.Kernels.Dropout2dKernels.DrawWhileApplying(plane, KernelThreads.Count), Is.True, "the case must draw its mask in parts");
+            Assert.That(MyTorch.Layers.Kernels.ChannelDropoutKernels.DrawWhileApplying(plane, KernelThreads.Count), Is.True, "the case must draw its mask in parts");
 
             var values = randn(shape);
             var dy = randn(shape);

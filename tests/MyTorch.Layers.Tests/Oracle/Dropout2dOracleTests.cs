@@ -127,7 +127,7 @@ public class Dropout2dOracleTests
     public void MaskDrawnWhileApplied_MatchesTorchSharp(Case c) => WithAtLeastTwoThreads(() =>
     {
         var layout = new MyTorch.Layers.Kernels.PlaneLayout((int)c.Shape[0], (int)c.Shape[1], (int)(c.Shape[2] * c.Shape[3]), c.Layout == Layout.ChannelsLast);
-        Assert.That(MyTorch.Layers.Kernels.Dropout2dKernels.DrawWhileApplying(layout, KernelThreads.Count), Is.True, "the case must draw its mask in parts");
+        Assert.That(MyTorch.Layers.Kernels.ChannelDropoutKernels.DrawWhileApplying(layout, KernelThreads.Count), Is.True, "the case must draw its mask in parts");
         foreach (var oracle in Enum.GetValues<Oracle>())
         {
             CompareModule(c, oracle, seed: 31 + (int)oracle);

@@ -15,7 +15,7 @@ namespace MyTorch.Layers.Kernels;
 /// Notation: x is the input, M = N·H·W the number of values per channel, μ and σ² the batch mean and biased variance,
 /// γ and β the optional affine weight and bias (an empty span means "none": γ = 1, β = 0).
 /// </remarks>
-internal static partial class BatchNorm2dKernels
+internal static partial class BatchNormKernels
 {
     /// <summary>
     /// Per-channel batch statistics in two passes: μ[c] = Σx / M, then σ²[c] = Σ(x − μ)² / M.

@@ -10,7 +10,7 @@ namespace MyTorch.Layers.Tests.Kernels;
 /// differences: independent of TorchSharp.
 /// </summary>
 [TestFixture]
-public class BatchNorm2dKernelTests
+public class BatchNormKernelTests
 {
     [Test]
     public void BatchStatistics_OfKnownValues_AreExact()
@@ -20,7 +20,7 @@ public class BatchNorm2dKernelTests
         var layout = new PlaneLayout(2, 2, 2, channelsLast: false);
         var mean = new double[2];
         var variance = new double[2];
-        BatchNorm2dKernels.BatchStatistics<double>(x, layout, mean, variance);
+        BatchNormKernels.BatchStatistics<double>(x, layout, mean, variance);
         Assert.That(mean, Is.EqualTo(new[] { 2.5, 11.0 }));
         Assert.That(variance, Is.EqualTo(new[] { 1.25, 3.0 }));
     }
@@ -59,8 +59,8 @@ public class BatchNorm2dKernelTests
         double[] invstd = [1, 2, 0.25];
         double[] weight = [1, -1, 3];
         double[] bias = [0, 1, -2];
-        BatchNorm2dKernels.Normalize<double>(x, separate, layout, mean, invstd, weight, bias);
-        BatchNorm2dKernels.Normalize<double>(x, x, layout, mean, invstd, weight, bias);
+        BatchNormKernels.Normalize<double>(x, separate, layout, mean, invstd, weight, bias);
+        BatchNormKernels.Normalize<double>(x, x, layout, mean, invstd, weight, bias);
         Assert.That(x, Is.EqualTo(separate));
     }
 
@@ -69,7 +69,7 @@ public class BatchNorm2dKernelTests
     {
         float[] runningMean = [1, 2];
         float[] runningVar = [3, 4];
-        BatchNorm2dKernels.UpdateRunningStatistics<float>(runningMean, runningVar, [5, 6], [8, 12], valuesPerChannel: 4, momentum: 0.25);
+        BatchNormKernels.UpdateRunningStatistics<float>(runningMean, runningVar, [5, 6], [8, 12], valuesPerChannel: 4, momentum: 0.25);
         Assert.That(runningMean, Is.EqualTo(new[] { 0.75f * 1 + 0.25f * 5, 0.75f * 2 + 0.25f * 6 }));
         Assert.That(runningVar, Is.EqualTo(new[] { 0.75f * 3 + 0.25f * 8 * 4 / 3f, 0.75f * 4 + 0.25f * 12 * 4 / 3f }).Within(1e-6));
     }
@@ -107,7 +107,7 @@ public class BatchNorm2dKernelTests
         var layout = new PlaneLayout(2, 2, 3, channelsLast: false);
         double[] dy = KernelInputs.Uniform<double>(new Random(9), layout.Length, 1, 0);
         double[] dx = new double[dy.Length];
-        BatchNorm2dKernels.BackwardInputFixedStatistics<double>(dy, dx, layout, [2, 0.5], [3, -1]);
+        BatchNormKernels.BackwardInputFixedStatistics<double>(dy, dx, layout, [2, 0.5], [3, -1]);
         for (int i = 0; i < dy.Length; i++)
         {
             int c = (i / layout.Spatial) % layout.Channels;
@@ -133,11 +133,11 @@ public class BatchNorm2dKernelTests
         int c = layout.Channels;
         var r = new Result<T>(new double[c], new double[c], new double[c], new double[c], new T[x.Length], new T[x.Length]);
         var invstd = new double[c];
-        BatchNorm2dKernels.BatchStatistics<T>(x, layout, r.Mean, r.Variance);
-        BatchNorm2dKernels.InverseStandardDeviation(r.Variance, eps, invstd);
-        BatchNorm2dKernels.Normalize<T>(x, r.Output, layout, r.Mean, invstd, weight, bias);
-        BatchNorm2dKernels.BackwardReductions<T>(x, dy, layout, r.Mean, r.SumDy, r.SumDyXmu);
-        BatchNorm2dKernels.BackwardInputBatchStatistics<T>(x, dy, r.GradInput, layout, r.Mean, invstd, weight, r.SumDy, r.SumDyXmu);
+        BatchNormKernels.BatchStatistics<T>(x, layout, r.Mean, r.Variance);
+        BatchNormKernels.InverseStandardDeviation(r.Variance, eps, invstd);
+        BatchNormKernels.Normalize<T>(x, r.Output, layout, r.Mean, invstd, weight, bias);
+        BatchNormKernels.BackwardReductions<T>(x, dy, layout, r.Mean, r.SumDy, r.SumDyXmu);
+        BatchNormKernels.BackwardInputBatchStatistics<T>(x, dy, r.GradInput, layout, r.Mean, invstd, weight, r.SumDy, r.SumDyXmu);
         return r;
     }
 

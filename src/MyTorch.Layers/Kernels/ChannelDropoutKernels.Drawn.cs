@@ -16,7 +16,7 @@ namespace MyTorch.Layers.Kernels;
 /// parts, in order, gives the same values and ends in the same state, and one thread can draw while the others apply
 /// the parts already drawn.
 /// </remarks>
-internal static partial class Dropout2dKernels
+internal static partial class ChannelDropoutKernels
 {
     /// <summary>About this many mask values per part of a drawn mask (whole samples, at least one).</summary>
     public const int DrawPartValues = 4096;

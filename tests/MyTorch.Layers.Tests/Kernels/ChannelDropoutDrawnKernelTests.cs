@@ -7,13 +7,13 @@ using NUnit.Framework;
 namespace MyTorch.Layers.Tests.Kernels;
 
 /// <summary>
-/// The mask's draws: Dropout2dKernels.DrawMask against libtorch's formula applied one value at a time
+/// The mask's draws: ChannelDropoutKernels.DrawMask against libtorch's formula applied one value at a time
 /// (<see cref="Reference"/>), wherever the generator stands in its words; and DrawAndApplyMask against DrawMask of
 /// the whole mask, ScaleMask and ApplyMask, on any thread count and either kind of thread. Equal means bit for bit,
 /// generator included.
 /// </summary>
 [TestFixture]
-public class Dropout2dDrawnKernelTests
+public class ChannelDropoutDrawnKernelTests
 {
     /// <summary>libtorch's Bernoulli draw: u = (h·2³² + l mod 2⁵³) · 2⁻⁵³ from the next two numbers h, l; 1 if u &lt; keep.</summary>
     private static T Reference<T>(ref MersenneTwister generator, double keep)
@@ -73,7 +73,7 @@ public class Dropout2dDrawnKernelTests
             var actual = MersenneTwisterTests.Seeded(7);
             float[] mask = new float[n];
             float[] reference = new float[n];
-            Dropout2dKernels.DrawMask<float>(ref actual, mask, 0.3);
+            ChannelDropoutKernels.DrawMask<float>(ref actual, mask, 0.3);
             for (int i = 0; i < n; i++)
             {
                 reference[i] = Reference<float>(ref expected, 0.3);
@@ -98,7 +98,7 @@ public class Dropout2dDrawnKernelTests
         mask[n] = T.NaN;
         var reference = new T[n + 1];
         reference[n] = T.NaN;
-        Dropout2dKernels.DrawMask<T>(ref actual, mask.AsSpan(0, n), keep);
+        ChannelDropoutKernels.DrawMask<T>(ref actual, mask.AsSpan(0, n), keep);
         for (int i = 0; i < n; i++)
         {
             reference[i] = Reference<T>(ref expected, keep);
@@ -130,17 +130,17 @@ public class Dropout2dDrawnKernelTests
     public void DrawAndApply_GivesOneDrawsMaskOutputAndGeneratorState(int batch, int channels, int spatial, bool channelsLast, bool openMpTeam)
     {
         var layout = new PlaneLayout(batch, channels, spatial, channelsLast);
-        Assert.That(Dropout2dKernels.DrawWhileApplying(layout, threads: 2), Is.True, "the layout must take the drawn path");
+        Assert.That(ChannelDropoutKernels.DrawWhileApplying(layout, threads: 2), Is.True, "the layout must take the drawn path");
         float[] x = KernelInputs.Uniform<float>(new Random(channels), layout.Length, 4, 0);
         const double keep = 1 - 0.3;
 
         // What drawing the whole mask at once, scaling it and applying it gives.
         var expectedGenerator = MersenneTwisterTests.Seeded(99);
         float[] expectedMask = new float[batch * channels];
-        Dropout2dKernels.DrawMask<float>(ref expectedGenerator, expectedMask, keep);
-        Dropout2dKernels.ScaleMask<float>(expectedMask, keep);
+        ChannelDropoutKernels.DrawMask<float>(ref expectedGenerator, expectedMask, keep);
+        ChannelDropoutKernels.ScaleMask<float>(expectedMask, keep);
         float[] expected = new float[x.Length];
-        Dropout2dKernels.ApplyMask<float>(x, expected, layout, expectedMask);
+        ChannelDropoutKernels.ApplyMask<float>(x, expected, layout, expectedMask);
 
         foreach (int threads in new[] { 1, 2, 5 })
         {
@@ -149,7 +149,7 @@ public class Dropout2dDrawnKernelTests
                 float[] y = inPlace ? (float[])x.Clone() : new float[x.Length];
                 float[] mask = new float[batch * channels];
                 var generator = MersenneTwisterTests.Seeded(99);
-                KernelTeams.Run(openMpTeam, () => Dropout2dKernels.DrawAndApplyMask<float>(inPlace ? y : x, y, layout, mask, keep, ref generator, threads));
+                KernelTeams.Run(openMpTeam, () => ChannelDropoutKernels.DrawAndApplyMask<float>(inPlace ? y : x, y, layout, mask, keep, ref generator, threads));
                 string at = $"{threads} threads, {(inPlace ? "in place" : "out of place")}";
                 Assert.That(mask, Is.EqualTo(expectedMask), $"{at}: mask");
                 Assert.That(y, Is.EqualTo(expected), $"{at}: y");

@@ -21,7 +21,7 @@ namespace MyTorch.Layers.Kernels;
 /// (<see cref="FixedValue{T}"/>, as in the reference), so the range of the output is what the double computation
 /// gives. The vector loops only note whether that happened, and a run in which it did is computed again value by value.
 /// </remarks>
-internal static unsafe partial class BatchNorm2dKernels
+internal static unsafe partial class BatchNormKernels
 {
     /// <summary>
     /// <see cref="NormalizeFixed{T}"/>, vectorised: the same formula, value for value, so the same bits.

@@ -15,7 +15,7 @@ namespace MyTorch.Layers.Tests.Kernels;
 /// Run a second time in CI with DOTNET_EnableHWIntrinsic=0, which sends the same calls down the scalar fallbacks.
 /// </summary>
 [TestFixture]
-public class BatchNorm2dVectorizedKernelTests
+public class BatchNormVectorizedKernelTests
 {
     /// <summary>Plane lengths from 1 to a few vector widths, with odd tails; shared by the other vectorised-kernel tests.</summary>
     internal static readonly int[] Spatials = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 23, 31, 32, 33, 47, 64, 65];
@@ -61,13 +61,13 @@ public class BatchNorm2dVectorizedKernelTests
     public void EmptyBatch_WritesZeroSumsAndNoElements(bool channelsLast)
     {
         var layout = new PlaneLayout(0, 3, 5, channelsLast);
-        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
+        double[] scratch = new double[BatchNormKernels.VectorizedScratchLength(layout)];
         double[] sumDy = [9, 9, 9];
         double[] sumDyXmu = [9, 9, 9];
-        BatchNorm2dKernels.BackwardReductionsVectorized<float>([], [], layout, [0, 0, 0], sumDy, sumDyXmu, scratch, threads: 2);
+        BatchNormKernels.BackwardReductionsVectorized<float>([], [], layout, [0, 0, 0], sumDy, sumDyXmu, scratch, threads: 2);
         Assert.That(sumDy, Is.EqualTo(new double[3]));
         Assert.That(sumDyXmu, Is.EqualTo(new double[3]));
-        BatchNorm2dKernels.NormalizeVectorized<float>([], [], layout, [0, 0, 0], [1, 1, 1], [], [], scratch, threads: 2);
+        BatchNormKernels.NormalizeVectorized<float>([], [], layout, [0, 0, 0], [1, 1, 1], [], [], scratch, threads: 2);
     }
 
     [TestCase(false)]
@@ -206,43 +206,43 @@ public class BatchNorm2dVectorizedKernelTests
 
         var (mean, variance) = ReferenceStatistics(x, layout);
         var invstd = new double[c];
-        BatchNorm2dKernels.InverseStandardDeviation(variance, 1e-5, invstd);
+        BatchNormKernels.InverseStandardDeviation(variance, 1e-5, invstd);
         var output = new T[x.Length];
-        BatchNorm2dKernels.Normalize<T>(x, output, layout, mean, invstd, weight, bias);
+        BatchNormKernels.Normalize<T>(x, output, layout, mean, invstd, weight, bias);
         double[] sumDy = new double[c], sumDyXmu = new double[c];
-        BatchNorm2dKernels.BackwardReductions<T>(x, dy, layout, mean, sumDy, sumDyXmu);
+        BatchNormKernels.BackwardReductions<T>(x, dy, layout, mean, sumDy, sumDyXmu);
         var gradInput = new T[x.Length];
-        BatchNorm2dKernels.BackwardInputBatchStatistics<T>(x, dy, gradInput, layout, mean, invstd, weight, sumDy, sumDyXmu);
+        BatchNormKernels.BackwardInputBatchStatistics<T>(x, dy, gradInput, layout, mean, invstd, weight, sumDy, sumDyXmu);
         var gradFixed = new T[x.Length];
-        BatchNorm2dKernels.BackwardInputFixedStatistics<T>(dy, gradFixed, layout, invstd, weight);
+        BatchNormKernels.BackwardInputFixedStatistics<T>(dy, gradFixed, layout, invstd, weight);
 
         var (fastMean, fastVariance) = FastStatistics(x, layout, threads: 2);
         Assert.That(fastMean, Is.EqualTo(mean).Within(1e-12), $"mean, {where}");
         Assert.That(fastVariance, Is.EqualTo(variance).Within(1e-12), $"variance, {where}");
 
         // The rest is fed the reference statistics, so each kernel is compared on its own.
-        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
+        double[] scratch = new double[BatchNormKernels.VectorizedScratchLength(layout)];
         var fastOutput = new T[x.Length];
-        BatchNorm2dKernels.NormalizeVectorized<T>(x, fastOutput, layout, mean, invstd, weight, bias, scratch, threads: 2);
+        BatchNormKernels.NormalizeVectorized<T>(x, fastOutput, layout, mean, invstd, weight, bias, scratch, threads: 2);
         Assert.That(ToDoubles(fastOutput), Is.EqualTo(ToDoubles(output)).Within(outputTolerance), $"output, {where}");
 
         double[] fastSumDy = new double[c], fastSumDyXmu = new double[c];
-        BatchNorm2dKernels.BackwardReductionsVectorized<T>(x, dy, layout, mean, fastSumDy, fastSumDyXmu, scratch, threads: 2);
+        BatchNormKernels.BackwardReductionsVectorized<T>(x, dy, layout, mean, fastSumDy, fastSumDyXmu, scratch, threads: 2);
         double sumTolerance = 1e-13 * layout.ValuesPerChannel * 8;
         Assert.That(fastSumDy, Is.EqualTo(sumDy).Within(sumTolerance), $"Σdy, {where}");
         Assert.That(fastSumDyXmu, Is.EqualTo(sumDyXmu).Within(sumTolerance), $"Σdy·(x − μ), {where}");
 
         var fastGradInput = new T[x.Length];
-        BatchNorm2dKernels.BackwardInputVectorized<T>(x, dy, fastGradInput, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads: 2);
+        BatchNormKernels.BackwardInputVectorized<T>(x, dy, fastGradInput, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads: 2);
         Assert.That(ToDoubles(fastGradInput), Is.EqualTo(ToDoubles(gradInput)).Within(outputTolerance), $"dx with batch statistics, {where}");
 
         var fastGradFixed = new T[x.Length];
-        BatchNorm2dKernels.BackwardInputVectorized<T>(x, dy, fastGradFixed, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: false, scratch, threads: 2);
+        BatchNormKernels.BackwardInputVectorized<T>(x, dy, fastGradFixed, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: false, scratch, threads: 2);
         Assert.That(ToDoubles(fastGradFixed), Is.EqualTo(ToDoubles(gradFixed)).Within(outputTolerance), $"dx with fixed statistics, {where}");
 
         // In place, as the module never does but the contract allows.
         var inPlace = (T[])x.Clone();
-        BatchNorm2dKernels.NormalizeVectorized<T>(inPlace, inPlace, layout, mean, invstd, weight, bias, scratch, threads: 2);
+        BatchNormKernels.NormalizeVectorized<T>(inPlace, inPlace, layout, mean, invstd, weight, bias, scratch, threads: 2);
         Assert.That(inPlace, Is.EqualTo(fastOutput), $"in-place output, {where}");
     }
 
@@ -250,7 +250,7 @@ public class BatchNorm2dVectorizedKernelTests
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         double[] mean = new double[layout.Channels], variance = new double[layout.Channels];
-        BatchNorm2dKernels.BatchStatistics<T>(x, layout, mean, variance);
+        BatchNormKernels.BatchStatistics<T>(x, layout, mean, variance);
         return (mean, variance);
     }
 
@@ -258,8 +258,8 @@ public class BatchNorm2dVectorizedKernelTests
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         double[] mean = new double[layout.Channels], variance = new double[layout.Channels];
-        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
-        BatchNorm2dKernels.BatchStatisticsVectorized<T>(x, layout, mean, variance, scratch, threads);
+        double[] scratch = new double[BatchNormKernels.VectorizedScratchLength(layout)];
+        BatchNormKernels.BatchStatisticsVectorized<T>(x, layout, mean, variance, scratch, threads);
         return (mean, variance);
     }
 
@@ -268,8 +268,8 @@ public class BatchNorm2dVectorizedKernelTests
     {
         var (mean, variance) = FastStatistics(x, layout, threads: 1);
         double[] sumDy = new double[layout.Channels], sumDyXmu = new double[layout.Channels];
-        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
-        BatchNorm2dKernels.BackwardReductionsVectorized<float>(x, dy, layout, mean, sumDy, sumDyXmu, scratch, threads: 1);
+        double[] scratch = new double[BatchNormKernels.VectorizedScratchLength(layout)];
+        BatchNormKernels.BackwardReductionsVectorized<float>(x, dy, layout, mean, sumDy, sumDyXmu, scratch, threads: 1);
         return (mean, variance, sumDy, sumDyXmu);
     }
 
@@ -283,14 +283,14 @@ public class BatchNorm2dVectorizedKernelTests
         T[] weight = KernelInputs.Uniform<T>(random, layout.Channels, 1, 0.5);
         T[] bias = KernelInputs.Uniform<T>(random, layout.Channels, 1, 0);
         int c = layout.Channels;
-        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
+        double[] scratch = new double[BatchNormKernels.VectorizedScratchLength(layout)];
         var r = new FastResult<T>(new double[c], new double[c], new double[c], new double[c], new T[x.Length], new T[x.Length]);
         var invstd = new double[c];
-        BatchNorm2dKernels.BatchStatisticsVectorized<T>(x, layout, r.Mean, r.Variance, scratch, threads);
-        BatchNorm2dKernels.InverseStandardDeviation(r.Variance, 1e-5, invstd);
-        BatchNorm2dKernels.NormalizeVectorized<T>(x, r.Output, layout, r.Mean, invstd, weight, bias, scratch, threads);
-        BatchNorm2dKernels.BackwardReductionsVectorized<T>(x, dy, layout, r.Mean, r.SumDy, r.SumDyXmu, scratch, threads);
-        BatchNorm2dKernels.BackwardInputVectorized<T>(x, dy, r.GradInput, layout, r.Mean, invstd, weight, r.SumDy, r.SumDyXmu, batchStatistics: true, scratch, threads);
+        BatchNormKernels.BatchStatisticsVectorized<T>(x, layout, r.Mean, r.Variance, scratch, threads);
+        BatchNormKernels.InverseStandardDeviation(r.Variance, 1e-5, invstd);
+        BatchNormKernels.NormalizeVectorized<T>(x, r.Output, layout, r.Mean, invstd, weight, bias, scratch, threads);
+        BatchNormKernels.BackwardReductionsVectorized<T>(x, dy, layout, r.Mean, r.SumDy, r.SumDyXmu, scratch, threads);
+        BatchNormKernels.BackwardInputVectorized<T>(x, dy, r.GradInput, layout, r.Mean, invstd, weight, r.SumDy, r.SumDyXmu, batchStatistics: true, scratch, threads);
         return r;
     }
 

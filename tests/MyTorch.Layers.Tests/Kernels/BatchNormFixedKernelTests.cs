@@ -14,11 +14,11 @@ namespace MyTorch.Layers.Tests.Kernels;
 /// formula evaluated in double, including a mean far larger than the spread.
 /// </summary>
 [TestFixture]
-public class BatchNorm2dFixedKernelTests
+public class BatchNormFixedKernelTests
 {
-    private static readonly int[] Spatials = BatchNorm2dVectorizedKernelTests.Spatials;
+    private static readonly int[] Spatials = BatchNormVectorizedKernelTests.Spatials;
 
-    [TestCaseSource(typeof(BatchNorm2dVectorizedKernelTests), nameof(BatchNorm2dVectorizedKernelTests.SmallShapes))]
+    [TestCaseSource(typeof(BatchNormVectorizedKernelTests), nameof(BatchNormVectorizedKernelTests.SmallShapes))]
     public void Float32_SameBitsAsTheReference_OnEveryTail(int batch, int channels, bool channelsLast)
     {
         foreach (int spatial in Spatials)
@@ -27,7 +27,7 @@ public class BatchNorm2dFixedKernelTests
         }
     }
 
-    [TestCaseSource(typeof(BatchNorm2dVectorizedKernelTests), nameof(BatchNorm2dVectorizedKernelTests.SmallShapes))]
+    [TestCaseSource(typeof(BatchNormVectorizedKernelTests), nameof(BatchNormVectorizedKernelTests.SmallShapes))]
     public void Float64_SameBitsAsTheReference_OnEveryTail(int batch, int channels, bool channelsLast)
     {
         foreach (int spatial in Spatials)
@@ -41,9 +41,9 @@ public class BatchNorm2dFixedKernelTests
     public void EmptyBatch_WritesNothing(bool channelsLast)
     {
         var layout = new PlaneLayout(0, 3, 5, channelsLast);
-        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
+        double[] scratch = new double[BatchNormKernels.VectorizedScratchLength(layout)];
         float[] y = [7];
-        BatchNorm2dKernels.NormalizeFixedVectorized<float>([], y, layout, [0, 0, 0], [1, 1, 1], [], [], scratch, threads: 2);
+        BatchNormKernels.NormalizeFixedVectorized<float>([], y, layout, [0, 0, 0], [1, 1, 1], [], [], scratch, threads: 2);
         Assert.That(y, Is.EqualTo(new float[] { 7 }));
     }
 
@@ -64,7 +64,7 @@ public class BatchNorm2dFixedKernelTests
         float[] weight = KernelInputs.Uniform<float>(random, layout.Channels, 1, 0.5);
         float[] bias = KernelInputs.Uniform<float>(random, layout.Channels, 1, 0);
         var y = new float[layout.Length];
-        BatchNorm2dKernels.NormalizeFixed<float>(x, y, layout, runningMean, invstd, weight, bias);
+        BatchNormKernels.NormalizeFixed<float>(x, y, layout, runningMean, invstd, weight, bias);
 
         const double epsilon = 1.0 / (1 << 23);
         for (int c = 0; c < layout.Channels; c++)
@@ -103,7 +103,7 @@ public class BatchNorm2dFixedKernelTests
         float[] weight = [1, 1, 2];
         float[] bias = [0.5f, -1, 2];
         var y = new float[layout.Length];
-        BatchNorm2dKernels.NormalizeFixed<float>(x, y, layout, mean, invstd, weight, bias);
+        BatchNormKernels.NormalizeFixed<float>(x, y, layout, mean, invstd, weight, bias);
 
         int overflows = 0;
         const double epsilon = 1.0 / (1 << 23);
@@ -126,13 +126,13 @@ public class BatchNorm2dFixedKernelTests
         foreach (bool streaming in new[] { false, true })
         {
             var fast = new float[layout.Length];
-            double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
-            BatchNorm2dKernels.NormalizeFixedVectorized<float>(x, fast, layout, mean, invstd, weight, bias, scratch, threads: 2, streaming);
+            double[] scratch = new double[BatchNormKernels.VectorizedScratchLength(layout)];
+            BatchNormKernels.NormalizeFixedVectorized<float>(x, fast, layout, mean, invstd, weight, bias, scratch, threads: 2, streaming);
             Assert.That(fast, Is.EqualTo(y), streaming ? "streaming stores" : "plain stores");
         }
     }
 
-    [TestCaseSource(typeof(BatchNorm2dVectorizedKernelTests), nameof(BatchNorm2dVectorizedKernelTests.ThreadedShapes))]
+    [TestCaseSource(typeof(BatchNormVectorizedKernelTests), nameof(BatchNormVectorizedKernelTests.ThreadedShapes))]
     public void Output_IsBitIdentical_ForAnyThreadCount(int batch, int channels, int spatial, bool channelsLast, bool openMpTeam)
     {
         var layout = new PlaneLayout(batch, channels, spatial, channelsLast);
@@ -157,10 +157,10 @@ public class BatchNorm2dFixedKernelTests
         Assert.That(Run(inputs, layout, threads: 2), Is.EqualTo(expected), where);
 
         var withoutAffine = new T[layout.Length];
-        BatchNorm2dKernels.NormalizeFixed<T>(inputs.X, withoutAffine, layout, inputs.Mean, inputs.Invstd, [], []);
+        BatchNormKernels.NormalizeFixed<T>(inputs.X, withoutAffine, layout, inputs.Mean, inputs.Invstd, [], []);
         var fastWithoutAffine = new T[layout.Length];
-        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
-        BatchNorm2dKernels.NormalizeFixedVectorized<T>(inputs.X, fastWithoutAffine, layout, inputs.Mean, inputs.Invstd, [], [], scratch, threads: 2);
+        double[] scratch = new double[BatchNormKernels.VectorizedScratchLength(layout)];
+        BatchNormKernels.NormalizeFixedVectorized<T>(inputs.X, fastWithoutAffine, layout, inputs.Mean, inputs.Invstd, [], [], scratch, threads: 2);
         Assert.That(fastWithoutAffine, Is.EqualTo(withoutAffine), "without affine, " + where);
     }
 
@@ -180,7 +180,7 @@ public class BatchNorm2dFixedKernelTests
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         var y = new T[layout.Length];
-        BatchNorm2dKernels.NormalizeFixed<T>(inputs.X, y, layout, inputs.Mean, inputs.Invstd, inputs.Weight, inputs.Bias);
+        BatchNormKernels.NormalizeFixed<T>(inputs.X, y, layout, inputs.Mean, inputs.Invstd, inputs.Weight, inputs.Bias);
         return y;
     }
 
@@ -188,8 +188,8 @@ public class BatchNorm2dFixedKernelTests
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         var y = new T[layout.Length];
-        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
-        BatchNorm2dKernels.NormalizeFixedVectorized<T>(inputs.X, y, layout, inputs.Mean, inputs.Invstd, inputs.Weight, inputs.Bias, scratch, threads);
+        double[] scratch = new double[BatchNormKernels.VectorizedScratchLength(layout)];
+        BatchNormKernels.NormalizeFixedVectorized<T>(inputs.X, y, layout, inputs.Mean, inputs.Invstd, inputs.Weight, inputs.Bias, scratch, threads);
         return y;
     }
 

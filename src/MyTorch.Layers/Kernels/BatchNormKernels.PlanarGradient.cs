@@ -23,7 +23,7 @@ namespace MyTorch.Layers.Kernels;
 /// by the same formula. So sums and dx are the same bits as with the gradient moved first.
 /// </para>
 /// </remarks>
-internal static unsafe partial class BatchNorm2dKernels
+internal static unsafe partial class BatchNormKernels
 {
     /// <summary>About this many bytes of gradient are moved at a time: a third of an L1 data cache.</summary>
     /// <remarks>

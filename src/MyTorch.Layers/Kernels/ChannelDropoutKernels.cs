@@ -16,7 +16,7 @@ namespace MyTorch.Layers.Kernels;
 /// channel, 1/(1 − p) for a kept one. A mask of zeros gives y = x · 0, which is libtorch's p = 1: NaN and ±∞
 /// become NaN, negative values −0.0.
 /// </remarks>
-internal static partial class Dropout2dKernels
+internal static partial class ChannelDropoutKernels
 {
     /// <summary>
     /// Turns Bernoulli draws (each exactly 0 or 1) into channel factors: mask[i] = mask[i] / T(1 − p), the division

@@ -21,7 +21,7 @@ namespace MyTorch.Layers.Kernels;
 /// unoptimised for many steps. Large outputs go through <see cref="StreamingStores"/>, whole cache lines only, each
 /// value computed the same way on either path.
 /// </remarks>
-internal static unsafe partial class BatchNorm2dKernels
+internal static unsafe partial class BatchNormKernels
 {
     /// <summary>Elements per vector step: two vectors of doubles, one widened vector of floats.</summary>
     private static int Lanes => 2 * Vector<double>.Count;

@@ -14,7 +14,7 @@ namespace MyTorch.Layers.Tests.Kernels;
 /// kind of store; both within the reference's tolerance of the plain reference.
 /// </summary>
 [TestFixture]
-public unsafe class BatchNorm2dPlanarGradientKernelTests
+public unsafe class BatchNormPlanarGradientKernelTests
 {
     public static IEnumerable<TestCaseData> Shapes()
     {
@@ -45,20 +45,20 @@ public unsafe class BatchNorm2dPlanarGradientKernelTests
     [Test]
     public void NchwInputs_FewChannels_ShortPlanes_LongPeriods_AndTensorsThatStayInTheCache_AreMovedFirst()
     {
-        Assert.That(BatchNorm2dKernels.ReadsPlanarGradient<float>(new PlaneLayout(4, 64, 1024, channelsLast: false)), Is.False, "NCHW input");
-        Assert.That(BatchNorm2dKernels.ReadsPlanarGradient<float>(new PlaneLayout(8, 3, 50176, channelsLast: true)), Is.False, "3 channels");
-        Assert.That(BatchNorm2dKernels.ReadsPlanarGradient<float>(new PlaneLayout(256, 512, 16, channelsLast: true)), Is.False, "4×4 planes");
-        Assert.That(BatchNorm2dKernels.ReadsPlanarGradient<double>(new PlaneLayout(2, 20_001, 64, channelsLast: true)), Is.False, "a period of 1.3 MB");
-        Assert.That(BatchNorm2dKernels.ReadsPlanarGradient<float>(new PlaneLayout(32, 256, 196, channelsLast: true)), Is.False, "32×256×14×14: 6.4 MB");
-        Assert.That(BatchNorm2dKernels.CanReadPlanarGradient<float>(new PlaneLayout(32, 256, 196, channelsLast: true)), Is.True, "32×256×14×14 could be");
-        Assert.That(BatchNorm2dKernels.ReadsPlanarGradient<float>(new PlaneLayout(32, 64, 3136, channelsLast: true)), Is.True, "32×64×56×56");
-        Assert.That(BatchNorm2dKernels.ReadsPlanarGradient<double>(new PlaneLayout(2, 64, 128 * 64, channelsLast: true)), Is.True, "2×64×128×64 float64: 8 MiB");
+        Assert.That(BatchNormKernels.ReadsPlanarGradient<float>(new PlaneLayout(4, 64, 1024, channelsLast: false)), Is.False, "NCHW input");
+        Assert.That(BatchNormKernels.ReadsPlanarGradient<float>(new PlaneLayout(8, 3, 50176, channelsLast: true)), Is.False, "3 channels");
+        Assert.That(BatchNormKernels.ReadsPlanarGradient<float>(new PlaneLayout(256, 512, 16, channelsLast: true)), Is.False, "4×4 planes");
+        Assert.That(BatchNormKernels.ReadsPlanarGradient<double>(new PlaneLayout(2, 20_001, 64, channelsLast: true)), Is.False, "a period of 1.3 MB");
+        Assert.That(BatchNormKernels.ReadsPlanarGradient<float>(new PlaneLayout(32, 256, 196, channelsLast: true)), Is.False, "32×256×14×14: 6.4 MB");
+        Assert.That(BatchNormKernels.CanReadPlanarGradient<float>(new PlaneLayout(32, 256, 196, channelsLast: true)), Is.True, "32×256×14×14 could be");
+        Assert.That(BatchNormKernels.ReadsPlanarGradient<float>(new PlaneLayout(32, 64, 3136, channelsLast: true)), Is.True, "32×64×56×56");
+        Assert.That(BatchNormKernels.ReadsPlanarGradient<double>(new PlaneLayout(2, 64, 128 * 64, channelsLast: true)), Is.True, "2×64×128×64 float64: 8 MiB");
     }
 
     private static void CompareWithMovingFirst<T>(PlaneLayout layout, int seed, double outputTolerance)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
-        Assert.That(BatchNorm2dKernels.CanReadPlanarGradient<T>(layout), Is.True, "the shape can take the path under test");
+        Assert.That(BatchNormKernels.CanReadPlanarGradient<T>(layout), Is.True, "the shape can take the path under test");
         var random = new Random(seed);
         int c = layout.Channels;
         T[] x = KernelInputs.Uniform<T>(random, layout.Length, 3, 1);
@@ -66,28 +66,28 @@ public unsafe class BatchNorm2dPlanarGradientKernelTests
         T[] weight = KernelInputs.Uniform<T>(random, c, 1, 0.5);
         double[] mean = KernelInputs.Uniform<double>(random, c, 0.5, 1);
         double[] invstd = KernelInputs.Uniform<double>(random, c, 0.5, 1.5);
-        double[] scratch = new double[BatchNorm2dKernels.VectorizedScratchLength(layout)];
+        double[] scratch = new double[BatchNormKernels.VectorizedScratchLength(layout)];
 
         // The channels-last kernels on a gradient moved first, and the plain reference on the same.
         var movedFirst = new T[layout.Length];
         LayoutKernels.ToOtherLayout<T>(planes, movedFirst, new PlaneLayout(layout.Batch, c, layout.Spatial, channelsLast: false));
         double[] sumDy = new double[c], sumDyXmu = new double[c];
-        BatchNorm2dKernels.BackwardReductionsVectorized<T>(x, movedFirst, layout, mean, sumDy, sumDyXmu, scratch, threads: 1);
+        BatchNormKernels.BackwardReductionsVectorized<T>(x, movedFirst, layout, mean, sumDy, sumDyXmu, scratch, threads: 1);
         var gradInput = new Dictionary<bool, T[]>();
         foreach (bool batchStatistics in new[] { true, false })
         {
             gradInput[batchStatistics] = new T[layout.Length];
-            BatchNorm2dKernels.BackwardInputVectorized<T>(
+            BatchNormKernels.BackwardInputVectorized<T>(
                 x, movedFirst, gradInput[batchStatistics], layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics, scratch, threads: 1, streamingStores: false);
         }
 
         double[] referenceSumDy = new double[c], referenceSumDyXmu = new double[c];
-        BatchNorm2dKernels.BackwardReductions<T>(x, movedFirst, layout, mean, referenceSumDy, referenceSumDyXmu);
+        BatchNormKernels.BackwardReductions<T>(x, movedFirst, layout, mean, referenceSumDy, referenceSumDyXmu);
         double tolerance = 1e-13 * Math.Max(1, layout.ValuesPerChannel) * 8;
         var referenceGradInput = new T[layout.Length];
-        BatchNorm2dKernels.BackwardInputBatchStatistics<T>(x, movedFirst, referenceGradInput, layout, mean, invstd, weight, referenceSumDy, referenceSumDyXmu);
+        BatchNormKernels.BackwardInputBatchStatistics<T>(x, movedFirst, referenceGradInput, layout, mean, invstd, weight, referenceSumDy, referenceSumDyXmu);
         var referenceGradFixed = new T[layout.Length];
-        BatchNorm2dKernels.BackwardInputFixedStatistics<T>(movedFirst, referenceGradFixed, layout, invstd, weight);
+        BatchNormKernels.BackwardInputFixedStatistics<T>(movedFirst, referenceGradFixed, layout, invstd, weight);
 
         byte* block = (byte*)NativeMemory.AlignedAlloc((nuint)((layout.Length + 1) * sizeof(T)), 64);
         try
@@ -95,7 +95,7 @@ public unsafe class BatchNorm2dPlanarGradientKernelTests
             foreach (int threads in new[] { 1, 2, 3 })
             {
                 double[] planarSumDy = new double[c], planarSumDyXmu = new double[c];
-                BatchNorm2dKernels.BackwardReductionsPlanarGradient<T>(x, planes, layout, mean, planarSumDy, planarSumDyXmu, scratch, threads);
+                BatchNormKernels.BackwardReductionsPlanarGradient<T>(x, planes, layout, mean, planarSumDy, planarSumDyXmu, scratch, threads);
                 Assert.That(Bits(planarSumDy), Is.EqualTo(Bits(sumDy)), $"Σdy, {threads} threads");
                 Assert.That(Bits(planarSumDyXmu), Is.EqualTo(Bits(sumDyXmu)), $"Σdy·(x − μ), {threads} threads");
                 Assert.That(planarSumDy, Is.EqualTo(referenceSumDy).Within(tolerance), $"Σdy against the reference, {threads} threads");
@@ -109,7 +109,7 @@ public unsafe class BatchNorm2dPlanarGradientKernelTests
                         string where = $"{threads} threads, {(batchStatistics ? "batch" : "fixed")} statistics, {(streaming ? "streaming" : "plain")} stores, offset {offset}";
                         var planarGradInput = new Span<T>((T*)block + offset, layout.Length);
                         planarGradInput.Fill(T.NaN);
-                        BatchNorm2dKernels.BackwardInputPlanarGradient<T>(
+                        BatchNormKernels.BackwardInputPlanarGradient<T>(
                             x, planes, planarGradInput, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics, scratch, threads, streaming);
                         T[] actual = planarGradInput.ToArray();
                         Assert.That(Bits(actual), Is.EqualTo(Bits(gradInput[batchStatistics])), $"dx, {where}");

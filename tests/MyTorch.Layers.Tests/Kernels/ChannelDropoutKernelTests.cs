@@ -7,30 +7,30 @@ using NUnit.Framework;
 
 namespace MyTorch.Layers.Tests.Kernels;
 
-/// <summary>Dropout2dKernels on spans small enough to check by hand, in both layouts, including the vector paths' tails.</summary>
+/// <summary>ChannelDropoutKernels on spans small enough to check by hand, in both layouts, including the vector paths' tails.</summary>
 [TestFixture]
-public class Dropout2dKernelTests
+public class ChannelDropoutKernelTests
 {
     [Test]
     public void ScaleMask_DividesInTheElementType()
     {
         float[] single = [1, 0, 1];
-        Dropout2dKernels.ScaleMask<float>(single, 1 - 0.1);
+        ChannelDropoutKernels.ScaleMask<float>(single, 1 - 0.1);
         Assert.That(single, Is.EqualTo(new[] { 1f / 0.9f, 0f, 1f / 0.9f }));
         Assert.That(BitConverter.SingleToInt32Bits(single[0]), Is.EqualTo(BitConverter.SingleToInt32Bits(1.1111111640930176f)), "float32: 1f / (float)0.9");
 
         // p = 0.04: rounding 1 / 0.96 from double would give 1.0416666269302368f, one ulp below libtorch's value.
         float[] rounding = [1];
-        Dropout2dKernels.ScaleMask<float>(rounding, 1 - 0.04);
+        ChannelDropoutKernels.ScaleMask<float>(rounding, 1 - 0.04);
         Assert.That(rounding[0], Is.EqualTo(1.0416667461395264f), "float32: 1f / (float)0.96");
 
         double[] wide = [0, 1];
-        Dropout2dKernels.ScaleMask<double>(wide, 1 - 0.9);
+        ChannelDropoutKernels.ScaleMask<double>(wide, 1 - 0.9);
         Assert.That(wide[1], Is.EqualTo(10.000000000000002), "float64: 1 / (1 − 0.9), and 1 − 0.9 is not 0.1 in binary");
         Assert.That(BitConverter.DoubleToInt64Bits(wide[0]), Is.Zero, "a dropped channel's factor is +0");
 
         double[] kept = [1, 1];
-        Dropout2dKernels.ScaleMask<double>(kept, 1);
+        ChannelDropoutKernels.ScaleMask<double>(kept, 1);
         Assert.That(kept, Is.EqualTo(new[] { 1.0, 1.0 }), "p = 0 scales by 1");
     }
 
@@ -42,7 +42,7 @@ public class Dropout2dKernelTests
         double[] x = [0, 1, 10, 11, 20, 21, 100, 101, 110, 111, 120, 121];
         double[] mask = [2, 0, 2, 0, 0, 2];
         var y = new double[12];
-        Dropout2dKernels.ApplyMask<double>(x, y, layout, mask);
+        ChannelDropoutKernels.ApplyMask<double>(x, y, layout, mask);
         Assert.That(y, Is.EqualTo(new double[] { 0, 2, 0, 0, 40, 42, 0, 0, 0, 0, 240, 242 }));
     }
 
@@ -54,7 +54,7 @@ public class Dropout2dKernelTests
         double[] x = [0, 10, 20, 1, 11, 21, 100, 110, 120, 101, 111, 121];
         double[] mask = [2, 0, 2, 0, 0, 2];
         var y = new double[12];
-        Dropout2dKernels.ApplyMask<double>(x, y, layout, mask);
+        ChannelDropoutKernels.ApplyMask<double>(x, y, layout, mask);
         Assert.That(y, Is.EqualTo(new double[] { 0, 0, 40, 2, 0, 42, 0, 0, 240, 0, 0, 242 }));
     }
 
@@ -67,8 +67,8 @@ public class Dropout2dKernelTests
         float[] x = Enumerable.Range(0, layout.Length).Select(_ => (float)random.NextDouble() - 0.5f).ToArray();
         float[] mask = [0, 1.25f, 1.25f, 0, 1.25f, 0, 0, 1.25f, 1.25f, 1.25f, 0, 1.25f];
         var outOfPlace = new float[x.Length];
-        Dropout2dKernels.ApplyMask<float>(x, outOfPlace, layout, mask);
-        Dropout2dKernels.ApplyMask<float>(x, x, layout, mask);
+        ChannelDropoutKernels.ApplyMask<float>(x, outOfPlace, layout, mask);
+        ChannelDropoutKernels.ApplyMask<float>(x, x, layout, mask);
         Assert.That(x, Is.EqualTo(outOfPlace));
     }
 
@@ -79,11 +79,11 @@ public class Dropout2dKernelTests
         var layout = new PlaneLayout(1, 2, 4, channelsLast);
         float[] x = [float.NaN, float.PositiveInfinity, float.NegativeInfinity, -2f, 3f, -0f, 0f, float.Epsilon];
         var y = new float[8];
-        Dropout2dKernels.ApplyMask<float>(x, y, layout, new float[2]);
+        ChannelDropoutKernels.ApplyMask<float>(x, y, layout, new float[2]);
         Assert.That(y.Take(3).All(float.IsNaN), Is.True, "NaN · 0 and ±∞ · 0 are NaN");
         Assert.That(y.Skip(3).Select(BitConverter.SingleToInt32Bits), Is.EqualTo(new[] { int.MinValue, 0, int.MinValue, 0, 0 }), "−2 → −0.0, 3 → +0.0, −0 → −0.0, +0 and ε → +0.0");
 
-        Dropout2dKernels.ApplyMask<float>(x, x, layout, new float[2]);
+        ChannelDropoutKernels.ApplyMask<float>(x, x, layout, new float[2]);
         Assert.That(x.Select(BitConverter.SingleToInt32Bits).Skip(3), Is.EqualTo(y.Select(BitConverter.SingleToInt32Bits).Skip(3)), "in place");
         Assert.That(x.Take(3).All(float.IsNaN), Is.True, "in place");
     }
@@ -102,9 +102,9 @@ public class Dropout2dKernelTests
             double[] x = Enumerable.Range(0, layout.Length).Select(_ => random.NextDouble() - 0.5).ToArray();
             double[] mask = Enumerable.Range(0, layout.Batch * layout.Channels).Select(i => i % 3 == 0 ? 0 : 1 / 0.7).ToArray();
             var y = new double[x.Length];
-            Dropout2dKernels.ApplyMask<double>(x, y, layout, mask);
+            ChannelDropoutKernels.ApplyMask<double>(x, y, layout, mask);
             var dx = new double[x.Length];
-            Dropout2dKernels.Backward<double>(x, dx, layout, mask);
+            ChannelDropoutKernels.Backward<double>(x, dx, layout, mask);
             for (int n = 0; n < layout.Batch; n++)
             {
                 for (int c = 0; c < layout.Channels; c++)
@@ -145,7 +145,7 @@ public class Dropout2dKernelTests
                 float[] x = buffer[start..];
                 float[] mask = Enumerable.Range(0, layout.Batch * layout.Channels).Select(i => i % 3 == 0 ? 0f : 1 / 0.7f).ToArray();
                 float[] output = inPlace ? buffer : new float[buffer.Length];
-                Dropout2dKernels.ApplyMask<float>(inPlace ? output.AsSpan(start) : x, output.AsSpan(start), layout, mask, streamingStores: streamingStores);
+                ChannelDropoutKernels.ApplyMask<float>(inPlace ? output.AsSpan(start) : x, output.AsSpan(start), layout, mask, streamingStores: streamingStores);
                 for (int i = 0; i < layout.Length; i++)
                 {
                     float expected = x[i] * mask[i / size];
@@ -164,7 +164,7 @@ public class Dropout2dKernelTests
         var layout = new PlaneLayout(1, 2, 3, channelsLast: false);
         float[] dy = [1, -2, 3, 4, 5, -6];
         var dx = new float[6];
-        Dropout2dKernels.Backward<float>(dy, dx, layout, [0f, 2f]);
+        ChannelDropoutKernels.Backward<float>(dy, dx, layout, [0f, 2f]);
         Assert.That(dx, Is.EqualTo(new[] { 0f, -0f, 0f, 8f, 10f, -12f }));
         Assert.That(BitConverter.SingleToInt32Bits(dx[1]), Is.EqualTo(int.MinValue), "−2 · 0 = −0.0, as libtorch's dy · 0");
     }
@@ -196,7 +196,7 @@ public class Dropout2dKernelTests
         foreach (int threads in new[] { 1, 2, 5 })
         {
             var y = new float[x.Length];
-            KernelTeams.Run(openMpTeam, () => Dropout2dKernels.ApplyMask<float>(x, y, layout, mask, threads));
+            KernelTeams.Run(openMpTeam, () => ChannelDropoutKernels.ApplyMask<float>(x, y, layout, mask, threads));
             for (int n = 0; n < layout.Batch; n++)
             {
                 for (int c = 0; c < layout.Channels; c++)

@@ -23,7 +23,7 @@ namespace MyTorch.Layers.Kernels;
 /// one <see cref="ShiftedSums{T}"/> uses for other plane lengths; the tests hold both to the reference.
 /// </para>
 /// </remarks>
-internal static unsafe partial class BatchNorm2dKernels
+internal static unsafe partial class BatchNormKernels
 {
     /// <summary>Whether planes of <paramref name="spatial"/> values are summed here: two steps of 256-bit vectors, on AVX.</summary>
     private static bool SumsFourPlanesAtOnce(int spatial) =>

@@ -31,7 +31,7 @@ namespace MyTorch.Layers.Kernels;
 /// none (see docs/performance.md).
 /// </para>
 /// </remarks>
-internal static unsafe partial class BatchNorm2dKernels
+internal static unsafe partial class BatchNormKernels
 {
     /// <summary>Values per step of the register loops: two vectors of 8 doubles.</summary>
     private const int RegisterStep = 16;

@@ -16,7 +16,7 @@ namespace MyTorch.Layers.Kernels;
 /// planes of one value, gain the most. The NCHW loop keeps 256-bit steps: the same change there was slower on the
 /// AVX-512 machine measured (see docs/performance.md).
 /// </remarks>
-internal static unsafe partial class BatchNorm2dKernels
+internal static unsafe partial class BatchNormKernels
 {
     /// <summary>Whether the fixed-statistics loops take 512-bit steps of <typeparamref name="T"/>.</summary>
     private static bool WideFixed<T>()
