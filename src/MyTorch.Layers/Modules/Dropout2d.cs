@@ -1,5 +1,4 @@
 using System;
-using System.Collections.Generic;
 using MyTorch.Layers.Functional;
 using TorchSharp;
 using static TorchSharp.torch;
