@@ -31,6 +31,9 @@ internal static unsafe partial class BatchNormKernels
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
         where TStore : struct, IStoreMode
     {
+        // A local, not the ref: tracked through the ref, every step would store and reload it, a chain through memory
+        // that bounds the loop.
+        var tracked = nonFinite;
         int lanes = Vector512<T>.Count;
         int i = 0;
         for (; i <= length - period; i += period)
@@ -39,11 +42,12 @@ internal static unsafe partial class BatchNormKernels
             {
                 Prefetch.Ahead(x + i + k, x + length);
                 var difference = Vector512.Load(x + i + k) - Vector512.Load(offset + k);
-                nonFinite = TrackNonFinite512(nonFinite, difference);
+                tracked = TrackNonFinite512(tracked, difference);
                 Store512<T, TStore>(FusedMultiplyAdd512(difference, Vector512.Load(scale + k), Vector512.Load(shift + k)), y + i + k);
             }
         }
 
+        nonFinite = tracked;
         return i;
     }
 
