@@ -33,25 +33,37 @@ internal static class Check
     }
 
     /// <summary>
-    /// The checks every layer's input passes once its rank is known: on the CPU, float32 or float64, and few enough
-    /// elements for a span to index.
+    /// The checks every layer's input passes once its rank is known: on the CPU, float32 or float64 (or, for the layers
+    /// that take them, bfloat16 and float16), and few enough elements for a span to index.
     /// </summary>
-    public static void KernelReadable(Tensor tensor, string name, long[] shape)
+    public static void KernelReadable(Tensor tensor, string name, long[] shape, bool halfPrecision = false)
     {
         OnCpu(tensor, name);
-        FloatingDtype(tensor, name);
+        FloatingDtype(tensor, name, halfPrecision);
         Layouts.CheckedLength(shape);
     }
 
-    /// <summary>Refuses dtypes other than float32 and float64.</summary>
-    public static void FloatingDtype(Tensor tensor, string name)
+    /// <summary>Refuses dtypes other than float32 and float64, and, unless <paramref name="halfPrecision"/>, bfloat16 and float16.</summary>
+    public static void FloatingDtype(Tensor tensor, string name, bool halfPrecision = false)
     {
-        if (tensor.dtype is not (ScalarType.Float32 or ScalarType.Float64))
+        if (tensor.dtype is ScalarType.Float32 or ScalarType.Float64)
         {
-            throw new ArgumentException(
-                $"'{name}' has dtype {tensor.dtype}; expected Float32 or Float64.", name);
+            return;
+        }
+
+        if (!halfPrecision)
+        {
+            throw new ArgumentException($"'{name}' has dtype {tensor.dtype}; expected Float32 or Float64.", name);
+        }
+
+        if (!IsHalfPrecision(tensor.dtype))
+        {
+            throw new ArgumentException($"'{name}' has dtype {tensor.dtype}; expected Float32, Float64, BFloat16 or Float16.", name);
         }
     }
+
+    /// <summary>Whether <paramref name="dtype"/> is one of the 16-bit floating dtypes, bfloat16 and float16.</summary>
+    public static bool IsHalfPrecision(ScalarType dtype) => dtype is ScalarType.BFloat16 or ScalarType.Float16;
 
     /// <summary>Refuses a tensor whose dtype differs from <paramref name="expected"/>.</summary>
     public static void SameDtype(Tensor tensor, string name, ScalarType expected, string expectedFrom)

@@ -124,7 +124,7 @@ public static class Dropout2dFunctional
         Check.Alive(input, nameof(input));
         CheckProbability(p);
         long[] shape = ranks.Check(input, nameof(input));
-        Check.KernelReadable(input, nameof(input), shape);
+        Check.KernelReadable(input, nameof(input), shape, halfPrecision: true);
         long[] maskShape = ranks.MaskShape(shape);
         if (!Drops(input, p, training))
         {
@@ -152,7 +152,7 @@ public static class Dropout2dFunctional
     internal static Tensor Backward(Tensor gradOutput, Tensor mask, DropoutRanks ranks)
     {
         long[] shape = ranks.Check(gradOutput, nameof(gradOutput));
-        Check.KernelReadable(gradOutput, nameof(gradOutput), shape);
+        Check.KernelReadable(gradOutput, nameof(gradOutput), shape, halfPrecision: true);
         CheckMask(mask, gradOutput.dtype, ranks.MaskShape(shape));
         long[] planeShape = ranks.Planes(shape);
         using var dy = ranks.AsPlanes(gradOutput, planeShape, inplace: false, nameof(gradOutput));
@@ -178,7 +178,7 @@ public static class Dropout2dFunctional
                 name);
         }
 
-        Check.KernelReadable(input, name, shape);
+        Check.KernelReadable(input, name, shape, halfPrecision: true);
         return shape;
     }
 
@@ -311,6 +311,20 @@ public static class Dropout2dFunctional
         {
             ChannelDropoutKernels.Backward(TensorMemory.Span<float>(dy, plane), TensorMemory.Span<float>(gradInput, plane), plane, TensorMemory.Vector<float>(mask), KernelThreads.Count);
         }
+        else if (Check.IsHalfPrecision(gradOutput.dtype))
+        {
+            Span<ushort> source = TensorMemory.Span<ushort>(dy, plane);
+            Span<ushort> destination = TensorMemory.Span<ushort>(gradInput, plane);
+            Span<ushort> factors = TensorMemory.Vector<ushort>(mask);
+            if (gradOutput.dtype == ScalarType.BFloat16)
+            {
+                ChannelDropoutKernels.ApplyHalfPrecisionMask<BFloat16Bits>(source, destination, plane, factors, KernelThreads.Count);
+            }
+            else
+            {
+                ChannelDropoutKernels.ApplyHalfPrecisionMask<Float16Bits>(source, destination, plane, factors, KernelThreads.Count);
+            }
+        }
         else
         {
             ChannelDropoutKernels.Backward(TensorMemory.Span<double>(dy, plane), TensorMemory.Span<double>(gradInput, plane), plane, TensorMemory.Vector<double>(mask), KernelThreads.Count);
@@ -345,14 +359,53 @@ public static class Dropout2dFunctional
     /// </summary>
     private static void DrawAndApplyMask(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask, double keep, Generator? generator)
     {
-        if (source.dtype == ScalarType.Float32)
+        switch (source.dtype)
         {
-            DrawAndApplyMask<float>(source, destination, plane, mask, keep, generator);
+            case ScalarType.Float32:
+                DrawAndApplyMask<float>(source, destination, plane, mask, keep, generator);
+                break;
+            case ScalarType.Float64:
+                DrawAndApplyMask<double>(source, destination, plane, mask, keep, generator);
+                break;
+            case ScalarType.BFloat16:
+                DrawAndApplyHalfPrecisionMask<BFloat16Bits>(source, destination, plane, mask, keep, generator);
+                break;
+            default:
+                DrawAndApplyHalfPrecisionMask<Float16Bits>(source, destination, plane, mask, keep, generator);
+                break;
         }
-        else
+    }
+
+    /// <summary>
+    /// <see cref="DrawAndApplyMask{T}"/> for a 16-bit dtype: the same draws, the mask drawn whole and then applied (the
+    /// mask is N·C values, small beside the input).
+    /// </summary>
+    private static void DrawAndApplyHalfPrecisionMask<TFormat>(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask, double keep, Generator? generator)
+        where TFormat : struct, IHalfPrecision
+    {
+        Span<ushort> y = TensorMemory.Span<ushort>(destination, plane);
+        ReadOnlySpan<ushort> x = ReferenceEquals(source, destination) ? y : TensorMemory.Span<ushort>(source, plane);
+        Span<ushort> factors = TensorMemory.Vector<ushort>(mask);
+        if (keep > 0)
         {
-            DrawAndApplyMask<double>(source, destination, plane, mask, keep, generator);
+            lock (GeneratorState.Gate)
+            {
+                using var state = GeneratorState.TryRead(generator, out var twister);
+                if (state is null)
+                {
+                    mask.bernoulli_(keep, generator);
+                }
+                else
+                {
+                    ChannelDropoutKernels.DrawHalfPrecisionMask<TFormat>(ref twister, factors, keep);
+                    GeneratorState.Write(generator, state, twister);
+                }
+            }
+
+            ChannelDropoutKernels.ScaleHalfPrecisionMask<TFormat>(factors, keep);
         }
+
+        ChannelDropoutKernels.ApplyHalfPrecisionMask<TFormat>(x, y, plane, factors, KernelThreads.Count);
     }
 
     private static void DrawAndApplyMask<T>(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask, double keep, Generator? generator)

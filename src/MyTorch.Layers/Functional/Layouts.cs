@@ -98,7 +98,7 @@ internal static class Layouts
     }
 
     /// <summary>
-    /// <paramref name="x"/>, 3-D or 4-D, float32 or float64, itself when it is in <paramref name="layout"/>, otherwise a
+    /// <paramref name="x"/>, 3-D or 4-D, of a dtype the kernels take, itself when it is in <paramref name="layout"/>, otherwise a
     /// copy in that layout: made by <see cref="LayoutKernels"/> from the other readable layout, by libtorch from any
     /// other strides.
     /// </summary>
@@ -117,6 +117,10 @@ internal static class Layouts
             if (x.dtype == ScalarType.Float32)
             {
                 LayoutKernels.ToOtherLayout<float>(TensorMemory.Span<float>(x, from), TensorMemory.Span<float>(moved, from), from, KernelThreads.Count);
+            }
+            else if (Check.IsHalfPrecision(x.dtype))
+            {
+                LayoutKernels.ToOtherLayout<ushort>(TensorMemory.Span<ushort>(x, from), TensorMemory.Span<ushort>(moved, from), from, KernelThreads.Count);
             }
             else
             {

@@ -32,7 +32,7 @@ public class ChannelDropoutFunctionalTests
         ];
         foreach (var (layer, shape) in shapes)
         {
-            foreach (var dtype in new[] { ScalarType.Float32, ScalarType.Float64 })
+            foreach (var dtype in Dropout2dOracleTests.Dtypes)
             {
                 foreach (double p in new[] { 0.0, 0.3, 1.0 })
                 {
@@ -106,7 +106,7 @@ public class ChannelDropoutFunctionalTests
     public void OtherMemoryLayouts_MatchTorchSharp_AndKeepTheChannelsLastLayout(
         [Values("Dropout1d", "Dropout3d")] string layer,
         [Values("contiguous", "channels last", "strided slice", "storage offset")] string layout,
-        [Values(ScalarType.Float32, ScalarType.Float64)] ScalarType dtype)
+        [ValueSource(typeof(Dropout2dOracleTests), nameof(Dropout2dOracleTests.Dtypes))] ScalarType dtype)
     {
         using var scope = NewDisposeScope();
         long[] shape = layer == "Dropout1d" ? [4, 5, 6] : [3, 4, 2, 3, 5];
@@ -220,8 +220,8 @@ public class ChannelDropoutFunctionalTests
             ("3d, p = -0.1", new("Dropout3d", () => randn([2, 3, 2, 2, 2]), -0.1, false, typeof(ArgumentOutOfRangeException), Probability + "-0.1")),
             ("1d, p = NaN", new("Dropout1d", () => randn(3, 4), double.NaN, false, typeof(ArgumentOutOfRangeException), Probability + "nan")),
             ("3d, p = NaN", new("Dropout3d", () => randn(3, 2, 2, 2), double.NaN, true, typeof(ArgumentOutOfRangeException), Probability + "nan")),
-            ("1d, Int32 input", new("Dropout1d", () => randint(0, 9, [2, 3, 4]).to(ScalarType.Int32), 0.5, false, typeof(ArgumentException), "'input' has dtype Int32; expected Float32 or Float64.")),
-            ("3d, Float16 input", new("Dropout3d", () => randn([2, 3, 2, 2, 2]).to(ScalarType.Float16), 0.5, true, typeof(ArgumentException), "'input' has dtype Float16; expected Float32 or Float64.")),
+            ("1d, Int32 input", new("Dropout1d", () => randint(0, 9, [2, 3, 4]).to(ScalarType.Int32), 0.5, false, typeof(ArgumentException), "'input' has dtype Int32; expected Float32, Float64, BFloat16 or Float16.")),
+            ("3d, Int64 input", new("Dropout3d", () => randint(0, 9, [2, 3, 2, 2, 2]), 0.5, true, typeof(ArgumentException), "'input' has dtype Int64; expected Float32, Float64, BFloat16 or Float16.")),
             ("1d, on the meta device", new("Dropout1d", () => empty([2, 3, 4], device: META), 0.5, false, typeof(NotSupportedException), "'input' is on device meta; MyTorch.Layers kernels run on the CPU only.")),
             ("1d, in place on an expanded tensor", new("Dropout1d", () => randn(1, 3, 1).expand(2, 3, 5), 0.5, true, typeof(ArgumentException), Overlap)),
             ("3d, in place on an expanded tensor", new("Dropout3d", () => randn([1, 3, 1, 1, 1]).expand(2, 3, 2, 3, 4), 0.5, true, typeof(ArgumentException), Overlap)),
@@ -295,7 +295,7 @@ public class ChannelDropoutFunctionalTests
             ("3d, mask on the meta device", new("Dropout3d", () => randn([2, 3, 2, 2, 2]), () => empty([2, 3, 1, 1, 1], device: META), typeof(NotSupportedException), "'mask' is on device meta; MyTorch.Layers kernels run on the CPU only.", "mask")),
             ("1d, 4-D dy", new("Dropout1d", () => randn(2, 3, 4, 5), () => ones(2, 3, 1), typeof(ArgumentException), "Dropout1d expects a 2-D (C, L) or 3-D (N, C, L) input, got a 4-D input of size [2, 3, 4, 5].", "gradOutput")),
             ("3d, 3-D dy", new("Dropout3d", () => randn(3, 2, 2), () => ones(3, 1, 1, 1), typeof(ArgumentException), "Dropout3d expects a 4-D (C, D, H, W) or 5-D (N, C, D, H, W) input, got a 3-D input of size [3, 2, 2].", "gradOutput")),
-            ("1d, Int32 dy", new("Dropout1d", () => randint(0, 9, [2, 3, 4]).to(ScalarType.Int32), () => ones(2, 3, 1), typeof(ArgumentException), "'gradOutput' has dtype Int32; expected Float32 or Float64.", "gradOutput")),
+            ("1d, Int32 dy", new("Dropout1d", () => randint(0, 9, [2, 3, 4]).to(ScalarType.Int32), () => ones(2, 3, 1), typeof(ArgumentException), "'gradOutput' has dtype Int32; expected Float32, Float64, BFloat16 or Float16.", "gradOutput")),
         };
         foreach (var (name, refusal) in cases)
         {
@@ -424,10 +424,13 @@ public class ChannelDropoutFunctionalTests
         }
     }
 
-    /// <summary>Whether every mask value is 0 or T(1) / T(1 − p), libtorch's scale in the mask's dtype T.</summary>
+    /// <summary>
+    /// Whether every mask value is 0 or libtorch's scale in the mask's dtype: T(1) / T(1 − p) for float32 and float64,
+    /// 1f / (float)(1 − p) rounded to the dtype for bfloat16 and float16 (libtorch divides those in float32).
+    /// </summary>
     private static bool MaskValuesAre(Tensor mask, double p)
     {
-        double kept = mask.dtype == ScalarType.Float32 ? 1f / (float)(1 - p) : 1 / (1 - p);
+        double kept = mask.dtype == ScalarType.Float64 ? 1 / (1 - p) : 1f / (float)(1 - p);
         using var isZero = mask.eq(0);
         using var isKept = p == 1 ? isZero.clone() : mask.eq(tensor(kept, mask.dtype));
         using var either = isZero.logical_or(isKept);

@@ -19,7 +19,7 @@ public class ChannelDropoutOracleTests
     {
         long[][] oneD = [[4, 3, 7], [2, 5, 1], [3, 7], [1, 2, 9]];
         long[][] threeD = [[2, 3, 4, 5, 6], [1, 2, 3, 1, 2], [3, 4, 5, 6]];
-        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.Float64 })
+        foreach (var dtype in Dropout2dOracleTests.Dtypes)
         {
             foreach (double p in new[] { 0.3, 0.0, 1.0 })
             {

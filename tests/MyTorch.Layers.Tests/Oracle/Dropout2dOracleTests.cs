@@ -19,6 +19,9 @@ public class Dropout2dOracleTests
 {
     private static readonly double[] Probabilities = [0, 0.1, 0.5, 0.9, 1];
 
+    /// <summary>Every dtype the layer takes: TorchSharp's Dropout2d takes the 16-bit ones too, drawing their masks in them.</summary>
+    public static readonly ScalarType[] Dtypes = [ScalarType.Float32, ScalarType.Float64, ScalarType.BFloat16, ScalarType.Float16];
+
     /// <summary>TorchSharp's two entry points.</summary>
     public enum Oracle
     {
@@ -31,7 +34,7 @@ public class Dropout2dOracleTests
 
     public static IEnumerable<TestCaseData> Matrix()
     {
-        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.Float64 })
+        foreach (var dtype in Dtypes)
         {
             foreach (int rank in new[] { 4, 3 })
             {
@@ -107,7 +110,7 @@ public class Dropout2dOracleTests
     /// <summary>Cases with a mask of N·C = 5 × 1700 values, which is drawn in parts while the parts drawn are applied.</summary>
     public static IEnumerable<TestCaseData> DrawnMaskMatrix()
     {
-        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.Float64 })
+        foreach (var dtype in Dtypes)
         {
             foreach (var layout in Enum.GetValues<Layout>())
             {
@@ -267,7 +270,7 @@ public class Dropout2dOracleTests
     [Test]
     public void ProbabilitiesWhereRoundingTheScaleFromDoubleWouldDiffer_MatchTorchSharp(
         [Values(0.021, 0.04, 0.054)] double p,
-        [Values(ScalarType.Float32, ScalarType.Float64)] ScalarType dtype,
+        [ValueSource(nameof(Dtypes))] ScalarType dtype,
         [Values(Layout.Contiguous, Layout.ChannelsLast)] Layout layout)
     {
         Assert.That(1f / (float)(1 - p), Is.Not.EqualTo((float)(1 / (1 - p))), "p must be one where the two roundings differ");
@@ -554,6 +557,12 @@ internal static class BitExact
     private static bool Same((double Value, long Bits) a, (double Value, long Bits) e) =>
         double.IsNaN(e.Value) ? double.IsNaN(a.Value) : a.Bits == e.Bits;
 
+    private static float[] Widened(Tensor dense)
+    {
+        using var wide = dense.to(ScalarType.Float32);
+        return wide.data<float>().ToArray();
+    }
+
     /// <summary>Every element in logical (row-major) order, with its bits in its own dtype.</summary>
     public static (double Value, long Bits)[] Values(Tensor tensor)
     {
@@ -567,7 +576,11 @@ internal static class BitExact
         {
             ScalarType.Float32 => dense.data<float>().ToArray().Select(v => ((double)v, (long)BitConverter.SingleToInt32Bits(v))).ToArray(),
             ScalarType.Float64 => dense.data<double>().ToArray().Select(v => (v, BitConverter.DoubleToInt64Bits(v))).ToArray(),
-            _ => throw new ArgumentOutOfRangeException(nameof(tensor), tensor.dtype, "float32 or float64 only"),
+
+            // Every bfloat16 and float16 value is a float32 value, so its bits follow from the widened value.
+            ScalarType.BFloat16 => Widened(dense).Select(v => ((double)v, (long)(BitConverter.SingleToUInt32Bits(v) >> 16))).ToArray(),
+            ScalarType.Float16 => Widened(dense).Select(v => ((double)v, (long)BitConverter.HalfToUInt16Bits((Half)v))).ToArray(),
+            _ => throw new ArgumentOutOfRangeException(nameof(tensor), tensor.dtype, "a floating dtype"),
         };
     }
 }

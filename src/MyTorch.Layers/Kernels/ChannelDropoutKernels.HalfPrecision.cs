@@ -1,0 +1,158 @@
+using System;
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace MyTorch.Layers.Kernels;
+
+/// <summary>
+/// Channel dropout on bfloat16 and float16 values, kept as their bits (<see cref="IHalfPrecision"/>). Every product is
+/// libtorch's for these dtypes: both factors widened to float32, multiplied (exactly), rounded once to the format.
+/// </summary>
+internal static partial class ChannelDropoutKernels
+{
+    /// <summary>
+    /// Bernoulli(<paramref name="keepProbability"/>) draws in the format, each exactly 0 or 1: the draws
+    /// <see cref="DrawMask{T}"/> makes, since libtorch's <c>bernoulli_</c> draws the same numbers for every dtype.
+    /// </summary>
+    public static void DrawHalfPrecisionMask<TFormat>(ref MersenneTwister generator, Span<ushort> mask, double keepProbability)
+        where TFormat : struct, IHalfPrecision
+    {
+        ushort one = TFormat.Narrow(1f);
+        for (int i = 0; i < mask.Length; i++)
+        {
+            mask[i] = DrawOne<float>(ref generator, keepProbability) == 1f ? one : (ushort)0;
+        }
+    }
+
+    /// <summary>
+    /// Turns draws (each exactly 0 or 1) into channel factors as libtorch's <c>noise.div_(1 - p)</c> does for a 16-bit
+    /// dtype: the divisor taken to float32, the quotient computed in float32 and rounded to the format.
+    /// </summary>
+    public static void ScaleHalfPrecisionMask<TFormat>(Span<ushort> mask, double keepProbability)
+        where TFormat : struct, IHalfPrecision
+    {
+        Debug.Assert(keepProbability > 0 && keepProbability <= 1);
+        float keep = (float)keepProbability;
+        for (int i = 0; i < mask.Length; i++)
+        {
+            mask[i] = TFormat.Narrow(TFormat.Widen(mask[i]) / keep);
+        }
+    }
+
+    /// <summary>
+    /// y[n, c, s] = x[n, c, s] · mask[n·C + c] in the format, on up to <paramref name="threads"/> threads (each product
+    /// is independent, so the thread count cannot change a bit). <paramref name="y"/> may be <paramref name="x"/> itself.
+    /// Also the input gradient, dx = dy · mask.
+    /// </summary>
+    public static unsafe void ApplyHalfPrecisionMask<TFormat>(ReadOnlySpan<ushort> x, Span<ushort> y, PlaneLayout layout, ReadOnlySpan<ushort> mask, int threads = 1)
+        where TFormat : struct, IHalfPrecision
+    {
+        Debug.Assert(x.Length >= layout.Length && y.Length >= layout.Length);
+        Debug.Assert(mask.Length >= layout.Batch * layout.Channels);
+        if (layout.Length == 0)
+        {
+            return;
+        }
+
+        fixed (ushort* px = x)
+        fixed (ushort* py = y)
+        fixed (ushort* pm = mask)
+        {
+            int unitLength = layout.ChannelsLast ? layout.Channels : layout.Spatial;
+            var job = new HalfPrecisionMaskJob<TFormat>
+            {
+                X = px,
+                Y = py,
+                Mask = pm,
+                Layout = layout,
+                Units = layout.Length / unitLength,
+                UnitsPerChunk = ChunkScheduler.UnitsPerChunk(unitLength),
+            };
+            ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(job.Units, job.UnitsPerChunk), ChunkScheduler.ThreadsFor(layout.Length, threads));
+        }
+    }
+
+    /// <summary>
+    /// Units [chunk · UnitsPerChunk, …) of <see cref="ApplyHalfPrecisionMask{TFormat}"/>: a unit is a plane (n, c) of S values
+    /// under one factor in NCHW, a row (n, s) of C values under sample n's C factors in NHWC.
+    /// </summary>
+    private unsafe struct HalfPrecisionMaskJob<TFormat> : IChunkJob
+        where TFormat : struct, IHalfPrecision
+    {
+        public ushort* X;
+        public ushort* Y;
+        public ushort* Mask;
+        public PlaneLayout Layout;
+        public int Units;
+        public int UnitsPerChunk;
+
+        public readonly void Run(int chunk)
+        {
+            int first = chunk * UnitsPerChunk;
+            int end = Math.Min(Units, first + UnitsPerChunk);
+            if (!Layout.ChannelsLast)
+            {
+                int spatial = Layout.Spatial;
+                for (int plane = first; plane < end; plane++)
+                {
+                    long offset = (long)plane * spatial;
+                    Scale<TFormat>(X + offset, Y + offset, spatial, TFormat.Widen(Mask[plane]));
+                }
+
+                return;
+            }
+
+            int channels = Layout.Channels;
+            for (int row = first; row < end; row++)
+            {
+                long offset = (long)row * channels;
+                Multiply<TFormat>(X + offset, Mask + ((long)(row / Layout.Spatial) * channels), Y + offset, channels);
+            }
+        }
+    }
+
+    /// <summary>y[i] = x[i] · factor in the format, 16 values a step where the format has vector conversions.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void Scale<TFormat>(ushort* x, ushort* y, int length, float factor)
+        where TFormat : struct, IHalfPrecision
+    {
+        int i = 0;
+        if (TFormat.Vectorized)
+        {
+            var f = Vector256.Create(factor);
+            for (; i <= length - Vector256<ushort>.Count; i += Vector256<ushort>.Count)
+            {
+                var (lower, upper) = TFormat.Widen(Vector256.Load(x + i));
+                TFormat.Narrow(lower * f, upper * f).Store(y + i);
+            }
+        }
+
+        for (; i < length; i++)
+        {
+            y[i] = TFormat.Narrow(TFormat.Widen(x[i]) * factor);
+        }
+    }
+
+    /// <summary>y[i] = x[i] · factors[i] in the format, 16 values a step where the format has vector conversions.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void Multiply<TFormat>(ushort* x, ushort* factors, ushort* y, int length)
+        where TFormat : struct, IHalfPrecision
+    {
+        int i = 0;
+        if (TFormat.Vectorized)
+        {
+            for (; i <= length - Vector256<ushort>.Count; i += Vector256<ushort>.Count)
+            {
+                var (lower, upper) = TFormat.Widen(Vector256.Load(x + i));
+                var (lowerFactor, upperFactor) = TFormat.Widen(Vector256.Load(factors + i));
+                TFormat.Narrow(lower * lowerFactor, upper * upperFactor).Store(y + i);
+            }
+        }
+
+        for (; i < length; i++)
+        {
+            y[i] = TFormat.Narrow(TFormat.Widen(x[i]) * TFormat.Widen(factors[i]));
+        }
+    }
+}
