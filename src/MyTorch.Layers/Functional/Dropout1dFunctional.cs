@@ -24,7 +24,7 @@ public static class Dropout1dFunctional
     /// p = 1 gives input · 0 (NaN and ±∞ become NaN, negative values −0.0) and draws nothing, as libtorch does.
     /// Not training, p = 0 or an empty input: nothing is drawn or computed and the output is the input itself.
     /// </summary>
-    /// <param name="input">(N, C, L) or (C, L), float32 or float64, on the CPU, in any memory layout.</param>
+    /// <param name="input">(N, C, L) or (C, L), float32, float64, bfloat16 or float16, on the CPU, in any memory layout.</param>
     /// <param name="p">Probability of dropping a channel, in [0, 1].</param>
     /// <param name="training">Drop channels; when false the input is returned as it is.</param>
     /// <param name="inplace">Write the output into <paramref name="input"/>'s memory.</param>
@@ -59,13 +59,13 @@ public static class Dropout1dFunctional
     /// Gradient of <see cref="Forward"/> with respect to its input: gradInput = gradOutput · mask, per channel, in the
     /// dtype of both (what libtorch's MulBackward computes, so the result is bit for bit libtorch's).
     /// </summary>
-    /// <param name="gradOutput">dy, (N, C, L) or (C, L), float32 or float64, on the CPU, any memory layout.</param>
+    /// <param name="gradOutput">dy, (N, C, L) or (C, L), float32, float64, bfloat16 or float16, on the CPU, any memory layout.</param>
     /// <param name="mask">The mask <see cref="Forward"/> returned: (N, C, 1), or (C, 1) for 2-D, contiguous, dy's dtype.</param>
     /// <returns>dx, a new tensor in gradOutput's memory layout ((N, C, L) or (N, L, C) in memory; other strides give a contiguous one).</returns>
     /// <exception cref="ArgumentNullException">A tensor is null.</exception>
     /// <exception cref="ObjectDisposedException">A tensor has been disposed.</exception>
     /// <exception cref="ArgumentException">
-    /// <paramref name="gradOutput"/> is not 2-D or 3-D or not float32/float64; the mask's dtype differs from it, its
+    /// <paramref name="gradOutput"/> is not 2-D or 3-D or not float32, float64, bfloat16 or float16; the mask's dtype differs from it, its
     /// shape is not the one above, or it is not contiguous.
     /// </exception>
     /// <exception cref="NotSupportedException">A tensor is not on the CPU, or has more than <see cref="int.MaxValue"/> elements.</exception>

@@ -34,7 +34,7 @@ public static class Dropout2dFunctional
     /// p = 1 gives input · 0 (NaN and ±∞ become NaN, negative values −0.0) and draws nothing, as libtorch does.
     /// Not training, p = 0 or an empty input: nothing is drawn or computed and the output is the input itself.
     /// </summary>
-    /// <param name="input">(N, C, H, W) or (C, H, W), float32 or float64, on the CPU, in any memory layout.</param>
+    /// <param name="input">(N, C, H, W) or (C, H, W), float32, float64, bfloat16 or float16, on the CPU, in any memory layout.</param>
     /// <param name="p">Probability of dropping a channel, in [0, 1].</param>
     /// <param name="training">Drop channels; when false the input is returned as it is.</param>
     /// <param name="inplace">Write the output into <paramref name="input"/>'s memory.</param>
@@ -53,7 +53,7 @@ public static class Dropout2dFunctional
     /// <paramref name="p"/> is outside [0, 1] or NaN: "dropout probability has to be between 0 and 1, but got 1.5", PyTorch's text.
     /// </exception>
     /// <exception cref="ArgumentException">
-    /// The input is not 3-D or 4-D, or not float32/float64; or, with <paramref name="inplace"/>, several of its
+    /// The input is not 3-D or 4-D, or not float32, float64, bfloat16 or float16; or, with <paramref name="inplace"/>, several of its
     /// elements share memory (an expanded tensor), or it requires grad while grad mode is on (this function records no
     /// autograd history, so it would change the tensor behind autograd's back; a leaf gets libtorch's message).
     /// Nothing is written or drawn.
@@ -88,7 +88,7 @@ public static class Dropout2dFunctional
     /// gradInput = gradOutput · mask, per channel, in the dtype of both (what libtorch's MulBackward computes, so the
     /// result is bit for bit libtorch's).
     /// </summary>
-    /// <param name="gradOutput">dy, (N, C, H, W) or (C, H, W), float32 or float64, on the CPU, any memory layout.</param>
+    /// <param name="gradOutput">dy, (N, C, H, W) or (C, H, W), float32, float64, bfloat16 or float16, on the CPU, any memory layout.</param>
     /// <param name="mask">
     /// The mask <see cref="Forward(Tensor, double, bool, bool, Generator?)"/> returned: (N, C, 1, 1), or (C, 1, 1) for
     /// 3-D, contiguous, dy's dtype.
@@ -97,7 +97,7 @@ public static class Dropout2dFunctional
     /// <exception cref="ArgumentNullException">A tensor is null.</exception>
     /// <exception cref="ObjectDisposedException">A tensor has been disposed.</exception>
     /// <exception cref="ArgumentException">
-    /// <paramref name="gradOutput"/> is not 3-D or 4-D or not float32/float64; the mask's dtype differs from it, its
+    /// <paramref name="gradOutput"/> is not 3-D or 4-D or not float32, float64, bfloat16 or float16; the mask's dtype differs from it, its
     /// shape is not the one above, or it is not contiguous.
     /// </exception>
     /// <exception cref="NotSupportedException">A tensor is not on the CPU, or has more than <see cref="int.MaxValue"/> elements.</exception>

@@ -24,7 +24,7 @@ public static class Dropout3dFunctional
     /// p = 1 gives input · 0 (NaN and ±∞ become NaN, negative values −0.0) and draws nothing, as libtorch does.
     /// Not training, p = 0 or an empty input: nothing is drawn or computed and the output is the input itself.
     /// </summary>
-    /// <param name="input">(N, C, D, H, W) or (C, D, H, W), float32 or float64, on the CPU, in any memory layout.</param>
+    /// <param name="input">(N, C, D, H, W) or (C, D, H, W), float32, float64, bfloat16 or float16, on the CPU, in any memory layout.</param>
     /// <param name="p">Probability of dropping a channel, in [0, 1].</param>
     /// <param name="training">Drop channels; when false the input is returned as it is.</param>
     /// <param name="inplace">Write the output into <paramref name="input"/>'s memory.</param>
@@ -43,7 +43,7 @@ public static class Dropout3dFunctional
     /// </exception>
     /// <exception cref="ArgumentException">
     /// The input is not 4-D or 5-D ("Dropout3d expects a 4-D (C, D, H, W) or 5-D (N, C, D, H, W) input, got …"), or
-    /// not float32/float64; or, with <paramref name="inplace"/>, several of its elements share memory (an expanded
+    /// not float32, float64, bfloat16 or float16; or, with <paramref name="inplace"/>, several of its elements share memory (an expanded
     /// tensor), it requires grad while grad mode is on (a leaf gets libtorch's message), or its strides cannot be
     /// viewed as (N, C, D·H, W) (D and H not mergeable; out of place such an input is read through a copy).
     /// Nothing is written or drawn.
@@ -61,7 +61,7 @@ public static class Dropout3dFunctional
     /// Gradient of <see cref="Forward"/> with respect to its input: gradInput = gradOutput · mask, per channel, in the
     /// dtype of both (what libtorch's MulBackward computes, so the result is bit for bit libtorch's).
     /// </summary>
-    /// <param name="gradOutput">dy, (N, C, D, H, W) or (C, D, H, W), float32 or float64, on the CPU, any memory layout.</param>
+    /// <param name="gradOutput">dy, (N, C, D, H, W) or (C, D, H, W), float32, float64, bfloat16 or float16, on the CPU, any memory layout.</param>
     /// <param name="mask">
     /// The mask <see cref="Forward"/> returned: (N, C, 1, 1, 1), or (C, 1, 1, 1) for 4-D, contiguous, dy's dtype.
     /// </param>
@@ -69,7 +69,7 @@ public static class Dropout3dFunctional
     /// <exception cref="ArgumentNullException">A tensor is null.</exception>
     /// <exception cref="ObjectDisposedException">A tensor has been disposed.</exception>
     /// <exception cref="ArgumentException">
-    /// <paramref name="gradOutput"/> is not 4-D or 5-D or not float32/float64; the mask's dtype differs from it, its
+    /// <paramref name="gradOutput"/> is not 4-D or 5-D or not float32, float64, bfloat16 or float16; the mask's dtype differs from it, its
     /// shape is not the one above, or it is not contiguous.
     /// </exception>
     /// <exception cref="NotSupportedException">A tensor is not on the CPU, or has more than <see cref="int.MaxValue"/> elements.</exception>

@@ -28,12 +28,12 @@ public sealed class Dropout1d : DropoutBase
     /// returns the input. Differentiable: dx = dy · mask, and a gradient taken with <c>create_graph: true</c> can be
     /// differentiated again.
     /// </summary>
-    /// <param name="input">(N, C, L) or (C, L), float32 or float64, on the CPU; any memory layout.</param>
+    /// <param name="input">(N, C, L) or (C, L), float32, float64, bfloat16 or float16, on the CPU; any memory layout.</param>
     /// <returns>A new tensor of the input's shape and layout; or the input's own tensor under a new handle in evaluation, with p = 0, for an empty input, or in place.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="input"/> is null.</exception>
     /// <exception cref="ObjectDisposedException"><paramref name="input"/> has been disposed.</exception>
     /// <exception cref="ArgumentException">
-    /// The input's rank is not one of the two, or its dtype is not float32/float64; in place, the refusals of
+    /// The input's rank is not one of the two, or its dtype is not float32, float64, bfloat16 or float16; in place, the refusals of
     /// <see cref="Dropout2d.forward"/>, or strides that cannot be viewed as planes. Nothing is written and nothing is drawn.
     /// </exception>
     /// <exception cref="NotSupportedException">The input is not on the CPU, or has more than <see cref="int.MaxValue"/> elements.</exception>

@@ -45,7 +45,7 @@ public sealed class Dropout2d : DropoutBase
     /// otherwise returns the input. Differentiable: <c>backward</c> fills the input's gradient, dx = dy · mask, from
     /// MyTorch.Layers' backward kernel.
     /// </summary>
-    /// <param name="input">(N, C, H, W) or (C, H, W), float32 or float64, on the CPU; any memory layout.</param>
+    /// <param name="input">(N, C, H, W) or (C, H, W), float32, float64, bfloat16 or float16, on the CPU; any memory layout.</param>
     /// <returns>
     /// A new tensor in the input's memory layout (contiguous or channels-last; other strides give a contiguous one);
     /// or, in evaluation, with p = 0, for an empty input, or with <see cref="DropoutBase.inplace"/>, the input's own tensor under a
