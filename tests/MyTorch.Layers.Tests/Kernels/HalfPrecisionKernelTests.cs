@@ -1,0 +1,153 @@
+using System;
+using System.Linq;
+using System.Runtime.Intrinsics;
+using MyTorch.Layers.Kernels;
+using NUnit.Framework;
+
+namespace MyTorch.Layers.Tests.Kernels;
+
+/// <summary>
+/// The 16-bit formats' conversions against a reference that rounds by comparing distances in double, and the 16-bit
+/// dropout kernel against a value-by-value reference, every length across the vector steps and tails.
+/// </summary>
+[TestFixture]
+public class HalfPrecisionKernelTests
+{
+    /// <summary>Float32 values where rounding is easy to get wrong: ties both ways, the overflow edge, subnormals, ±0, ±∞.</summary>
+    private static readonly uint[] EdgeBits =
+    [
+        0x3F808000, 0x3F818000, 0x3F808001, 0x3F807FFF, 0x7F7F7FFF, 0x7F7F8000, 0x7F7FFFFF, 0x00008000, 0x00018000,
+        0x00000001, 0x807FFFFF, 0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x3F800000, 0xBF808000,
+    ];
+
+    private static uint[] Samples()
+    {
+        var random = new Random(17);
+        return EdgeBits.Concat(Enumerable.Range(0, 200_000).Select(_ => (uint)random.NextInt64(0, 1L << 32))).ToArray();
+    }
+
+    [Test]
+    public void BFloat16Narrow_IsTheNearestValue_TiesToEven()
+    {
+        foreach (uint bits in Samples())
+        {
+            float value = BitConverter.UInt32BitsToSingle(bits);
+            ushort actual = BFloat16Bits.Narrow(value);
+            if (float.IsNaN(value))
+            {
+                Assert.That(float.IsNaN(BFloat16Bits.Widen(actual)), Is.True, $"0x{bits:X8}: NaN stays NaN");
+                continue;
+            }
+
+            Assert.That(actual, Is.EqualTo(NearestBFloat16(value)), $"0x{bits:X8} ({value:R})");
+        }
+    }
+
+    [Test]
+    public void BFloat16Widen_IsExact() =>
+        Assert.That(Enumerable.Range(0, 1 << 16).All(b => BitConverter.SingleToUInt32Bits(BFloat16Bits.Widen((ushort)b)) == (uint)b << 16), Is.True);
+
+    [Test]
+    public void BFloat16Vectors_GiveTheScalarBits()
+    {
+        Assume.That(BFloat16Bits.Vectorized, Is.True, "no vector path here");
+        uint[] samples = Samples();
+        for (int i = 0; i + 16 <= samples.Length; i += 16)
+        {
+            var values = samples.AsSpan(i, 16).ToArray().Select(BitConverter.UInt32BitsToSingle).ToArray();
+            var narrowed = BFloat16Bits.Narrow(Vector256.Create(values.AsSpan(0, 8)), Vector256.Create(values.AsSpan(8, 8)));
+            for (int k = 0; k < 16; k++)
+            {
+                ushort scalar = BFloat16Bits.Narrow(values[k]);
+                Assert.That(narrowed[k], Is.EqualTo(scalar), $"0x{samples[i + k]:X8}");
+            }
+
+            var (lower, upper) = BFloat16Bits.Widen(narrowed);
+            for (int k = 0; k < 16; k++)
+            {
+                float widened = k < 8 ? lower[k] : upper[k - 8];
+                Assert.That(BitConverter.SingleToUInt32Bits(widened), Is.EqualTo(BitConverter.SingleToUInt32Bits(BFloat16Bits.Widen(narrowed[k]))));
+            }
+        }
+    }
+
+    [Test]
+    public void Float16Narrow_IsTheNearestValue_TiesToEven()
+    {
+        // binary16 is exact in double; its nearest value to a float32 is found by comparing with its neighbours.
+        foreach (uint bits in Samples().Take(50_000))
+        {
+            float value = BitConverter.UInt32BitsToSingle(bits);
+            if (float.IsNaN(value))
+            {
+                continue;
+            }
+
+            ushort actual = Float16Bits.Narrow(value);
+            double chosen = Float16Bits.Widen(actual);
+            ushort magnitude = (ushort)(actual & 0x7FFF);
+            if (magnitude < 0x7C00)
+            {
+                foreach (int neighbour in new[] { magnitude - 1, magnitude + 1 })
+                {
+                    if (neighbour is < 0 or >= 0x7C00)
+                    {
+                        continue;
+                    }
+
+                    double other = Math.CopySign(Float16Bits.Widen((ushort)neighbour), value);
+                    double ours = Math.Abs(chosen - value), theirs = Math.Abs(other - value);
+                    Assert.That(ours < theirs || (ours == theirs && (magnitude & 1) == 0), Is.True, $"0x{bits:X8} ({value:R}) → 0x{actual:X4}");
+                }
+            }
+            else
+            {
+                Assert.That(Math.Abs(value), Is.GreaterThanOrEqualTo(65520f), $"0x{bits:X8} ({value:R}) overflows only from 65520 on");
+            }
+        }
+    }
+
+    [TestCase(true)]
+    [TestCase(false)]
+    public void ApplyHalfPrecisionMask_IsTheRoundedProduct_EveryLength(bool channelsLast)
+    {
+        var random = new Random(3);
+        for (int inner = 1; inner <= 40; inner++)
+        {
+            foreach (int threads in new[] { 1, 2 })
+            {
+                var layout = channelsLast ? new PlaneLayout(3, inner, 2, channelsLast: true) : new PlaneLayout(3, 2, inner, channelsLast: false);
+                ushort[] x = Enumerable.Range(0, layout.Length).Select(_ => BFloat16Bits.Narrow((float)(random.NextDouble() * 8 - 4))).ToArray();
+                ushort[] mask = Enumerable.Range(0, layout.Batch * layout.Channels).Select(_ => BFloat16Bits.Narrow(random.Next(2) / 0.7f)).ToArray();
+                ushort[] y = new ushort[x.Length];
+                ChannelDropoutKernels.ApplyHalfPrecisionMask<BFloat16Bits>(x, y, layout, mask, threads);
+                for (int i = 0; i < x.Length; i++)
+                {
+                    int n = i / (layout.Channels * layout.Spatial);
+                    int c = channelsLast ? i % layout.Channels : i / layout.Spatial % layout.Channels;
+                    double exact = (double)BFloat16Bits.Widen(x[i]) * BFloat16Bits.Widen(mask[(n * layout.Channels) + c]);
+                    Assert.That(y[i], Is.EqualTo(NearestBFloat16((float)exact)), $"inner {inner}, threads {threads}, index {i}");
+                }
+            }
+        }
+    }
+
+    /// <summary>The bfloat16 nearest to <paramref name="value"/> (not NaN), ties to the even one, by distances in double.</summary>
+    private static ushort NearestBFloat16(float value)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(value);
+        ushort toward = (ushort)(bits >> 16);
+        if ((toward & 0x7FFF) == 0x7F80)
+        {
+            return toward;
+        }
+
+        // The next value away from zero; past the largest finite one it is ∞, at 2¹²⁸ in this comparison.
+        ushort away = (ushort)(toward + 1);
+        double low = Math.Abs((double)BFloat16Bits.Widen(toward));
+        double high = (away & 0x7FFF) == 0x7F80 ? Math.Pow(2, 128) : Math.Abs((double)BFloat16Bits.Widen(away));
+        double magnitude = Math.Abs((double)value);
+        double below = magnitude - low, above = high - magnitude;
+        return below < above || (below == above && (toward & 1) == 0) ? toward : away;
+    }
+}
