@@ -93,13 +93,9 @@ internal static partial class ChannelDropoutKernels
             int end = Math.Min(Units, first + UnitsPerChunk);
             if (!Layout.ChannelsLast)
             {
-                int spatial = Layout.Spatial;
-                for (int plane = first; plane < end; plane++)
-                {
-                    long offset = (long)plane * spatial;
-                    Scale<TFormat>(X + offset, Y + offset, spatial, TFormat.Widen(Mask[plane]));
-                }
-
+                // NCHW: the chunk's planes are one contiguous run, each plane under one factor.
+                long offset = (long)first * Layout.Spatial;
+                ScaleHalfPrecisionPlanes<TFormat>(X + offset, Mask + first, Y + offset, Layout.Spatial, (end - first) * Layout.Spatial);
                 return;
             }
 
@@ -112,25 +108,44 @@ internal static partial class ChannelDropoutKernels
         }
     }
 
-    /// <summary>y[i] = x[i] · factor in the format, 16 values a step where the format has vector conversions.</summary>
+    /// <summary>
+    /// y = x · factors[p] in the format over a run of whole planes of <paramref name="spatial"/> values, p the plane: one
+    /// vector loop over the whole run where the format has vector conversions and a plane holds a step (see
+    /// <see cref="PlaneBoundaries"/>), so that small planes cost no call or scalar tail each.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Scale<TFormat>(ushort* x, ushort* y, int length, float factor)
+    private static unsafe void ScaleHalfPrecisionPlanes<TFormat>(ushort* x, ushort* factors, ushort* y, int spatial, int length)
         where TFormat : struct, IHalfPrecision
     {
+        int lanes = Vector256<ushort>.Count;
         int i = 0;
-        if (TFormat.Vectorized)
+        if (TFormat.Vectorized && spatial >= lanes)
         {
-            var f = Vector256.Create(factor);
-            for (; i <= length - Vector256<ushort>.Count; i += Vector256<ushort>.Count)
+            var planes = new PlaneBoundaries(spatial, 0, lanes);
+            var factor = Vector256.Create(TFormat.Widen(factors[0]));
+            var upperIndices = Vector256<float>.Indices + Vector256.Create((float)Vector256<float>.Count);
+            for (; i <= length - lanes; i += lanes)
             {
+                Prefetch.Ahead(x + i, x + length);
                 var (lower, upper) = TFormat.Widen(Vector256.Load(x + i));
-                TFormat.Narrow(lower * f, upper * f).Store(y + i);
+                var (lowerFactor, upperFactor) = (factor, factor);
+                if (planes.Crosses(i, out int inPlane))
+                {
+                    // The step's first inPlane values belong to the plane it leaves, the others to the next one.
+                    var next = Vector256.Create(TFormat.Widen(factors[planes.Plane]));
+                    var count = Vector256.Create((float)inPlane);
+                    lowerFactor = Vector256.ConditionalSelect(Vector256.LessThan(Vector256<float>.Indices, count), factor, next);
+                    upperFactor = Vector256.ConditionalSelect(Vector256.LessThan(upperIndices, count), factor, next);
+                    factor = next;
+                }
+
+                TFormat.Narrow(lower * lowerFactor, upper * upperFactor).Store(y + i);
             }
         }
 
         for (; i < length; i++)
         {
-            y[i] = TFormat.Narrow(TFormat.Widen(x[i]) * factor);
+            y[i] = TFormat.Narrow(TFormat.Widen(x[i]) * TFormat.Widen(factors[i / spatial]));
         }
     }
 
