@@ -18,10 +18,17 @@ internal static partial class ChannelDropoutKernels
     public static void DrawHalfPrecisionMask<TFormat>(ref MersenneTwister generator, Span<ushort> mask, double keepProbability)
         where TFormat : struct, IHalfPrecision
     {
+        // Drawn in float32 parts by the vector draw (drawing in parts, in order, gives the same values), then narrowed.
         ushort one = TFormat.Narrow(1f);
-        for (int i = 0; i < mask.Length; i++)
+        Span<float> part = stackalloc float[Math.Min(mask.Length, DrawPartValues)];
+        for (int start = 0; start < mask.Length; start += part.Length)
         {
-            mask[i] = DrawOne<float>(ref generator, keepProbability) == 1f ? one : (ushort)0;
+            var drawn = part[..Math.Min(part.Length, mask.Length - start)];
+            DrawMask(ref generator, drawn, keepProbability);
+            for (int k = 0; k < drawn.Length; k++)
+            {
+                mask[start + k] = drawn[k] == 1f ? one : (ushort)0;
+            }
         }
     }
 
@@ -33,10 +40,12 @@ internal static partial class ChannelDropoutKernels
         where TFormat : struct, IHalfPrecision
     {
         Debug.Assert(keepProbability > 0 && keepProbability <= 1);
-        float keep = (float)keepProbability;
+        ushort zero = TFormat.Narrow(0f), one = TFormat.Narrow(1f);
+        ushort kept = TFormat.Narrow(1f / (float)keepProbability);
         for (int i = 0; i < mask.Length; i++)
         {
-            mask[i] = TFormat.Narrow(TFormat.Widen(mask[i]) / keep);
+            Debug.Assert(mask[i] == zero || mask[i] == one);
+            mask[i] = mask[i] == zero ? zero : kept;
         }
     }
 
