@@ -19,7 +19,8 @@ public class CopyRoofline
     [ParamsSource(nameof(Cases))]
     public TensorCase Case { get; set; } = null!;
 
-    public static IEnumerable<TensorCase> Cases() => TensorCase.TrainingStep().Where(c => c.CopyCase == c).Concat(TensorCase.Family());
+    public static IEnumerable<TensorCase> Cases() =>
+        TensorCase.TrainingStep().Where(c => c.CopyCase == c).Concat(TensorCase.Family()).Concat(TensorCase.HalfPrecisionNchw()).Distinct();
 
     [GlobalSetup]
     public void GlobalSetup()

@@ -74,7 +74,12 @@ public sealed class TensorCase : IEquatable<TensorCase>, IComparable<TensorCase>
 
     public long Elements => _shape.Aggregate(1L, (product, size) => product * size);
 
-    public long Bytes => Elements * (Dtype == ScalarType.Float64 ? 8 : 4);
+    public long Bytes => Elements * Dtype switch
+    {
+        ScalarType.Float64 => 8,
+        ScalarType.BFloat16 or ScalarType.Float16 => 2,
+        _ => 4,
+    };
 
     public string ShapeText => string.Join('×', _shape.Select(s => s.ToString(CultureInfo.InvariantCulture)));
 
@@ -88,10 +93,20 @@ public sealed class TensorCase : IEquatable<TensorCase>, IComparable<TensorCase>
     /// <summary>The case whose copy is this case's roofline: the input's bytes in the input's layout.</summary>
     public TensorCase CopyCase => Layout == Layout.ChannelsLastNchwGradient ? new TensorCase(_shape, Layout.ChannelsLast, Dtype) : this;
 
-    public string DtypeText => Dtype == ScalarType.Float64 ? "float64" : "float32";
+    public string DtypeText => Dtype switch
+    {
+        ScalarType.Float64 => "float64",
+        ScalarType.BFloat16 => "bfloat16",
+        ScalarType.Float16 => "float16",
+        _ => "float32",
+    };
 
     /// <summary>float32 NCHW on every 4-D shape.</summary>
     public static IEnumerable<TensorCase> Float32Nchw() => Of(Shapes, Layout.Nchw, ScalarType.Float32);
+
+    /// <summary>float32 then bfloat16 NCHW on every 4-D shape, to set the 16-bit time beside the float32 one.</summary>
+    public static IEnumerable<TensorCase> HalfPrecisionNchw() =>
+        Of(Shapes, Layout.Nchw, ScalarType.Float32).Concat(Of(Shapes, Layout.Nchw, ScalarType.BFloat16));
 
     /// <summary>float32, contiguous, on every shape of the other ranks.</summary>
     public static IEnumerable<TensorCase> Family() => Of(FamilyShapes, Layout.Nchw, ScalarType.Float32);
@@ -169,7 +184,14 @@ public sealed class TensorCase : IEquatable<TensorCase>, IComparable<TensorCase>
             shape++;
         }
 
-        return (((shape * 3) + (int)Layout) * 2) + (Dtype == ScalarType.Float64 ? 1 : 0);
+        int dtype = Dtype switch
+        {
+            ScalarType.Float64 => 1,
+            ScalarType.BFloat16 => 2,
+            ScalarType.Float16 => 3,
+            _ => 0,
+        };
+        return (((shape * 3) + (int)Layout) * 4) + dtype;
     }
 
     private static int Compare(TensorCase? left, TensorCase? right) =>
