@@ -67,6 +67,27 @@ internal readonly struct BFloat16Bits : IHalfPrecision
     public static Vector256<ushort> Narrow(Vector256<float> lower, Vector256<float> upper) =>
         Vector256.Narrow(NarrowToLow(lower), NarrowToLow(upper));
 
+    /// <summary><see cref="Widen(Vector256{ushort})"/> of 32 values, for 512-bit steps.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (Vector512<float> Lower, Vector512<float> Upper) Widen(Vector512<ushort> bits)
+    {
+        var (lower, upper) = Vector512.Widen(bits);
+        return ((lower << 16).AsSingle(), (upper << 16).AsSingle());
+    }
+
+    /// <summary><see cref="Narrow(Vector256{float}, Vector256{float})"/> of 32 values, for 512-bit steps.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<ushort> Narrow(Vector512<float> lower, Vector512<float> upper) =>
+        Vector512.Narrow(NarrowToLow(lower), NarrowToLow(upper));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<uint> NarrowToLow(Vector512<float> value)
+    {
+        var bits = value.AsUInt32();
+        var rounded = (bits + Vector512.Create(0x7FFFu) + ((bits >> 16) & Vector512<uint>.One)) >> 16;
+        return Vector512.ConditionalSelect(Vector512.Equals(value, value).AsUInt32(), rounded, Vector512.Create((uint)QuietNaN));
+    }
+
     /// <summary><see cref="Narrow(float)"/> lane by lane, the result in each lane's low 16 bits.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<uint> NarrowToLow(Vector256<float> value)

@@ -72,6 +72,25 @@ public class HalfPrecisionKernelTests
     }
 
     [Test]
+    public void BFloat16WideVectors_GiveTheScalarBits()
+    {
+        Assume.That(Vector512.IsHardwareAccelerated, Is.True, "no 512-bit path here");
+        uint[] samples = Samples();
+        for (int i = 0; i + 32 <= samples.Length; i += 32)
+        {
+            var values = samples.AsSpan(i, 32).ToArray().Select(BitConverter.UInt32BitsToSingle).ToArray();
+            var narrowed = BFloat16Bits.Narrow(Vector512.Create(values.AsSpan(0, 16)), Vector512.Create(values.AsSpan(16, 16)));
+            var (lower, upper) = BFloat16Bits.Widen(narrowed);
+            for (int k = 0; k < 32; k++)
+            {
+                Assert.That(narrowed[k], Is.EqualTo(BFloat16Bits.Narrow(values[k])), $"0x{samples[i + k]:X8}");
+                float widened = k < 16 ? lower[k] : upper[k - 16];
+                Assert.That(BitConverter.SingleToUInt32Bits(widened), Is.EqualTo((uint)narrowed[k] << 16));
+            }
+        }
+    }
+
+    [Test]
     public void Float16Narrow_IsTheNearestValue_TiesToEven()
     {
         // binary16 is exact in double; its nearest value to a float32 is found by comparing with its neighbours.
@@ -111,8 +130,9 @@ public class HalfPrecisionKernelTests
     [TestCase(false)]
     public void ApplyHalfPrecisionMask_IsTheRoundedProduct_EveryLength(bool channelsLast)
     {
+        // Up to 70: planes shorter than a 256-bit step, between one and two 512-bit steps, and past two.
         var random = new Random(3);
-        for (int inner = 1; inner <= 40; inner++)
+        for (int inner = 1; inner <= 70; inner++)
         {
             foreach (int threads in new[] { 1, 2 })
             {
