@@ -290,7 +290,7 @@ internal static unsafe partial class BatchNormKernels
         Store16<T, TStore>(lo, hi, output);
     }
 
-    /// <summary>Stores two vectors of 8 doubles as 16 values of T (rounded to nearest for float32), plainly or streaming.</summary>
+    /// <summary>Stores two vectors of 8 doubles as 16 values of T (rounded as <see cref="Element.FromDouble{T}"/> rounds), plainly or streaming.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Store16<T, TStore>(Vector512<double> lo, Vector512<double> hi, T* destination)
         where T : unmanaged
@@ -309,6 +309,26 @@ internal static unsafe partial class BatchNormKernels
             {
                 low.Store((float*)destination);
                 high.Store((float*)destination + 8);
+            }
+        }
+        else if (typeof(T) == typeof(BFloat16))
+        {
+            var bits = BFloat16Bits.Narrow(Avx512F.ConvertToVector256Single(lo), Avx512F.ConvertToVector256Single(hi));
+            if (TStore.Streaming)
+            {
+                Avx.StoreAlignedNonTemporal((ushort*)destination, bits);
+            }
+            else
+            {
+                bits.Store((ushort*)destination);
+            }
+        }
+        else if (typeof(T) != typeof(double))
+        {
+            for (int k = 0; k < 8; k++)
+            {
+                destination[k] = Element.FromDouble<T>(lo[k]);
+                destination[k + 8] = Element.FromDouble<T>(hi[k]);
             }
         }
         else if (TStore.Streaming)
@@ -503,7 +523,17 @@ internal static unsafe partial class BatchNormKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<double> Load8<T>(T* source)
         where T : unmanaged =>
-        typeof(T) == typeof(float) ? Avx512F.ConvertToVector512Double(Vector256.Load((float*)source)) : Vector512.Load((double*)source);
+        typeof(T) == typeof(float) ? Avx512F.ConvertToVector512Double(Vector256.Load((float*)source))
+        : typeof(T) == typeof(double) ? Vector512.Load((double*)source)
+        : typeof(T) == typeof(BFloat16) ? Avx512F.ConvertToVector512Double(BFloat16Bits.Widen(Vector128.Load((ushort*)source)))
+        : LoadLaneByLane(source);
+
+    /// <summary>8 values of a type without vector conversions (float16), widened one by one.</summary>
+    private static Vector512<double> LoadLaneByLane<T>(T* source)
+        where T : unmanaged =>
+        Vector512.Create(
+            Element.ToDouble(source[0]), Element.ToDouble(source[1]), Element.ToDouble(source[2]), Element.ToDouble(source[3]),
+            Element.ToDouble(source[4]), Element.ToDouble(source[5]), Element.ToDouble(source[6]), Element.ToDouble(source[7]));
 
     /// <summary>Whether the period-by-period loops go 16 values a step: with AVX-512, for periods of whole steps.</summary>
     private static bool WidePeriods(int period) => Avx512 && period % RegisterStep == 0;
@@ -684,10 +714,15 @@ internal static unsafe partial class BatchNormKernels
             lo = Avx512F.ConvertToVector512Double(Vector256.Load((float*)source));
             hi = Avx512F.ConvertToVector512Double(Vector256.Load((float*)source + 8));
         }
-        else
+        else if (typeof(T) == typeof(double))
         {
             lo = Vector512.Load((double*)source);
             hi = Vector512.Load((double*)source + 8);
+        }
+        else
+        {
+            lo = Load8(source);
+            hi = Load8(source + 8);
         }
     }
 

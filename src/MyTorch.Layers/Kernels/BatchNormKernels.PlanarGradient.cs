@@ -36,7 +36,7 @@ internal static unsafe partial class BatchNormKernels
     private const int MaxStagedPeriodBytes = 64 * 1024;
 
     /// <summary>
-    /// Whether <see cref="BackwardReductionsPlanarGradient{T}"/> and <see cref="BackwardInputPlanarGradient{T}"/> can
+    /// Whether <see cref="BackwardReductionsPlanarGradient{T}"/> and <see cref="BackwardInputPlanarGradient{T, TParam}"/> can
     /// serve an input in <paramref name="layout"/>: a channels-last one whose period is short enough to stage, with at
     /// least 8 channels and planes of at least 64 values.
     /// </summary>
@@ -47,12 +47,12 @@ internal static unsafe partial class BatchNormKernels
     /// </remarks>
     public static bool CanReadPlanarGradient<T>(PlaneLayout layout)
         where T : unmanaged =>
-        layout.ChannelsLast && layout.Channels >= 8 && layout.Spatial >= 64
+        !Element.IsHalfPrecision<T>() && layout.ChannelsLast && layout.Channels >= 8 && layout.Spatial >= 64
         && (long)new RowBlocks(layout).Period * sizeof(T) <= MaxStagedPeriodBytes;
 
     /// <summary>
     /// Whether the backward reads an NCHW gradient under an input in <paramref name="layout"/> where it lies
-    /// (<see cref="BackwardReductionsPlanarGradient{T}"/>, <see cref="BackwardInputPlanarGradient{T}"/>) rather than
+    /// (<see cref="BackwardReductionsPlanarGradient{T}"/>, <see cref="BackwardInputPlanarGradient{T, TParam}"/>) rather than
     /// moving it first: where it can, and where dy, x and a copy together would span at least
     /// <see cref="StreamingStores.MinimumPassBytes"/>, as a pass that writes with streaming stores.
     /// </summary>
@@ -79,7 +79,7 @@ internal static unsafe partial class BatchNormKernels
         Span<double> sumDyXmu,
         Span<double> scratch,
         int threads)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         Debug.Assert(CanReadPlanarGradient<T>(layout) && x.Length >= layout.Length && gradOutputPlanes.Length >= layout.Length);
         Debug.Assert(scratch.Length >= VectorizedScratchLength(layout));
@@ -94,26 +94,27 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary>
-    /// <see cref="BackwardInputVectorized{T}"/> for a channels-last <paramref name="layout"/> whose gradient
+    /// <see cref="BackwardInputVectorized{T, TParam}"/> for a channels-last <paramref name="layout"/> whose gradient
     /// <paramref name="gradOutputPlanes"/> is in NCHW memory; dx is written in channels-last memory, which must not
     /// overlap the gradient (a block's pieces are read after earlier blocks have written). Only where
     /// <see cref="CanReadPlanarGradient{T}"/> allows it.
     /// </summary>
-    public static void BackwardInputPlanarGradient<T>(
+    public static void BackwardInputPlanarGradient<T, TParam>(
         ReadOnlySpan<T> x,
         ReadOnlySpan<T> gradOutputPlanes,
         Span<T> gradInput,
         PlaneLayout layout,
         ReadOnlySpan<double> mean,
         ReadOnlySpan<double> invstd,
-        ReadOnlySpan<T> weight,
+        ReadOnlySpan<TParam> weight,
         ReadOnlySpan<double> sumDy,
         ReadOnlySpan<double> sumDyXmu,
         bool batchStatistics,
         Span<double> scratch,
         int threads,
         bool? streamingStores = null)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
+        where TParam : unmanaged
     {
         Debug.Assert(CanReadPlanarGradient<T>(layout) && x.Length >= layout.Length && !gradInput.Overlaps(gradOutputPlanes));
         BackwardInputVectorized(x, gradOutputPlanes, gradInput, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics, scratch, threads, streamingStores, planarA: true);
@@ -161,7 +162,7 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void StagedPeriodicProductSums<T>(T* a, T* b, in RowBlocks blocks, int block, ReadOnlySpan<double> reference, Span<double> sum, Span<double> products)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         T* staging = stackalloc T[StagedRows<T>(blocks) * blocks.Channels];
         var pieces = new StagedPieces<T>(a, blocks, block, staging);
@@ -177,7 +178,7 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void StagedElementwise<T>(T* a, T* b, T* output, in RowBlocks blocks, int block, ChannelParameters parameters, bool gradient, bool streaming)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         T* staging = stackalloc T[StagedRows<T>(blocks) * blocks.Channels];
         var pieces = new StagedPieces<T>(a, blocks, block, staging);

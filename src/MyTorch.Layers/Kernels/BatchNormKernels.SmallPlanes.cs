@@ -35,7 +35,7 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SmallPlaneSums<T>(T* a, T* b, double* reference, int channels, int begin, int end, double* first, double* second)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         const int Spatial = 16;
         T* aEnd = a + ((long)end * Spatial);

@@ -66,7 +66,7 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     public static void BatchStatisticsVectorized<T>(
         ReadOnlySpan<T> x, PlaneLayout layout, Span<double> mean, Span<double> variance, Span<double> scratch, int threads)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         Debug.Assert(layout.Length > 0 && x.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
         int channels = layout.Channels;
@@ -87,10 +87,10 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>K for the shifted sums of a channel whose first value is <paramref name="first"/>.</summary>
     private static double ShiftReference<T>(T first)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         // An infinite K would turn an infinite mean into NaN; without a finite one, plain sums (K = 0) do.
-        double k = double.CreateTruncating(first);
+        double k = Element.ToDouble(first);
         return double.IsFinite(k) ? k : 0;
     }
 
@@ -111,7 +111,7 @@ internal static unsafe partial class BatchNormKernels
         Span<double> sumDyXmu,
         Span<double> scratch,
         int threads)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         Debug.Assert(x.Length >= layout.Length && gradOutput.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
         if (layout.Length == 0)
@@ -132,18 +132,19 @@ internal static unsafe partial class BatchNormKernels
     /// least <see cref="StreamingStores.MinimumPassBytes"/> and its runs are long enough (<see cref="StreamingStores.For{T}"/>);
     /// that changes no bit of the result.
     /// </remarks>
-    public static void NormalizeVectorized<T>(
+    public static void NormalizeVectorized<T, TParam>(
         ReadOnlySpan<T> x,
         Span<T> y,
         PlaneLayout layout,
         ReadOnlySpan<double> mean,
         ReadOnlySpan<double> invstd,
-        ReadOnlySpan<T> weight,
-        ReadOnlySpan<T> bias,
+        ReadOnlySpan<TParam> weight,
+        ReadOnlySpan<TParam> bias,
         Span<double> scratch,
         int threads,
         bool? streamingStores = null)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
+        where TParam : unmanaged
     {
         Debug.Assert(x.Length >= layout.Length && y.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
         if (layout.Length == 0)
@@ -159,32 +160,32 @@ internal static unsafe partial class BatchNormKernels
         for (int c = 0; c < channels; c++)
         {
             offset[c] = mean[c];
-            scale[c] = invstd[c] * (weight.IsEmpty ? 1.0 : double.CreateTruncating(weight[c]));
-            shift[c] = bias.IsEmpty ? 0.0 : double.CreateTruncating(bias[c]);
+            scale[c] = invstd[c] * (weight.IsEmpty ? 1.0 : Element.ToDouble(weight[c]));
+            shift[c] = bias.IsEmpty ? 0.0 : Element.ToDouble(bias[c]);
         }
 
         Elementwise(x, default, y, layout, offset, scale, shift, default, scratch[(4 * channels)..], threads, streamingStores);
     }
 
     /// <summary>
-    /// dx of <see cref="BackwardInputBatchStatistics{T}"/> (<paramref name="batchStatistics"/>) or
-    /// <see cref="BackwardInputFixedStatistics{T}"/>, vectorised. <paramref name="gradInput"/> may be
+    /// dx of <see cref="BackwardInputBatchStatistics{T, TParam}"/> (<paramref name="batchStatistics"/>) or
+    /// <see cref="BackwardInputFixedStatistics{T, TParam}"/>, vectorised. <paramref name="gradInput"/> may be
     /// <paramref name="gradOutput"/> itself.
     /// </summary>
     /// <remarks>
     /// dx is written with streaming stores if <c>streamingStores</c> says so, and by default when the pass's tensors span at
     /// least <see cref="StreamingStores.MinimumPassBytes"/> and its runs are long enough (<see cref="StreamingStores.For{T}"/>);
     /// that changes no bit of the result. With <c>planarA</c>, <paramref name="gradOutput"/> is in NCHW memory under a
-    /// channels-last <paramref name="layout"/> (see <see cref="BackwardInputPlanarGradient{T}"/>).
+    /// channels-last <paramref name="layout"/> (see <see cref="BackwardInputPlanarGradient{T, TParam}"/>).
     /// </remarks>
-    public static void BackwardInputVectorized<T>(
+    public static void BackwardInputVectorized<T, TParam>(
         ReadOnlySpan<T> x,
         ReadOnlySpan<T> gradOutput,
         Span<T> gradInput,
         PlaneLayout layout,
         ReadOnlySpan<double> mean,
         ReadOnlySpan<double> invstd,
-        ReadOnlySpan<T> weight,
+        ReadOnlySpan<TParam> weight,
         ReadOnlySpan<double> sumDy,
         ReadOnlySpan<double> sumDyXmu,
         bool batchStatistics,
@@ -192,7 +193,8 @@ internal static unsafe partial class BatchNormKernels
         int threads,
         bool? streamingStores = null,
         bool planarA = false)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
+        where TParam : unmanaged
     {
         Debug.Assert(gradOutput.Length >= layout.Length && gradInput.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
         if (layout.Length == 0)
@@ -211,7 +213,7 @@ internal static unsafe partial class BatchNormKernels
         for (int c = 0; c < channels; c++)
         {
             (offset[c], scale[c], shift[c], projection[c]) =
-                GradientConstants(mean[c], invstd[c], weight.IsEmpty ? 1.0 : double.CreateTruncating(weight[c]), sumDy[c], sumDyXmu[c], count, batchStatistics);
+                GradientConstants(mean[c], invstd[c], weight.IsEmpty ? 1.0 : Element.ToDouble(weight[c]), sumDy[c], sumDyXmu[c], count, batchStatistics);
         }
 
         Elementwise(gradOutput, batchStatistics ? x : default, gradInput, layout, offset, scale, shift, projection, scratch[(4 * channels)..], threads, streamingStores, planarA);
@@ -239,7 +241,7 @@ internal static unsafe partial class BatchNormKernels
         Span<double> scratch,
         int threads,
         bool planarA = false)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         Debug.Assert(!planarA || (layout.ChannelsLast && !b.IsEmpty));
         int channels = layout.Channels;
@@ -342,7 +344,7 @@ internal static unsafe partial class BatchNormKernels
         int threads,
         bool? streamingStores,
         bool planarA = false)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         Debug.Assert(!planarA || layout.ChannelsLast);
         int channels = layout.Channels;
@@ -490,7 +492,7 @@ internal static unsafe partial class BatchNormKernels
     }
 
     private struct PlaneMomentsJob<T> : IChunkJob
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         public T* A;
         public T* B;
@@ -524,7 +526,7 @@ internal static unsafe partial class BatchNormKernels
     }
 
     private struct RowMomentsJob<T> : IChunkJob
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         public T* A;
         public T* B;
@@ -565,7 +567,7 @@ internal static unsafe partial class BatchNormKernels
     }
 
     private struct PlaneElementwiseJob<T> : IChunkJob
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         public T* A;
         public T* B;
@@ -628,7 +630,7 @@ internal static unsafe partial class BatchNormKernels
     }
 
     private struct RowElementwiseJob<T> : IChunkJob
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         public T* A;
         public T* B;
@@ -684,7 +686,7 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static (double Sum, double Squares) ShiftedSums<T>(ReadOnlySpan<T> x, double r, int readable)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         int i = 0;
         double sum = 0;
@@ -721,7 +723,7 @@ internal static unsafe partial class BatchNormKernels
 
         for (; i < x.Length; i++)
         {
-            double d = double.CreateTruncating(x[i]) - r;
+            double d = Element.ToDouble(x[i]) - r;
             sum += d;
             squares += d * d;
         }
@@ -732,7 +734,7 @@ internal static unsafe partial class BatchNormKernels
     /// <summary>(Σa, Σa·(b − r)) over a contiguous run, prefetching as <see cref="ShiftedSums{T}"/> does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static (double Sum, double Products) ProductSums<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, double r, int readable)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         int i = 0;
         double sum = 0;
@@ -772,9 +774,9 @@ internal static unsafe partial class BatchNormKernels
 
         for (; i < a.Length; i++)
         {
-            double value = double.CreateTruncating(a[i]);
+            double value = Element.ToDouble(a[i]);
             sum += value;
-            products += value * (double.CreateTruncating(b[i]) - r);
+            products += value * (Element.ToDouble(b[i]) - r);
         }
 
         return (sum, products);
@@ -784,6 +786,7 @@ internal static unsafe partial class BatchNormKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AddShifted<T>(
         ref T x, int i, Vector<double> r, ref Vector<double> sumLo, ref Vector<double> sumHi, ref Vector<double> squaresLo, ref Vector<double> squaresHi)
+        where T : unmanaged
     {
         Load(ref x, (nuint)i, out var lo, out var hi);
         lo -= r;
@@ -798,6 +801,7 @@ internal static unsafe partial class BatchNormKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AddProducts<T>(
         ref T a, ref T b, int i, Vector<double> r, ref Vector<double> sumLo, ref Vector<double> sumHi, ref Vector<double> productsLo, ref Vector<double> productsHi)
+        where T : unmanaged
     {
         Load(ref a, (nuint)i, out var alo, out var ahi);
         Load(ref b, (nuint)i, out var blo, out var bhi);
@@ -810,7 +814,7 @@ internal static unsafe partial class BatchNormKernels
     /// <summary>sum[k] += Σ(x − r[k]), squares[k] += Σ(x − r[k])² over the values at offsets ≡ k modulo the period.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PeriodicShiftedSums<T>(ReadOnlySpan<T> x, ReadOnlySpan<double> r, Span<double> sum, Span<double> squares)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         int period = r.Length;
         int i = 0;
@@ -868,7 +872,7 @@ internal static unsafe partial class BatchNormKernels
         for (; i < x.Length; i++)
         {
             int k = i % period;
-            double d = double.CreateTruncating(x[i]) - r[k];
+            double d = Element.ToDouble(x[i]) - r[k];
             sum[k] += d;
             squares[k] += d * d;
         }
@@ -954,7 +958,7 @@ internal static unsafe partial class BatchNormKernels
     /// <summary>sum[k] += Σa, products[k] += Σa·(b − r[k]) over the values at offsets ≡ k modulo the period.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PeriodicProductSums<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, ReadOnlySpan<double> r, Span<double> sum, Span<double> products)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         int period = r.Length;
         int i = 0;
@@ -1017,9 +1021,9 @@ internal static unsafe partial class BatchNormKernels
         for (; i < a.Length; i++)
         {
             int k = i % period;
-            double value = double.CreateTruncating(a[i]);
+            double value = Element.ToDouble(a[i]);
             sum[k] += value;
-            products[k] += value * (double.CreateTruncating(b[i]) - r[k]);
+            products[k] += value * (Element.ToDouble(b[i]) - r[k]);
         }
     }
 
@@ -1130,13 +1134,13 @@ internal static unsafe partial class BatchNormKernels
     /// <summary>out = (a − offset) · scale + shift for one value, as the vector body computes it (one fused multiply-add).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static T Affine<T>(T a, double offset, double scale, double shift)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T> => T.CreateTruncating(double.FusedMultiplyAdd(double.CreateTruncating(a) - offset, scale, shift));
+        where T : unmanaged => Element.FromDouble<T>(double.FusedMultiplyAdd(Element.ToDouble(a) - offset, scale, shift));
 
     /// <summary>out = (a − shift − (b − offset) · projection) · scale for one value, as the vector body computes it.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static T Gradient<T>(T a, T b, double offset, double scale, double shift, double projection)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T> =>
-        T.CreateTruncating((double.CreateTruncating(a) - shift - ((double.CreateTruncating(b) - offset) * projection)) * scale);
+        where T : unmanaged =>
+        Element.FromDouble<T>((Element.ToDouble(a) - shift - ((Element.ToDouble(b) - offset) * projection)) * scale);
 
     /// <summary>
     /// The part [Start, End) of a run that the vector body writes: all but the tail for plain stores, the whole cache
@@ -1154,7 +1158,7 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AffinePlanes<T, TStore>(T* a, T* output, int length, int spatial, int firstChannel, ChannelParameters parameters)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
         where TStore : struct, IStoreMode
     {
         (int start, int end) = VectorBody<T, TStore>(output, length);
@@ -1213,7 +1217,7 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void GradientPlanes<T, TStore>(T* a, T* b, T* output, int length, int spatial, int firstChannel, ChannelParameters parameters)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
         where TStore : struct, IStoreMode
     {
         (int start, int end) = VectorBody<T, TStore>(output, length);
@@ -1277,7 +1281,7 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AffinePeriodic<T, TStore>(T* a, T* output, int length, ChannelParameters parameters)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
         where TStore : struct, IStoreMode
     {
         int period = parameters.Count;
@@ -1335,7 +1339,7 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void GradientPeriodic<T, TStore>(T* a, T* b, T* output, int length, ChannelParameters parameters)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
         where TStore : struct, IStoreMode
     {
         int period = parameters.Count;
@@ -1400,7 +1404,7 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int AffinePeriodByPeriod<T, TStore>(T* a, T* output, int length, ChannelParameters parameters)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
         where TStore : struct, IStoreMode
     {
         if (WidePeriods(parameters.Count))
@@ -1438,7 +1442,7 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int GradientPeriodByPeriod<T, TStore>(T* a, T* b, T* output, int length, ChannelParameters parameters)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
         where TStore : struct, IStoreMode
     {
         // With plain stores the 8-value loop was the faster, with streaming stores the 16-value one (kernel alone,
@@ -1485,7 +1489,7 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int AffineThreeSteps<T, TStore>(T* a, T* output, int length, ChannelParameters parameters)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
         where TStore : struct, IStoreMode
     {
         var (o0, o1, o2, o3, o4, o5) = ThreeSteps(parameters.Offset);
@@ -1513,7 +1517,7 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int GradientThreeSteps<T, TStore>(T* a, T* b, T* output, int length, ChannelParameters parameters)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
         where TStore : struct, IStoreMode
     {
         var (o0, o1, o2, o3, o4, o5) = ThreeSteps(parameters.Offset);
@@ -1572,7 +1576,7 @@ internal static unsafe partial class BatchNormKernels
     private static void Load<T>(T* source, out Vector<double> lo, out Vector<double> hi)
         where T : unmanaged => Load(ref *source, 0, out lo, out hi);
 
-    /// <summary>Stores two vectors of doubles as Lanes values of T (rounded to nearest for float32), plainly or streaming.</summary>
+    /// <summary>Stores two vectors of doubles as Lanes values of T (rounded as <see cref="Element.FromDouble{T}"/> rounds), plainly or streaming.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Store<T, TStore>(Vector<double> lo, Vector<double> hi, T* destination)
         where T : unmanaged
@@ -1581,6 +1585,27 @@ internal static unsafe partial class BatchNormKernels
         if (typeof(T) == typeof(float))
         {
             StreamingStores.Store<float, TStore>(Vector.Narrow(lo, hi), (float*)destination);
+        }
+        else if (typeof(T) == typeof(BFloat16) && Vector<float>.Count == Vector256<float>.Count)
+        {
+            var bits = BFloat16Bits.Narrow(Vector.Narrow(lo, hi).AsVector256());
+            if (TStore.Streaming)
+            {
+                Sse2.StoreAlignedNonTemporal((ushort*)destination, bits);
+            }
+            else
+            {
+                bits.Store((ushort*)destination);
+            }
+        }
+        else if (Element.IsHalfPrecision<T>())
+        {
+            // float16 (no vector conversions in .NET), or vectors of another width: lane by lane, as the scalar paths do.
+            for (int k = 0; k < Vector<double>.Count; k++)
+            {
+                destination[k] = Element.FromDouble<T>(lo[k]);
+                destination[k + Vector<double>.Count] = Element.FromDouble<T>(hi[k]);
+            }
         }
         else
         {
@@ -1598,6 +1623,7 @@ internal static unsafe partial class BatchNormKernels
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Load<T>(ref T source, nuint index, out Vector<double> lo, out Vector<double> hi)
+        where T : unmanaged
     {
         if (typeof(T) == typeof(float) && Avx.IsSupported && Vector<double>.Count == Vector256<double>.Count)
         {
@@ -1609,11 +1635,34 @@ internal static unsafe partial class BatchNormKernels
         {
             Vector.Widen(Vector.LoadUnsafe(ref Unsafe.As<T, float>(ref source), index), out lo, out hi);
         }
+        else if (typeof(T) == typeof(BFloat16) && Vector<float>.Count == Vector256<float>.Count)
+        {
+            var values = BFloat16Bits.Widen(Vector128.LoadUnsafe(ref Unsafe.As<T, ushort>(ref source), index));
+            Vector.Widen(values.AsVector(), out lo, out hi);
+        }
+        else if (Element.IsHalfPrecision<T>())
+        {
+            LoadLaneByLane(ref Unsafe.Add(ref source, index), out lo, out hi);
+        }
         else
         {
             ref double start = ref Unsafe.As<T, double>(ref source);
             lo = Vector.LoadUnsafe(ref start, index);
             hi = Vector.LoadUnsafe(ref start, index + (nuint)Vector<double>.Count);
         }
+    }
+
+    /// <summary>Lanes values of a type without vector conversions here (float16), widened one by one.</summary>
+    private static void LoadLaneByLane<T>(ref T source, out Vector<double> lo, out Vector<double> hi)
+        where T : unmanaged
+    {
+        Span<double> widened = stackalloc double[2 * Vector<double>.Count];
+        for (int k = 0; k < widened.Length; k++)
+        {
+            widened[k] = Element.ToDouble(Unsafe.Add(ref source, k));
+        }
+
+        lo = new Vector<double>(widened);
+        hi = new Vector<double>(widened[Vector<double>.Count..]);
     }
 }

@@ -22,7 +22,7 @@ internal static partial class BatchNormKernels
     /// The second pass keeps precision for channels whose mean is large next to their spread.
     /// </summary>
     public static void BatchStatistics<T>(ReadOnlySpan<T> x, PlaneLayout layout, Span<double> mean, Span<double> variance)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         Debug.Assert(x.Length >= layout.Length && mean.Length >= layout.Channels && variance.Length >= layout.Channels);
         double count = layout.ValuesPerChannel;
@@ -34,7 +34,7 @@ internal static partial class BatchNormKernels
                 int offset = n * layout.BatchStride + c * layout.ChannelStride;
                 for (int s = 0; s < layout.Spatial; s++)
                 {
-                    sum += double.CreateTruncating(x[offset + s * layout.SpatialStride]);
+                    sum += Element.ToDouble(x[offset + s * layout.SpatialStride]);
                 }
             }
 
@@ -45,7 +45,7 @@ internal static partial class BatchNormKernels
                 int offset = n * layout.BatchStride + c * layout.ChannelStride;
                 for (int s = 0; s < layout.Spatial; s++)
                 {
-                    double d = double.CreateTruncating(x[offset + s * layout.SpatialStride]) - mu;
+                    double d = Element.ToDouble(x[offset + s * layout.SpatialStride]) - mu;
                     squares += d * d;
                 }
             }
@@ -71,29 +71,30 @@ internal static partial class BatchNormKernels
     /// <summary>
     /// y = (x − mean[c]) · invstd[c] · γ[c] + β[c]. <paramref name="y"/> may be <paramref name="x"/> itself.
     /// </summary>
-    public static void Normalize<T>(
+    public static void Normalize<T, TParam>(
         ReadOnlySpan<T> x,
         Span<T> y,
         PlaneLayout layout,
         ReadOnlySpan<double> mean,
         ReadOnlySpan<double> invstd,
-        ReadOnlySpan<T> weight,
-        ReadOnlySpan<T> bias)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        ReadOnlySpan<TParam> weight,
+        ReadOnlySpan<TParam> bias)
+        where T : unmanaged
+        where TParam : unmanaged
     {
         Debug.Assert(x.Length >= layout.Length && y.Length >= layout.Length);
         for (int c = 0; c < layout.Channels; c++)
         {
             double mu = mean[c];
-            double scale = invstd[c] * (weight.IsEmpty ? 1.0 : double.CreateTruncating(weight[c]));
-            double shift = bias.IsEmpty ? 0.0 : double.CreateTruncating(bias[c]);
+            double scale = invstd[c] * (weight.IsEmpty ? 1.0 : Element.ToDouble(weight[c]));
+            double shift = bias.IsEmpty ? 0.0 : Element.ToDouble(bias[c]);
             for (int n = 0; n < layout.Batch; n++)
             {
                 int offset = n * layout.BatchStride + c * layout.ChannelStride;
                 for (int s = 0; s < layout.Spatial; s++)
                 {
                     int i = offset + s * layout.SpatialStride;
-                    y[i] = T.CreateTruncating(((double.CreateTruncating(x[i]) - mu) * scale) + shift);
+                    y[i] = Element.FromDouble<T>(((Element.ToDouble(x[i]) - mu) * scale) + shift);
                 }
             }
         }
@@ -159,14 +160,14 @@ internal static partial class BatchNormKernels
         ReadOnlySpan<double> variance,
         long valuesPerChannel,
         double momentum)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         Debug.Assert(runningMean.Length == mean.Length && runningVar.Length == variance.Length);
         double bessel = valuesPerChannel / (double)(valuesPerChannel - 1);
         for (int c = 0; c < mean.Length; c++)
         {
-            runningMean[c] = T.CreateTruncating((momentum * mean[c]) + ((1 - momentum) * double.CreateTruncating(runningMean[c])));
-            runningVar[c] = T.CreateTruncating((momentum * variance[c] * bessel) + ((1 - momentum) * double.CreateTruncating(runningVar[c])));
+            runningMean[c] = Element.FromDouble<T>((momentum * mean[c]) + ((1 - momentum) * Element.ToDouble(runningMean[c])));
+            runningVar[c] = Element.FromDouble<T>((momentum * variance[c] * bessel) + ((1 - momentum) * Element.ToDouble(runningVar[c])));
         }
     }
 
@@ -181,7 +182,7 @@ internal static partial class BatchNormKernels
         ReadOnlySpan<double> mean,
         Span<double> sumDy,
         Span<double> sumDyXmu)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         Debug.Assert(x.Length >= layout.Length && gradOutput.Length >= layout.Length);
         for (int c = 0; c < layout.Channels; c++)
@@ -195,9 +196,9 @@ internal static partial class BatchNormKernels
                 for (int s = 0; s < layout.Spatial; s++)
                 {
                     int i = offset + s * layout.SpatialStride;
-                    double dy = double.CreateTruncating(gradOutput[i]);
+                    double dy = Element.ToDouble(gradOutput[i]);
                     sum += dy;
-                    dot += dy * (double.CreateTruncating(x[i]) - mu);
+                    dot += dy * (Element.ToDouble(x[i]) - mu);
                 }
             }
 
@@ -210,17 +211,18 @@ internal static partial class BatchNormKernels
     /// Input gradient when the batch statistics were used:
     /// dx = (dy − sumDy/M − (x − μ) · invstd² · sumDyXmu/M) · invstd · γ.
     /// </summary>
-    public static void BackwardInputBatchStatistics<T>(
+    public static void BackwardInputBatchStatistics<T, TParam>(
         ReadOnlySpan<T> x,
         ReadOnlySpan<T> gradOutput,
         Span<T> gradInput,
         PlaneLayout layout,
         ReadOnlySpan<double> mean,
         ReadOnlySpan<double> invstd,
-        ReadOnlySpan<T> weight,
+        ReadOnlySpan<TParam> weight,
         ReadOnlySpan<double> sumDy,
         ReadOnlySpan<double> sumDyXmu)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
+        where TParam : unmanaged
     {
         Debug.Assert(x.Length >= layout.Length && gradOutput.Length >= layout.Length && gradInput.Length >= layout.Length);
         double count = layout.ValuesPerChannel;
@@ -230,15 +232,15 @@ internal static partial class BatchNormKernels
             double istd = invstd[c];
             double dyMean = sumDy[c] / count;
             double projection = sumDyXmu[c] * istd * istd / count;
-            double scale = istd * (weight.IsEmpty ? 1.0 : double.CreateTruncating(weight[c]));
+            double scale = istd * (weight.IsEmpty ? 1.0 : Element.ToDouble(weight[c]));
             for (int n = 0; n < layout.Batch; n++)
             {
                 int offset = n * layout.BatchStride + c * layout.ChannelStride;
                 for (int s = 0; s < layout.Spatial; s++)
                 {
                     int i = offset + s * layout.SpatialStride;
-                    double xmu = double.CreateTruncating(x[i]) - mu;
-                    gradInput[i] = T.CreateTruncating((double.CreateTruncating(gradOutput[i]) - dyMean - (xmu * projection)) * scale);
+                    double xmu = Element.ToDouble(x[i]) - mu;
+                    gradInput[i] = Element.FromDouble<T>((Element.ToDouble(gradOutput[i]) - dyMean - (xmu * projection)) * scale);
                 }
             }
         }
@@ -247,25 +249,26 @@ internal static partial class BatchNormKernels
     /// <summary>
     /// Input gradient when fixed (running) statistics were used: dx = dy · invstd[c] · γ[c].
     /// </summary>
-    public static void BackwardInputFixedStatistics<T>(
+    public static void BackwardInputFixedStatistics<T, TParam>(
         ReadOnlySpan<T> gradOutput,
         Span<T> gradInput,
         PlaneLayout layout,
         ReadOnlySpan<double> invstd,
-        ReadOnlySpan<T> weight)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        ReadOnlySpan<TParam> weight)
+        where T : unmanaged
+        where TParam : unmanaged
     {
         Debug.Assert(gradOutput.Length >= layout.Length && gradInput.Length >= layout.Length);
         for (int c = 0; c < layout.Channels; c++)
         {
-            double scale = invstd[c] * (weight.IsEmpty ? 1.0 : double.CreateTruncating(weight[c]));
+            double scale = invstd[c] * (weight.IsEmpty ? 1.0 : Element.ToDouble(weight[c]));
             for (int n = 0; n < layout.Batch; n++)
             {
                 int offset = n * layout.BatchStride + c * layout.ChannelStride;
                 for (int s = 0; s < layout.Spatial; s++)
                 {
                     int i = offset + s * layout.SpatialStride;
-                    gradInput[i] = T.CreateTruncating(double.CreateTruncating(gradOutput[i]) * scale);
+                    gradInput[i] = Element.FromDouble<T>(Element.ToDouble(gradOutput[i]) * scale);
                 }
             }
         }

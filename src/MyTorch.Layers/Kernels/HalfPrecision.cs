@@ -67,6 +67,18 @@ internal readonly struct BFloat16Bits : IHalfPrecision
     public static Vector256<ushort> Narrow(Vector256<float> lower, Vector256<float> upper) =>
         Vector256.Narrow(NarrowToLow(lower), NarrowToLow(upper));
 
+    /// <summary><see cref="Widen(ushort)"/> of 8 values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Widen(Vector128<ushort> bits) => (Vector256.WidenLower(bits.ToVector256Unsafe()) << 16).AsSingle();
+
+    /// <summary><see cref="Narrow(float)"/> of 8 values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<ushort> Narrow(Vector256<float> values)
+    {
+        var low = NarrowToLow(values);
+        return Vector128.Narrow(low.GetLower(), low.GetUpper());
+    }
+
     /// <summary><see cref="Widen(Vector256{ushort})"/> of 32 values, for 512-bit steps.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static (Vector512<float> Lower, Vector512<float> Upper) Widen(Vector512<ushort> bits)

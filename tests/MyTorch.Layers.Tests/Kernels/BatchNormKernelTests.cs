@@ -59,8 +59,8 @@ public class BatchNormKernelTests
         double[] invstd = [1, 2, 0.25];
         double[] weight = [1, -1, 3];
         double[] bias = [0, 1, -2];
-        BatchNormKernels.Normalize<double>(x, separate, layout, mean, invstd, weight, bias);
-        BatchNormKernels.Normalize<double>(x, x, layout, mean, invstd, weight, bias);
+        BatchNormKernels.Normalize<double, double>(x, separate, layout, mean, invstd, weight, bias);
+        BatchNormKernels.Normalize<double, double>(x, x, layout, mean, invstd, weight, bias);
         Assert.That(x, Is.EqualTo(separate));
     }
 
@@ -107,7 +107,7 @@ public class BatchNormKernelTests
         var layout = new PlaneLayout(2, 2, 3, channelsLast: false);
         double[] dy = KernelInputs.Uniform<double>(new Random(9), layout.Length, 1, 0);
         double[] dx = new double[dy.Length];
-        BatchNormKernels.BackwardInputFixedStatistics<double>(dy, dx, layout, [2, 0.5], [3, -1]);
+        BatchNormKernels.BackwardInputFixedStatistics<double, double>(dy, dx, layout, [2, 0.5], [3, -1]);
         for (int i = 0; i < dy.Length; i++)
         {
             int c = (i / layout.Spatial) % layout.Channels;
@@ -135,9 +135,9 @@ public class BatchNormKernelTests
         var invstd = new double[c];
         BatchNormKernels.BatchStatistics<T>(x, layout, r.Mean, r.Variance);
         BatchNormKernels.InverseStandardDeviation(r.Variance, eps, invstd);
-        BatchNormKernels.Normalize<T>(x, r.Output, layout, r.Mean, invstd, weight, bias);
+        BatchNormKernels.Normalize<T, T>(x, r.Output, layout, r.Mean, invstd, weight, bias);
         BatchNormKernels.BackwardReductions<T>(x, dy, layout, r.Mean, r.SumDy, r.SumDyXmu);
-        BatchNormKernels.BackwardInputBatchStatistics<T>(x, dy, r.GradInput, layout, r.Mean, invstd, weight, r.SumDy, r.SumDyXmu);
+        BatchNormKernels.BackwardInputBatchStatistics<T, T>(x, dy, r.GradInput, layout, r.Mean, invstd, weight, r.SumDy, r.SumDyXmu);
         return r;
     }
 

@@ -77,7 +77,7 @@ public unsafe class BatchNormPlanarGradientKernelTests
         foreach (bool batchStatistics in new[] { true, false })
         {
             gradInput[batchStatistics] = new T[layout.Length];
-            BatchNormKernels.BackwardInputVectorized<T>(
+            BatchNormKernels.BackwardInputVectorized<T, T>(
                 x, movedFirst, gradInput[batchStatistics], layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics, scratch, threads: 1, streamingStores: false);
         }
 
@@ -85,9 +85,9 @@ public unsafe class BatchNormPlanarGradientKernelTests
         BatchNormKernels.BackwardReductions<T>(x, movedFirst, layout, mean, referenceSumDy, referenceSumDyXmu);
         double tolerance = 1e-13 * Math.Max(1, layout.ValuesPerChannel) * 8;
         var referenceGradInput = new T[layout.Length];
-        BatchNormKernels.BackwardInputBatchStatistics<T>(x, movedFirst, referenceGradInput, layout, mean, invstd, weight, referenceSumDy, referenceSumDyXmu);
+        BatchNormKernels.BackwardInputBatchStatistics<T, T>(x, movedFirst, referenceGradInput, layout, mean, invstd, weight, referenceSumDy, referenceSumDyXmu);
         var referenceGradFixed = new T[layout.Length];
-        BatchNormKernels.BackwardInputFixedStatistics<T>(movedFirst, referenceGradFixed, layout, invstd, weight);
+        BatchNormKernels.BackwardInputFixedStatistics<T, T>(movedFirst, referenceGradFixed, layout, invstd, weight);
 
         byte* block = (byte*)NativeMemory.AlignedAlloc((nuint)((layout.Length + 1) * sizeof(T)), 64);
         try
@@ -109,7 +109,7 @@ public unsafe class BatchNormPlanarGradientKernelTests
                         string where = $"{threads} threads, {(batchStatistics ? "batch" : "fixed")} statistics, {(streaming ? "streaming" : "plain")} stores, offset {offset}";
                         var planarGradInput = new Span<T>((T*)block + offset, layout.Length);
                         planarGradInput.Fill(T.NaN);
-                        BatchNormKernels.BackwardInputPlanarGradient<T>(
+                        BatchNormKernels.BackwardInputPlanarGradient<T, T>(
                             x, planes, planarGradInput, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics, scratch, threads, streaming);
                         T[] actual = planarGradInput.ToArray();
                         Assert.That(Bits(actual), Is.EqualTo(Bits(gradInput[batchStatistics])), $"dx, {where}");

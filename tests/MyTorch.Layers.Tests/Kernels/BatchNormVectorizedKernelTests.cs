@@ -67,7 +67,7 @@ public class BatchNormVectorizedKernelTests
         BatchNormKernels.BackwardReductionsVectorized<float>([], [], layout, [0, 0, 0], sumDy, sumDyXmu, scratch, threads: 2);
         Assert.That(sumDy, Is.EqualTo(new double[3]));
         Assert.That(sumDyXmu, Is.EqualTo(new double[3]));
-        BatchNormKernels.NormalizeVectorized<float>([], [], layout, [0, 0, 0], [1, 1, 1], [], [], scratch, threads: 2);
+        BatchNormKernels.NormalizeVectorized<float, float>([], [], layout, [0, 0, 0], [1, 1, 1], [], [], scratch, threads: 2);
     }
 
     [TestCase(false)]
@@ -208,13 +208,13 @@ public class BatchNormVectorizedKernelTests
         var invstd = new double[c];
         BatchNormKernels.InverseStandardDeviation(variance, 1e-5, invstd);
         var output = new T[x.Length];
-        BatchNormKernels.Normalize<T>(x, output, layout, mean, invstd, weight, bias);
+        BatchNormKernels.Normalize<T, T>(x, output, layout, mean, invstd, weight, bias);
         double[] sumDy = new double[c], sumDyXmu = new double[c];
         BatchNormKernels.BackwardReductions<T>(x, dy, layout, mean, sumDy, sumDyXmu);
         var gradInput = new T[x.Length];
-        BatchNormKernels.BackwardInputBatchStatistics<T>(x, dy, gradInput, layout, mean, invstd, weight, sumDy, sumDyXmu);
+        BatchNormKernels.BackwardInputBatchStatistics<T, T>(x, dy, gradInput, layout, mean, invstd, weight, sumDy, sumDyXmu);
         var gradFixed = new T[x.Length];
-        BatchNormKernels.BackwardInputFixedStatistics<T>(dy, gradFixed, layout, invstd, weight);
+        BatchNormKernels.BackwardInputFixedStatistics<T, T>(dy, gradFixed, layout, invstd, weight);
 
         var (fastMean, fastVariance) = FastStatistics(x, layout, threads: 2);
         Assert.That(fastMean, Is.EqualTo(mean).Within(1e-12), $"mean, {where}");
@@ -223,7 +223,7 @@ public class BatchNormVectorizedKernelTests
         // The rest is fed the reference statistics, so each kernel is compared on its own.
         double[] scratch = new double[BatchNormKernels.VectorizedScratchLength(layout)];
         var fastOutput = new T[x.Length];
-        BatchNormKernels.NormalizeVectorized<T>(x, fastOutput, layout, mean, invstd, weight, bias, scratch, threads: 2);
+        BatchNormKernels.NormalizeVectorized<T, T>(x, fastOutput, layout, mean, invstd, weight, bias, scratch, threads: 2);
         Assert.That(ToDoubles(fastOutput), Is.EqualTo(ToDoubles(output)).Within(outputTolerance), $"output, {where}");
 
         double[] fastSumDy = new double[c], fastSumDyXmu = new double[c];
@@ -233,16 +233,16 @@ public class BatchNormVectorizedKernelTests
         Assert.That(fastSumDyXmu, Is.EqualTo(sumDyXmu).Within(sumTolerance), $"Σdy·(x − μ), {where}");
 
         var fastGradInput = new T[x.Length];
-        BatchNormKernels.BackwardInputVectorized<T>(x, dy, fastGradInput, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads: 2);
+        BatchNormKernels.BackwardInputVectorized<T, T>(x, dy, fastGradInput, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads: 2);
         Assert.That(ToDoubles(fastGradInput), Is.EqualTo(ToDoubles(gradInput)).Within(outputTolerance), $"dx with batch statistics, {where}");
 
         var fastGradFixed = new T[x.Length];
-        BatchNormKernels.BackwardInputVectorized<T>(x, dy, fastGradFixed, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: false, scratch, threads: 2);
+        BatchNormKernels.BackwardInputVectorized<T, T>(x, dy, fastGradFixed, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: false, scratch, threads: 2);
         Assert.That(ToDoubles(fastGradFixed), Is.EqualTo(ToDoubles(gradFixed)).Within(outputTolerance), $"dx with fixed statistics, {where}");
 
         // In place, as the module never does but the contract allows.
         var inPlace = (T[])x.Clone();
-        BatchNormKernels.NormalizeVectorized<T>(inPlace, inPlace, layout, mean, invstd, weight, bias, scratch, threads: 2);
+        BatchNormKernels.NormalizeVectorized<T, T>(inPlace, inPlace, layout, mean, invstd, weight, bias, scratch, threads: 2);
         Assert.That(inPlace, Is.EqualTo(fastOutput), $"in-place output, {where}");
     }
 
@@ -288,9 +288,9 @@ public class BatchNormVectorizedKernelTests
         var invstd = new double[c];
         BatchNormKernels.BatchStatisticsVectorized<T>(x, layout, r.Mean, r.Variance, scratch, threads);
         BatchNormKernels.InverseStandardDeviation(r.Variance, 1e-5, invstd);
-        BatchNormKernels.NormalizeVectorized<T>(x, r.Output, layout, r.Mean, invstd, weight, bias, scratch, threads);
+        BatchNormKernels.NormalizeVectorized<T, T>(x, r.Output, layout, r.Mean, invstd, weight, bias, scratch, threads);
         BatchNormKernels.BackwardReductionsVectorized<T>(x, dy, layout, r.Mean, r.SumDy, r.SumDyXmu, scratch, threads);
-        BatchNormKernels.BackwardInputVectorized<T>(x, dy, r.GradInput, layout, r.Mean, invstd, weight, r.SumDy, r.SumDyXmu, batchStatistics: true, scratch, threads);
+        BatchNormKernels.BackwardInputVectorized<T, T>(x, dy, r.GradInput, layout, r.Mean, invstd, weight, r.SumDy, r.SumDyXmu, batchStatistics: true, scratch, threads);
         return r;
     }
 

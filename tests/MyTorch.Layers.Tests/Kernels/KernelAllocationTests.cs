@@ -43,9 +43,9 @@ public class KernelAllocationTests
         {
             BatchNormKernels.BatchStatisticsVectorized<float>(x, layout, mean, variance, scratch, threads);
             BatchNormKernels.InverseStandardDeviation(variance, 1e-5, invstd);
-            BatchNormKernels.NormalizeVectorized<float>(x, output, layout, mean, invstd, weight, bias, scratch, threads);
+            BatchNormKernels.NormalizeVectorized<float, float>(x, output, layout, mean, invstd, weight, bias, scratch, threads);
             BatchNormKernels.BackwardReductionsVectorized<float>(x, dy, layout, mean, sumDy, sumDyXmu, scratch, threads);
-            BatchNormKernels.BackwardInputVectorized<float>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads);
+            BatchNormKernels.BackwardInputVectorized<float, float>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads);
             ChannelDropoutKernels.ApplyMask<float>(x, output, layout, mask, threads);
             ChannelDropoutKernels.DrawMask<float>(ref generator, mask, 0.5);
             ChannelDropoutKernels.DrawAndApplyMask<float>(drawnX, drawnY, drawnLayout, drawnMask, 0.5, ref generator, threads);
@@ -54,7 +54,7 @@ public class KernelAllocationTests
             {
                 // dy read as NCHW planes under the channels-last x.
                 BatchNormKernels.BackwardReductionsPlanarGradient<float>(x, dy, layout, mean, sumDy, sumDyXmu, scratch, threads);
-                BatchNormKernels.BackwardInputPlanarGradient<float>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads);
+                BatchNormKernels.BackwardInputPlanarGradient<float, float>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads);
             }
         }
 

@@ -79,13 +79,13 @@ public unsafe class StreamingStoreTests
             BatchNormKernels.BackwardReductionsVectorized<T>(x, dy, layout, mean, sumDy, sumDyXmu, scratch, threads: 1);
 
             void Normalize(Span<T> output, bool streaming) =>
-                BatchNormKernels.NormalizeVectorized<T>(x, output, layout, mean, invstd, weight, bias, scratch, threads: 2, streaming);
+                BatchNormKernels.NormalizeVectorized<T, T>(x, output, layout, mean, invstd, weight, bias, scratch, threads: 2, streaming);
             void NormalizeFixed(Span<T> output, bool streaming) =>
                 BatchNormKernels.NormalizeFixedVectorized<T>(x, output, layout, runningMean, invstd, weight, bias, scratch, threads: 2, streaming);
             void GradBatch(Span<T> output, bool streaming) =>
-                BatchNormKernels.BackwardInputVectorized<T>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads: 2, streaming);
+                BatchNormKernels.BackwardInputVectorized<T, T>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads: 2, streaming);
             void GradFixed(Span<T> output, bool streaming) =>
-                BatchNormKernels.BackwardInputVectorized<T>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: false, scratch, threads: 2, streaming);
+                BatchNormKernels.BackwardInputVectorized<T, T>(x, dy, output, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: false, scratch, threads: 2, streaming);
 
             string where = $"C={channels} S={spatial} {(channelsLast ? "NHWC" : "NCHW")} {typeof(T).Name}";
             CompareAtEveryAlignment<T>(layout.Length, Normalize, "output, " + where);
@@ -97,7 +97,7 @@ public unsafe class StreamingStoreTests
             var plain = new T[x.Length];
             Normalize(plain, streaming: false);
             var inPlace = (T[])x.Clone();
-            BatchNormKernels.NormalizeVectorized<T>(inPlace, inPlace, layout, mean, invstd, weight, bias, scratch, threads: 2, streamingStores: true);
+            BatchNormKernels.NormalizeVectorized<T, T>(inPlace, inPlace, layout, mean, invstd, weight, bias, scratch, threads: 2, streamingStores: true);
             Assert.That(inPlace, Is.EqualTo(plain), "in place, " + where);
         }
     }
