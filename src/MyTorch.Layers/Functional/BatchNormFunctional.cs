@@ -1,8 +1,11 @@
 using System;
 using System.Buffers;
 using System.Globalization;
+using System.Linq;
 using System.Numerics;
+using System.Runtime.InteropServices;
 using MyTorch.Layers.Kernels;
+using BFloat16 = MyTorch.Layers.Kernels.BFloat16;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -100,7 +103,8 @@ public static class BatchNormFunctional
         Tensor input, BatchNormRanks ranks, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar, bool training, double eps, ScalarType? moduleDtype = null)
     {
         long[] shape = CheckInput(input, nameof(input), ranks);
-        if (moduleDtype is { } expected)
+        // A float32 or float64 module takes 16-bit inputs too (mixed precision); otherwise the dtypes match.
+        if (moduleDtype is { } expected && !(Check.IsHalfPrecision(input.dtype) && expected is ScalarType.Float32 or ScalarType.Float64))
         {
             Check.SameDtype(input, nameof(input), expected, "the module");
         }
@@ -141,21 +145,15 @@ public static class BatchNormFunctional
         long channels = shape[1];
         bool useBatchStatistics = training || runningMean is null;
         using var scope = NewDisposeScope();
-        var saveMean = empty(channels, statisticsDtype ?? input.dtype);
-        var saveInvstd = empty(channels, statisticsDtype ?? input.dtype);
+        var saveMean = empty(channels, statisticsDtype ?? StatisticsDtype(input.dtype));
+        var saveInvstd = empty(channels, statisticsDtype ?? StatisticsDtype(input.dtype));
         Tensor output;
         using (var source = new Borrowed(Layouts.ReadablePlanes(input, shape, out var layout), input))
         {
             output = Layouts.EmptyPlanes(shape, input.dtype, layout);
             var plane = Layouts.Plane(shape, layout);
-            if (input.dtype == ScalarType.Float32)
-            {
-                Forward<float>(source.Tensor, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd);
-            }
-            else
-            {
-                Forward<double>(source.Tensor, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd);
-            }
+            var call = new ForwardCall(source.Tensor, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd);
+            Dispatch(ref call, input.dtype, ParameterDtype(input.dtype, runningMean, runningVar, weight, bias));
         }
 
         return (output.MoveToOuterDisposeScope(), saveMean.MoveToOuterDisposeScope(), saveInvstd.MoveToOuterDisposeScope());
@@ -210,10 +208,12 @@ public static class BatchNormFunctional
         long channels = shape[1];
         Check.Alive(saveMean, nameof(saveMean));
         Check.Alive(saveInvstd, nameof(saveInvstd));
-        var statistics = statisticsInDouble ? ScalarType.Float64 : input.dtype;
-        Check.PerChannel(saveMean, "save_mean", channels, statistics, statisticsInDouble ? "the autograd node" : nameof(input));
-        Check.PerChannel(saveInvstd, "save_invstd", channels, statistics, statisticsInDouble ? "the autograd node" : nameof(input));
-        Check.PerChannel(weight, "weight", channels, input.dtype, nameof(input));
+        var statistics = statisticsInDouble ? ScalarType.Float64 : StatisticsDtype(input.dtype);
+        string statisticsFrom = statisticsInDouble ? "the autograd node" : Check.IsHalfPrecision(input.dtype) ? "the forward on a 16-bit input" : nameof(input);
+        Check.PerChannel(saveMean, "save_mean", channels, statistics, statisticsFrom);
+        Check.PerChannel(saveInvstd, "save_invstd", channels, statistics, statisticsFrom);
+        var (parameterDtype, parameterFrom) = ExpectedParameterDtype(input.dtype, ("weight", weight));
+        Check.PerChannel(weight, "weight", channels, parameterDtype, parameterFrom);
         if (shape.Length != 4)
         {
             // The same backward on the 4-D planes of input and gradient, its dx given the input's shape again.
@@ -225,26 +225,26 @@ public static class BatchNormFunctional
         }
 
         using var scope = NewDisposeScope();
-        var gradWeight = empty(channels, input.dtype);
-        var gradBias = empty(channels, input.dtype);
+        // dγ and dβ in γ's dtype; without γ, in the dtype the statistics come in.
+        var gradientDtype = weight?.dtype ?? StatisticsDtype(input.dtype);
+        var gradWeight = empty(channels, gradientDtype);
+        var gradBias = empty(channels, gradientDtype);
         Tensor gradInput;
         using (var x = new Borrowed(Layouts.ReadablePlanes(input, shape, out var layout), input))
         {
             // dy in another layout than x's is read through a copy in x's, except that an NCHW dy under a channels-last x
             // is read where it lies where that is faster (see BatchNormKernels.ReadsPlanarGradient).
             var plane = Layouts.Plane(shape, layout);
-            bool planar = (input.dtype == ScalarType.Float32 ? BatchNormKernels.ReadsPlanarGradient<float>(plane) : BatchNormKernels.ReadsPlanarGradient<double>(plane))
-                && Layouts.ClassifyPlanes(gradOutput, shape) == MemoryLayout.Contiguous;
+            bool planar = input.dtype switch
+            {
+                ScalarType.Float32 => BatchNormKernels.ReadsPlanarGradient<float>(plane),
+                ScalarType.Float64 => BatchNormKernels.ReadsPlanarGradient<double>(plane),
+                _ => false,
+            } && Layouts.ClassifyPlanes(gradOutput, shape) == MemoryLayout.Contiguous;
             using var dy = new Borrowed(planar ? gradOutput : Layouts.PlanesInLayout(gradOutput, shape, layout), gradOutput);
             gradInput = Layouts.EmptyPlanes(shape, input.dtype, layout);
-            if (input.dtype == ScalarType.Float32)
-            {
-                Backward<float>(dy.Tensor, planar, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias);
-            }
-            else
-            {
-                Backward<double>(dy.Tensor, planar, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias);
-            }
+            var call = new BackwardCall(dy.Tensor, planar, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias);
+            Dispatch(ref call, input.dtype, gradientDtype);
         }
 
         return (gradInput.MoveToOuterDisposeScope(), gradWeight.MoveToOuterDisposeScope(), gradBias.MoveToOuterDisposeScope());
@@ -261,7 +261,7 @@ public static class BatchNormFunctional
         long[] shape = input.shape;
         ranks.Check(shape, name);
 
-        Check.KernelReadable(input, name, shape);
+        Check.KernelReadable(input, name, shape, halfPrecision: true);
         return shape;
     }
 
@@ -269,11 +269,43 @@ public static class BatchNormFunctional
     private static void CheckParameters(long channels, ScalarType dtype, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar)
     {
         // libtorch checks in this order, so the first complaint is the same.
-        Check.PerChannel(runningMean, "running_mean", channels, dtype, "input");
-        Check.PerChannel(runningVar, "running_var", channels, dtype, "input");
-        Check.PerChannel(weight, "weight", channels, dtype, "input");
-        Check.PerChannel(bias, "bias", channels, dtype, "input");
+        var (expected, from) = ExpectedParameterDtype(dtype, ("running_mean", runningMean), ("running_var", runningVar), ("weight", weight), ("bias", bias));
+        Check.PerChannel(runningMean, "running_mean", channels, expected, from);
+        Check.PerChannel(runningVar, "running_var", channels, expected, from);
+        Check.PerChannel(weight, "weight", channels, expected, from);
+        Check.PerChannel(bias, "bias", channels, expected, from);
     }
+
+    /// <summary>
+    /// The dtype the per-channel tensors must share, and what it comes from: the input's; or, for a bfloat16 or float16
+    /// input, float32 or float64 where the first of them given has that dtype (mixed precision, as libtorch allows it
+    /// with float32 parameters).
+    /// </summary>
+    private static (ScalarType Dtype, string From) ExpectedParameterDtype(ScalarType inputDtype, params (string Name, Tensor? Tensor)[] perChannel)
+    {
+        if (Check.IsHalfPrecision(inputDtype))
+        {
+            foreach (var (name, tensor) in perChannel)
+            {
+                if (tensor is not null && !tensor.IsInvalid && tensor.dtype is ScalarType.Float32 or ScalarType.Float64)
+                {
+                    return (tensor.dtype, name);
+                }
+            }
+        }
+
+        return (inputDtype, "input");
+    }
+
+    /// <summary>The dtype the kernels' parameter spans take for these (checked) per-channel tensors.</summary>
+    private static ScalarType ParameterDtype(ScalarType inputDtype, params Tensor?[] perChannel) =>
+        perChannel.FirstOrDefault(t => t is not null)?.dtype ?? StatisticsDtype(inputDtype);
+
+    /// <summary>
+    /// The dtype of the mean and 1/σ the forward returns: the input's, or float32 for a 16-bit input, as ATen's
+    /// mixed-precision batch norm returns them.
+    /// </summary>
+    private static ScalarType StatisticsDtype(ScalarType inputDtype) => Check.IsHalfPrecision(inputDtype) ? ScalarType.Float32 : inputDtype;
 
     /// <summary>Refuses a negative or NaN eps.</summary>
     internal static void CheckEps(double eps)
@@ -300,7 +332,7 @@ public static class BatchNormFunctional
         }
     }
 
-    private static void Forward<T>(
+    private static void Forward<T, TParam>(
         Tensor input,
         Tensor output,
         PlaneLayout plane,
@@ -313,7 +345,8 @@ public static class BatchNormFunctional
         double eps,
         Tensor saveMean,
         Tensor saveInvstd)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
+        where TParam : unmanaged
     {
         int channels = plane.Channels;
         int threads = KernelThreads.Count;
@@ -342,23 +375,38 @@ public static class BatchNormFunctional
                     if (runningMean is not null && runningVar is not null)
                     {
                         BatchNormKernels.UpdateRunningStatistics(
-                            TensorMemory.Vector<T>(runningMean), TensorMemory.Vector<T>(runningVar), mean, variance, plane.ValuesPerChannel, momentum);
+                            TensorMemory.Vector<TParam>(runningMean), TensorMemory.Vector<TParam>(runningVar), mean, variance, plane.ValuesPerChannel, momentum);
                     }
                 }
 
-                BatchNormKernels.NormalizeVectorized(x, y, plane, mean, invstd, Parameter<T>(weight), Parameter<T>(bias), kernelScratch, threads);
+                BatchNormKernels.NormalizeVectorized(x, y, plane, mean, invstd, Parameter<TParam>(weight), Parameter<TParam>(bias), kernelScratch, threads);
             }
             else
             {
-                ReadOnlySpan<T> fixedMean = TensorMemory.Vector<T>(runningMean);
+                ReadOnlySpan<TParam> fixedMean = TensorMemory.Vector<TParam>(runningMean);
                 Widen(fixedMean, mean);
-                Widen<T>(TensorMemory.Vector<T>(runningVar), variance);
+                Widen<TParam>(TensorMemory.Vector<TParam>(runningVar), variance);
                 BatchNormKernels.InverseStandardDeviation(variance, eps, invstd);
-                BatchNormKernels.NormalizeFixedVectorized(x, y, plane, fixedMean, invstd, Parameter<T>(weight), Parameter<T>(bias), kernelScratch, threads);
+                // float32 and float64 take (x − mean) in their dtype, as libtorch computes it (see NormalizeFixedVectorized);
+                // 16-bit inputs the float64 arithmetic of batch statistics, rounded once to the dtype.
+                if (typeof(T) == typeof(float))
+                {
+                    BatchNormKernels.NormalizeFixedVectorized(
+                        MemoryMarshal.Cast<T, float>(x), MemoryMarshal.Cast<T, float>(y), plane, MemoryMarshal.Cast<TParam, float>(fixedMean), invstd, Parameter<float>(weight), Parameter<float>(bias), kernelScratch, threads);
+                }
+                else if (typeof(T) == typeof(double))
+                {
+                    BatchNormKernels.NormalizeFixedVectorized(
+                        MemoryMarshal.Cast<T, double>(x), MemoryMarshal.Cast<T, double>(y), plane, MemoryMarshal.Cast<TParam, double>(fixedMean), invstd, Parameter<double>(weight), Parameter<double>(bias), kernelScratch, threads);
+                }
+                else
+                {
+                    BatchNormKernels.NormalizeVectorized(x, y, plane, mean, invstd, Parameter<TParam>(weight), Parameter<TParam>(bias), kernelScratch, threads);
+                }
             }
 
-            Store<T>(mean, saveMean);
-            Store<T>(invstd, saveInvstd);
+            Store(mean, saveMean);
+            Store(invstd, saveInvstd);
         }
         finally
         {
@@ -370,7 +418,7 @@ public static class BatchNormFunctional
     /// The backward kernels. <paramref name="gradOutput"/> is in the layout <paramref name="plane"/> describes, or with
     /// <paramref name="gradOutputPlanar"/> in NCHW memory under a channels-last input.
     /// </summary>
-    private static void Backward<T>(
+    private static void Backward<T, TParam>(
         Tensor gradOutput,
         bool gradOutputPlanar,
         Tensor input,
@@ -382,7 +430,8 @@ public static class BatchNormFunctional
         bool useBatchStatistics,
         Tensor gradWeight,
         Tensor gradBias)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
+        where TParam : unmanaged
     {
         int channels = plane.Channels;
         int threads = KernelThreads.Count;
@@ -394,12 +443,12 @@ public static class BatchNormFunctional
             var sumDy = scratch.AsSpan(2 * channels, channels);
             var sumDyXmu = scratch.AsSpan(3 * channels, channels);
             var kernelScratch = scratch.AsSpan(4 * channels);
-            Load<T>(saveMean, mean);
-            Load<T>(saveInvstd, invstd);
+            Load(saveMean, mean);
+            Load(saveInvstd, invstd);
             ReadOnlySpan<T> x = TensorMemory.Span<T>(input, plane);
             Span<T> dy = TensorMemory.Span<T>(gradOutput, plane);
             var dx = TensorMemory.Span<T>(gradInput, plane);
-            ReadOnlySpan<T> gamma = Parameter<T>(weight);
+            ReadOnlySpan<TParam> gamma = Parameter<TParam>(weight);
 
             if (gradOutputPlanar)
             {
@@ -414,13 +463,13 @@ public static class BatchNormFunctional
                     x, dy, dx, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, kernelScratch, threads);
             }
 
-            var dGamma = TensorMemory.Vector<T>(gradWeight);
-            var dBeta = TensorMemory.Vector<T>(gradBias);
             for (int c = 0; c < channels; c++)
             {
-                dGamma[c] = T.CreateTruncating(sumDyXmu[c] * invstd[c]);
-                dBeta[c] = T.CreateTruncating(sumDy[c]);
+                sumDyXmu[c] *= invstd[c];
             }
+
+            Store(sumDyXmu, gradWeight);
+            Store(sumDy, gradBias);
         }
         finally
         {
@@ -432,49 +481,131 @@ public static class BatchNormFunctional
         where T : unmanaged => TensorMemory.Vector<T>(tensor);
 
     private static void Widen<T>(ReadOnlySpan<T> source, Span<double> destination)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         for (int i = 0; i < destination.Length; i++)
         {
-            destination[i] = double.CreateTruncating(source[i]);
+            destination[i] = Element.ToDouble(source[i]);
         }
     }
 
     private static void Narrow<T>(ReadOnlySpan<double> source, Span<T> destination)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where T : unmanaged
     {
         for (int i = 0; i < destination.Length; i++)
         {
-            destination[i] = T.CreateTruncating(source[i]);
+            destination[i] = Element.FromDouble<T>(source[i]);
         }
     }
 
-    /// <summary>Per-channel statistics into a tensor of the input's dtype (rounded) or of float64 (as they are).</summary>
-    private static void Store<T>(ReadOnlySpan<double> source, Tensor destination)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    /// <summary>Per-channel values rounded to the tensor's dtype (float64 as they are).</summary>
+    private static void Store(ReadOnlySpan<double> source, Tensor destination)
     {
-        if (destination.dtype == ScalarType.Float64)
+        switch (destination.dtype)
         {
-            source.CopyTo(TensorMemory.Vector<double>(destination));
-        }
-        else
-        {
-            Narrow(source, TensorMemory.Vector<T>(destination));
+            case ScalarType.Float64:
+                source.CopyTo(TensorMemory.Vector<double>(destination));
+                break;
+            case ScalarType.Float32:
+                Narrow(source, TensorMemory.Vector<float>(destination));
+                break;
+            case ScalarType.BFloat16:
+                Narrow(source, TensorMemory.Vector<BFloat16>(destination));
+                break;
+            default:
+                Narrow(source, TensorMemory.Vector<Half>(destination));
+                break;
         }
     }
 
-    /// <summary>Per-channel statistics from a tensor of the input's dtype or of float64, as <see cref="Store"/> wrote them.</summary>
-    private static void Load<T>(Tensor source, Span<double> destination)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    /// <summary>Per-channel values from a tensor of any of the kernels' dtypes, as <see cref="Store"/> wrote them.</summary>
+    private static void Load(Tensor source, Span<double> destination)
     {
-        if (source.dtype == ScalarType.Float64)
+        switch (source.dtype)
         {
-            TensorMemory.Vector<double>(source).CopyTo(destination);
+            case ScalarType.Float64:
+                TensorMemory.Vector<double>(source).CopyTo(destination);
+                break;
+            case ScalarType.Float32:
+                Widen<float>(TensorMemory.Vector<float>(source), destination);
+                break;
+            case ScalarType.BFloat16:
+                Widen<BFloat16>(TensorMemory.Vector<BFloat16>(source), destination);
+                break;
+            default:
+                Widen<Half>(TensorMemory.Vector<Half>(source), destination);
+                break;
         }
-        else
+    }
+
+    /// <summary>A kernel call for one pair of element and parameter types.</summary>
+    private interface IKernelCall
+    {
+        void Run<T, TParam>()
+            where T : unmanaged
+            where TParam : unmanaged;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="call"/> with the element type of <paramref name="input"/> and the parameter type of
+    /// <paramref name="parameters"/>, which the checks have made the input's, or float32 or float64 for a 16-bit input.
+    /// </summary>
+    private static void Dispatch<TCall>(ref TCall call, ScalarType input, ScalarType parameters)
+        where TCall : struct, IKernelCall
+    {
+        switch (input)
         {
-            Widen<T>(TensorMemory.Vector<T>(source), destination);
+            case ScalarType.Float32:
+                call.Run<float, float>();
+                break;
+            case ScalarType.Float64:
+                call.Run<double, double>();
+                break;
+            case ScalarType.BFloat16:
+                WithParameters<TCall, BFloat16>(ref call, parameters);
+                break;
+            default:
+                WithParameters<TCall, Half>(ref call, parameters);
+                break;
         }
+    }
+
+    private static void WithParameters<TCall, T>(ref TCall call, ScalarType parameters)
+        where TCall : struct, IKernelCall
+        where T : unmanaged
+    {
+        switch (parameters)
+        {
+            case ScalarType.Float32:
+                call.Run<T, float>();
+                break;
+            case ScalarType.Float64:
+                call.Run<T, double>();
+                break;
+            default:
+                call.Run<T, T>();
+                break;
+        }
+    }
+
+    private readonly struct ForwardCall(
+        Tensor input, Tensor output, PlaneLayout plane, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar,
+        bool useBatchStatistics, double momentum, double eps, Tensor saveMean, Tensor saveInvstd) : IKernelCall
+    {
+        public void Run<T, TParam>()
+            where T : unmanaged
+            where TParam : unmanaged =>
+            Forward<T, TParam>(input, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd);
+    }
+
+    private readonly struct BackwardCall(
+        Tensor gradOutput, bool gradOutputPlanar, Tensor input, Tensor gradInput, PlaneLayout plane, Tensor? weight, Tensor saveMean,
+        Tensor saveInvstd, bool useBatchStatistics, Tensor gradWeight, Tensor gradBias) : IKernelCall
+    {
+        public void Run<T, TParam>()
+            where T : unmanaged
+            where TParam : unmanaged =>
+            Backward<T, TParam>(gradOutput, gradOutputPlanar, input, gradInput, plane, weight, saveMean, saveInvstd, useBatchStatistics, gradWeight, gradBias);
     }
 
     /// <summary>A tensor that may be a temporary copy of another: disposed only if it is not the original.</summary>

@@ -50,11 +50,16 @@ public abstract class BatchNormBase : TorchSharp.Modules.BatchNorm
     /// <c>backward</c> fills the gradients of the input, <c>weight</c> and <c>bias</c> from MyTorch.Layers' backward
     /// kernels, and a gradient taken with <c>create_graph: true</c> can be differentiated again.
     /// </summary>
-    /// <param name="input">(N, C, …) of a rank the layer takes, float32 or float64 as the module, on the CPU; any memory layout.</param>
+    /// <param name="input">
+    /// (N, C, …) of a rank the layer takes, on the CPU, in any memory layout: of the module's dtype, or bfloat16 or float16
+    /// for a float32 or float64 module (mixed precision: the output and the input's gradient in the input's dtype, the
+    /// running statistics and the parameters' gradients in the module's).
+    /// </param>
     /// <returns>The normalised tensor, in the input's memory layout.</returns>
     /// <exception cref="ArgumentException">
     /// The input's rank is not one the layer takes, its channel count is not <c>num_features</c>, its dtype is not the
-    /// module's, or there is one value per channel when batch statistics are needed. Nothing is changed.
+    /// module's (nor a 16-bit dtype under a float32 or float64 module), or there is one value per channel when batch
+    /// statistics are needed. Nothing is changed.
     /// </exception>
     /// <exception cref="ArgumentOutOfRangeException"><c>eps</c> was set to a negative value or NaN through TorchSharp's base type. Nothing is changed.</exception>
     /// <exception cref="NotSupportedException">The input is not on the CPU. Nothing is changed.</exception>
@@ -125,9 +130,9 @@ public abstract class BatchNormBase : TorchSharp.Modules.BatchNorm
 
     private static void CheckDtype(ScalarType? dtype)
     {
-        if (dtype is { } d && d is not (ScalarType.Float32 or ScalarType.Float64))
+        if (dtype is { } d && d is not (ScalarType.Float32 or ScalarType.Float64 or ScalarType.BFloat16 or ScalarType.Float16))
         {
-            throw new ArgumentException($"dtype must be Float32 or Float64, got {d}.", nameof(dtype));
+            throw new ArgumentException($"dtype must be Float32, Float64, BFloat16 or Float16, got {d}.", nameof(dtype));
         }
     }
 

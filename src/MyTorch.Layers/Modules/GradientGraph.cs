@@ -18,8 +18,8 @@ internal static class GradientGraph
     public static Tensor WithGraphOf(Tensor value, Tensor graph) => Carrier.apply(graph, new Value(value));
 
     /// <summary>
-    /// Batch normalisation's backward on 4-D planes, composed of TorchSharp operations in float64, the gradients returned in the input's
-    /// dtype. With batch statistics μ and 1/σ are computed again from x, so that the graph has their dependence on x;
+    /// Batch normalisation's backward on 4-D planes, composed of TorchSharp operations in float64, dx returned in the input's
+    /// dtype, dγ and dβ in γ's (as the kernels return them). With batch statistics μ and 1/σ are computed again from x, so that the graph has their dependence on x;
     /// with fixed statistics they are the constants the forward used. Per channel, over M = N·H·W values:
     /// x̂ = (x − μ)/σ, dβ = Σ dy, dγ = Σ dy · x̂, and dx = γ/σ · (dy − dβ/M − x̂ · dγ/M), or γ/σ · dy with fixed statistics.
     /// </summary>
@@ -28,6 +28,7 @@ internal static class GradientGraph
     {
         using var scope = NewDisposeScope();
         var dtype = input.dtype;
+        var parameterDtype = weight?.dtype ?? (Functional.Check.IsHalfPrecision(dtype) ? ScalarType.Float32 : dtype);
         var x = input.to(ScalarType.Float64);
         var dy = gradOutput.to(ScalarType.Float64);
         Tensor centred, inverse;
@@ -59,8 +60,8 @@ internal static class GradientGraph
 
         return (
             gradInput.to(dtype).MoveToOuterDisposeScope(),
-            gradWeight.flatten().to(dtype).MoveToOuterDisposeScope(),
-            gradBias.flatten().to(dtype).MoveToOuterDisposeScope());
+            gradWeight.flatten().to(parameterDtype).MoveToOuterDisposeScope(),
+            gradBias.flatten().to(parameterDtype).MoveToOuterDisposeScope());
     }
 
     /// <summary>Returns the value it is given; its backward hands the gradient on to the graph tensor.</summary>

@@ -22,8 +22,8 @@ public class BatchNormFamilyOracleTests
     {
         Contiguous,
 
-        /// <summary>channels_last_3d for 5-D input: (N, D, H, W, C) memory.</summary>
-        ChannelsLast3d,
+        /// <summary>Channels fastest: channels_last for 4-D input, channels_last_3d for 5-D ((N, D, H, W, C) memory).</summary>
+        ChannelsLast,
 
         /// <summary>Every other element of the last dimension of a wider tensor.</summary>
         Strided,
@@ -108,7 +108,7 @@ public class BatchNormFamilyOracleTests
             var expected = theirs.forward(theirView);
             var actual = ours.forward(ourView);
             Tolerance.AssertClose(actual, expected.to(dtype), $"output, {at}");
-            if (layout == RankLayout.ChannelsLast3d)
+            if (layout == RankLayout.ChannelsLast)
             {
                 // Strides of dimensions of size 1 do not matter.
                 var kept = Enumerable.Range(0, shape.Length).Where(d => shape[d] > 1).ToArray();
@@ -304,29 +304,39 @@ public class BatchNormFamilyOracleTests
         Tolerance.AssertClose(output, expected[0], "explicit forward");
     }
 
-    private static (BatchNormBase Ours, TorchSharp.Modules.BatchNorm Theirs) Pair(string layer, long channels, bool affine, bool track, double? momentum, ScalarType dtype)
+    /// <summary>Our layer and TorchSharp's of the name <paramref name="layer"/>, built with the same arguments.</summary>
+    internal static (BatchNormBase Ours, TorchSharp.Modules.BatchNorm Theirs) Pair(string layer, long channels, bool affine, bool track, double? momentum, ScalarType dtype)
     {
-        TorchSharp.Modules.BatchNorm theirs = layer == "BatchNorm1d"
-            ? nn.BatchNorm1d(channels, 1e-5, momentum ?? 0.1, affine, track, dtype: dtype)
-            : nn.BatchNorm3d(channels, 1e-5, momentum ?? 0.1, affine, track, dtype: dtype);
+        TorchSharp.Modules.BatchNorm theirs = layer switch
+        {
+            "BatchNorm1d" => nn.BatchNorm1d(channels, 1e-5, momentum ?? 0.1, affine, track, dtype: dtype),
+            "BatchNorm2d" => nn.BatchNorm2d(channels, 1e-5, momentum ?? 0.1, affine, track, dtype: dtype),
+            _ => nn.BatchNorm3d(channels, 1e-5, momentum ?? 0.1, affine, track, dtype: dtype),
+        };
         theirs.momentum = momentum;
-        BatchNormBase ours = layer == "BatchNorm1d"
-            ? new BatchNorm1d(channels, 1e-5, momentum, affine, track, dtype: dtype)
-            : new BatchNorm3d(channels, 1e-5, momentum, affine, track, dtype: dtype);
+        BatchNormBase ours = layer switch
+        {
+            "BatchNorm1d" => new BatchNorm1d(channels, 1e-5, momentum, affine, track, dtype: dtype),
+            "BatchNorm2d" => new BatchNorm2d(channels, 1e-5, momentum, affine, track, dtype: dtype),
+            _ => new BatchNorm3d(channels, 1e-5, momentum, affine, track, dtype: dtype),
+        };
         return (ours, theirs);
     }
 
     /// <summary>(1, C, 1, …, 1): one value per channel, broadcast over the others.</summary>
-    private static long[] ChannelShape(long[] shape) => [1, shape[1], .. Enumerable.Repeat(1L, shape.Length - 2)];
+    internal static long[] ChannelShape(long[] shape) => [1, shape[1], .. Enumerable.Repeat(1L, shape.Length - 2)];
 
     /// <summary>The same values as a leaf that requires grad and the view of it in <paramref name="layout"/> given to the layer.</summary>
-    private static (Tensor Leaf, Tensor View) InLayout(Tensor values, RankLayout layout)
+    internal static (Tensor Leaf, Tensor View) InLayout(Tensor values, RankLayout layout)
     {
         switch (layout)
         {
-            case RankLayout.ChannelsLast3d:
+            case RankLayout.ChannelsLast:
                 {
-                    var leaf = values.detach().permute(0, 2, 3, 4, 1).contiguous().permute(0, 4, 1, 2, 3).requires_grad_(true);
+                    int rank = values.shape.Length;
+                    long[] channelLast = [0, .. Enumerable.Range(2, rank - 2).Select(d => (long)d), 1];
+                    long[] back = [0, rank - 1, .. Enumerable.Range(1, rank - 2).Select(d => (long)d)];
+                    var leaf = values.detach().permute(channelLast).contiguous().permute(back).requires_grad_(true);
                     return (leaf, leaf);
                 }
 
