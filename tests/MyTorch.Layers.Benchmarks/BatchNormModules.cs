@@ -9,7 +9,7 @@ namespace MyTorch.Layers.Benchmarks;
 
 /// <summary>
 /// TorchSharp's BatchNorm layer for one case's rank (1d for 2-D and 3-D input, 2d for 4-D, 3d for 5-D) and ours, with
-/// equal parameters and running statistics.
+/// equal parameters and running statistics, of the case's dtype (float32 for a 16-bit case).
 /// </summary>
 internal static class BatchNormModules
 {
@@ -17,7 +17,9 @@ internal static class BatchNormModules
     {
         ArgumentNullException.ThrowIfNull(tensorCase);
         long c = tensorCase.C;
-        var dtype = tensorCase.Dtype;
+
+        // A 16-bit input meets float32 parameters and statistics: mixed precision, the setup the docs recommend.
+        var dtype = tensorCase.Dtype is ScalarType.BFloat16 or ScalarType.Float16 ? ScalarType.Float32 : tensorCase.Dtype;
         (TorchSharp.Modules.BatchNorm theirs, TorchSharp.Modules.BatchNorm ours) = tensorCase.Rank switch
         {
             2 or 3 => ((TorchSharp.Modules.BatchNorm)nn.BatchNorm1d(c, dtype: dtype), (TorchSharp.Modules.BatchNorm)new OurBatchNorm1d(c, dtype: dtype)),

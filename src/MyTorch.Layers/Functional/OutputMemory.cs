@@ -140,12 +140,19 @@ public static unsafe partial class OutputMemory
     /// </remarks>
     internal static Tensor? TryEmpty(long[] shape, ScalarType dtype, bool channelsLast)
     {
-        if (dtype is not (ScalarType.Float32 or ScalarType.Float64))
+        int elementBytes = dtype switch
+        {
+            ScalarType.Float64 => 8,
+            ScalarType.Float32 => 4,
+            ScalarType.BFloat16 or ScalarType.Float16 => 2,
+            _ => 0,
+        };
+        if (elementBytes == 0)
         {
             return null;
         }
 
-        long bytes = Layouts.CheckedLength(shape) * (dtype == ScalarType.Float64 ? 8 : 4);
+        long bytes = Layouts.CheckedLength(shape) * elementBytes;
         if (bytes < MinimumBytes || !IsSupported)
         {
             return null;

@@ -313,7 +313,8 @@ internal static unsafe partial class BatchNormKernels
         }
         else if (typeof(T) == typeof(BFloat16))
         {
-            var bits = BFloat16Bits.Narrow(Avx512F.ConvertToVector256Single(lo), Avx512F.ConvertToVector256Single(hi));
+            // The 16 floats as one vector, rounded to bfloat16 in one go.
+            var bits = BFloat16Bits.Narrow16(Vector512.Create(Avx512F.ConvertToVector256Single(lo), Avx512F.ConvertToVector256Single(hi)));
             if (TStore.Streaming)
             {
                 Avx.StoreAlignedNonTemporal((ushort*)destination, bits);
@@ -692,11 +693,19 @@ internal static unsafe partial class BatchNormKernels
         productsHi = Avx512F.FusedMultiplyAdd(ahi, bhi - rHi, productsHi);
     }
 
-    /// <summary>Prefetches ahead of a step: its one cache line of float32, its two of float64.</summary>
+    /// <summary>
+    /// Prefetches ahead of a step: its one cache line of float32, its two of float64; of 16-bit values, whose step is half
+    /// a line, only from a step that starts a line's first half, so each line once.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void PrefetchStep<T>(T* current, T* end)
         where T : unmanaged
     {
+        if (sizeof(T) == 2 && ((nuint)current & 32) != 0)
+        {
+            return;
+        }
+
         Prefetch.Ahead(current, end);
         if (sizeof(T) == sizeof(double))
         {
@@ -718,6 +727,12 @@ internal static unsafe partial class BatchNormKernels
         {
             lo = Vector512.Load((double*)source);
             hi = Vector512.Load((double*)source + 8);
+        }
+        else if (typeof(T) == typeof(BFloat16))
+        {
+            var values = BFloat16Bits.Widen16(Vector256.Load((ushort*)source));
+            lo = Avx512F.ConvertToVector512Double(values.GetLower());
+            hi = Avx512F.ConvertToVector512Double(values.GetUpper());
         }
         else
         {

@@ -1,6 +1,7 @@
 using System;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace MyTorch.Layers.Kernels;
 
@@ -91,6 +92,14 @@ internal readonly struct BFloat16Bits : IHalfPrecision
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<ushort> Narrow(Vector512<float> lower, Vector512<float> upper) =>
         Vector512.Narrow(NarrowToLow(lower), NarrowToLow(upper));
+
+    /// <summary><see cref="Widen(ushort)"/> of 16 values, for 512-bit steps.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Widen16(Vector256<ushort> bits) => (Vector512.WidenLower(bits.ToVector512Unsafe()) << 16).AsSingle();
+
+    /// <summary><see cref="Narrow(float)"/> of 16 values, for 512-bit steps.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<ushort> Narrow16(Vector512<float> values) => Avx512F.ConvertToVector256UInt16(NarrowToLow(values));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<uint> NarrowToLow(Vector512<float> value)

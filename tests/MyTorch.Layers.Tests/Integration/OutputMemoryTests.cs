@@ -57,6 +57,31 @@ public class OutputMemoryTests
         Tolerance.AssertClose(y2, theirs.call(x2), "output in reused memory");
     }
 
+    [TestCase(ScalarType.BFloat16)]
+    [TestCase(ScalarType.Float16)]
+    public void HalfPrecisionOutput_ReusesKeptMemory_WithItsDtypeAndValues(ScalarType dtype)
+    {
+        // 4×16×128×64 16-bit values: 1 MiB.
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        long[] shape = [4, 16, 128, 64];
+        var ours = layers.BatchNorm2d(shape[1]);
+        var theirs = nn.BatchNorm2d(shape[1], dtype: ScalarType.Float64);
+        var x1 = randn(shape).to(dtype);
+        var x2 = randn(shape).to(dtype);
+        OutputMemory.Trim();
+
+        var y1 = ours.call(x1);
+        nint first = Address(y1);
+        y1.Dispose();
+        Assert.That(OutputMemory.KeptBytes, Is.EqualTo(Bytes(shape) / 2), "the freed 16-bit output's memory is kept");
+
+        var y2 = ours.call(x2);
+        Assert.That(Address(y2), Is.EqualTo(first), "the next output of the same size reuses it");
+        Assert.That(y2.dtype, Is.EqualTo(dtype));
+        HalfPrecision.AssertWithinUlp(y2, theirs.call(x2.to(ScalarType.Float64)), "output in reused memory");
+    }
+
     [Test]
     public void LiveOutputs_NeverShareMemory_AndKeepTheirValues()
     {
