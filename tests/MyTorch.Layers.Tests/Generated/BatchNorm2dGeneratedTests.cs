@@ -52,20 +52,22 @@ public class BatchNorm2dGeneratedTests
         (1, Gen.Const((double?)0.0)),
         (2, Gen.Double[0, 1].Select(m => (double?)m)));
 
-    internal static readonly Gen<Case> Cases = CasesOf(
+    internal static readonly Gen<long[]> Shapes =
         from n in Batch
         from c in Channels
         from h in Side
         from w in Side
-        select new[] { n, c, h, w });
+        select new[] { n, c, h, w };
+
+    internal static readonly Gen<Case> Cases = CasesOf(Shapes);
 
     /// <summary>
     /// Cases of the BatchNorm layer of the rank of <paramref name="shapes"/> (see <see cref="Check"/>): every option,
     /// dtype, layout and step sequence, on shapes of at most <see cref="MaxElements"/> elements with one value per
     /// channel or more than three (see above), and an expansion only where a channel then reads more than three.
     /// </summary>
-    internal static Gen<Case> CasesOf(Gen<long[]> shapes) =>
-        from dtype in Gen.OneOf(ScalarType.Float32, ScalarType.Float64)
+    internal static Gen<Case> CasesOf(Gen<long[]> shapes, Gen<ScalarType>? dtypes = null) =>
+        from dtype in dtypes ?? Gen.OneOf(ScalarType.Float32, ScalarType.Float64)
         from shape in shapes
         where shape.Aggregate(1L, (a, b) => a * b) <= MaxElements && DistinctPerChannel(shape, dim: 1) is 1 or > 3
         from affine in Gen.Bool
@@ -111,6 +113,9 @@ public class BatchNorm2dGeneratedTests
     /// inputs TorchSharp's own float32 output was off from the float64 result by up to 1.4e-6 where outputs are near 0
     /// (x · invstd about 10), beyond the suite's float32 tolerance, while ours was within it; at such elements an
     /// element-wise tolerance against TorchSharp's float32 result would measure TorchSharp's rounding, not ours.
+    /// A bfloat16 or float16 case is mixed precision: the modules are float32, the input 16-bit, TorchSharp's float32
+    /// module on the 16-bit input the witness; the output and x.grad are held to one ulp of the float64 oracle
+    /// (<see cref="HalfPrecision"/>), the rest as in a float32 case.
     /// </summary>
     internal static void Check(Case k)
     {
@@ -119,16 +124,18 @@ public class BatchNorm2dGeneratedTests
         long channels = k.Shape[1];
         long perChannel = DistinctPerChannel(k.Shape, dim: 1);
         long[] channelShape = ChannelShape(k.Shape);
-        bool witnessed = k.Dtype == ScalarType.Float32;
+        bool halfPrecision = k.Dtype is ScalarType.BFloat16 or ScalarType.Float16;
+        var parameterDtype = halfPrecision ? ScalarType.Float32 : k.Dtype;
+        bool witnessed = parameterDtype == ScalarType.Float32;
         var oracleDtype = witnessed ? ScalarType.Float64 : k.Dtype;
         var oracle = Theirs(k, oracleDtype);
-        var witness = witnessed ? Theirs(k, k.Dtype) : null;
-        var ours = Ours(k);
+        var witness = witnessed ? Theirs(k, parameterDtype) : null;
+        var ours = Ours(k, parameterDtype);
         if (k.Affine)
         {
             using var noGrad = no_grad();
-            var gamma = rand(channels, k.Dtype).Times(1.5).Plus(0.25);
-            var beta = randn(channels, k.Dtype);
+            var gamma = rand(channels, parameterDtype).Times(1.5).Plus(0.25);
+            var beta = randn(channels, parameterDtype);
             foreach (var module in new[] { oracle, witness })
             {
                 module?.weight.copy_(gamma);
@@ -149,8 +156,8 @@ public class BatchNorm2dGeneratedTests
 
             // The oracle suite's well-conditioned values: a spread of 0.5 to 3.5 and a mean of about ±1 per channel.
             // Inputs whose results cancel (a large mean and a tiny spread, constant channels) are Numerics/' subject.
-            var values = (randn(k.Shape, k.Dtype) * rand(channelShape, k.Dtype).Times(3).Plus(0.5)).Plus(randn(channelShape, k.Dtype));
-            var gradOutput = randn(k.Shape, k.Dtype);
+            var values = (randn(k.Shape, parameterDtype) * rand(channelShape, parameterDtype).Times(3).Plus(0.5)).Plus(randn(channelShape, parameterDtype)).to(k.Dtype);
+            var gradOutput = randn(k.Shape, parameterDtype).to(k.Dtype);
             using var ourInput = Create(values, k);
             using var oracleInput = Create(values.to(oracleDtype), k);
             using var witnessInput = witnessed ? Create(values, k) : null;
@@ -175,15 +182,24 @@ public class BatchNorm2dGeneratedTests
                 RetainViewGrad(witnessInput, k);
             }
 
+            if (halfPrecision && !training && k.Track)
+            {
+                // The exact evaluation of our module's state: its float32 running statistics, not the oracle's float64
+                // ones, which differ by float32 rounding (enough to move an output near zero by ulps of a 16-bit dtype).
+                using var noGrad = no_grad();
+                oracle.running_mean!.copy_(ours.running_mean!);
+                oracle.running_var!.copy_(ours.running_var!);
+            }
+
             var expected = oracle.forward(oracleInput.View);
             var seen = witness?.forward(witnessInput!.View);
             var actual = ours.forward(ourInput.View);
-            Compare(actual, seen, expected, $"output, {at}");
+            CompareInputShaped(actual, seen, expected, $"output, {at}");
 
             expected.backward([gradOutput.to(oracleDtype)]);
             seen?.backward([gradOutput]);
             actual.backward([gradOutput]);
-            Compare(InputGrad(ourInput, k), witnessInput is null ? null : InputGrad(witnessInput, k), InputGrad(oracleInput, k), $"x.grad, {at}");
+            CompareInputShaped(InputGrad(ourInput, k), witnessInput is null ? null : InputGrad(witnessInput, k), InputGrad(oracleInput, k), $"x.grad, {at}");
             if (k.Affine)
             {
                 Compare(ours.weight!.grad, witness?.weight.grad, oracle.weight.grad, $"weight.grad, {at}");
@@ -222,14 +238,29 @@ public class BatchNorm2dGeneratedTests
         return theirs;
     }
 
-    /// <summary>Our layer of the case's rank (<see cref="Check"/>).</summary>
-    private static BatchNormBase Ours(Case k) => k.Shape.Length switch
+    /// <summary>Our layer of the case's rank (<see cref="Check"/>), of <paramref name="dtype"/>.</summary>
+    private static BatchNormBase Ours(Case k, ScalarType dtype) => k.Shape.Length switch
     {
-        2 or 3 => new BatchNorm1d(k.Shape[1], k.Eps, k.Momentum, k.Affine, k.Track, dtype: k.Dtype),
-        4 => new BatchNorm2d(k.Shape[1], k.Eps, k.Momentum, k.Affine, k.Track, dtype: k.Dtype),
-        5 => new BatchNorm3d(k.Shape[1], k.Eps, k.Momentum, k.Affine, k.Track, dtype: k.Dtype),
+        2 or 3 => new BatchNorm1d(k.Shape[1], k.Eps, k.Momentum, k.Affine, k.Track, dtype: dtype),
+        4 => new BatchNorm2d(k.Shape[1], k.Eps, k.Momentum, k.Affine, k.Track, dtype: dtype),
+        5 => new BatchNorm3d(k.Shape[1], k.Eps, k.Momentum, k.Affine, k.Track, dtype: dtype),
         _ => throw new ArgumentOutOfRangeException(nameof(k), k.Shape.Length, "no BatchNorm layer of this rank"),
     };
+
+    /// <summary>The output or x.grad: of a 16-bit case within one ulp of the oracle and agreeing with the witness (<see cref="HalfPrecision"/>); else as <see cref="Compare"/>.</summary>
+    private static void CompareInputShaped(Tensor? ours, Tensor? witness, Tensor? oracle, string what)
+    {
+        if (ours?.dtype is ScalarType.BFloat16 or ScalarType.Float16)
+        {
+            Assert.That(witness?.dtype, Is.EqualTo(ours.dtype), $"{what}: dtype");
+            HalfPrecision.AssertWithinUlp(ours, oracle!, $"{what} against float64");
+            HalfPrecision.AssertAgreesWithTorchSharp(ours, witness!, oracle!, $"{what} against TorchSharp");
+        }
+        else
+        {
+            Compare(ours, witness, oracle, what);
+        }
+    }
 
     /// <summary>Ours against the oracle: with the suite's tolerance, or, for float32, as <see cref="Tolerance.AssertCloseOrNoWorse"/> says.</summary>
     private static void Compare(Tensor? ours, Tensor? witness, Tensor? oracle, string what)

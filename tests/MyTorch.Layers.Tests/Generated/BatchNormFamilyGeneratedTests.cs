@@ -29,22 +29,40 @@ public class BatchNormFamilyGeneratedTests
     /// <summary>D, H and W of a volume: smaller than the 2-d sides, so that most (N, C, D, H, W) drawn fit the element limit.</summary>
     internal static readonly Gen<long> VolumeSide = Gen.Frequency((2, Gen.Const(1L)), (4, Gen.Long[1, 6]), (1, Gen.Long[1, 16]));
 
-    internal static readonly Gen<BatchNorm2dGeneratedTests.Case> BatchNorm1dCases = BatchNorm2dGeneratedTests.CasesOf(Gen.OneOf(
+    private static readonly Gen<long[]> BatchNorm1dShapes = Gen.OneOf(
         from n in Rows
         from c in Features
         select new[] { n, c },
         from n in BatchNorm2dGeneratedTests.Batch
         from c in BatchNorm2dGeneratedTests.Channels
         from l in Length
-        select new[] { n, c, l }));
+        select new[] { n, c, l });
 
-    internal static readonly Gen<BatchNorm2dGeneratedTests.Case> BatchNorm3dCases = BatchNorm2dGeneratedTests.CasesOf(
+    private static readonly Gen<long[]> BatchNorm3dShapes =
         from n in BatchNorm2dGeneratedTests.Batch
         from c in BatchNorm2dGeneratedTests.Channels
         from d in VolumeSide
         from h in VolumeSide
         from w in VolumeSide
-        select new[] { n, c, d, h, w });
+        select new[] { n, c, d, h, w };
+
+    private static readonly Gen<ScalarType> HalfPrecisionDtypes = Gen.OneOf(ScalarType.BFloat16, ScalarType.Float16);
+
+    internal static readonly Gen<BatchNorm2dGeneratedTests.Case> BatchNorm1dCases = BatchNorm2dGeneratedTests.CasesOf(BatchNorm1dShapes);
+
+    internal static readonly Gen<BatchNorm2dGeneratedTests.Case> BatchNorm3dCases = BatchNorm2dGeneratedTests.CasesOf(BatchNorm3dShapes);
+
+    /// <summary>Mixed-precision cases of every BatchNorm layer: bfloat16 or float16 input, float32 module.</summary>
+    internal static readonly Gen<BatchNorm2dGeneratedTests.Case> HalfPrecisionCases = Gen.OneOf(
+        BatchNorm2dGeneratedTests.CasesOf(BatchNorm1dShapes, HalfPrecisionDtypes),
+        BatchNorm2dGeneratedTests.CasesOf(BatchNorm2dGeneratedTests.Shapes, HalfPrecisionDtypes),
+        BatchNorm2dGeneratedTests.CasesOf(BatchNorm3dShapes, HalfPrecisionDtypes));
+
+    [Test]
+    public void HalfPrecision_GeneratedCases_MatchFloat64AndTorchSharp()
+    {
+        GeneratedCases.Run(HalfPrecisionCases, BatchNorm2dGeneratedTests.Check, stream: 2031, GeneratedCases.Count(CiCases), c => c.ToString());
+    }
 
     [Test]
     public void BatchNorm1d_GeneratedCases_MatchTorchSharp()

@@ -11,7 +11,8 @@ internal static class HalfPrecision
 {
     /// <summary>
     /// Each element of the 16-bit <paramref name="actual"/> within one ulp of <paramref name="exact"/> (a float64 result
-    /// on the same values), the ulp being the spacing of the dtype's values at |exact|. NaN must meet NaN.
+    /// on the same values), the ulp being the spacing of the dtype's values at |exact|, plus the suite's float64 tolerance
+    /// for the float64 result's own error. NaN must meet NaN.
     /// </summary>
     public static void AssertWithinUlp(Tensor? actual, Tensor exact, string what) => AssertWithin(actual, exact, what, floatTolerance: false, exact: null);
 
@@ -42,6 +43,11 @@ internal static class HalfPrecision
     {
         Assert.That(actual, Is.Not.Null, $"{what}: ours is missing");
         Assert.That(actual!.shape, Is.EqualTo(reference.shape), $"{what}: shape");
+        if (actual.numel() == 0)
+        {
+            return; // an empty batch: shape is all there is to compare
+        }
+
         using var scope = NewDisposeScope();
         var dtype = actual.dtype;
         var a = actual.detach().to(ScalarType.Float64).flatten();
@@ -50,7 +56,9 @@ internal static class HalfPrecision
         Assert.That(nanMismatch, Is.Zero, $"{what}: NaN in one result but not the other at {nanMismatch} places");
         var finite = a.isfinite().logical_and(e.isfinite());
         var diff = (a - e).abs().where(finite, 0.0);
-        var bound = Ulp(e, dtype);
+        // Plus the suite's float64 tolerance: the float64 oracle's own error, which decides near zero (an output of
+        // 2.8e-17 where x equals the mean, and ours 0).
+        var bound = Ulp(e, dtype) + (e.abs() * 1e-10) + 1e-12;
         if (floatTolerance)
         {
             bound = bound + (e.abs() * 1e-5) + 1e-6;
