@@ -311,10 +311,11 @@ internal static unsafe partial class BatchNormKernels
                 high.Store((float*)destination + 8);
             }
         }
-        else if (typeof(T) == typeof(BFloat16))
+        else if (typeof(T) != typeof(double))
         {
-            // The 16 floats as one vector, rounded to bfloat16 in one go.
-            var bits = BFloat16Bits.Narrow16(Vector512.Create(Avx512F.ConvertToVector256Single(lo), Avx512F.ConvertToVector256Single(hi)));
+            // The 16 floats as one vector, rounded to the 16-bit type in one go.
+            var values = Vector512.Create(Avx512F.ConvertToVector256Single(lo), Avx512F.ConvertToVector256Single(hi));
+            var bits = typeof(T) == typeof(BFloat16) ? BFloat16Bits.Narrow16(values) : Float16Bits.Narrow16(values);
             if (TStore.Streaming)
             {
                 Avx.StoreAlignedNonTemporal((ushort*)destination, bits);
@@ -322,14 +323,6 @@ internal static unsafe partial class BatchNormKernels
             else
             {
                 bits.Store((ushort*)destination);
-            }
-        }
-        else if (typeof(T) != typeof(double))
-        {
-            for (int k = 0; k < 8; k++)
-            {
-                destination[k] = Element.FromDouble<T>(lo[k]);
-                destination[k + 8] = Element.FromDouble<T>(hi[k]);
             }
         }
         else if (TStore.Streaming)
@@ -527,14 +520,7 @@ internal static unsafe partial class BatchNormKernels
         typeof(T) == typeof(float) ? Avx512F.ConvertToVector512Double(Vector256.Load((float*)source))
         : typeof(T) == typeof(double) ? Vector512.Load((double*)source)
         : typeof(T) == typeof(BFloat16) ? Avx512F.ConvertToVector512Double(BFloat16Bits.Widen(Vector128.Load((ushort*)source)))
-        : LoadLaneByLane(source);
-
-    /// <summary>8 values of a type without vector conversions (float16), widened one by one.</summary>
-    private static Vector512<double> LoadLaneByLane<T>(T* source)
-        where T : unmanaged =>
-        Vector512.Create(
-            Element.ToDouble(source[0]), Element.ToDouble(source[1]), Element.ToDouble(source[2]), Element.ToDouble(source[3]),
-            Element.ToDouble(source[4]), Element.ToDouble(source[5]), Element.ToDouble(source[6]), Element.ToDouble(source[7]));
+        : Avx512F.ConvertToVector512Double(Float16Bits.Widen(Vector128.Load((ushort*)source)));
 
     /// <summary>Whether the period-by-period loops go 16 values a step: with AVX-512, for periods of whole steps.</summary>
     private static bool WidePeriods(int period) => Avx512 && period % RegisterStep == 0;
@@ -728,16 +714,12 @@ internal static unsafe partial class BatchNormKernels
             lo = Vector512.Load((double*)source);
             hi = Vector512.Load((double*)source + 8);
         }
-        else if (typeof(T) == typeof(BFloat16))
-        {
-            var values = BFloat16Bits.Widen16(Vector256.Load((ushort*)source));
-            lo = Avx512F.ConvertToVector512Double(values.GetLower());
-            hi = Avx512F.ConvertToVector512Double(values.GetUpper());
-        }
         else
         {
-            lo = Load8(source);
-            hi = Load8(source + 8);
+            var bits = Vector256.Load((ushort*)source);
+            var values = typeof(T) == typeof(BFloat16) ? BFloat16Bits.Widen16(bits) : Float16Bits.Widen16(bits);
+            lo = Avx512F.ConvertToVector512Double(values.GetLower());
+            hi = Avx512F.ConvertToVector512Double(values.GetUpper());
         }
     }
 

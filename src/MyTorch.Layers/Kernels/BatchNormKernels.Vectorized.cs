@@ -1586,9 +1586,10 @@ internal static unsafe partial class BatchNormKernels
         {
             StreamingStores.Store<float, TStore>(Vector.Narrow(lo, hi), (float*)destination);
         }
-        else if (typeof(T) == typeof(BFloat16) && Vector<float>.Count == Vector256<float>.Count)
+        else if (Element.IsHalfPrecision<T>() && Vector<float>.Count == Vector256<float>.Count)
         {
-            var bits = BFloat16Bits.Narrow(Vector.Narrow(lo, hi).AsVector256());
+            var values = Vector.Narrow(lo, hi).AsVector256();
+            var bits = typeof(T) == typeof(BFloat16) ? BFloat16Bits.Narrow(values) : Float16Bits.Narrow(values);
             if (TStore.Streaming)
             {
                 Sse2.StoreAlignedNonTemporal((ushort*)destination, bits);
@@ -1600,7 +1601,7 @@ internal static unsafe partial class BatchNormKernels
         }
         else if (Element.IsHalfPrecision<T>())
         {
-            // float16 (no vector conversions in .NET), or vectors of another width: lane by lane, as the scalar paths do.
+            // Vectors of another width: lane by lane, as the scalar paths do.
             for (int k = 0; k < Vector<double>.Count; k++)
             {
                 destination[k] = Element.FromDouble<T>(lo[k]);
@@ -1635,9 +1636,10 @@ internal static unsafe partial class BatchNormKernels
         {
             Vector.Widen(Vector.LoadUnsafe(ref Unsafe.As<T, float>(ref source), index), out lo, out hi);
         }
-        else if (typeof(T) == typeof(BFloat16) && Vector<float>.Count == Vector256<float>.Count)
+        else if (Element.IsHalfPrecision<T>() && Vector<float>.Count == Vector256<float>.Count)
         {
-            var values = BFloat16Bits.Widen(Vector128.LoadUnsafe(ref Unsafe.As<T, ushort>(ref source), index));
+            var bits = Vector128.LoadUnsafe(ref Unsafe.As<T, ushort>(ref source), index);
+            var values = typeof(T) == typeof(BFloat16) ? BFloat16Bits.Widen(bits) : Float16Bits.Widen(bits);
             Vector.Widen(values.AsVector(), out lo, out hi);
         }
         else if (Element.IsHalfPrecision<T>())
@@ -1652,7 +1654,7 @@ internal static unsafe partial class BatchNormKernels
         }
     }
 
-    /// <summary>Lanes values of a type without vector conversions here (float16), widened one by one.</summary>
+    /// <summary>Lanes values of a 16-bit type where vectors have another width than 256 bits, widened one by one.</summary>
     private static void LoadLaneByLane<T>(ref T source, out Vector<double> lo, out Vector<double> hi)
         where T : unmanaged
     {

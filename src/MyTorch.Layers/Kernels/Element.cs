@@ -18,10 +18,10 @@ internal readonly struct BFloat16(ushort bits)
 /// specialises a kernel for its element type.
 /// </summary>
 /// <remarks>
-/// Widening is exact for every type. Narrowing rounds to nearest, ties to even: float32 and float16 once from the
-/// float64 value; bfloat16 through float32, as the vector loops do it (float64 → float32 → bfloat16, both to nearest),
-/// which can differ from one rounding only for a value within 2^-17 of its bfloat16 ulp from a tie, and then by one
-/// ulp (docs/numerics.md).
+/// Widening is exact for every type. Narrowing rounds to nearest, ties to even: float32 once from the float64 value;
+/// bfloat16 and float16 through float32, as the vector loops do it (float64 → float32 → 16 bits, both to nearest), which
+/// can differ from one rounding only for a value within half a float32 ulp of a tie, and then by one ulp of the
+/// 16-bit type (docs/numerics.md).
 /// </remarks>
 internal static class Element
 {
@@ -50,7 +50,7 @@ internal static class Element
 
         if (typeof(T) == typeof(Half))
         {
-            return (double)Unsafe.As<T, Half>(ref value);
+            return Float16Bits.Widen(Unsafe.As<T, ushort>(ref value));
         }
 
         throw new NotSupportedException($"No kernels for elements of type {typeof(T).Name}.");
@@ -79,8 +79,8 @@ internal static class Element
 
         if (typeof(T) == typeof(Half))
         {
-            Half narrowed = (Half)value;
-            return Unsafe.As<Half, T>(ref narrowed);
+            ushort bits = Float16Bits.Narrow((float)value);
+            return Unsafe.As<ushort, T>(ref bits);
         }
 
         throw new NotSupportedException($"No kernels for elements of type {typeof(T).Name}.");

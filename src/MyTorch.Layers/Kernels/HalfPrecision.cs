@@ -120,18 +120,161 @@ internal readonly struct BFloat16Bits : IHalfPrecision
 }
 
 /// <summary>IEEE 754 binary16 (<see cref="Half"/>): 5 exponent bits and 10 fraction bits.</summary>
+/// <remarks>
+/// .NET 10 exposes no F16C or AVX-512 FP16 instructions, so the conversions are integer and float32 operations, the
+/// same in scalar and vector code: widening exactly, subnormals through a float32 subtraction; narrowing to nearest,
+/// ties to even, subnormal results through a float32 addition that rounds them, overflow to infinity, NaN to the quiet
+/// NaN 0x7E00 with the input's sign, as libtorch's <c>c10::Half</c> narrows.
+/// </remarks>
 internal readonly struct Float16Bits : IHalfPrecision
 {
-    // .NET has no vector conversions between binary16 and float32, so this format runs value by value.
-    public static bool Vectorized => false;
+    /// <summary>float32 bits of 2^-14, binary16's smallest normal value (113 in float32's exponent field).</summary>
+    private const uint SmallestNormal = 113u << 23;
+
+    /// <summary>float32 bits of 2^16: at or above it (and for infinity and NaN), a value narrows to infinity or NaN.</summary>
+    private const uint Overflow = (127u + 16) << 23;
+
+    /// <summary>
+    /// float32 bits of 0.5: adding it to a value below 2^-14 rounds the value to a multiple of 2^-24, binary16's
+    /// subnormal step, whose count lands in the low bits of the sum.
+    /// </summary>
+    private const uint SubnormalMagic = ((127u - 15) + (23 - 10) + 1) << 23;
+
+    /// <summary>The exponent bias difference, float32's 127 less binary16's 15, in float32's exponent field.</summary>
+    private const uint Rebias = (127u - 15) << 23;
+
+    private const uint QuietNaN = 0x7E00;
+
+    private const uint Infinity = 0x7C00;
+
+    public static bool Vectorized => Vector256.IsHardwareAccelerated;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float Widen(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);
+    public static float Widen(ushort bits)
+    {
+        uint magnitude = (bits & 0x7FFFu) << 13;
+        uint exponent = magnitude & (0x7C00u << 13);
+        uint result = magnitude + Rebias;
+        if (exponent == 0x7C00u << 13)
+        {
+            result += (128u - 16) << 23;
+        }
+        else if (exponent == 0)
+        {
+            result = BitConverter.SingleToUInt32Bits(BitConverter.UInt32BitsToSingle(result + (1u << 23)) - BitConverter.UInt32BitsToSingle(SmallestNormal));
+        }
+
+        return BitConverter.UInt32BitsToSingle(result | ((bits & 0x8000u) << 16));
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ushort Narrow(float value) => BitConverter.HalfToUInt16Bits((Half)value);
+    public static ushort Narrow(float value)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(value);
+        uint magnitude = bits & 0x7FFFFFFFu;
+        uint result;
+        if (magnitude >= Overflow)
+        {
+            result = magnitude > 0x7F800000u ? QuietNaN : Infinity;
+        }
+        else if (magnitude < SmallestNormal)
+        {
+            result = BitConverter.SingleToUInt32Bits(BitConverter.UInt32BitsToSingle(magnitude) + BitConverter.UInt32BitsToSingle(SubnormalMagic)) - SubnormalMagic;
+        }
+        else
+        {
+            // Rebias, then add 0xFFF plus the kept part's lowest bit: a carry into the kept part exactly when the dropped
+            // 13 bits are above a tie, or a tie with an odd kept part.
+            result = (magnitude - Rebias + 0xFFFu + ((magnitude >> 13) & 1u)) >> 13;
+        }
 
-    public static (Vector256<float> Lower, Vector256<float> Upper) Widen(Vector256<ushort> bits) => throw new NotSupportedException();
+        return (ushort)(result | ((bits >> 16) & 0x8000u));
+    }
 
-    public static Vector256<ushort> Narrow(Vector256<float> lower, Vector256<float> upper) => throw new NotSupportedException();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (Vector256<float> Lower, Vector256<float> Upper) Widen(Vector256<ushort> bits)
+    {
+        var (lower, upper) = Vector256.Widen(bits);
+        return (WidenLanes(lower), WidenLanes(upper));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<ushort> Narrow(Vector256<float> lower, Vector256<float> upper) =>
+        Vector256.Narrow(NarrowLanes(lower), NarrowLanes(upper));
+
+    /// <summary><see cref="Widen(ushort)"/> of 8 values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Widen(Vector128<ushort> bits) => WidenLanes(Vector256.WidenLower(bits.ToVector256Unsafe()));
+
+    /// <summary><see cref="Narrow(float)"/> of 8 values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<ushort> Narrow(Vector256<float> values)
+    {
+        var low = NarrowLanes(values);
+        return Vector128.Narrow(low.GetLower(), low.GetUpper());
+    }
+
+    /// <summary><see cref="Widen(ushort)"/> of 16 values, for 512-bit steps.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Widen16(Vector256<ushort> bits) => WidenLanes(Vector512.WidenLower(bits.ToVector512Unsafe()));
+
+    /// <summary><see cref="Narrow(float)"/> of 16 values, for 512-bit steps.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<ushort> Narrow16(Vector512<float> values) => Avx512F.ConvertToVector256UInt16(NarrowLanes(values));
+
+    /// <summary><see cref="Widen(ushort)"/> of the binary16 value in each lane's low 16 bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> WidenLanes(Vector256<uint> bits)
+    {
+        var magnitude = (bits & Vector256.Create(0x7FFFu)) << 13;
+        var exponent = magnitude & Vector256.Create(0x7C00u << 13);
+        var result = magnitude + Vector256.Create(Rebias);
+        var special = result + Vector256.Create((128u - 16) << 23);
+        var subnormal = ((result + Vector256.Create(1u << 23)).AsSingle() - Vector256.Create(SmallestNormal).AsSingle()).AsUInt32();
+        result = Vector256.ConditionalSelect(Vector256.Equals(exponent, Vector256.Create(0x7C00u << 13)), special, result);
+        result = Vector256.ConditionalSelect(Vector256.Equals(exponent, Vector256<uint>.Zero), subnormal, result);
+        return (result | ((bits & Vector256.Create(0x8000u)) << 16)).AsSingle();
+    }
+
+    /// <summary><see cref="Narrow(float)"/> lane by lane, the result in each lane's low 16 bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<uint> NarrowLanes(Vector256<float> value)
+    {
+        var bits = value.AsUInt32();
+        var magnitude = bits & Vector256.Create(0x7FFFFFFFu);
+        var large = Vector256.ConditionalSelect(Vector256.GreaterThan(magnitude, Vector256.Create(0x7F800000u)), Vector256.Create(QuietNaN), Vector256.Create(Infinity));
+        var small = (magnitude.AsSingle() + Vector256.Create(SubnormalMagic).AsSingle()).AsUInt32() - Vector256.Create(SubnormalMagic);
+        var normal = (magnitude - Vector256.Create(Rebias) + Vector256.Create(0xFFFu) + ((magnitude >> 13) & Vector256<uint>.One)) >> 13;
+        var result = Vector256.ConditionalSelect(Vector256.LessThan(magnitude, Vector256.Create(SmallestNormal)), small, normal);
+        result = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(magnitude, Vector256.Create(Overflow)), large, result);
+        return result | ((bits >> 16) & Vector256.Create(0x8000u));
+    }
+
+    /// <summary><see cref="WidenLanes(Vector256{uint})"/> of 16 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> WidenLanes(Vector512<uint> bits)
+    {
+        var magnitude = (bits & Vector512.Create(0x7FFFu)) << 13;
+        var exponent = magnitude & Vector512.Create(0x7C00u << 13);
+        var result = magnitude + Vector512.Create(Rebias);
+        var special = result + Vector512.Create((128u - 16) << 23);
+        var subnormal = ((result + Vector512.Create(1u << 23)).AsSingle() - Vector512.Create(SmallestNormal).AsSingle()).AsUInt32();
+        result = Vector512.ConditionalSelect(Vector512.Equals(exponent, Vector512.Create(0x7C00u << 13)), special, result);
+        result = Vector512.ConditionalSelect(Vector512.Equals(exponent, Vector512<uint>.Zero), subnormal, result);
+        return (result | ((bits & Vector512.Create(0x8000u)) << 16)).AsSingle();
+    }
+
+    /// <summary><see cref="NarrowLanes(Vector256{float})"/> of 16 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<uint> NarrowLanes(Vector512<float> value)
+    {
+        var bits = value.AsUInt32();
+        var magnitude = bits & Vector512.Create(0x7FFFFFFFu);
+        var large = Vector512.ConditionalSelect(Vector512.GreaterThan(magnitude, Vector512.Create(0x7F800000u)), Vector512.Create(QuietNaN), Vector512.Create(Infinity));
+        var small = (magnitude.AsSingle() + Vector512.Create(SubnormalMagic).AsSingle()).AsUInt32() - Vector512.Create(SubnormalMagic);
+        var normal = (magnitude - Vector512.Create(Rebias) + Vector512.Create(0xFFFu) + ((magnitude >> 13) & Vector512<uint>.One)) >> 13;
+        var result = Vector512.ConditionalSelect(Vector512.LessThan(magnitude, Vector512.Create(SmallestNormal)), small, normal);
+        result = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(magnitude, Vector512.Create(Overflow)), large, result);
+        return result | ((bits >> 16) & Vector512.Create(0x8000u));
+    }
 }

@@ -1,6 +1,7 @@
 using System;
 using System.Linq;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using MyTorch.Layers.Kernels;
 using NUnit.Framework;
 
@@ -86,6 +87,116 @@ public class HalfPrecisionKernelTests
                 Assert.That(narrowed[k], Is.EqualTo(BFloat16Bits.Narrow(values[k])), $"0x{samples[i + k]:X8}");
                 float widened = k < 16 ? lower[k] : upper[k - 16];
                 Assert.That(BitConverter.SingleToUInt32Bits(widened), Is.EqualTo((uint)narrowed[k] << 16));
+            }
+        }
+    }
+
+    /// <summary>
+    /// Float32 values around binary16's range: random magnitudes from 2^-27 to 2^17, both signs, with the edges where
+    /// rounding changes regime (ties at the subnormal step and the largest value, the smallest normal, overflow at 65520).
+    /// </summary>
+    private static uint[] Float16Samples()
+    {
+        var random = new Random(23);
+        float[] edges =
+        [
+            MathF.ScaleB(1, -24), MathF.ScaleB(1, -25), MathF.ScaleB(3, -25), MathF.ScaleB(1, -25) * 1.0000001f, MathF.ScaleB(1, -14),
+            MathF.ScaleB(1023, -24), MathF.ScaleB(2047, -25), 65504f, 65519.996f, 65520f, 65536f, 1f + MathF.ScaleB(1, -11),
+            1f + MathF.ScaleB(3, -11), -0f, 0f, float.PositiveInfinity, float.NegativeInfinity, float.NaN, -float.NaN,
+            BitConverter.UInt32BitsToSingle(0x7F800001), BitConverter.UInt32BitsToSingle(0xFFC00001),
+        ];
+        var values = edges.Concat(edges.Select(v => -v)).Concat(Enumerable.Range(0, 200_000).Select(_ =>
+            (random.Next(2) == 0 ? 1 : -1) * MathF.ScaleB((float)(1 + random.NextDouble()), random.Next(-27, 18))));
+        return values.Select(BitConverter.SingleToUInt32Bits).Concat(Samples().Take(20_000)).ToArray();
+    }
+
+    [Test]
+    public void Float16Narrow_IsDotNetsHalf_AndNaNStaysNaN()
+    {
+        foreach (uint bits in Float16Samples())
+        {
+            float value = BitConverter.UInt32BitsToSingle(bits);
+            ushort actual = Float16Bits.Narrow(value);
+            if (float.IsNaN(value))
+            {
+                Assert.That(actual & 0x7FFF, Is.EqualTo(0x7E00), $"0x{bits:X8}: the quiet NaN libtorch gives");
+                Assert.That(actual >> 15, Is.EqualTo(bits >> 31), $"0x{bits:X8}: with the input's sign");
+                continue;
+            }
+
+            Assert.That(actual, Is.EqualTo(BitConverter.HalfToUInt16Bits((Half)value)), $"0x{bits:X8} ({value:R})");
+        }
+    }
+
+    [Test]
+    public void Float16Widen_IsDotNetsHalf_ForEveryValue()
+    {
+        for (int b = 0; b < 1 << 16; b++)
+        {
+            float expected = (float)BitConverter.UInt16BitsToHalf((ushort)b);
+            float actual = Float16Bits.Widen((ushort)b);
+            if (float.IsNaN(expected))
+            {
+                Assert.That(float.IsNaN(actual) && BitConverter.SingleToUInt32Bits(actual) >> 31 == (uint)b >> 15, Is.True, $"0x{b:X4}");
+                continue;
+            }
+
+            Assert.That(BitConverter.SingleToUInt32Bits(actual), Is.EqualTo(BitConverter.SingleToUInt32Bits(expected)), $"0x{b:X4}");
+        }
+    }
+
+    [Test]
+    public void Float16Vectors_GiveTheScalarBits()
+    {
+        Assume.That(Float16Bits.Vectorized, Is.True, "no vector path here");
+        uint[] samples = Float16Samples();
+        for (int i = 0; i + 16 <= samples.Length; i += 16)
+        {
+            var values = samples.AsSpan(i, 16).ToArray().Select(BitConverter.UInt32BitsToSingle).ToArray();
+            var narrowed = Float16Bits.Narrow(Vector256.Create(values.AsSpan(0, 8)), Vector256.Create(values.AsSpan(8, 8)));
+            var narrowedHalf = Float16Bits.Narrow(Vector256.Create(values.AsSpan(0, 8)));
+            var (lower, upper) = Float16Bits.Widen(narrowed);
+            var widenedHalf = Float16Bits.Widen(narrowedHalf);
+            for (int k = 0; k < 16; k++)
+            {
+                Assert.That(narrowed[k], Is.EqualTo(Float16Bits.Narrow(values[k])), $"0x{samples[i + k]:X8}");
+                float widened = k < 8 ? lower[k] : upper[k - 8];
+                Assert.That(BitConverter.SingleToUInt32Bits(widened), Is.EqualTo(BitConverter.SingleToUInt32Bits(Float16Bits.Widen(narrowed[k]))), $"0x{narrowed[k]:X4}");
+            }
+
+            for (int k = 0; k < 8; k++)
+            {
+                Assert.That(narrowedHalf[k], Is.EqualTo(narrowed[k]), $"8 values, 0x{samples[i + k]:X8}");
+                Assert.That(BitConverter.SingleToUInt32Bits(widenedHalf[k]), Is.EqualTo(BitConverter.SingleToUInt32Bits(lower[k])), "8 values widened");
+            }
+        }
+
+        // Every binary16 value widened in vectors.
+        for (int b = 0; b < 1 << 16; b += 8)
+        {
+            var bits = Vector128.Create((ushort)b, (ushort)(b + 1), (ushort)(b + 2), (ushort)(b + 3), (ushort)(b + 4), (ushort)(b + 5), (ushort)(b + 6), (ushort)(b + 7));
+            var widened = Float16Bits.Widen(bits);
+            for (int k = 0; k < 8; k++)
+            {
+                Assert.That(BitConverter.SingleToUInt32Bits(widened[k]), Is.EqualTo(BitConverter.SingleToUInt32Bits(Float16Bits.Widen((ushort)(b + k)))), $"0x{b + k:X4}");
+            }
+        }
+    }
+
+    [Test]
+    public void Float16WideVectors_GiveTheScalarBits()
+    {
+        Assume.That(Avx512F.IsSupported, Is.True, "no 512-bit path here");
+        uint[] samples = Float16Samples();
+        for (int i = 0; i + 16 <= samples.Length; i += 16)
+        {
+            var values = samples.AsSpan(i, 16).ToArray().Select(BitConverter.UInt32BitsToSingle).ToArray();
+            var narrowed = Float16Bits.Narrow16(Vector512.Create(values.AsSpan()));
+            var widened = Float16Bits.Widen16(narrowed);
+            for (int k = 0; k < 16; k++)
+            {
+                Assert.That(narrowed[k], Is.EqualTo(Float16Bits.Narrow(values[k])), $"0x{samples[i + k]:X8}");
+                Assert.That(BitConverter.SingleToUInt32Bits(widened[k]), Is.EqualTo(BitConverter.SingleToUInt32Bits(Float16Bits.Widen(narrowed[k]))), $"0x{narrowed[k]:X4}");
             }
         }
     }
