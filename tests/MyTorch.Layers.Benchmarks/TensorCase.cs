@@ -104,9 +104,11 @@ public sealed class TensorCase : IEquatable<TensorCase>, IComparable<TensorCase>
     /// <summary>float32 NCHW on every 4-D shape.</summary>
     public static IEnumerable<TensorCase> Float32Nchw() => Of(Shapes, Layout.Nchw, ScalarType.Float32);
 
-    /// <summary>float32 then bfloat16 NCHW on every 4-D shape, to set the 16-bit time beside the float32 one.</summary>
+    /// <summary>float32, bfloat16 and float16 NCHW on every 4-D shape, to set the 16-bit times beside the float32 one.</summary>
     public static IEnumerable<TensorCase> HalfPrecisionNchw() =>
-        Of(Shapes, Layout.Nchw, ScalarType.Float32).Concat(Of(Shapes, Layout.Nchw, ScalarType.BFloat16));
+        Of(Shapes, Layout.Nchw, ScalarType.Float32)
+            .Concat(Of(Shapes, Layout.Nchw, ScalarType.BFloat16))
+            .Concat(Of(Shapes, Layout.Nchw, ScalarType.Float16));
 
     /// <summary>float32, contiguous, on every shape of the other ranks.</summary>
     public static IEnumerable<TensorCase> Family() => Of(FamilyShapes, Layout.Nchw, ScalarType.Float32);

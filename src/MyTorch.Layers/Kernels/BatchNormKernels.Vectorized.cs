@@ -1586,7 +1586,7 @@ internal static unsafe partial class BatchNormKernels
         {
             StreamingStores.Store<float, TStore>(Vector.Narrow(lo, hi), (float*)destination);
         }
-        else if (Element.IsHalfPrecision<T>() && Vector<float>.Count == Vector256<float>.Count)
+        else if ((typeof(T) == typeof(BFloat16) || typeof(T) == typeof(Half)) && Vector<float>.Count == Vector256<float>.Count)
         {
             var values = Vector.Narrow(lo, hi).AsVector256();
             var bits = typeof(T) == typeof(BFloat16) ? BFloat16Bits.Narrow(values) : Float16Bits.Narrow(values);
@@ -1599,7 +1599,7 @@ internal static unsafe partial class BatchNormKernels
                 bits.Store((ushort*)destination);
             }
         }
-        else if (Element.IsHalfPrecision<T>())
+        else if (typeof(T) == typeof(BFloat16) || typeof(T) == typeof(Half))
         {
             // Vectors of another width: lane by lane, as the scalar paths do.
             for (int k = 0; k < Vector<double>.Count; k++)
@@ -1636,13 +1636,13 @@ internal static unsafe partial class BatchNormKernels
         {
             Vector.Widen(Vector.LoadUnsafe(ref Unsafe.As<T, float>(ref source), index), out lo, out hi);
         }
-        else if (Element.IsHalfPrecision<T>() && Vector<float>.Count == Vector256<float>.Count)
+        else if ((typeof(T) == typeof(BFloat16) || typeof(T) == typeof(Half)) && Vector<float>.Count == Vector256<float>.Count)
         {
             var bits = Vector128.LoadUnsafe(ref Unsafe.As<T, ushort>(ref source), index);
             var values = typeof(T) == typeof(BFloat16) ? BFloat16Bits.Widen(bits) : Float16Bits.Widen(bits);
             Vector.Widen(values.AsVector(), out lo, out hi);
         }
-        else if (Element.IsHalfPrecision<T>())
+        else if (typeof(T) == typeof(BFloat16) || typeof(T) == typeof(Half))
         {
             LoadLaneByLane(ref Unsafe.Add(ref source, index), out lo, out hi);
         }

@@ -26,6 +26,11 @@ internal readonly struct BFloat16(ushort bits)
 internal static class Element
 {
     /// <summary>Whether <typeparamref name="T"/> is one of the 16-bit types.</summary>
+    /// <remarks>
+    /// Hot loops test <c>typeof(T)</c> themselves: the JIT folds those tests in any method, but may leave a call to this
+    /// one in a method that has used up its inlining budget, and the branch behind it unfolded.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool IsHalfPrecision<T>()
         where T : unmanaged => typeof(T) == typeof(BFloat16) || typeof(T) == typeof(Half);
 

@@ -122,12 +122,15 @@ internal readonly struct BFloat16Bits : IHalfPrecision
 /// <summary>IEEE 754 binary16 (<see cref="Half"/>): 5 exponent bits and 10 fraction bits.</summary>
 /// <remarks>
 /// .NET 10 exposes no F16C or AVX-512 FP16 instructions, so the conversions are integer and float32 operations, the
-/// same in scalar and vector code: widening exactly, subnormals through a float32 subtraction; narrowing to nearest,
+/// same in scalar and vector code: widening exactly, by one float32 multiplication; narrowing to nearest,
 /// ties to even, subnormal results through a float32 addition that rounds them, overflow to infinity, NaN to the quiet
 /// NaN 0x7E00 with the input's sign, as libtorch's <c>c10::Half</c> narrows.
 /// </remarks>
 internal readonly struct Float16Bits : IHalfPrecision
 {
+    /// <summary>float32 bits of 2^112, the factor between binary16's exponent bias and float32's (15 and 127).</summary>
+    private const uint WidenScale = (127u + 112) << 23;
+
     /// <summary>float32 bits of 2^-14, binary16's smallest normal value (113 in float32's exponent field).</summary>
     private const uint SmallestNormal = 113u << 23;
 
@@ -152,16 +155,13 @@ internal readonly struct Float16Bits : IHalfPrecision
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Widen(ushort bits)
     {
-        uint magnitude = (bits & 0x7FFFu) << 13;
-        uint exponent = magnitude & (0x7C00u << 13);
-        uint result = magnitude + Rebias;
-        if (exponent == 0x7C00u << 13)
+        // The exponent and fraction bits moved into float32's places make a float32 2^112 times too small, normal or
+        // subnormal alike, so one exact multiplication rebiases both; from 2^16 up they were infinity or NaN.
+        float value = BitConverter.UInt32BitsToSingle((bits & 0x7FFFu) << 13) * BitConverter.UInt32BitsToSingle(WidenScale);
+        uint result = BitConverter.SingleToUInt32Bits(value);
+        if (value >= 65536f)
         {
-            result += (128u - 16) << 23;
-        }
-        else if (exponent == 0)
-        {
-            result = BitConverter.SingleToUInt32Bits(BitConverter.UInt32BitsToSingle(result + (1u << 23)) - BitConverter.UInt32BitsToSingle(SmallestNormal));
+            result |= 0x7F800000u;
         }
 
         return BitConverter.UInt32BitsToSingle(result | ((bits & 0x8000u) << 16));
@@ -226,14 +226,9 @@ internal readonly struct Float16Bits : IHalfPrecision
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> WidenLanes(Vector256<uint> bits)
     {
-        var magnitude = (bits & Vector256.Create(0x7FFFu)) << 13;
-        var exponent = magnitude & Vector256.Create(0x7C00u << 13);
-        var result = magnitude + Vector256.Create(Rebias);
-        var special = result + Vector256.Create((128u - 16) << 23);
-        var subnormal = ((result + Vector256.Create(1u << 23)).AsSingle() - Vector256.Create(SmallestNormal).AsSingle()).AsUInt32();
-        result = Vector256.ConditionalSelect(Vector256.Equals(exponent, Vector256.Create(0x7C00u << 13)), special, result);
-        result = Vector256.ConditionalSelect(Vector256.Equals(exponent, Vector256<uint>.Zero), subnormal, result);
-        return (result | ((bits & Vector256.Create(0x8000u)) << 16)).AsSingle();
+        var value = ((bits & Vector256.Create(0x7FFFu)) << 13).AsSingle() * Vector256.Create(WidenScale).AsSingle();
+        var special = Vector256.GreaterThanOrEqual(value, Vector256.Create(65536f)).AsUInt32() & Vector256.Create(0x7F800000u);
+        return (value.AsUInt32() | special | ((bits & Vector256.Create(0x8000u)) << 16)).AsSingle();
     }
 
     /// <summary><see cref="Narrow(float)"/> lane by lane, the result in each lane's low 16 bits.</summary>
@@ -242,11 +237,13 @@ internal readonly struct Float16Bits : IHalfPrecision
     {
         var bits = value.AsUInt32();
         var magnitude = bits & Vector256.Create(0x7FFFFFFFu);
-        var large = Vector256.ConditionalSelect(Vector256.GreaterThan(magnitude, Vector256.Create(0x7F800000u)), Vector256.Create(QuietNaN), Vector256.Create(Infinity));
+        // The magnitude is below 2^31, so signed comparisons serve (unsigned ones cost more without AVX-512).
+        var signed = magnitude.AsInt32();
+        var large = Vector256.ConditionalSelect(Vector256.GreaterThan(signed, Vector256.Create(0x7F800000)).AsUInt32(), Vector256.Create(QuietNaN), Vector256.Create(Infinity));
         var small = (magnitude.AsSingle() + Vector256.Create(SubnormalMagic).AsSingle()).AsUInt32() - Vector256.Create(SubnormalMagic);
         var normal = (magnitude - Vector256.Create(Rebias) + Vector256.Create(0xFFFu) + ((magnitude >> 13) & Vector256<uint>.One)) >> 13;
-        var result = Vector256.ConditionalSelect(Vector256.LessThan(magnitude, Vector256.Create(SmallestNormal)), small, normal);
-        result = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(magnitude, Vector256.Create(Overflow)), large, result);
+        var result = Vector256.ConditionalSelect(Vector256.LessThan(signed, Vector256.Create((int)SmallestNormal)).AsUInt32(), small, normal);
+        result = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(signed, Vector256.Create((int)Overflow)).AsUInt32(), large, result);
         return result | ((bits >> 16) & Vector256.Create(0x8000u));
     }
 
@@ -254,14 +251,9 @@ internal readonly struct Float16Bits : IHalfPrecision
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> WidenLanes(Vector512<uint> bits)
     {
-        var magnitude = (bits & Vector512.Create(0x7FFFu)) << 13;
-        var exponent = magnitude & Vector512.Create(0x7C00u << 13);
-        var result = magnitude + Vector512.Create(Rebias);
-        var special = result + Vector512.Create((128u - 16) << 23);
-        var subnormal = ((result + Vector512.Create(1u << 23)).AsSingle() - Vector512.Create(SmallestNormal).AsSingle()).AsUInt32();
-        result = Vector512.ConditionalSelect(Vector512.Equals(exponent, Vector512.Create(0x7C00u << 13)), special, result);
-        result = Vector512.ConditionalSelect(Vector512.Equals(exponent, Vector512<uint>.Zero), subnormal, result);
-        return (result | ((bits & Vector512.Create(0x8000u)) << 16)).AsSingle();
+        var value = ((bits & Vector512.Create(0x7FFFu)) << 13).AsSingle() * Vector512.Create(WidenScale).AsSingle();
+        var special = Vector512.GreaterThanOrEqual(value, Vector512.Create(65536f)).AsUInt32() & Vector512.Create(0x7F800000u);
+        return (value.AsUInt32() | special | ((bits & Vector512.Create(0x8000u)) << 16)).AsSingle();
     }
 
     /// <summary><see cref="NarrowLanes(Vector256{float})"/> of 16 lanes.</summary>
@@ -270,11 +262,13 @@ internal readonly struct Float16Bits : IHalfPrecision
     {
         var bits = value.AsUInt32();
         var magnitude = bits & Vector512.Create(0x7FFFFFFFu);
-        var large = Vector512.ConditionalSelect(Vector512.GreaterThan(magnitude, Vector512.Create(0x7F800000u)), Vector512.Create(QuietNaN), Vector512.Create(Infinity));
+        // The magnitude is below 2^31, so signed comparisons serve (unsigned ones cost more without AVX-512).
+        var signed = magnitude.AsInt32();
+        var large = Vector512.ConditionalSelect(Vector512.GreaterThan(signed, Vector512.Create(0x7F800000)).AsUInt32(), Vector512.Create(QuietNaN), Vector512.Create(Infinity));
         var small = (magnitude.AsSingle() + Vector512.Create(SubnormalMagic).AsSingle()).AsUInt32() - Vector512.Create(SubnormalMagic);
         var normal = (magnitude - Vector512.Create(Rebias) + Vector512.Create(0xFFFu) + ((magnitude >> 13) & Vector512<uint>.One)) >> 13;
-        var result = Vector512.ConditionalSelect(Vector512.LessThan(magnitude, Vector512.Create(SmallestNormal)), small, normal);
-        result = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(magnitude, Vector512.Create(Overflow)), large, result);
+        var result = Vector512.ConditionalSelect(Vector512.LessThan(signed, Vector512.Create((int)SmallestNormal)).AsUInt32(), small, normal);
+        result = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(signed, Vector512.Create((int)Overflow)).AsUInt32(), large, result);
         return result | ((bits >> 16) & Vector512.Create(0x8000u));
     }
 }
