@@ -157,9 +157,9 @@ internal static partial class ChannelDropoutKernels
     {
         int lanes = Vector256<ushort>.Count;
         int i = 0;
-        if (typeof(TFormat) == typeof(BFloat16Bits) && Vector512.IsHardwareAccelerated && spatial >= Vector512<ushort>.Count)
+        if (TFormat.Vectorized && Vector512.IsHardwareAccelerated && spatial >= Vector512<ushort>.Count)
         {
-            ScaleBFloat16PlanesWide(x, factors, y, spatial, length);
+            ScaleHalfPrecisionPlanesWide<TFormat>(x, factors, y, spatial, length);
             return;
         }
 
@@ -201,23 +201,24 @@ internal static partial class ChannelDropoutKernels
         }
     }
 
-    /// <summary><see cref="ScaleHalfPrecisionPlanes{TFormat}"/> for bfloat16 in 512-bit steps of 32 values.</summary>
+    /// <summary><see cref="ScaleHalfPrecisionPlanes{TFormat}"/> in 512-bit steps of 32 values.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void ScaleBFloat16PlanesWide(ushort* x, ushort* factors, ushort* y, int spatial, int length)
+    private static unsafe void ScaleHalfPrecisionPlanesWide<TFormat>(ushort* x, ushort* factors, ushort* y, int spatial, int length)
+        where TFormat : struct, IHalfPrecision
     {
         int lanes = Vector512<ushort>.Count;
         int i = 0;
         var planes = new PlaneBoundaries(spatial, 0, lanes);
-        var factor = Vector512.Create(BFloat16Bits.Widen(factors[0]));
+        var factor = Vector512.Create(TFormat.Widen(factors[0]));
         var upperIndices = Vector512<float>.Indices + Vector512.Create((float)Vector512<float>.Count);
         for (; i <= length - lanes; i += lanes)
         {
             Prefetch.Ahead(x + i, x + length);
-            var (lower, upper) = BFloat16Bits.Widen(Vector512.Load(x + i));
+            var (lower, upper) = TFormat.Widen(Vector512.Load(x + i));
             var (lowerFactor, upperFactor) = (factor, factor);
             if (planes.Crosses(i, out int inPlane))
             {
-                var next = Vector512.Create(BFloat16Bits.Widen(factors[planes.Plane]));
+                var next = Vector512.Create(TFormat.Widen(factors[planes.Plane]));
                 if (inPlane == 0)
                 {
                     (lowerFactor, upperFactor) = (next, next);
@@ -232,12 +233,12 @@ internal static partial class ChannelDropoutKernels
                 factor = next;
             }
 
-            BFloat16Bits.Narrow(lower * lowerFactor, upper * upperFactor).Store(y + i);
+            TFormat.Narrow(lower * lowerFactor, upper * upperFactor).Store(y + i);
         }
 
         for (; i < length; i++)
         {
-            y[i] = BFloat16Bits.Narrow(BFloat16Bits.Widen(x[i]) * BFloat16Bits.Widen(factors[i / spatial]));
+            y[i] = TFormat.Narrow(TFormat.Widen(x[i]) * TFormat.Widen(factors[i / spatial]));
         }
     }
 

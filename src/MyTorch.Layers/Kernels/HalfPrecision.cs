@@ -22,7 +22,7 @@ internal interface IHalfPrecision
     /// <summary>The format's value nearest to <paramref name="value"/>, ties to even; NaN stays NaN.</summary>
     static abstract ushort Narrow(float value);
 
-    /// <summary>Whether <see cref="Widen(Vector256{ushort})"/> and <see cref="Narrow(Vector256{float}, Vector256{float})"/> run in vectors here.</summary>
+    /// <summary>Whether the vector conversions run in vectors here (the 512-bit ones also need <see cref="Vector512.IsHardwareAccelerated"/>).</summary>
     static abstract bool Vectorized { get; }
 
     /// <summary><see cref="Widen(ushort)"/> of 16 values: the first 8 and the last 8.</summary>
@@ -30,6 +30,12 @@ internal interface IHalfPrecision
 
     /// <summary><see cref="Narrow(float)"/> of 16 values, the lower 8 first.</summary>
     static abstract Vector256<ushort> Narrow(Vector256<float> lower, Vector256<float> upper);
+
+    /// <summary><see cref="Widen(ushort)"/> of 32 values, for 512-bit steps: the first 16 and the last 16.</summary>
+    static abstract (Vector512<float> Lower, Vector512<float> Upper) Widen(Vector512<ushort> bits);
+
+    /// <summary><see cref="Narrow(float)"/> of 32 values, for 512-bit steps, the lower 16 first.</summary>
+    static abstract Vector512<ushort> Narrow(Vector512<float> lower, Vector512<float> upper);
 }
 
 /// <summary>bfloat16: float32's sign and exponent with 7 fraction bits, the upper half of a float32's bits.</summary>
@@ -80,7 +86,6 @@ internal readonly struct BFloat16Bits : IHalfPrecision
         return Vector128.Narrow(low.GetLower(), low.GetUpper());
     }
 
-    /// <summary><see cref="Widen(Vector256{ushort})"/> of 32 values, for 512-bit steps.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static (Vector512<float> Lower, Vector512<float> Upper) Widen(Vector512<ushort> bits)
     {
@@ -88,7 +93,6 @@ internal readonly struct BFloat16Bits : IHalfPrecision
         return ((lower << 16).AsSingle(), (upper << 16).AsSingle());
     }
 
-    /// <summary><see cref="Narrow(Vector256{float}, Vector256{float})"/> of 32 values, for 512-bit steps.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<ushort> Narrow(Vector512<float> lower, Vector512<float> upper) =>
         Vector512.Narrow(NarrowToLow(lower), NarrowToLow(upper));
@@ -201,6 +205,17 @@ internal readonly struct Float16Bits : IHalfPrecision
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<ushort> Narrow(Vector256<float> lower, Vector256<float> upper) =>
         Vector256.Narrow(NarrowLanes(lower), NarrowLanes(upper));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (Vector512<float> Lower, Vector512<float> Upper) Widen(Vector512<ushort> bits)
+    {
+        var (lower, upper) = Vector512.Widen(bits);
+        return (WidenLanes(lower), WidenLanes(upper));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<ushort> Narrow(Vector512<float> lower, Vector512<float> upper) =>
+        Vector512.Narrow(NarrowLanes(lower), NarrowLanes(upper));
 
     /// <summary><see cref="Widen(ushort)"/> of 8 values.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -237,9 +237,25 @@ public class HalfPrecisionKernelTests
         }
     }
 
-    [TestCase(true)]
-    [TestCase(false)]
-    public void ApplyHalfPrecisionMask_IsTheRoundedProduct_EveryLength(bool channelsLast)
+    [TestCase("bfloat16", true)]
+    [TestCase("bfloat16", false)]
+    [TestCase("float16", true)]
+    [TestCase("float16", false)]
+    public void ApplyHalfPrecisionMask_IsTheRoundedProduct_EveryLength(string format, bool channelsLast)
+    {
+        // The product of two 16-bit values is exact in float32; rounded by the bfloat16 reference above, or by .NET's Half.
+        if (format == "bfloat16")
+        {
+            ApplyMaskEveryLength<BFloat16Bits>(channelsLast, exact => NearestBFloat16((float)exact));
+        }
+        else
+        {
+            ApplyMaskEveryLength<Float16Bits>(channelsLast, exact => BitConverter.HalfToUInt16Bits((Half)(float)exact));
+        }
+    }
+
+    private static void ApplyMaskEveryLength<TFormat>(bool channelsLast, Func<double, ushort> nearest)
+        where TFormat : struct, IHalfPrecision
     {
         // Up to 70: planes shorter than a 256-bit step, between one and two 512-bit steps, and past two.
         var random = new Random(3);
@@ -248,16 +264,16 @@ public class HalfPrecisionKernelTests
             foreach (int threads in new[] { 1, 2 })
             {
                 var layout = channelsLast ? new PlaneLayout(3, inner, 2, channelsLast: true) : new PlaneLayout(3, 2, inner, channelsLast: false);
-                ushort[] x = Enumerable.Range(0, layout.Length).Select(_ => BFloat16Bits.Narrow((float)(random.NextDouble() * 8 - 4))).ToArray();
-                ushort[] mask = Enumerable.Range(0, layout.Batch * layout.Channels).Select(_ => BFloat16Bits.Narrow(random.Next(2) / 0.7f)).ToArray();
+                ushort[] x = Enumerable.Range(0, layout.Length).Select(_ => TFormat.Narrow((float)(random.NextDouble() * 8 - 4))).ToArray();
+                ushort[] mask = Enumerable.Range(0, layout.Batch * layout.Channels).Select(_ => TFormat.Narrow(random.Next(2) / 0.7f)).ToArray();
                 ushort[] y = new ushort[x.Length];
-                ChannelDropoutKernels.ApplyHalfPrecisionMask<BFloat16Bits>(x, y, layout, mask, threads);
+                ChannelDropoutKernels.ApplyHalfPrecisionMask<TFormat>(x, y, layout, mask, threads);
                 for (int i = 0; i < x.Length; i++)
                 {
                     int n = i / (layout.Channels * layout.Spatial);
                     int c = channelsLast ? i % layout.Channels : i / layout.Spatial % layout.Channels;
-                    double exact = (double)BFloat16Bits.Widen(x[i]) * BFloat16Bits.Widen(mask[(n * layout.Channels) + c]);
-                    Assert.That(y[i], Is.EqualTo(NearestBFloat16((float)exact)), $"inner {inner}, threads {threads}, index {i}");
+                    double exact = (double)TFormat.Widen(x[i]) * TFormat.Widen(mask[(n * layout.Channels) + c]);
+                    Assert.That(y[i], Is.EqualTo(nearest(exact)), $"inner {inner}, threads {threads}, index {i}");
                 }
             }
         }
