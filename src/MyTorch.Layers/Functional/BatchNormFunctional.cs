@@ -143,20 +143,42 @@ public static class BatchNormFunctional
         ScalarType? statisticsDtype = null)
     {
         long channels = shape[1];
-        bool useBatchStatistics = training || runningMean is null;
         using var scope = NewDisposeScope();
         var saveMean = empty(channels, statisticsDtype ?? StatisticsDtype(input.dtype));
         var saveInvstd = empty(channels, statisticsDtype ?? StatisticsDtype(input.dtype));
-        Tensor output;
-        using (var source = new Borrowed(Layouts.ReadablePlanes(input, shape, out var layout), input))
-        {
-            output = Layouts.EmptyPlanes(shape, input.dtype, layout);
-            var plane = Layouts.Plane(shape, layout);
-            var call = new ForwardCall(source.Tensor, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd);
-            Dispatch(ref call, input.dtype, ParameterDtype(input.dtype, runningMean, runningVar, weight, bias));
-        }
-
+        var output = Run(input, shape, weight, bias, runningMean, runningVar, training, momentum, eps, saveMean, saveInvstd);
         return (output.MoveToOuterDisposeScope(), saveMean.MoveToOuterDisposeScope(), saveInvstd.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// <see cref="Compute"/>'s output alone, for a forward no backward will follow (inference, or no gradient wanted):
+    /// the statistics stay in the kernels' scratch, with no tensors made for them.
+    /// </summary>
+    internal static Tensor ComputeOutput(
+        Tensor input, long[] shape, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar, bool training, double momentum, double eps) =>
+        Run(input, shape, weight, bias, runningMean, runningVar, training, momentum, eps, saveMean: null, saveInvstd: null);
+
+    /// <summary>The forward on checked 4-D planes, writing the statistics it used into the tensors given, if any.</summary>
+    private static Tensor Run(
+        Tensor input,
+        long[] shape,
+        Tensor? weight,
+        Tensor? bias,
+        Tensor? runningMean,
+        Tensor? runningVar,
+        bool training,
+        double momentum,
+        double eps,
+        Tensor? saveMean,
+        Tensor? saveInvstd)
+    {
+        bool useBatchStatistics = training || runningMean is null;
+        using var source = new Borrowed(Layouts.ReadablePlanes(input, shape, out var layout), input);
+        var output = Layouts.EmptyPlanes(shape, input.dtype, layout);
+        var plane = Layouts.Plane(shape, layout);
+        var call = new ForwardCall(source.Tensor, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd);
+        Dispatch(ref call, input.dtype, ParameterDtype(input.dtype, runningMean, runningVar, weight, bias));
+        return output;
     }
 
     /// <summary>
@@ -343,8 +365,8 @@ public static class BatchNormFunctional
         bool useBatchStatistics,
         double momentum,
         double eps,
-        Tensor saveMean,
-        Tensor saveInvstd)
+        Tensor? saveMean,
+        Tensor? saveInvstd)
         where T : unmanaged
         where TParam : unmanaged
     {
@@ -405,8 +427,11 @@ public static class BatchNormFunctional
                 }
             }
 
-            Store(mean, saveMean);
-            Store(invstd, saveInvstd);
+            if (saveMean is not null && saveInvstd is not null)
+            {
+                Store(mean, saveMean);
+                Store(invstd, saveInvstd);
+            }
         }
         finally
         {
@@ -590,7 +615,7 @@ public static class BatchNormFunctional
 
     private readonly struct ForwardCall(
         Tensor input, Tensor output, PlaneLayout plane, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar,
-        bool useBatchStatistics, double momentum, double eps, Tensor saveMean, Tensor saveInvstd) : IKernelCall
+        bool useBatchStatistics, double momentum, double eps, Tensor? saveMean, Tensor? saveInvstd) : IKernelCall
     {
         public void Run<T, TParam>()
             where T : unmanaged

@@ -56,11 +56,8 @@ internal sealed class BatchNormAutograd : autograd.SingleTensorFunction<BatchNor
             return apply(input, weight, bias, call);
         }
 
-        var (output, mean, invstd) = BatchNormFunctional.Compute(
+        return BatchNormFunctional.ComputeOutput(
             input, call.Shape, weight, bias, call.RunningMean, call.RunningVar, call.Training, call.Momentum, call.Eps);
-        mean.Dispose();
-        invstd.Dispose();
-        return output;
     }
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
