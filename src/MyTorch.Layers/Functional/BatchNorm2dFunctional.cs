@@ -18,7 +18,7 @@ public static class BatchNorm2dFunctional
     /// <exception cref="ArgumentNullException">A required tensor is null.</exception>
     /// <exception cref="ObjectDisposedException">A tensor has been disposed.</exception>
     /// <exception cref="ArgumentException">
-    /// The input is not 4-D; a dtype is not float32/float64 or differs between tensors; a per-channel tensor does not
+    /// The input is not 4-D; a dtype is not one the kernels take or differs between tensors (beyond mixed precision); a per-channel tensor does not
     /// have C elements; only one of the running statistics is given; one value per channel when batch statistics are used.
     /// </exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="eps"/> is negative or NaN.</exception>

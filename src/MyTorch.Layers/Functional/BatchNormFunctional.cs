@@ -30,9 +30,13 @@ public static class BatchNormFunctional
     /// when given, are updated in place: running = (1 − momentum) · running + momentum · batch, with the unbiased
     /// variance. Otherwise the running statistics are used and nothing is updated.
     /// </summary>
-    /// <param name="input">(N, C, …) of rank 2 or more, float32 or float64, on the CPU, in any memory layout.</param>
-    /// <param name="weight">γ, C elements of the input's dtype, or <see langword="null"/> for none.</param>
-    /// <param name="bias">β, C elements of the input's dtype, or <see langword="null"/> for none.</param>
+    /// <param name="input">(N, C, …) of rank 2 or more, float32, float64, bfloat16 or float16, on the CPU, in any memory layout.</param>
+    /// <param name="weight">
+    /// γ, C elements of the input's dtype, or <see langword="null"/> for none. For a bfloat16 or float16 input the
+    /// per-channel tensors may all be float32 or all float64 instead (mixed precision): the output keeps the input's
+    /// dtype, the running statistics theirs, and the mean and 1/σ come back in float32.
+    /// </param>
+    /// <param name="bias">β, C elements of γ's dtype, or <see langword="null"/> for none.</param>
     /// <param name="runningMean">Running mean, C elements, updated in place in training; or null, with <paramref name="runningVar"/>, for none.</param>
     /// <param name="runningVar">Running variance, C elements, updated in place in training; or null, with <paramref name="runningMean"/>, for none.</param>
     /// <param name="training">Use (and track) batch statistics rather than the running ones. Without running statistics,
@@ -47,9 +51,9 @@ public static class BatchNormFunctional
     /// <exception cref="ArgumentNullException">A required tensor is null.</exception>
     /// <exception cref="ObjectDisposedException">A tensor has been disposed.</exception>
     /// <exception cref="ArgumentException">
-    /// The input has fewer than 2 dimensions; a dtype is not float32/float64 or differs between tensors; a per-channel
-    /// tensor does not have C elements; only one of the running statistics is given; one value per channel when batch
-    /// statistics are used.
+    /// The input has fewer than 2 dimensions; a dtype is not one the kernels take or differs between tensors (beyond
+    /// mixed precision); a per-channel tensor does not have C elements; only one of the running statistics is given; one
+    /// value per channel when batch statistics are used.
     /// </exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="eps"/> is negative or NaN.</exception>
     /// <exception cref="NotSupportedException">A tensor is not on the CPU, or has more than <see cref="int.MaxValue"/> elements.</exception>

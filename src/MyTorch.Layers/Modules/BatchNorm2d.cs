@@ -16,9 +16,9 @@ public sealed class BatchNorm2d : BatchNormBase
     /// <param name="affine">Whether to learn a per-channel weight (ones) and bias (zeros).</param>
     /// <param name="track_running_stats">Whether to keep running statistics and use them in evaluation.</param>
     /// <param name="device">Device of the parameters and buffers; only the CPU is supported.</param>
-    /// <param name="dtype">Float32 (the default) or Float64.</param>
+    /// <param name="dtype">Float32 (the default), Float64, BFloat16 or Float16. A float32 module also takes bfloat16 and float16 input.</param>
     /// <exception cref="System.ArgumentOutOfRangeException"><paramref name="num_features"/> is below 1, or <paramref name="eps"/> is negative or NaN.</exception>
-    /// <exception cref="System.ArgumentException"><paramref name="dtype"/> is not Float32 or Float64.</exception>
+    /// <exception cref="System.ArgumentException"><paramref name="dtype"/> is not Float32, Float64, BFloat16 or Float16.</exception>
     /// <exception cref="System.NotSupportedException"><paramref name="device"/> is not the CPU.</exception>
     public BatchNorm2d(
         long num_features,

@@ -30,10 +30,10 @@ public static class layers
     /// <param name="affine">Whether to learn a per-channel weight (ones) and bias (zeros).</param>
     /// <param name="track_running_stats">Whether to keep running statistics and use them in evaluation.</param>
     /// <param name="device">Device of the parameters and buffers; only the CPU is supported.</param>
-    /// <param name="dtype">Float32 (the default) or Float64.</param>
+    /// <param name="dtype">Float32 (the default), Float64, BFloat16 or Float16. A float32 module also takes bfloat16 and float16 input.</param>
     /// <returns>A new module in training mode.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="num_features"/> is below 1, or <paramref name="eps"/> is negative or NaN.</exception>
-    /// <exception cref="ArgumentException"><paramref name="dtype"/> is not Float32 or Float64.</exception>
+    /// <exception cref="ArgumentException"><paramref name="dtype"/> is not Float32, Float64, BFloat16 or Float16.</exception>
     /// <exception cref="NotSupportedException"><paramref name="device"/> is not the CPU.</exception>
     public static BatchNorm2d BatchNorm2d(
         long num_features,
@@ -115,9 +115,9 @@ public static class layers
         /// Otherwise the running statistics are used and nothing is updated.
         /// Differentiable with respect to <paramref name="input"/>, <paramref name="weight"/> and <paramref name="bias"/>.
         /// </summary>
-        /// <param name="input">(N, C, …) of rank 2 or more, float32 or float64, on the CPU, in any memory layout.</param>
-        /// <param name="running_mean">Running mean, C elements of the input's dtype; or null, with <paramref name="running_var"/>, for none.</param>
-        /// <param name="running_var">Running variance, C elements of the input's dtype; or null, with <paramref name="running_mean"/>, for none.</param>
+        /// <param name="input">(N, C, …) of rank 2 or more, float32, float64, bfloat16 or float16, on the CPU, in any memory layout.</param>
+        /// <param name="running_mean">Running mean, C elements of the input's dtype (or float32 or float64 for a 16-bit input); or null, with <paramref name="running_var"/>, for none.</param>
+        /// <param name="running_var">Running variance, C elements of the running mean's dtype; or null, with <paramref name="running_mean"/>, for none.</param>
         /// <param name="weight">γ, C elements, or null for none.</param>
         /// <param name="bias">β, C elements, or null for none.</param>
         /// <param name="training">Use (and track) batch statistics rather than the running ones.</param>
@@ -127,7 +127,7 @@ public static class layers
         /// <exception cref="ArgumentNullException"><paramref name="input"/> is null.</exception>
         /// <exception cref="ObjectDisposedException">A tensor has been disposed.</exception>
         /// <exception cref="ArgumentException">
-        /// The input has fewer than 2 dimensions; a dtype is not float32/float64 or differs from the input's; a per-channel tensor does
+        /// The input has fewer than 2 dimensions; a dtype is not one the kernels take or differs from the input's (a 16-bit input takes per-channel tensors of float32 or float64 too); a per-channel tensor does
         /// not have C elements; only one of the running statistics is given; one value per channel when batch statistics
         /// are used. Nothing is changed.
         /// </exception>
@@ -153,7 +153,7 @@ public static class layers
         /// TorchSharp's <c>dropout2d</c> draws it (so the same <c>torch.manual_seed</c> gives the same result, bit for bit).
         /// A 3-D input (C, H, W) is one sample. Differentiable: dx = dy · mask.
         /// </summary>
-        /// <param name="input">(N, C, H, W) or (C, H, W), float32 or float64, on the CPU; any memory layout.</param>
+        /// <param name="input">(N, C, H, W) or (C, H, W), float32, float64, bfloat16 or float16, on the CPU; any memory layout.</param>
         /// <param name="p">Probability of zeroing a channel, in [0, 1].</param>
         /// <param name="training">Drop channels; when false the input is returned (under a new handle).</param>
         /// <param name="inplace">Write the output into the input's memory and return it.</param>
@@ -165,7 +165,7 @@ public static class layers
         /// <exception cref="ObjectDisposedException"><paramref name="input"/> has been disposed.</exception>
         /// <exception cref="ArgumentOutOfRangeException"><paramref name="p"/> is outside [0, 1] or NaN (PyTorch's message).</exception>
         /// <exception cref="ArgumentException">
-        /// The input is not 3-D or 4-D or not float32/float64; or, in place in training, its elements share memory or
+        /// The input is not 3-D or 4-D or not float32, float64, bfloat16 or float16; or, in place in training, its elements share memory or
         /// libtorch does not allow an in-place operation on it (a leaf that requires grad, with libtorch's message).
         /// Nothing is written and nothing is drawn.
         /// </exception>
@@ -183,7 +183,7 @@ public static class layers
         /// others scaled by 1/(1 − p), the mask bit for bit TorchSharp's <c>dropout1d</c>'s under the same seed.
         /// </summary>
         /// <inheritdoc cref="dropout2d(Tensor, double, bool, bool)"/>
-        /// <param name="input">(N, C, L) or (C, L), float32 or float64, on the CPU; any memory layout.</param>
+        /// <param name="input">(N, C, L) or (C, L), float32, float64, bfloat16 or float16, on the CPU; any memory layout.</param>
         /// <param name="p">Probability of zeroing a channel, in [0, 1].</param>
         /// <param name="training">Drop channels; when false the input is returned (under a new handle).</param>
         /// <param name="inplace">Write the output into the input's memory and return it.</param>
@@ -200,7 +200,7 @@ public static class layers
         /// others scaled by 1/(1 − p), the mask bit for bit TorchSharp's <c>dropout3d</c>'s under the same seed.
         /// </summary>
         /// <inheritdoc cref="dropout2d(Tensor, double, bool, bool)"/>
-        /// <param name="input">(N, C, D, H, W) or (C, D, H, W), float32 or float64, on the CPU; any memory layout.</param>
+        /// <param name="input">(N, C, D, H, W) or (C, D, H, W), float32, float64, bfloat16 or float16, on the CPU; any memory layout.</param>
         /// <param name="p">Probability of zeroing a channel, in [0, 1].</param>
         /// <param name="training">Drop channels; when false the input is returned (under a new handle).</param>
         /// <param name="inplace">Write the output into the input's memory and return it.</param>
