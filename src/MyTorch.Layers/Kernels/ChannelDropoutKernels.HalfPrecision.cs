@@ -83,7 +83,12 @@ internal static partial class ChannelDropoutKernels
     /// is independent, so the thread count cannot change a bit). <paramref name="y"/> may be <paramref name="x"/> itself.
     /// Also the input gradient, dx = dy · mask.
     /// </summary>
-    public static unsafe void ApplyHalfPrecisionMask<TFormat>(ReadOnlySpan<ushort> x, Span<ushort> y, PlaneLayout layout, ReadOnlySpan<ushort> mask, int threads = 1)
+    /// <remarks>
+    /// NCHW planes that take 512-bit steps write y with streaming stores if <c>streamingStores</c> says so, and by default
+    /// when the pass spans at least <see cref="StreamingStores.MinimumPassBytes"/> (<see cref="StreamingStores.For{T}"/>):
+    /// a step is then one whole cache line. That changes no bit of the result.
+    /// </remarks>
+    public static unsafe void ApplyHalfPrecisionMask<TFormat>(ReadOnlySpan<ushort> x, Span<ushort> y, PlaneLayout layout, ReadOnlySpan<ushort> mask, int threads = 1, bool? streamingStores = null)
         where TFormat : struct, IHalfPrecision
     {
         Debug.Assert(x.Length >= layout.Length && y.Length >= layout.Length);
@@ -106,6 +111,8 @@ internal static partial class ChannelDropoutKernels
                 Layout = layout,
                 Units = layout.Length / unitLength,
                 UnitsPerChunk = ChunkScheduler.UnitsPerChunk(unitLength),
+                Streaming = !layout.ChannelsLast && WidePlanes<TFormat>(layout.Spatial)
+                    && (streamingStores ?? StreamingStores.For<ushort>(layout.Length, PlaneBoundaries.RunLength(layout.Spatial, Vector512<ushort>.Count), tensors: 2)),
             };
             ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(job.Units, job.UnitsPerChunk), ChunkScheduler.ThreadsFor(layout.Length, threads));
         }
@@ -124,6 +131,7 @@ internal static partial class ChannelDropoutKernels
         public PlaneLayout Layout;
         public int Units;
         public int UnitsPerChunk;
+        public bool Streaming;
 
         public readonly void Run(int chunk)
         {
@@ -133,7 +141,15 @@ internal static partial class ChannelDropoutKernels
             {
                 // NCHW: the chunk's planes are one contiguous run, each plane under one factor.
                 long offset = (long)first * Layout.Spatial;
-                ScaleHalfPrecisionPlanes<TFormat>(X + offset, Mask + first, Y + offset, Layout.Spatial, (end - first) * Layout.Spatial);
+                if (Streaming)
+                {
+                    ScaleHalfPrecisionPlanesWide<TFormat, StreamingStores>(X + offset, Mask + first, Y + offset, Layout.Spatial, (end - first) * Layout.Spatial);
+                }
+                else
+                {
+                    ScaleHalfPrecisionPlanes<TFormat>(X + offset, Mask + first, Y + offset, Layout.Spatial, (end - first) * Layout.Spatial);
+                }
+
                 return;
             }
 
@@ -157,9 +173,9 @@ internal static partial class ChannelDropoutKernels
     {
         int lanes = Vector256<ushort>.Count;
         int i = 0;
-        if (TFormat.Vectorized && Vector512.IsHardwareAccelerated && spatial >= Vector512<ushort>.Count)
+        if (WidePlanes<TFormat>(spatial))
         {
-            ScaleHalfPrecisionPlanesWide<TFormat>(x, factors, y, spatial, length);
+            ScaleHalfPrecisionPlanesWide<TFormat, PlainStores>(x, factors, y, spatial, length);
             return;
         }
 
@@ -201,17 +217,32 @@ internal static partial class ChannelDropoutKernels
         }
     }
 
-    /// <summary><see cref="ScaleHalfPrecisionPlanes{TFormat}"/> in 512-bit steps of 32 values.</summary>
+    /// <summary>Whether NCHW planes of <paramref name="spatial"/> values take 512-bit steps of 32 values.</summary>
+    private static bool WidePlanes<TFormat>(int spatial)
+        where TFormat : struct, IHalfPrecision => TFormat.Vectorized && Vector512.IsHardwareAccelerated && spatial >= Vector512<ushort>.Count;
+
+    /// <summary>
+    /// <see cref="ScaleHalfPrecisionPlanes{TFormat}"/> in 512-bit steps of 32 values; with streaming stores, from the
+    /// run's first whole cache line to its last, each step one line, the values outside computed one by one the same way.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void ScaleHalfPrecisionPlanesWide<TFormat>(ushort* x, ushort* factors, ushort* y, int spatial, int length)
+    private static unsafe void ScaleHalfPrecisionPlanesWide<TFormat, TStore>(ushort* x, ushort* factors, ushort* y, int spatial, int length)
         where TFormat : struct, IHalfPrecision
+        where TStore : struct, IStoreMode
     {
         int lanes = Vector512<ushort>.Count;
+        (int start, int end) = TStore.Streaming ? StreamingStores.Body(y, length) : (0, length);
         int i = 0;
-        var planes = new PlaneBoundaries(spatial, 0, lanes);
-        var factor = Vector512.Create(TFormat.Widen(factors[0]));
+        for (; i < start; i++)
+        {
+            y[i] = TFormat.Narrow(TFormat.Widen(x[i]) * TFormat.Widen(factors[i / spatial]));
+        }
+
+        // A run too short for a whole aligned step starts its (empty) vector loop past its last plane: read no factor there.
+        var planes = new PlaneBoundaries(spatial, i, lanes);
+        var factor = Vector512.Create(TFormat.Widen(factors[Math.Min(planes.Plane, (length - 1) / spatial)]));
         var upperIndices = Vector512<float>.Indices + Vector512.Create((float)Vector512<float>.Count);
-        for (; i <= length - lanes; i += lanes)
+        for (; i <= end - lanes; i += lanes)
         {
             Prefetch.Ahead(x + i, x + length);
             var (lower, upper) = TFormat.Widen(Vector512.Load(x + i));
@@ -233,7 +264,15 @@ internal static partial class ChannelDropoutKernels
                 factor = next;
             }
 
-            TFormat.Narrow(lower * lowerFactor, upper * upperFactor).Store(y + i);
+            var bits = TFormat.Narrow(lower * lowerFactor, upper * upperFactor);
+            if (TStore.Streaming)
+            {
+                bits.StoreAlignedNonTemporal(y + i);
+            }
+            else
+            {
+                bits.Store(y + i);
+            }
         }
 
         for (; i < length; i++)
