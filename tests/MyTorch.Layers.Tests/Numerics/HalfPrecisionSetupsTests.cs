@@ -37,10 +37,12 @@ public class HalfPrecisionSetupsTests
         Assert.That(ours.Output, Is.LessThanOrEqualTo(1), "output within one ulp");
         Assert.That(ours.InputGrad, Is.LessThanOrEqualTo(1), "x.grad within one ulp");
 
-        // No less accurate than TorchSharp's, or within half an ulp of the module's dtype, where both are at its rounding limit.
-        double floor = moduleDtype == ScalarType.Float32 ? Math.ScaleB(1, -24) : Math.ScaleB(1, -9);
-        Assert.That(ours.WeightGrad, Is.LessThanOrEqualTo(Math.Max(theirs.WeightGrad, floor)), "weight.grad");
-        Assert.That(ours.RunningVar, Is.LessThanOrEqualTo(Math.Max(theirs.RunningVar, floor)), "running_var");
+        // No less accurate than TorchSharp's, or within the module dtype's own rounding, where both are at its limit:
+        // half an ulp for weight.grad, rounded once; for the running variance, rounded once per step with the earlier
+        // roundings decaying by (1 − momentum), at most half an ulp per step.
+        double halfUlp = moduleDtype == ScalarType.Float32 ? Math.ScaleB(1, -24) : Math.ScaleB(1, -9);
+        Assert.That(ours.WeightGrad, Is.LessThanOrEqualTo(Math.Max(theirs.WeightGrad, halfUlp)), "weight.grad");
+        Assert.That(ours.RunningVar, Is.LessThanOrEqualTo(Math.Max(theirs.RunningVar, Steps * halfUlp)), "running_var");
     }
 
     private static (double Output, double InputGrad, double WeightGrad, double RunningVar) Measure(TorchSharp.Modules.BatchNorm module)
