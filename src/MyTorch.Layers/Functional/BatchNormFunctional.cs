@@ -287,7 +287,7 @@ public static class BatchNormFunctional
         long[] shape = input.shape;
         ranks.Check(shape, name);
 
-        Check.KernelReadable(input, name, shape, halfPrecision: true);
+        Check.KernelReadable(input, name, shape);
         return shape;
     }
 

@@ -33,30 +33,20 @@ internal static class Check
     }
 
     /// <summary>
-    /// The checks every layer's input passes once its rank is known: on the CPU, float32 or float64 (or, for the layers
-    /// that take them, bfloat16 and float16), and few enough elements for a span to index.
+    /// The checks every layer's input passes once its rank is known: on the CPU, of a dtype the kernels take, and few
+    /// enough elements for a span to index.
     /// </summary>
-    public static void KernelReadable(Tensor tensor, string name, long[] shape, bool halfPrecision = false)
+    public static void KernelReadable(Tensor tensor, string name, long[] shape)
     {
         OnCpu(tensor, name);
-        FloatingDtype(tensor, name, halfPrecision);
+        FloatingDtype(tensor, name);
         Layouts.CheckedLength(shape);
     }
 
-    /// <summary>Refuses dtypes other than float32 and float64, and, unless <paramref name="halfPrecision"/>, bfloat16 and float16.</summary>
-    public static void FloatingDtype(Tensor tensor, string name, bool halfPrecision = false)
+    /// <summary>Refuses dtypes other than float32, float64, bfloat16 and float16.</summary>
+    public static void FloatingDtype(Tensor tensor, string name)
     {
-        if (tensor.dtype is ScalarType.Float32 or ScalarType.Float64)
-        {
-            return;
-        }
-
-        if (!halfPrecision)
-        {
-            throw new ArgumentException($"'{name}' has dtype {tensor.dtype}; expected Float32 or Float64.", name);
-        }
-
-        if (!IsHalfPrecision(tensor.dtype))
+        if (tensor.dtype is not (ScalarType.Float32 or ScalarType.Float64) && !IsHalfPrecision(tensor.dtype))
         {
             throw new ArgumentException($"'{name}' has dtype {tensor.dtype}; expected Float32, Float64, BFloat16 or Float16.", name);
         }

@@ -124,7 +124,7 @@ public static class Dropout2dFunctional
         Check.Alive(input, nameof(input));
         CheckProbability(p);
         long[] shape = ranks.Check(input, nameof(input));
-        Check.KernelReadable(input, nameof(input), shape, halfPrecision: true);
+        Check.KernelReadable(input, nameof(input), shape);
         long[] maskShape = ranks.MaskShape(shape);
         if (!Drops(input, p, training))
         {
@@ -152,7 +152,7 @@ public static class Dropout2dFunctional
     internal static Tensor Backward(Tensor gradOutput, Tensor mask, DropoutRanks ranks)
     {
         long[] shape = ranks.Check(gradOutput, nameof(gradOutput));
-        Check.KernelReadable(gradOutput, nameof(gradOutput), shape, halfPrecision: true);
+        Check.KernelReadable(gradOutput, nameof(gradOutput), shape);
         CheckMask(mask, gradOutput.dtype, ranks.MaskShape(shape));
         long[] planeShape = ranks.Planes(shape);
         using var dy = ranks.AsPlanes(gradOutput, planeShape, inplace: false, nameof(gradOutput));
@@ -178,7 +178,7 @@ public static class Dropout2dFunctional
                 name);
         }
 
-        Check.KernelReadable(input, name, shape, halfPrecision: true);
+        Check.KernelReadable(input, name, shape);
         return shape;
     }
 

@@ -50,7 +50,7 @@ internal sealed class ChannelDropoutAutograd : autograd.SingleTensorFunction<Cha
     internal static Tensor Forward(Tensor input, DropoutRanks ranks, double p, bool training, bool inplace, Generator? generator)
     {
         long[] shape = ranks.Check(input, nameof(input));
-        Check.KernelReadable(input, nameof(input), shape, halfPrecision: true);
+        Check.KernelReadable(input, nameof(input), shape);
         if (!Dropout2dFunctional.Drops(input, p, training))
         {
             return input.alias();

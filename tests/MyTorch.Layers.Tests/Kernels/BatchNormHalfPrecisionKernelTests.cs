@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using System.Runtime.InteropServices;
 using MyTorch.Layers.Kernels;
 using MyTorch.Layers.Tests.Support;
 using NUnit.Framework;
@@ -189,7 +190,7 @@ public class BatchNormHalfPrecisionKernelTests
         where T : unmanaged => values.Select(Element.FromDouble<T>).ToArray();
 
     private static ushort[] Bits<T>(T[] values)
-        where T : unmanaged => values.Select(v => Element.ToDouble(v)).Select(d => typeof(T) == typeof(Half) ? BitConverter.HalfToUInt16Bits((Half)d) : BFloat16Bits.Narrow((float)d)).ToArray();
+        where T : unmanaged => MemoryMarshal.Cast<T, ushort>(values).ToArray();
 
     /// <summary>The distance between neighbouring values of T around <paramref name="value"/> (the larger one at a power of two).</summary>
     private static double Ulp<T>(double value)
