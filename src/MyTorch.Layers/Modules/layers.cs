@@ -18,7 +18,7 @@ namespace MyTorch.Layers;
 /// <c>using static MyTorch.Layers.layers;</c> can sit in the same file: <c>nn.Conv2d(...)</c> stays TorchSharp's and
 /// <c>BatchNorm2d(...)</c> is ours.
 /// </remarks>
-public static class layers
+public static partial class layers
 {
     /// <summary>
     /// Creates a <see cref="MyTorch.Layers.BatchNorm2d"/>, with the parameters, order and defaults of TorchSharp's
