@@ -421,29 +421,70 @@ public static class Dropout2dFunctional
             return;
         }
 
+        if (ChannelDropoutKernels.DrawWhileApplying(plane, threads))
+        {
+            lock (GeneratorState.Gate)
+            {
+                using var state = GeneratorState.TryRead(generator, out var twister);
+                if (state is not null)
+                {
+                    ChannelDropoutKernels.DrawAndApplyMask(x, y, plane, factors, keep, ref twister, threads);
+                    GeneratorState.Write(generator, state, twister);
+                    return;
+                }
+            }
+        }
+
+        DrawMask(mask, factors, keep, generator);
+        ChannelDropoutKernels.ApplyMask(x, y, plane, factors, threads);
+    }
+
+    /// <summary>
+    /// The channel factors of a float32 or float64 input of <paramref name="shape"/> (4-D), drawn as
+    /// <see cref="Forward(Tensor, double, bool, bool, Generator?)"/> draws them: an (N, C, 1, 1) tensor of zeros and
+    /// T(1)/T(1 − p), for a layer that applies them itself. p is in (0, 1].
+    /// </summary>
+    internal static Tensor DrawMask(long[] shape, ScalarType dtype, double p, Generator? generator)
+    {
+        System.Diagnostics.Debug.Assert(p > 0 && p <= 1 && dtype is ScalarType.Float32 or ScalarType.Float64);
+        double keep = 1 - p;
+        var mask = p == 1 ? zeros(MaskShape(shape), dtype) : empty(MaskShape(shape), dtype);
+        if (keep > 0)
+        {
+            if (dtype == ScalarType.Float32)
+            {
+                DrawMask(mask, TensorMemory.Vector<float>(mask), keep, generator);
+            }
+            else
+            {
+                DrawMask(mask, TensorMemory.Vector<double>(mask), keep, generator);
+            }
+        }
+
+        return mask;
+    }
+
+    /// <summary>
+    /// Bernoulli(keep) draws into <paramref name="factors"/> (the memory of <paramref name="mask"/>), then divided by keep:
+    /// from the generator's state by our kernel where it can be read, otherwise by libtorch's <c>bernoulli_</c>.
+    /// </summary>
+    private static void DrawMask<T>(Tensor mask, Span<T> factors, double keep, Generator? generator)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
         lock (GeneratorState.Gate)
         {
             using var state = GeneratorState.TryRead(generator, out var twister);
             if (state is null)
             {
                 mask.bernoulli_(keep, generator);
-                ChannelDropoutKernels.ScaleMask(factors, keep);
-                ChannelDropoutKernels.ApplyMask(x, y, plane, factors, threads);
-                return;
-            }
-
-            if (ChannelDropoutKernels.DrawWhileApplying(plane, threads))
-            {
-                ChannelDropoutKernels.DrawAndApplyMask(x, y, plane, factors, keep, ref twister, threads);
             }
             else
             {
                 ChannelDropoutKernels.DrawMask(ref twister, factors, keep);
-                ChannelDropoutKernels.ScaleMask(factors, keep);
-                ChannelDropoutKernels.ApplyMask(x, y, plane, factors, threads);
+                GeneratorState.Write(generator, state, twister);
             }
-
-            GeneratorState.Write(generator, state, twister);
         }
+
+        ChannelDropoutKernels.ScaleMask(factors, keep);
     }
 }

@@ -68,6 +68,7 @@ public abstract class BatchNormBase : TorchSharp.Modules.BatchNorm
         Tensor? weight = affine ? this.weight : null;
         long[] shape = BatchNormFunctional.CheckForward(
             input, Ranks, weight, bias, running_mean, running_var, training, base.eps, moduleDtype: weight?.dtype ?? running_mean?.dtype);
+        CheckInput(input);
 
         // Every check has passed: from here on the call changes state.
         double factor = momentum ?? 0.0;
@@ -77,8 +78,17 @@ public abstract class BatchNormBase : TorchSharp.Modules.BatchNorm
             factor = momentum ?? 1.0 / count;
         }
 
-        return BatchNormAutograd.Forward(input, shape, weight, bias, running_mean, running_var, training, factor, base.eps);
+        return Run(input, shape, weight, factor);
     }
+
+    /// <summary>Checks a layer makes beyond batch normalisation's, before anything changes; none by default.</summary>
+    private protected virtual void CheckInput(Tensor input)
+    {
+    }
+
+    /// <summary>The forward on checked input, <paramref name="momentum"/> being the weight of this batch in the running statistics.</summary>
+    private protected virtual Tensor Run(Tensor input, long[] shape, Tensor? weight, double momentum) =>
+        BatchNormAutograd.Forward(input, shape, weight, bias, running_mean, running_var, training, momentum, base.eps);
 
     /// <inheritdoc/>
     protected override void ValidateInputDimensions(Tensor input) => Ranks.Check(input.shape, nameof(input));

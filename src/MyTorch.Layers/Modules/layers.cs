@@ -76,6 +76,35 @@ public static partial class layers
         new(num_features, eps, momentum, affine, track_running_stats, device, dtype);
 
     /// <summary>
+    /// Creates a <see cref="MyTorch.Layers.BatchNormReLUDropout2d"/>: BatchNorm2d, then ReLU, then Dropout2d as one layer,
+    /// with BatchNorm2d's parameters, order and defaults, then whether to apply the ReLU and the dropout's probability.
+    /// </summary>
+    /// <param name="num_features">C, the number of channels; at least 1.</param>
+    /// <param name="eps">Added to the variance for numerical stability; zero or positive.</param>
+    /// <param name="momentum">Weight of each new batch in the running statistics; null for a cumulative average.</param>
+    /// <param name="affine">Whether to learn a per-channel weight (ones) and bias (zeros).</param>
+    /// <param name="track_running_stats">Whether to keep running statistics and use them in evaluation.</param>
+    /// <param name="relu">Whether the ReLU is applied.</param>
+    /// <param name="p">Dropout2d's probability of zeroing a channel, in [0, 1]; 0 for no dropout.</param>
+    /// <param name="device">Device of the parameters and buffers; only the CPU is supported.</param>
+    /// <param name="dtype">Float32 (the default) or Float64.</param>
+    /// <returns>A new module in training mode.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="num_features"/> is below 1, <paramref name="eps"/> is negative or NaN, or <paramref name="p"/> is outside [0, 1] or NaN.</exception>
+    /// <exception cref="ArgumentException"><paramref name="dtype"/> is not Float32 or Float64.</exception>
+    /// <exception cref="NotSupportedException"><paramref name="device"/> is not the CPU.</exception>
+    public static BatchNormReLUDropout2d BatchNormReLUDropout2d(
+        long num_features,
+        double eps = 1e-05,
+        double? momentum = 0.1,
+        bool affine = true,
+        bool track_running_stats = true,
+        bool relu = true,
+        double p = 0.5,
+        Device? device = null,
+        ScalarType? dtype = null) =>
+        new(num_features, eps, momentum, affine, track_running_stats, relu, p, null, device, dtype);
+
+    /// <summary>
     /// Creates a <see cref="MyTorch.Layers.Dropout2d"/>, with the parameters and defaults of TorchSharp's
     /// <c>torch.nn.Dropout2d</c>; the mask comes from TorchSharp's default CPU generator.
     /// </summary>

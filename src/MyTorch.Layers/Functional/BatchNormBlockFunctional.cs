@@ -1,0 +1,106 @@
+using System;
+using MyTorch.Layers.Kernels;
+using static TorchSharp.torch;
+
+namespace MyTorch.Layers.Functional;
+
+/// <summary>
+/// What a BatchNorm2d → ReLU → Dropout2d block adds to batch normalisation's forward and backward (<see cref="BatchNormFunctional"/>):
+/// the rectifier and the channel factors applied to the normalised output in place, and the gradient that the ReLU and the
+/// dropout hand back to the normalisation, computed in one pass from the block's output gradient.
+/// </summary>
+internal static class BatchNormBlockFunctional
+{
+    /// <summary>The block takes float32 and float64: refuses any other dtype, naming it.</summary>
+    public static void CheckDtype(Tensor input, string layer)
+    {
+        if (input.dtype is not (ScalarType.Float32 or ScalarType.Float64))
+        {
+            throw new ArgumentException(
+                $"'input' has dtype {input.dtype}; {layer} takes Float32 or Float64 (for 16-bit input use BatchNorm2d, ReLU and Dropout2d).", nameof(input));
+        }
+    }
+
+    /// <summary>
+    /// y = ReLU(y) · mask[n, c] in place on batch normalisation's output <paramref name="output"/> (4-D, in a layout the
+    /// kernels read, as <see cref="BatchNormFunctional"/> returns it); either part may be left out.
+    /// </summary>
+    public static void Finish(Tensor output, long[] shape, Tensor? mask, bool rectify)
+    {
+        if (!rectify && mask is null)
+        {
+            return;
+        }
+
+        var plane = Layouts.Plane(shape, Layouts.ClassifyPlanes(output, shape));
+        if (output.dtype == ScalarType.Float32)
+        {
+            BlockKernels.RectifyAndScaleVectorized(TensorMemory.Span<float>(output, plane), plane, TensorMemory.Vector<float>(mask), rectify, KernelThreads.Count);
+        }
+        else
+        {
+            BlockKernels.RectifyAndScaleVectorized(TensorMemory.Span<double>(output, plane), plane, TensorMemory.Vector<double>(mask), rectify, KernelThreads.Count);
+        }
+    }
+
+    /// <summary>
+    /// The gradient of batch normalisation's output, from the block's output gradient dy: dy · mask, zero where the ReLU's
+    /// output was ≤ 0. The ReLU's input is recomputed from <paramref name="source"/> as batch normalisation computed it
+    /// with batch statistics, from the float64 <paramref name="mean"/> and <paramref name="invstd"/> and the affine
+    /// parameters; or, when <paramref name="mean"/> is null, <paramref name="source"/> is the ReLU's output itself.
+    /// Returns a new tensor in <paramref name="source"/>'s layout (<paramref name="gradOutput"/> itself when there is
+    /// neither a ReLU nor a mask).
+    /// </summary>
+    public static Tensor Gradient(
+        Tensor gradOutput, Tensor source, long[] shape, Tensor? mean, Tensor? invstd, Tensor? weight, Tensor? bias, Tensor? mask, bool rectify)
+    {
+        if (!rectify && mask is null)
+        {
+            return gradOutput;
+        }
+
+        using var scope = NewDisposeScope();
+        var a = Layouts.ReadablePlanes(source, shape, out var layout);
+        var dy = Layouts.PlanesInLayout(gradOutput, shape, layout);
+        var gradient = Layouts.EmptyPlanes(shape, source.dtype, layout);
+        var plane = Layouts.Plane(shape, layout);
+        int channels = plane.Channels;
+        double[] constants = new double[3 * channels];
+        var offset = constants.AsSpan(0, channels);
+        var scale = constants.AsSpan(channels, channels);
+        var shift = constants.AsSpan(2 * channels, channels);
+        if (rectify && mean is not null && invstd is not null)
+        {
+            // As BatchNormKernels.NormalizeVectorized forms them, so that y is recomputed bit for bit.
+            ReadOnlySpan<double> mu = TensorMemory.Vector<double>(mean);
+            ReadOnlySpan<double> istd = TensorMemory.Vector<double>(invstd);
+            for (int c = 0; c < channels; c++)
+            {
+                offset[c] = mu[c];
+                scale[c] = istd[c] * (weight is null ? 1.0 : Value(weight, c));
+                shift[c] = bias is null ? 0.0 : Value(bias, c);
+            }
+        }
+        else
+        {
+            scale.Fill(1.0);
+        }
+
+        if (source.dtype == ScalarType.Float32)
+        {
+            BlockKernels.GradientVectorized(
+                TensorMemory.Span<float>(a, plane), TensorMemory.Span<float>(dy, plane), TensorMemory.Span<float>(gradient, plane), plane, offset, scale, shift, TensorMemory.Vector<float>(mask), rectify, KernelThreads.Count);
+        }
+        else
+        {
+            BlockKernels.GradientVectorized(
+                TensorMemory.Span<double>(a, plane), TensorMemory.Span<double>(dy, plane), TensorMemory.Span<double>(gradient, plane), plane, offset, scale, shift, TensorMemory.Vector<double>(mask), rectify, KernelThreads.Count);
+        }
+
+        return gradient.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Element <paramref name="c"/> of a float32 or float64 per-channel tensor, as a double.</summary>
+    private static double Value(Tensor perChannel, int c) =>
+        perChannel.dtype == ScalarType.Float32 ? TensorMemory.Vector<float>(perChannel)[c] : TensorMemory.Vector<double>(perChannel)[c];
+}

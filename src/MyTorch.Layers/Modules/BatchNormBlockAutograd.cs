@@ -1,0 +1,144 @@
+using System.Collections.Generic;
+using MyTorch.Layers.Functional;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MyTorch.Layers;
+
+/// <summary>
+/// The non-tensor arguments of one forward of <see cref="BatchNormReLUDropout2d"/>: batch normalisation's, whether the
+/// ReLU is applied, and the dropout's probability (0 for none, and in evaluation) and generator.
+/// </summary>
+internal sealed record BatchNormBlockCall(BatchNormCall Norm, bool Rectify, double P, Generator? Generator);
+
+/// <summary>
+/// Autograd node of <see cref="BatchNormReLUDropout2d"/>: batch normalisation's forward kernels, then the ReLU and the
+/// dropout factors in place on its output; backward, the gradient through dropout and ReLU in one pass, then batch
+/// normalisation's backward kernels. Every value is the one the three layers give one after another.
+/// </summary>
+internal sealed class BatchNormBlockAutograd : autograd.SingleTensorFunction<BatchNormBlockAutograd>
+{
+    private const string UsedBatchStatistics = "batch";
+    private const string HasBias = "bias";
+    private const string Rectify = "relu";
+    private const string Eps = "eps";
+
+    public override string Name => "MyTorchBatchNormReLUDropout2dBackward";
+
+    /// <summary>The forward on checked 4-D input: through this node when a gradient is wanted, otherwise straight to the kernels.</summary>
+    public static Tensor Forward(Tensor input, Tensor? weight, Tensor? bias, BatchNormBlockCall call)
+    {
+        bool tracked = is_grad_enabled() && (input.requires_grad || (weight?.requires_grad ?? false) || (bias?.requires_grad ?? false));
+        if (tracked)
+        {
+            return apply(input, weight, bias, call);
+        }
+
+        var norm = call.Norm;
+        var output = BatchNormFunctional.ComputeOutput(input, norm.Shape, weight, bias, norm.RunningMean, norm.RunningVar, norm.Training, norm.Momentum, norm.Eps);
+        using var mask = DrawMask(input, call);
+        BatchNormBlockFunctional.Finish(output, norm.Shape, mask, call.Rectify);
+        return output;
+    }
+
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var input = (Tensor)vars[0];
+        var weight = vars[1] as Tensor;
+        var bias = vars[2] as Tensor;
+        var call = (BatchNormBlockCall)vars[3];
+        var norm = call.Norm;
+        bool batch = norm.Training || norm.RunningMean is null;
+        var (output, mean, invstd) = BatchNormFunctional.Compute(
+            input, norm.Shape, weight, bias, norm.RunningMean, norm.RunningVar, norm.Training, norm.Momentum, norm.Eps, ScalarType.Float64);
+        var mask = DrawMask(input, call);
+        BatchNormBlockFunctional.Finish(output, norm.Shape, mask, call.Rectify);
+
+        // With batch statistics the backward recomputes the ReLU's input from x; with fixed ones (computed in the
+        // input's dtype) it reads the ReLU's output, which is the block's output, dropout being off in evaluation.
+        Tensor? rectified = call.Rectify && !batch ? output.clone() : null;
+        ctx.save_for_backward([input, weight!, bias!, mean, invstd, mask!, rectified!]);
+        ctx.save_data(UsedBatchStatistics, batch);
+        ctx.save_data(HasBias, bias is not null);
+        ctx.save_data(Rectify, call.Rectify);
+        ctx.save_data(Eps, norm.Eps);
+        return output;
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output)
+    {
+        var saved = ctx.get_saved_variables();
+        try
+        {
+            Tensor input = saved[0];
+            Tensor? weight = saved[1];
+            Tensor? bias = saved[2];
+            Tensor mean = saved[3];
+            Tensor invstd = saved[4];
+            Tensor? mask = saved[5];
+            Tensor? rectified = saved[6];
+            bool batch = (bool)ctx.get_data(UsedBatchStatistics);
+            bool rectify = (bool)ctx.get_data(Rectify);
+            long[] shape = input.shape;
+            var source = rectified ?? input;
+            var (sourceMean, sourceInvstd) = rectified is null ? (mean, invstd) : (null, null);
+            var gradient = BatchNormBlockFunctional.Gradient(grad_output, source, shape, sourceMean, sourceInvstd, weight, bias, mask, rectify);
+            try
+            {
+                var (gradInput, gradWeight, gradBias) = BatchNormFunctional.Backward(gradient, input, weight, mean, invstd, batch, statisticsInDouble: true, BatchNormRanks.Two);
+
+                // Grad mode is on in a backward exactly when autograd was asked to build a graph of the gradients.
+                if (is_grad_enabled())
+                {
+                    // Where the ReLU passes the gradient, as 1 and 0: piecewise constant, so differentiated as a constant.
+                    using var ones = ones_like(grad_output);
+                    using var passes = BatchNormBlockFunctional.Gradient(ones, source, shape, sourceMean, sourceInvstd, weight, bias, null, rectify);
+                    var graphOutput = grad_output * passes;
+                    if (mask is not null)
+                    {
+                        graphOutput = graphOutput * mask;
+                    }
+
+                    var (graphInput, graphWeight, graphBias) = GradientGraph.BatchNorm(graphOutput, input, weight, mean, invstd, batch, (double)ctx.get_data(Eps));
+                    gradInput = GradientGraph.WithGraphOf(gradInput, graphInput);
+                    gradWeight = GradientGraph.WithGraphOf(gradWeight, graphWeight);
+                    gradBias = GradientGraph.WithGraphOf(gradBias, graphBias);
+                }
+
+                if (weight is null)
+                {
+                    gradWeight.Dispose();
+                    gradWeight = null!;
+                }
+
+                if (!(bool)ctx.get_data(HasBias))
+                {
+                    gradBias.Dispose();
+                    gradBias = null!;
+                }
+
+                return [gradInput, gradWeight, gradBias, null!];
+            }
+            finally
+            {
+                if (!ReferenceEquals(gradient, grad_output))
+                {
+                    gradient.Dispose();
+                }
+            }
+        }
+        finally
+        {
+            foreach (var t in saved)
+            {
+                t?.Dispose();
+            }
+        }
+    }
+
+    /// <summary>The dropout's factors for this forward, drawn as Dropout2d draws them, or null when it drops nothing.</summary>
+    private static Tensor? DrawMask(Tensor input, BatchNormBlockCall call) =>
+        call.Norm.Training && call.P > 0 && input.numel() > 0
+            ? Dropout2dFunctional.DrawMask(call.Norm.Shape, input.dtype, call.P, call.Generator)
+            : null;
+}
