@@ -1,0 +1,258 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using MyTorch.Layers.Tests.Support;
+using NUnit.Framework;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MyTorch.Layers.Tests.Oracle;
+
+/// <summary>
+/// The fused BatchNorm2d → ReLU → Dropout2d block against its definition: our BatchNorm2d, TorchSharp's ReLU and our
+/// Dropout2d one after another, on identical inputs under the same seed, bit for bit (output, every gradient, running
+/// statistics, num_batches_tracked, the default generator's state afterwards); and against TorchSharp's three layers
+/// within the suite's tolerance.
+/// </summary>
+[TestFixture]
+public class BatchNormReLUDropout2dTests
+{
+    public static IEnumerable<TestCaseData> Blocks()
+    {
+        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.Float64 })
+        {
+            foreach (bool channelsLast in new[] { false, true })
+            {
+                foreach (var (relu, p) in new[] { (true, 0.3), (true, 0.0), (false, 0.5), (true, 1.0) })
+                {
+                    foreach (var (affine, track, momentum) in new[] { (true, true, (double?)0.1), (false, true, null), (true, false, 0.1) })
+                    {
+                        yield return new TestCaseData(dtype, channelsLast, relu, p, affine, track, momentum).SetArgDisplayNames(
+                            $"{dtype}, {(channelsLast ? "channels-last" : "NCHW")}, relu {relu}, p {p}, affine {affine}, track {track}, momentum {momentum?.ToString() ?? "null"}");
+                    }
+                }
+            }
+        }
+    }
+
+    [TestCaseSource(nameof(Blocks))]
+    public void TrainingAndEvaluation_AreBitIdenticalToOurThreeLayers(ScalarType dtype, bool channelsLast, bool relu, double p, bool affine, bool track, double? momentum)
+    {
+        using var scope = NewDisposeScope();
+        var (fused, unfused) = Pair(6, dtype, relu, p, affine, track, momentum, seed: 3);
+        foreach (bool training in new[] { true, true, true, false, false })
+        {
+            fused.train(training);
+            unfused.train(training);
+            manual_seed(100);
+            var x = Input([5, 6, 7, 9], dtype, channelsLast, seed: 11);
+            var dy = Input([5, 6, 7, 9], dtype, channelsLast, seed: 12);
+            var expected = Step(unfused, x, dy, seed: 21);
+            var expectedGenerator = get_rng_state();
+            var actual = Step(fused, x, dy, seed: 21);
+            Assert.That(get_rng_state().eq(expectedGenerator).all().item<bool>(), Is.True, "the default generator's state afterwards");
+            foreach (var (name, value) in expected)
+            {
+                AssertBitIdentical(actual[name], value, $"{name} ({(training ? "training" : "evaluation")})");
+            }
+
+            AssertBitIdentical(fused.running_mean, ((BatchNorm2d)unfused[0]).running_mean, "running_mean");
+            AssertBitIdentical(fused.running_var, ((BatchNorm2d)unfused[0]).running_var, "running_var");
+            AssertBitIdentical(fused.num_batches_tracked, ((BatchNorm2d)unfused[0]).num_batches_tracked, "num_batches_tracked");
+        }
+    }
+
+    [TestCase(ScalarType.Float32, false)]
+    [TestCase(ScalarType.Float32, true)]
+    [TestCase(ScalarType.Float64, false)]
+    public void TrainingAndEvaluation_MatchTorchSharpsThreeLayers(ScalarType dtype, bool channelsLast)
+    {
+        using var scope = NewDisposeScope();
+        var fused = layers.BatchNormReLUDropout2d(4, p: 0.4, dtype: dtype);
+        var theirs = nn.Sequential(("bn", nn.BatchNorm2d(4, dtype: dtype)), ("relu", nn.ReLU()), ("drop", nn.Dropout2d(0.4)));
+        Randomise(fused, seed: 5);
+        Randomise((nn.Module)theirs[0], seed: 5);
+        foreach (bool training in new[] { true, true, false })
+        {
+            fused.train(training);
+            theirs.train(training);
+            var x = Input([6, 4, 10, 11], dtype, channelsLast, seed: 31);
+            var dy = Input([6, 4, 10, 11], dtype, channelsLast, seed: 32);
+            var expected = Step(theirs, x, dy, seed: 41);
+            var actual = Step(fused, x, dy, seed: 41);
+            foreach (var (name, value) in expected)
+            {
+                Tolerance.AssertClose(actual[name], value, name);
+            }
+
+            var norm = (TorchSharp.Modules.BatchNorm2d)theirs[0];
+            Tolerance.AssertClose(fused.running_mean, norm.running_mean, "running_mean");
+            Tolerance.AssertClose(fused.running_var, norm.running_var, "running_var");
+        }
+    }
+
+    /// <summary>
+    /// Values the ReLU and its gradient treat specially: y exactly 0 (integer inputs whose channel mean is an input value,
+    /// no bias), y = −0.0, NaN and ±∞ in the input.
+    /// </summary>
+    [TestCase(false)]
+    [TestCase(true)]
+    public void ExactZerosAndNonFiniteValues_AreBitIdenticalToOurThreeLayers(bool nonFinite)
+    {
+        using var scope = NewDisposeScope();
+        var (fused, unfused) = Pair(3, ScalarType.Float32, relu: true, p: 0.5, affine: false, track: true, momentum: 0.1, seed: 1);
+        var x = arange(2 * 3 * 4 * 5, ScalarType.Float32).remainder(5).reshape(2, 3, 4, 5).Minus(2.0);
+        if (nonFinite)
+        {
+            x[0, 0, 0, 0] = tensor(float.NaN);
+            x[1, 1, 1, 1] = tensor(float.PositiveInfinity);
+            x[1, 2, 0, 3] = tensor(float.NegativeInfinity);
+        }
+
+        var dy = Input([2, 3, 4, 5], ScalarType.Float32, channelsLast: false, seed: 2);
+        foreach (bool training in new[] { true, false })
+        {
+            fused.train(training);
+            unfused.train(training);
+            var expected = Step(unfused, x, dy, seed: 9);
+            var actual = Step(fused, x, dy, seed: 9);
+            foreach (var (name, value) in expected)
+            {
+                AssertBitIdentical(actual[name], value, name);
+            }
+        }
+    }
+
+    [Test]
+    public void GradientOfAFunctionOfTheGradients_MatchesOurThreeLayers_Float64()
+    {
+        using var scope = NewDisposeScope();
+        var (fused, unfused) = Pair(3, ScalarType.Float64, relu: true, p: 0.4, affine: true, track: true, momentum: 0.1, seed: 4);
+        var x = Input([4, 3, 5, 6], ScalarType.Float64, channelsLast: false, seed: 5);
+        var dy = Input([4, 3, 5, 6], ScalarType.Float64, channelsLast: false, seed: 6);
+        foreach (bool training in new[] { true, false })
+        {
+            fused.train(training);
+            unfused.train(training);
+            // In evaluation dL/dx does not depend on x (the statistics are fixed and the ReLU's gate is piecewise constant).
+            var expected = Penalty(unfused, x, dy, withInput: training);
+            var actual = Penalty(fused, x, dy, withInput: training);
+            for (int i = 0; i < expected.Length; i++)
+            {
+                double relative = ((actual[i] - expected[i]).norm().item<double>()) / expected[i].norm().item<double>();
+                Assert.That(relative, Is.LessThanOrEqualTo(1e-12), $"second-order gradient {i} ({(training ? "training" : "evaluation")})");
+            }
+        }
+    }
+
+    [TestCase(ScalarType.BFloat16)]
+    [TestCase(ScalarType.Float16)]
+    public void HalfPrecisionInput_Throws_AndChangesNothing(ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        var fused = layers.BatchNormReLUDropout2d(3, p: 0.5);
+        var x = randn(2, 3, 4, 4).to(dtype);
+        var before = get_rng_state();
+        var error = Assert.Throws<ArgumentException>(() => fused.forward(x));
+        Assert.That(error!.Message, Does.Contain(dtype.ToString()).And.Contain("Float32 or Float64"));
+        Assert.That(fused.num_batches_tracked!.item<long>(), Is.Zero, "num_batches_tracked");
+        Assert.That(fused.running_mean!.equal(zeros(3)).all().item<bool>(), Is.True, "running_mean");
+        Assert.That(get_rng_state().eq(before).all().item<bool>(), Is.True, "the generator");
+        Assert.Throws<ArgumentException>(() => layers.BatchNormReLUDropout2d(3, dtype: ScalarType.BFloat16));
+        Assert.Throws<ArgumentOutOfRangeException>(() => layers.BatchNormReLUDropout2d(3, p: 1.5));
+    }
+
+    /// <summary>A fused block and our three layers with the same parameters.</summary>
+    private static (BatchNormReLUDropout2d Fused, TorchSharp.Modules.Sequential Unfused) Pair(
+        long channels, ScalarType dtype, bool relu, double p, bool affine, bool track, double? momentum, long seed)
+    {
+        var fused = layers.BatchNormReLUDropout2d(channels, momentum: momentum, affine: affine, track_running_stats: track, relu: relu, p: p, dtype: dtype);
+        var norm = layers.BatchNorm2d(channels, momentum: momentum, affine: affine, track_running_stats: track, dtype: dtype);
+        var modules = new List<(string, nn.Module<Tensor, Tensor>)> { ("bn", norm) };
+        if (relu)
+        {
+            modules.Add(("relu", nn.ReLU()));
+        }
+
+        modules.Add(("drop", layers.Dropout2d(p)));
+        Randomise(fused, seed);
+        Randomise(norm, seed);
+        return (fused, nn.Sequential(modules.ToArray()));
+    }
+
+    private static void Randomise(nn.Module norm, long seed)
+    {
+        if (norm is TorchSharp.Modules.BatchNorm { affine: true } bn)
+        {
+            using var _ = no_grad();
+            manual_seed(seed);
+            bn.weight!.copy_(randn(bn.weight.shape, bn.weight.dtype));
+            bn.bias!.copy_(randn(bn.bias!.shape, bn.bias.dtype));
+        }
+    }
+
+    private static Tensor Input(long[] shape, ScalarType dtype, bool channelsLast, long seed)
+    {
+        manual_seed(seed);
+        var x = randn(shape, dtype).Times(1.5).Plus(0.25);
+        return channelsLast ? x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2) : x;
+    }
+
+    /// <summary>One step as a network takes it: output, then the gradients of x, weight and bias handed on with dy.</summary>
+    private static Dictionary<string, Tensor> Step(nn.Module<Tensor, Tensor> module, Tensor input, Tensor dy, long seed)
+    {
+        var x = input.detach().clone().requires_grad_(true);
+        manual_seed(seed);
+        var y = module.forward(x);
+        var parameters = module.parameters().ToArray();
+        var grads = autograd.grad([y], [x, .. parameters], [dy], allow_unused: true);
+        var result = new Dictionary<string, Tensor> { ["output"] = y.detach(), ["x.grad"] = grads[0] };
+        for (int i = 0; i < parameters.Length; i++)
+        {
+            result[$"parameter {i}.grad"] = grads[i + 1];
+        }
+
+        return result;
+    }
+
+    /// <summary>Gradients of Σ (dL/dx)² with respect to x and the weight, L = Σ y · dy (a gradient penalty; dL/dx does not depend on the bias).</summary>
+    private static Tensor[] Penalty(nn.Module<Tensor, Tensor> module, Tensor input, Tensor dy, bool withInput)
+    {
+        var x = input.detach().clone().requires_grad_(true);
+        manual_seed(77);
+        var y = module.forward(x);
+        var parameters = module.parameters().Take(1).ToArray();
+        var first = autograd.grad([y], [x], [dy], retain_graph: true, create_graph: true)[0];
+        var penalty = (first * first).sum();
+        return autograd.grad([penalty], withInput ? [x, .. parameters] : parameters).ToArray();
+    }
+
+    private static void AssertBitIdentical(Tensor? actual, Tensor? expected, string what)
+    {
+        Assert.That(actual is null, Is.EqualTo(expected is null), $"{what}: present in one only");
+        if (actual is null || expected is null)
+        {
+            return;
+        }
+
+        Assert.That(actual.shape, Is.EqualTo(expected.shape), $"{what}: shape");
+        Assert.That(actual.dtype, Is.EqualTo(expected.dtype), $"{what}: dtype");
+        Assert.That(actual.stride(), Is.EqualTo(expected.stride()), $"{what}: strides (memory layout)");
+        var a = Bits(actual);
+        var e = Bits(expected);
+        int differing = a.Zip(e).Count(pair => pair.First != pair.Second);
+        Assert.That(differing, Is.Zero, $"{what}: {differing} of {e.Length} values differ in their bits");
+    }
+
+    private static long[] Bits(Tensor t)
+    {
+        var flat = t.detach().contiguous().flatten();
+        return t.dtype switch
+        {
+            ScalarType.Float32 => flat.data<float>().Select(v => (long)BitConverter.SingleToInt32Bits(v)).ToArray(),
+            ScalarType.Float64 => flat.data<double>().Select(BitConverter.DoubleToInt64Bits).ToArray(),
+            ScalarType.Int64 => flat.data<long>().ToArray(),
+            _ => throw new ArgumentOutOfRangeException(nameof(t), t.dtype, "no bit comparison for this dtype"),
+        };
+    }
+}
