@@ -5,6 +5,13 @@ using static TorchSharp.torch;
 namespace MyTorch.Layers.Functional;
 
 /// <summary>
+/// The tensors of a block's ReLU and dropout for batch normalisation's kernels (see <see cref="BlockTail"/>): the N·C
+/// channel factors (or none) and whether the ReLU is applied; for the backward, the bias with which the ReLU's input is
+/// recomputed from x, or the ReLU's output itself (<paramref name="Rectified"/>) where the statistics were fixed.
+/// </summary>
+internal sealed record BlockTailTensors(Tensor? Mask, bool Rectify, Tensor? Bias = null, Tensor? Rectified = null);
+
+/// <summary>
 /// What a BatchNorm2d → ReLU → Dropout2d block adds to batch normalisation's forward and backward (<see cref="BatchNormFunctional"/>):
 /// the rectifier and the channel factors applied to the normalised output in place, and the gradient that the ReLU and the
 /// dropout hand back to the normalisation, computed in one pass from the block's output gradient.
@@ -18,28 +25,6 @@ internal static class BatchNormBlockFunctional
         {
             throw new ArgumentException(
                 $"'input' has dtype {input.dtype}; {layer} takes Float32 or Float64 (for 16-bit input use BatchNorm2d, ReLU and Dropout2d).", nameof(input));
-        }
-    }
-
-    /// <summary>
-    /// y = ReLU(y) · mask[n, c] in place on batch normalisation's output <paramref name="output"/> (4-D, in a layout the
-    /// kernels read, as <see cref="BatchNormFunctional"/> returns it); either part may be left out.
-    /// </summary>
-    public static void Finish(Tensor output, long[] shape, Tensor? mask, bool rectify)
-    {
-        if (!rectify && mask is null)
-        {
-            return;
-        }
-
-        var plane = Layouts.Plane(shape, Layouts.ClassifyPlanes(output, shape));
-        if (output.dtype == ScalarType.Float32)
-        {
-            BlockKernels.RectifyAndScaleVectorized(TensorMemory.Span<float>(output, plane), plane, TensorMemory.Vector<float>(mask), rectify, KernelThreads.Count);
-        }
-        else
-        {
-            BlockKernels.RectifyAndScaleVectorized(TensorMemory.Span<double>(output, plane), plane, TensorMemory.Vector<double>(mask), rectify, KernelThreads.Count);
         }
     }
 

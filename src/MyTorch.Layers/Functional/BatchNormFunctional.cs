@@ -144,13 +144,14 @@ public static class BatchNormFunctional
         bool training,
         double momentum,
         double eps,
-        ScalarType? statisticsDtype = null)
+        ScalarType? statisticsDtype = null,
+        BlockTailTensors? tail = null)
     {
         long channels = shape[1];
         using var scope = NewDisposeScope();
         var saveMean = empty(channels, statisticsDtype ?? StatisticsDtype(input.dtype));
         var saveInvstd = empty(channels, statisticsDtype ?? StatisticsDtype(input.dtype));
-        var output = Run(input, shape, weight, bias, runningMean, runningVar, training, momentum, eps, saveMean, saveInvstd);
+        var output = Run(input, shape, weight, bias, runningMean, runningVar, training, momentum, eps, saveMean, saveInvstd, tail);
         return (output.MoveToOuterDisposeScope(), saveMean.MoveToOuterDisposeScope(), saveInvstd.MoveToOuterDisposeScope());
     }
 
@@ -159,8 +160,8 @@ public static class BatchNormFunctional
     /// the statistics stay in the kernels' scratch, with no tensors made for them.
     /// </summary>
     internal static Tensor ComputeOutput(
-        Tensor input, long[] shape, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar, bool training, double momentum, double eps) =>
-        Run(input, shape, weight, bias, runningMean, runningVar, training, momentum, eps, saveMean: null, saveInvstd: null);
+        Tensor input, long[] shape, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar, bool training, double momentum, double eps, BlockTailTensors? tail = null) =>
+        Run(input, shape, weight, bias, runningMean, runningVar, training, momentum, eps, saveMean: null, saveInvstd: null, tail);
 
     /// <summary>The forward on checked 4-D planes, writing the statistics it used into the tensors given, if any.</summary>
     private static Tensor Run(
@@ -174,13 +175,14 @@ public static class BatchNormFunctional
         double momentum,
         double eps,
         Tensor? saveMean,
-        Tensor? saveInvstd)
+        Tensor? saveInvstd,
+        BlockTailTensors? tail)
     {
         bool useBatchStatistics = training || runningMean is null;
         using var source = new Borrowed(Layouts.ReadablePlanes(input, shape, out var layout), input);
         var output = Layouts.EmptyPlanes(shape, input.dtype, layout);
         var plane = Layouts.Plane(shape, layout);
-        var call = new ForwardCall(source.Tensor, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd);
+        var call = new ForwardCall(source.Tensor, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd, tail);
         Dispatch(ref call, input.dtype, ParameterDtype(input.dtype, runningMean, runningVar, weight, bias));
         return output;
     }
@@ -224,7 +226,8 @@ public static class BatchNormFunctional
         Tensor saveInvstd,
         bool training,
         bool statisticsInDouble,
-        BatchNormRanks ranks)
+        BatchNormRanks ranks,
+        BlockTailTensors? tail = null)
     {
         long[] shape = CheckInput(input, nameof(input), ranks);
         Check.Alive(gradOutput, nameof(gradOutput));
@@ -246,7 +249,7 @@ public static class BatchNormFunctional
             long[] planes = BatchNormRanks.Planes(shape);
             using var x4 = BatchNormRanks.AsPlanes(input, shape, planes);
             using var dy4 = BatchNormRanks.AsPlanes(gradOutput, shape, planes);
-            var (dx4, dw, db) = Backward(dy4, x4, weight, saveMean, saveInvstd, training, statisticsInDouble, BatchNormRanks.Any);
+            var (dx4, dw, db) = Backward(dy4, x4, weight, saveMean, saveInvstd, training, statisticsInDouble, BatchNormRanks.Any, tail);
             return (BatchNormRanks.FromPlanes(dx4, shape), dw, db);
         }
 
@@ -266,10 +269,11 @@ public static class BatchNormFunctional
                 ScalarType.Float32 => BatchNormKernels.ReadsPlanarGradient<float>(plane),
                 ScalarType.Float64 => BatchNormKernels.ReadsPlanarGradient<double>(plane),
                 _ => false,
-            } && Layouts.ClassifyPlanes(gradOutput, shape) == MemoryLayout.Contiguous;
+            } && tail is null && Layouts.ClassifyPlanes(gradOutput, shape) == MemoryLayout.Contiguous;
             using var dy = new Borrowed(planar ? gradOutput : Layouts.PlanesInLayout(gradOutput, shape, layout), gradOutput);
+            using var rectified = new Borrowed(tail?.Rectified is { } r ? Layouts.PlanesInLayout(r, shape, layout) : null!, tail?.Rectified!);
             gradInput = Layouts.EmptyPlanes(shape, input.dtype, layout);
-            var call = new BackwardCall(dy.Tensor, planar, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias);
+            var call = new BackwardCall(dy.Tensor, planar, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias, tail, rectified.Tensor);
             Dispatch(ref call, input.dtype, gradientDtype);
         }
 
@@ -358,7 +362,7 @@ public static class BatchNormFunctional
         }
     }
 
-    private static void Forward<T, TParam>(
+    private static unsafe void Forward<T, TParam>(
         Tensor input,
         Tensor output,
         PlaneLayout plane,
@@ -370,7 +374,8 @@ public static class BatchNormFunctional
         double momentum,
         double eps,
         Tensor? saveMean,
-        Tensor? saveInvstd)
+        Tensor? saveInvstd,
+        BlockTailTensors? tailTensors)
         where T : unmanaged
         where TParam : unmanaged
     {
@@ -385,6 +390,9 @@ public static class BatchNormFunctional
             var kernelScratch = scratch.AsSpan(3 * channels);
             ReadOnlySpan<T> x = TensorMemory.Span<T>(input, plane);
             var y = TensorMemory.Span<T>(output, plane);
+            fixed (T* mask = TensorMemory.Vector<T>(tailTensors?.Mask))
+            {
+            var tail = tailTensors is null ? default : new BlockTail { Active = true, Rectify = tailTensors.Rectify, Mask = mask };
             if (useBatchStatistics)
             {
                 if (plane.Length == 0)
@@ -405,7 +413,7 @@ public static class BatchNormFunctional
                     }
                 }
 
-                BatchNormKernels.NormalizeVectorized(x, y, plane, mean, invstd, Parameter<TParam>(weight), Parameter<TParam>(bias), kernelScratch, threads);
+                BatchNormKernels.NormalizeVectorized(x, y, plane, mean, invstd, Parameter<TParam>(weight), Parameter<TParam>(bias), kernelScratch, threads, tail: tail);
             }
             else
             {
@@ -418,17 +426,19 @@ public static class BatchNormFunctional
                 if (typeof(T) == typeof(float))
                 {
                     BatchNormKernels.NormalizeFixedVectorized(
-                        MemoryMarshal.Cast<T, float>(x), MemoryMarshal.Cast<T, float>(y), plane, MemoryMarshal.Cast<TParam, float>(fixedMean), invstd, Parameter<float>(weight), Parameter<float>(bias), kernelScratch, threads);
+                        MemoryMarshal.Cast<T, float>(x), MemoryMarshal.Cast<T, float>(y), plane, MemoryMarshal.Cast<TParam, float>(fixedMean), invstd, Parameter<float>(weight), Parameter<float>(bias), kernelScratch, threads, tail: tail);
                 }
                 else if (typeof(T) == typeof(double))
                 {
                     BatchNormKernels.NormalizeFixedVectorized(
-                        MemoryMarshal.Cast<T, double>(x), MemoryMarshal.Cast<T, double>(y), plane, MemoryMarshal.Cast<TParam, double>(fixedMean), invstd, Parameter<double>(weight), Parameter<double>(bias), kernelScratch, threads);
+                        MemoryMarshal.Cast<T, double>(x), MemoryMarshal.Cast<T, double>(y), plane, MemoryMarshal.Cast<TParam, double>(fixedMean), invstd, Parameter<double>(weight), Parameter<double>(bias), kernelScratch, threads, tail: tail);
                 }
                 else
                 {
+                    System.Diagnostics.Debug.Assert(!tail.Active, "a block takes float32 and float64 only");
                     BatchNormKernels.NormalizeVectorized(x, y, plane, mean, invstd, Parameter<TParam>(weight), Parameter<TParam>(bias), kernelScratch, threads);
                 }
+            }
             }
 
             if (saveMean is not null && saveInvstd is not null)
@@ -447,7 +457,7 @@ public static class BatchNormFunctional
     /// The backward kernels. <paramref name="gradOutput"/> is in the layout <paramref name="plane"/> describes, or with
     /// <paramref name="gradOutputPlanar"/> in NCHW memory under a channels-last input.
     /// </summary>
-    private static void Backward<T, TParam>(
+    private static unsafe void Backward<T, TParam>(
         Tensor gradOutput,
         bool gradOutputPlanar,
         Tensor input,
@@ -458,7 +468,9 @@ public static class BatchNormFunctional
         Tensor saveInvstd,
         bool useBatchStatistics,
         Tensor gradWeight,
-        Tensor gradBias)
+        Tensor gradBias,
+        BlockTailTensors? tail,
+        Tensor? rectified)
         where T : unmanaged
         where TParam : unmanaged
     {
@@ -479,7 +491,13 @@ public static class BatchNormFunctional
             var dx = TensorMemory.Span<T>(gradInput, plane);
             ReadOnlySpan<TParam> gamma = Parameter<TParam>(weight);
 
-            if (gradOutputPlanar)
+            if (tail is not null)
+            {
+                // The block's ReLU and dropout write the normalisation's dy into dx's memory chunk by chunk as the sums
+                // read it; dx is then computed in place.
+                BackwardThroughTail(x, dy, dx, plane, mean, invstd, gamma, Parameter<TParam>(tail.Bias), rectified is null ? default : TensorMemory.Span<T>(rectified, plane), tail, sumDy, sumDyXmu, useBatchStatistics, kernelScratch, threads);
+            }
+            else if (gradOutputPlanar)
             {
                 BatchNormKernels.BackwardReductionsPlanarGradient(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
                 BatchNormKernels.BackwardInputPlanarGradient(
@@ -503,6 +521,65 @@ public static class BatchNormFunctional
         finally
         {
             ArrayPool<double>.Shared.Return(scratch);
+        }
+    }
+
+    /// <summary>
+    /// The backward of a block: its output gradient <paramref name="blockGradOutput"/> turned into the normalisation's
+    /// dy in <paramref name="gradInput"/>'s memory as the sums read it, then dx computed there in place. The ReLU's input is
+    /// recomputed from x as the forward computed it (offset μ, scale invstd · γ, shift β), or, given
+    /// <paramref name="rectified"/>, its output read.
+    /// </summary>
+    private static unsafe void BackwardThroughTail<T, TParam>(
+        ReadOnlySpan<T> x,
+        ReadOnlySpan<T> blockGradOutput,
+        Span<T> gradInput,
+        PlaneLayout plane,
+        ReadOnlySpan<double> mean,
+        ReadOnlySpan<double> invstd,
+        ReadOnlySpan<TParam> gamma,
+        ReadOnlySpan<TParam> beta,
+        ReadOnlySpan<T> rectified,
+        BlockTailTensors tail,
+        Span<double> sumDy,
+        Span<double> sumDyXmu,
+        bool useBatchStatistics,
+        Span<double> scratch,
+        int threads)
+        where T : unmanaged
+        where TParam : unmanaged
+    {
+        int channels = plane.Channels;
+        double[] constants = ArrayPool<double>.Shared.Rent(3 * channels);
+        try
+        {
+            var offset = constants.AsSpan(0, channels);
+            var scale = constants.AsSpan(channels, channels);
+            var shift = constants.AsSpan(2 * channels, channels);
+            for (int c = 0; c < channels; c++)
+            {
+                // As BatchNormKernels.NormalizeVectorized forms them, so that y is recomputed bit for bit.
+                (offset[c], scale[c], shift[c]) = rectified.IsEmpty
+                    ? (mean[c], invstd[c] * (gamma.IsEmpty ? 1.0 : Element.ToDouble(gamma[c])), beta.IsEmpty ? 0.0 : Element.ToDouble(beta[c]))
+                    : (0.0, 1.0, 0.0);
+            }
+
+            fixed (T* dy = blockGradOutput)
+            fixed (T* source = rectified.IsEmpty ? x : rectified)
+            fixed (T* mask = TensorMemory.Vector<T>(tail.Mask))
+            fixed (double* o = offset)
+            fixed (double* s = scale)
+            fixed (double* t = shift)
+            {
+                var blockTail = new BlockTail { Active = true, Rectify = tail.Rectify, Mask = mask, GradOutput = dy, Source = source, Offset = o, Scale = s, Shift = t };
+                BatchNormKernels.BackwardReductionsVectorized(x, gradInput, plane, mean, sumDy, sumDyXmu, scratch, threads, blockTail);
+            }
+
+            BatchNormKernels.BackwardInputVectorized(x, gradInput, gradInput, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, scratch, threads);
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(constants);
         }
     }
 
@@ -619,22 +696,22 @@ public static class BatchNormFunctional
 
     private readonly struct ForwardCall(
         Tensor input, Tensor output, PlaneLayout plane, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar,
-        bool useBatchStatistics, double momentum, double eps, Tensor? saveMean, Tensor? saveInvstd) : IKernelCall
+        bool useBatchStatistics, double momentum, double eps, Tensor? saveMean, Tensor? saveInvstd, BlockTailTensors? tail) : IKernelCall
     {
         public void Run<T, TParam>()
             where T : unmanaged
             where TParam : unmanaged =>
-            Forward<T, TParam>(input, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd);
+            Forward<T, TParam>(input, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd, tail);
     }
 
     private readonly struct BackwardCall(
         Tensor gradOutput, bool gradOutputPlanar, Tensor input, Tensor gradInput, PlaneLayout plane, Tensor? weight, Tensor saveMean,
-        Tensor saveInvstd, bool useBatchStatistics, Tensor gradWeight, Tensor gradBias) : IKernelCall
+        Tensor saveInvstd, bool useBatchStatistics, Tensor gradWeight, Tensor gradBias, BlockTailTensors? tail, Tensor? rectified) : IKernelCall
     {
         public void Run<T, TParam>()
             where T : unmanaged
             where TParam : unmanaged =>
-            Backward<T, TParam>(gradOutput, gradOutputPlanar, input, gradInput, plane, weight, saveMean, saveInvstd, useBatchStatistics, gradWeight, gradBias);
+            Backward<T, TParam>(gradOutput, gradOutputPlanar, input, gradInput, plane, weight, saveMean, saveInvstd, useBatchStatistics, gradWeight, gradBias, tail, rectified);
     }
 
     /// <summary>A tensor that may be a temporary copy of another: disposed only if it is not the original.</summary>

@@ -31,7 +31,8 @@ internal static unsafe partial class BatchNormKernels
     /// <remarks>
     /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when the pass's tensors span at
     /// least <see cref="StreamingStores.MinimumPassBytes"/> and its runs are long enough (<see cref="StreamingStores.For{T}"/>);
-    /// that changes no bit of the result.
+    /// that changes no bit of the result. With an active <c>tail</c>, each chunk of y is finished by it while in cache
+    /// (see <see cref="BlockTail"/>), and stores are plain.
     /// </remarks>
     public static void NormalizeFixedVectorized<T>(
         ReadOnlySpan<T> x,
@@ -43,7 +44,8 @@ internal static unsafe partial class BatchNormKernels
         ReadOnlySpan<T> bias,
         Span<double> scratch,
         int threads,
-        bool? streamingStores = null)
+        bool? streamingStores = null,
+        BlockTail tail = default)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         Debug.Assert(x.Length >= layout.Length && y.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
@@ -66,7 +68,7 @@ internal static unsafe partial class BatchNormKernels
 
         threads = ChunkScheduler.ThreadsFor(layout.Length, threads);
         int run = layout.ChannelsLast ? layout.Length : PlaneBoundaries.RunLength(layout.Spatial, Vector<T>.Count);
-        bool streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run, tensors: 2));
+        bool streaming = !tail.Active && Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run, tensors: 2));
         fixed (T* px = x)
         fixed (T* py = y)
         fixed (T* pc = constants)
@@ -80,6 +82,8 @@ internal static unsafe partial class BatchNormKernels
                 Spatial = layout.Spatial,
                 Planes = layout.Batch * channels,
                 PlanesPerChunk = ChunkScheduler.UnitsPerChunk(layout.Spatial),
+                Tail = tail,
+                Channels = channels,
             };
             if (!layout.ChannelsLast)
             {
@@ -134,6 +138,8 @@ internal static unsafe partial class BatchNormKernels
         public int Spatial;
         public int Planes;
         public int PlanesPerChunk;
+        public BlockTail Tail;
+        public int Channels;
 
         public readonly void Run(int chunk)
         {
@@ -145,6 +151,20 @@ internal static unsafe partial class BatchNormKernels
             else
             {
                 Run<PlainStores>(chunk);
+            }
+
+            if (Tail.Active)
+            {
+                // The chunk just written, finished while it is in cache.
+                if (ChannelsLast)
+                {
+                    (long start, int length) = Blocks.Span(chunk);
+                    BlockKernels.FinishRows(Y, start, length, Channels, Blocks.Spatial, Tail);
+                }
+                else
+                {
+                    BlockKernels.FinishPlanes(Y, Spatial, Channels, chunk * PlanesPerChunk, Math.Min(Planes, (chunk + 1) * PlanesPerChunk), Tail);
+                }
             }
         }
 

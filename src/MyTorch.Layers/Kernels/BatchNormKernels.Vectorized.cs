@@ -101,7 +101,12 @@ internal static unsafe partial class BatchNormKernels
         return (reference + shifted, Math.Max((squares / count) - (shifted * shifted), 0));
     }
 
-    /// <summary>The sums of <see cref="BackwardReductions{T}"/>, vectorised: Σdy and Σdy·(x − mean[c]) per channel.</summary>
+    /// <summary>
+    /// The sums of <see cref="BackwardReductions{T}"/>, vectorised: Σdy and Σdy·(x − mean[c]) per channel. With an
+    /// active <paramref name="tail"/> (float32 and float64 only), <paramref name="gradOutput"/> is first written, chunk
+    /// by chunk, with the gradient the tail hands back from its own output gradient (see <see cref="BlockTail"/>), and
+    /// the sums are of that.
+    /// </summary>
     public static void BackwardReductionsVectorized<T>(
         ReadOnlySpan<T> x,
         ReadOnlySpan<T> gradOutput,
@@ -110,7 +115,8 @@ internal static unsafe partial class BatchNormKernels
         Span<double> sumDy,
         Span<double> sumDyXmu,
         Span<double> scratch,
-        int threads)
+        int threads,
+        BlockTail tail = default)
         where T : unmanaged
     {
         Debug.Assert(x.Length >= layout.Length && gradOutput.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
@@ -121,7 +127,7 @@ internal static unsafe partial class BatchNormKernels
             return;
         }
 
-        MomentSums(gradOutput, x, layout, mean, sumDy, sumDyXmu, scratch[(4 * layout.Channels)..], threads);
+        MomentSums(gradOutput, x, layout, mean, sumDy, sumDyXmu, scratch[(4 * layout.Channels)..], threads, tail: tail);
     }
 
     /// <summary>
@@ -130,7 +136,8 @@ internal static unsafe partial class BatchNormKernels
     /// <remarks>
     /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when the pass's tensors span at
     /// least <see cref="StreamingStores.MinimumPassBytes"/> and its runs are long enough (<see cref="StreamingStores.For{T}"/>);
-    /// that changes no bit of the result.
+    /// that changes no bit of the result. With an active <c>tail</c> (float32 and float64 only), each chunk of y is
+    /// finished by it while in cache (see <see cref="BlockTail"/>), and stores are plain.
     /// </remarks>
     public static void NormalizeVectorized<T, TParam>(
         ReadOnlySpan<T> x,
@@ -142,7 +149,8 @@ internal static unsafe partial class BatchNormKernels
         ReadOnlySpan<TParam> bias,
         Span<double> scratch,
         int threads,
-        bool? streamingStores = null)
+        bool? streamingStores = null,
+        BlockTail tail = default)
         where T : unmanaged
         where TParam : unmanaged
     {
@@ -164,7 +172,7 @@ internal static unsafe partial class BatchNormKernels
             shift[c] = bias.IsEmpty ? 0.0 : Element.ToDouble(bias[c]);
         }
 
-        Elementwise(x, default, y, layout, offset, scale, shift, default, scratch[(4 * channels)..], threads, streamingStores);
+        Elementwise(x, default, y, layout, offset, scale, shift, default, scratch[(4 * channels)..], threads, streamingStores, tail: tail);
     }
 
     /// <summary>
@@ -240,10 +248,12 @@ internal static unsafe partial class BatchNormKernels
         Span<double> second,
         Span<double> scratch,
         int threads,
-        bool planarA = false)
+        bool planarA = false,
+        BlockTail tail = default)
         where T : unmanaged
     {
         Debug.Assert(!planarA || (layout.ChannelsLast && !b.IsEmpty));
+        Debug.Assert(!tail.Active || (!planarA && !b.IsEmpty));
         int channels = layout.Channels;
         threads = ChunkScheduler.ThreadsFor(layout.Length, threads);
         fixed (T* pa = a)
@@ -266,6 +276,7 @@ internal static unsafe partial class BatchNormKernels
                     Channels = channels,
                     Planes = planes,
                     PlanesPerChunk = ChunkScheduler.UnitsPerChunk(layout.Spatial),
+                    Tail = tail,
                 };
                 ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(planes, job.PlanesPerChunk), threads);
 
@@ -303,6 +314,7 @@ internal static unsafe partial class BatchNormKernels
                     Second = ps + (blocks.Count * stride),
                     Blocks = blocks,
                     PlanarA = planarA,
+                    Tail = tail,
                 };
                 ChunkScheduler.Run(ref job, blocks.Count, threads);
                 for (int c = 0; c < channels; c++)
@@ -343,7 +355,8 @@ internal static unsafe partial class BatchNormKernels
         Span<double> periodicScratch,
         int threads,
         bool? streamingStores,
-        bool planarA = false)
+        bool planarA = false,
+        BlockTail tail = default)
         where T : unmanaged
     {
         Debug.Assert(!planarA || layout.ChannelsLast);
@@ -365,7 +378,8 @@ internal static unsafe partial class BatchNormKernels
             parameters.Projection = b.IsEmpty ? null : projectionPointer;
             bool gradient = !b.IsEmpty;
             int run = layout.ChannelsLast ? layout.Length : PlaneBoundaries.RunLength(layout.Spatial, Lanes);
-            bool streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run, tensors: gradient ? 3 : 2));
+            // A tail reads each chunk again right after it is written: it must stay in cache.
+            bool streaming = !tail.Active && Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run, tensors: gradient ? 3 : 2));
             if (!layout.ChannelsLast)
             {
                 int planes = layout.Batch * channels;
@@ -380,6 +394,7 @@ internal static unsafe partial class BatchNormKernels
                     Spatial = layout.Spatial,
                     Planes = planes,
                     PlanesPerChunk = ChunkScheduler.UnitsPerChunk(layout.Spatial),
+                    Tail = tail,
                 };
                 ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(planes, job.PlanesPerChunk), threads);
             }
@@ -418,6 +433,7 @@ internal static unsafe partial class BatchNormKernels
                     Streaming = streaming,
                     Blocks = blocks,
                     PlanarA = planarA,
+                    Tail = tail,
                 };
                 ChunkScheduler.Run(ref job, blocks.Count, threads);
             }
@@ -503,11 +519,18 @@ internal static unsafe partial class BatchNormKernels
         public int Channels;
         public int Planes;
         public int PlanesPerChunk;
+        public BlockTail Tail;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Run(int chunk)
         {
             int end = Math.Min(Planes, (chunk + 1) * PlanesPerChunk);
+            if (Tail.Active)
+            {
+                // The tail writes the chunk's gradient into A, where the sums read it while it is in cache.
+                BlockKernels.GatePlanes(A, Spatial, Channels, chunk * PlanesPerChunk, end, Tail);
+            }
+
             if (SumsFourPlanesAtOnce(Spatial))
             {
                 SmallPlaneSums(A, B, Reference, Channels, chunk * PlanesPerChunk, end, First, Second);
@@ -538,11 +561,18 @@ internal static unsafe partial class BatchNormKernels
         /// <summary>Whether A is in NCHW memory, read through channels-last pieces (see <see cref="StagedPeriodicProductSums{T}"/>).</summary>
         public bool PlanarA;
 
+        public BlockTail Tail;
+
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Run(int chunk)
         {
             int period = Blocks.Period;
             (long start, int length) = Blocks.Span(chunk);
+            if (Tail.Active)
+            {
+                BlockKernels.GateRows(A, start, length, Blocks.Channels, Blocks.Spatial, Tail);
+            }
+
             var first = new Span<double>(First + ((long)chunk * Blocks.AccumulatorStride), period);
             var second = new Span<double>(Second + ((long)chunk * Blocks.AccumulatorStride), period);
             first.Clear();
@@ -578,6 +608,7 @@ internal static unsafe partial class BatchNormKernels
         public int Spatial;
         public int Planes;
         public int PlanesPerChunk;
+        public BlockTail Tail;
 
         public readonly void Run(int chunk)
         {
@@ -588,6 +619,12 @@ internal static unsafe partial class BatchNormKernels
             else
             {
                 Run<PlainStores>(chunk);
+            }
+
+            if (Tail.Active)
+            {
+                // The chunk just written, finished while it is in cache.
+                BlockKernels.FinishPlanes(Output, Spatial, Parameters.Count, chunk * PlanesPerChunk, Math.Min(Planes, (chunk + 1) * PlanesPerChunk), Tail);
             }
         }
 
@@ -643,6 +680,8 @@ internal static unsafe partial class BatchNormKernels
         /// <summary>Whether A is in NCHW memory, read through channels-last pieces (see <see cref="StagedElementwise{T}"/>).</summary>
         public bool PlanarA;
 
+        public BlockTail Tail;
+
         public readonly void Run(int chunk)
         {
             if (PlanarA)
@@ -659,6 +698,12 @@ internal static unsafe partial class BatchNormKernels
             else
             {
                 Run<PlainStores>(chunk);
+            }
+
+            if (Tail.Active)
+            {
+                (long start, int length) = Blocks.Span(chunk);
+                BlockKernels.FinishRows(Output, start, length, Blocks.Channels, Blocks.Spatial, Tail);
             }
         }
 

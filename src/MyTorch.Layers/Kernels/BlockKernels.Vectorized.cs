@@ -28,16 +28,15 @@ internal static unsafe partial class BlockKernels
         fixed (T* py = y)
         fixed (T* pm = mask)
         {
-            var job = new BlockJob<T>(layout, rectify, gradient: false)
-            {
-                Output = py,
-                Mask = mask.IsEmpty ? null : pm,
-            };
+            var job = new TailJob<T>(layout, py, new BlockTail { Active = true, Rectify = rectify, Mask = mask.IsEmpty ? null : pm }, gradient: false);
             ChunkScheduler.Run(ref job, job.Chunks, ChunkScheduler.ThreadsFor(layout.Length, threads));
         }
     }
 
-    /// <summary><see cref="Gradient{T}"/>, vectorised, on up to <paramref name="threads"/> threads.</summary>
+    /// <summary>
+    /// <see cref="Gradient{T}"/>, vectorised, on up to <paramref name="threads"/> threads. <paramref name="gradient"/>
+    /// may be <paramref name="gradOutput"/> itself.
+    /// </summary>
     public static void GradientVectorized<T>(
         ReadOnlySpan<T> a,
         ReadOnlySpan<T> gradOutput,
@@ -66,86 +65,179 @@ internal static unsafe partial class BlockKernels
         fixed (double* ps = scale)
         fixed (double* pt = shift)
         {
-            var job = new BlockJob<T>(layout, rectify, gradient: true)
+            var tail = new BlockTail
             {
-                A = pa,
-                GradOutput = pd,
-                Output = pg,
+                Active = true,
+                Rectify = rectify,
                 Mask = mask.IsEmpty ? null : pm,
+                GradOutput = pd,
+                Source = pa,
                 Offset = po,
                 Scale = ps,
                 Shift = pt,
             };
+            var job = new TailJob<T>(layout, pg, tail, gradient: true);
             ChunkScheduler.Run(ref job, job.Chunks, ChunkScheduler.ThreadsFor(layout.Length, threads));
         }
     }
 
-    /// <summary>Units [chunk · UnitsPerChunk, …) of either kernel.</summary>
-    private struct BlockJob<T> : IChunkJob
+    /// <summary>y = ReLU(y) · mask over the NCHW planes [first, end) of a buffer of planes of <paramref name="spatial"/> values.</summary>
+    public static void FinishPlanes<T>(T* y, int spatial, int channels, int first, int end, in BlockTail tail)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            FinishPlanesOf((float*)y, spatial, first, end, tail);
+        }
+        else
+        {
+            Debug.Assert(typeof(T) == typeof(double));
+            FinishPlanesOf((double*)y, spatial, first, end, tail);
+        }
+    }
+
+    /// <summary>y = ReLU(y) · mask over the channels-last elements [start, start + length), whole rows of C values.</summary>
+    public static void FinishRows<T>(T* y, long start, int length, int channels, int spatial, in BlockTail tail)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            FinishRowsOf((float*)y, start, length, channels, spatial, tail);
+        }
+        else
+        {
+            Debug.Assert(typeof(T) == typeof(double));
+            FinishRowsOf((double*)y, start, length, channels, spatial, tail);
+        }
+    }
+
+    /// <summary>The gradient <see cref="Gradient{T}"/> describes, written to g over the NCHW planes [first, end).</summary>
+    public static void GatePlanes<T>(T* g, int spatial, int channels, int first, int end, in BlockTail tail)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            GatePlanesOf((float*)g, spatial, channels, first, end, tail);
+        }
+        else
+        {
+            Debug.Assert(typeof(T) == typeof(double));
+            GatePlanesOf((double*)g, spatial, channels, first, end, tail);
+        }
+    }
+
+    /// <summary>The gradient <see cref="Gradient{T}"/> describes, written to g over the channels-last elements [start, start + length).</summary>
+    public static void GateRows<T>(T* g, long start, int length, int channels, int spatial, in BlockTail tail)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            GateRowsOf((float*)g, start, length, channels, spatial, tail);
+        }
+        else
+        {
+            Debug.Assert(typeof(T) == typeof(double));
+            GateRowsOf((double*)g, start, length, channels, spatial, tail);
+        }
+    }
+
+    private static void FinishPlanesOf<T>(T* y, int spatial, int first, int end, in BlockTail tail)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
-        public T* A;
-        public T* GradOutput;
-        public T* Output;
-        public T* Mask;
-        public double* Offset;
-        public double* Scale;
-        public double* Shift;
+        T* mask = (T*)tail.Mask;
+        for (int plane = first; plane < end; plane++)
+        {
+            OutputPlane(y + ((long)plane * spatial), spatial, mask is null ? T.One : mask[plane], mask is not null, tail.Rectify);
+        }
+    }
+
+    private static void FinishRowsOf<T>(T* y, long start, int length, int channels, int spatial, in BlockTail tail)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        T* mask = (T*)tail.Mask;
+        for (long row = start / channels, end = (start + length) / channels; row < end; row++)
+        {
+            OutputRow(y + (row * channels), channels, mask is null ? null : mask + ((row / spatial) * channels), tail.Rectify);
+        }
+    }
+
+    private static void GatePlanesOf<T>(T* g, int spatial, int channels, int first, int end, in BlockTail tail)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        T* mask = (T*)tail.Mask;
+        T* source = (T*)tail.Source;
+        T* dy = (T*)tail.GradOutput;
+        for (int plane = first; plane < end; plane++)
+        {
+            long at = (long)plane * spatial;
+            int c = plane % channels;
+            (double o, double s, double t) = tail.Rectify ? (tail.Offset[c], tail.Scale[c], tail.Shift[c]) : (0, 1, 0);
+            GradientPlane(source + at, dy + at, g + at, spatial, o, s, t, mask is null ? T.One : mask[plane], mask is not null, tail.Rectify);
+        }
+    }
+
+    private static void GateRowsOf<T>(T* g, long start, int length, int channels, int spatial, in BlockTail tail)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        T* mask = (T*)tail.Mask;
+        T* source = (T*)tail.Source;
+        T* dy = (T*)tail.GradOutput;
+        for (long row = start / channels, end = (start + length) / channels; row < end; row++)
+        {
+            long at = row * channels;
+            GradientRow(source + at, dy + at, g + at, channels, tail.Offset, tail.Scale, tail.Shift, mask is null ? null : mask + ((row / spatial) * channels), tail.Rectify);
+        }
+    }
+
+    /// <summary>Units [chunk · UnitsPerChunk, …) of either stand-alone kernel: NCHW planes, or whole channels-last rows.</summary>
+    private readonly struct TailJob<T> : IChunkJob
+        where T : unmanaged
+    {
+        private readonly T* output;
+        private readonly BlockTail tail;
         private readonly PlaneLayout layout;
-        private readonly bool rectify;
         private readonly bool gradient;
         private readonly int unitLength;
         private readonly int units;
         private readonly int unitsPerChunk;
 
-        public BlockJob(PlaneLayout layout, bool rectify, bool gradient)
+        public TailJob(PlaneLayout layout, T* output, BlockTail tail, bool gradient)
         {
             this.layout = layout;
-            this.rectify = rectify;
+            this.output = output;
+            this.tail = tail;
             this.gradient = gradient;
             unitLength = layout.ChannelsLast ? layout.Channels : layout.Spatial;
             units = layout.Length / unitLength;
             unitsPerChunk = ChunkScheduler.UnitsPerChunk(unitLength);
         }
 
-        public readonly int Chunks => ChunkScheduler.ChunkCount(units, unitsPerChunk);
+        public int Chunks => ChunkScheduler.ChunkCount(units, unitsPerChunk);
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public readonly void Run(int chunk)
+        public void Run(int chunk)
         {
             int first = chunk * unitsPerChunk;
             int end = Math.Min(units, first + unitsPerChunk);
-            int channels = layout.Channels;
-            for (int unit = first; unit < end; unit++)
+            if (layout.ChannelsLast)
             {
-                long at = (long)unit * unitLength;
-                if (!layout.ChannelsLast)
+                long start = (long)first * unitLength;
+                int length = (end - first) * unitLength;
+                if (gradient)
                 {
-                    int c = unit % channels;
-                    bool scaled = Mask is not null;
-                    T factor = scaled ? Mask[unit] : T.One;
-                    if (gradient)
-                    {
-                        double o = rectify ? Offset[c] : 0, s = rectify ? Scale[c] : 1, t = rectify ? Shift[c] : 0;
-                        GradientPlane(A + at, GradOutput + at, Output + at, unitLength, o, s, t, factor, scaled, rectify);
-                    }
-                    else
-                    {
-                        OutputPlane(Output + at, unitLength, factor, scaled, rectify);
-                    }
+                    GateRows(output, start, length, layout.Channels, layout.Spatial, tail);
                 }
                 else
                 {
-                    T* factors = Mask is null ? null : Mask + ((long)(unit / layout.Spatial) * channels);
-                    if (gradient)
-                    {
-                        GradientRow(A + at, GradOutput + at, Output + at, unitLength, Offset, Scale, Shift, factors, rectify);
-                    }
-                    else
-                    {
-                        OutputRow(Output + at, unitLength, factors, rectify);
-                    }
+                    FinishRows(output, start, length, layout.Channels, layout.Spatial, tail);
                 }
+            }
+            else if (gradient)
+            {
+                GatePlanes(output, layout.Spatial, layout.Channels, first, end, tail);
+            }
+            else
+            {
+                FinishPlanes(output, layout.Spatial, layout.Channels, first, end, tail);
             }
         }
     }

@@ -97,3 +97,37 @@ internal static partial class BlockKernels
         where T : unmanaged, IBinaryFloatingPointIeee754<T> =>
         T.CreateTruncating(double.FusedMultiplyAdd(double.CreateTruncating(a) - offset, scale, shift));
 }
+
+/// <summary>
+/// The ReLU and channel factors that follow a normalisation in a BatchNorm2d → ReLU → Dropout2d block, for the
+/// normalisation's own kernels to apply chunk by chunk while each chunk is in cache: forward, finishing y as
+/// <see cref="BlockKernels.RectifyAndScale{T}"/> does; backward, writing the gradient <see cref="BlockKernels.Gradient{T}"/>
+/// describes before summing it. The default (<see cref="Active"/> false) is no tail. Pointers are to the element type,
+/// float32 or float64.
+/// </summary>
+internal unsafe struct BlockTail
+{
+    /// <summary>Whether there is a tail at all.</summary>
+    public bool Active;
+
+    /// <summary>Whether the ReLU is applied.</summary>
+    public bool Rectify;
+
+    /// <summary>The N·C channel factors, or null for no dropout.</summary>
+    public void* Mask;
+
+    /// <summary>Backward: the block's output gradient, in the layout of the tensor the kernel walks.</summary>
+    public void* GradOutput;
+
+    /// <summary>Backward: where the ReLU's input is recomputed from (x, with the constants below) or its output read (constants 0, 1, 0).</summary>
+    public void* Source;
+
+    /// <summary>Backward, per channel: the normalisation's offset, scale and shift (see <see cref="BlockKernels.Gradient{T}"/>).</summary>
+    public double* Offset;
+
+    /// <inheritdoc cref="Offset"/>
+    public double* Scale;
+
+    /// <inheritdoc cref="Offset"/>
+    public double* Shift;
+}

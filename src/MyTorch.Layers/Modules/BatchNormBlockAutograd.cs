@@ -35,10 +35,8 @@ internal sealed class BatchNormBlockAutograd : autograd.SingleTensorFunction<Bat
         }
 
         var norm = call.Norm;
-        var output = BatchNormFunctional.ComputeOutput(input, norm.Shape, weight, bias, norm.RunningMean, norm.RunningVar, norm.Training, norm.Momentum, norm.Eps);
         using var mask = DrawMask(input, call);
-        BatchNormBlockFunctional.Finish(output, norm.Shape, mask, call.Rectify);
-        return output;
+        return BatchNormFunctional.ComputeOutput(input, norm.Shape, weight, bias, norm.RunningMean, norm.RunningVar, norm.Training, norm.Momentum, norm.Eps, Tail(mask, call.Rectify));
     }
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
@@ -49,10 +47,9 @@ internal sealed class BatchNormBlockAutograd : autograd.SingleTensorFunction<Bat
         var call = (BatchNormBlockCall)vars[3];
         var norm = call.Norm;
         bool batch = norm.Training || norm.RunningMean is null;
-        var (output, mean, invstd) = BatchNormFunctional.Compute(
-            input, norm.Shape, weight, bias, norm.RunningMean, norm.RunningVar, norm.Training, norm.Momentum, norm.Eps, ScalarType.Float64);
         var mask = DrawMask(input, call);
-        BatchNormBlockFunctional.Finish(output, norm.Shape, mask, call.Rectify);
+        var (output, mean, invstd) = BatchNormFunctional.Compute(
+            input, norm.Shape, weight, bias, norm.RunningMean, norm.RunningVar, norm.Training, norm.Momentum, norm.Eps, ScalarType.Float64, Tail(mask, call.Rectify));
 
         // With batch statistics the backward recomputes the ReLU's input from x; with fixed ones (computed in the
         // input's dtype) it reads the ReLU's output, which is the block's output, dropout being off in evaluation.
@@ -79,53 +76,41 @@ internal sealed class BatchNormBlockAutograd : autograd.SingleTensorFunction<Bat
             Tensor? rectified = saved[6];
             bool batch = (bool)ctx.get_data(UsedBatchStatistics);
             bool rectify = (bool)ctx.get_data(Rectify);
-            long[] shape = input.shape;
-            var source = rectified ?? input;
-            var (sourceMean, sourceInvstd) = rectified is null ? (mean, invstd) : (null, null);
-            var gradient = BatchNormBlockFunctional.Gradient(grad_output, source, shape, sourceMean, sourceInvstd, weight, bias, mask, rectify);
-            try
+            var tail = rectify || mask is not null ? new BlockTailTensors(mask, rectify, bias, rectified) : null;
+            var (gradInput, gradWeight, gradBias) = BatchNormFunctional.Backward(grad_output, input, weight, mean, invstd, batch, statisticsInDouble: true, BatchNormRanks.Two, tail);
+
+            // Grad mode is on in a backward exactly when autograd was asked to build a graph of the gradients.
+            if (is_grad_enabled())
             {
-                var (gradInput, gradWeight, gradBias) = BatchNormFunctional.Backward(gradient, input, weight, mean, invstd, batch, statisticsInDouble: true, BatchNormRanks.Two);
-
-                // Grad mode is on in a backward exactly when autograd was asked to build a graph of the gradients.
-                if (is_grad_enabled())
+                // Where the ReLU passes the gradient, as 1 and 0: piecewise constant, so differentiated as a constant.
+                var (source, sourceMean, sourceInvstd) = rectified is null ? (input, mean, invstd) : (rectified, null, null);
+                using var ones = ones_like(grad_output);
+                using var passes = BatchNormBlockFunctional.Gradient(ones, source, input.shape, sourceMean, sourceInvstd, weight, bias, null, rectify);
+                var graphOutput = grad_output * passes;
+                if (mask is not null)
                 {
-                    // Where the ReLU passes the gradient, as 1 and 0: piecewise constant, so differentiated as a constant.
-                    using var ones = ones_like(grad_output);
-                    using var passes = BatchNormBlockFunctional.Gradient(ones, source, shape, sourceMean, sourceInvstd, weight, bias, null, rectify);
-                    var graphOutput = grad_output * passes;
-                    if (mask is not null)
-                    {
-                        graphOutput = graphOutput * mask;
-                    }
-
-                    var (graphInput, graphWeight, graphBias) = GradientGraph.BatchNorm(graphOutput, input, weight, mean, invstd, batch, (double)ctx.get_data(Eps));
-                    gradInput = GradientGraph.WithGraphOf(gradInput, graphInput);
-                    gradWeight = GradientGraph.WithGraphOf(gradWeight, graphWeight);
-                    gradBias = GradientGraph.WithGraphOf(gradBias, graphBias);
+                    graphOutput = graphOutput * mask;
                 }
 
-                if (weight is null)
-                {
-                    gradWeight.Dispose();
-                    gradWeight = null!;
-                }
-
-                if (!(bool)ctx.get_data(HasBias))
-                {
-                    gradBias.Dispose();
-                    gradBias = null!;
-                }
-
-                return [gradInput, gradWeight, gradBias, null!];
+                var (graphInput, graphWeight, graphBias) = GradientGraph.BatchNorm(graphOutput, input, weight, mean, invstd, batch, (double)ctx.get_data(Eps));
+                gradInput = GradientGraph.WithGraphOf(gradInput, graphInput);
+                gradWeight = GradientGraph.WithGraphOf(gradWeight, graphWeight);
+                gradBias = GradientGraph.WithGraphOf(gradBias, graphBias);
             }
-            finally
+
+            if (weight is null)
             {
-                if (!ReferenceEquals(gradient, grad_output))
-                {
-                    gradient.Dispose();
-                }
+                gradWeight.Dispose();
+                gradWeight = null!;
             }
+
+            if (!(bool)ctx.get_data(HasBias))
+            {
+                gradBias.Dispose();
+                gradBias = null!;
+            }
+
+            return [gradInput, gradWeight, gradBias, null!];
         }
         finally
         {
@@ -135,6 +120,9 @@ internal sealed class BatchNormBlockAutograd : autograd.SingleTensorFunction<Bat
             }
         }
     }
+
+    /// <summary>The tail batch normalisation's kernels apply, or null when there is neither a ReLU nor a mask.</summary>
+    private static BlockTailTensors? Tail(Tensor? mask, bool rectify) => rectify || mask is not null ? new BlockTailTensors(mask, rectify) : null;
 
     /// <summary>The dropout's factors for this forward, drawn as Dropout2d draws them, or null when it drops nothing.</summary>
     private static Tensor? DrawMask(Tensor input, BatchNormBlockCall call) =>
