@@ -65,6 +65,12 @@ public abstract class LayerBenchmark
         _theirs = null;
         _ours?.Dispose();
         _ours = null;
+        DisposeMoreModules();
+    }
+
+    /// <summary>Disposes any modules a step compares beside TorchSharp's and ours; none by default.</summary>
+    protected virtual void DisposeMoreModules()
+    {
     }
 
     /// <summary>TorchSharp's module and ours, with the same parameters, in the mode the step runs in.</summary>
