@@ -162,6 +162,34 @@ public class InstalledPackageTests
     }
 
     [Test]
+    public void FusedBlock_InAModel_MatchesTorchSharpsThreeLayers_UnderTheSameSeed()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(17);
+        TorchSharp.Modules.Sequential Build() =>
+            nn.Sequential(("bn", nn.BatchNorm2d(6, dtype: ScalarType.Float64)), ("relu", nn.ReLU()), ("drop", nn.Dropout2d(0.4)));
+        var theirs = Build();
+        var model = layers.fuse_modules(Build(), [["bn", "relu", "drop"]]);
+        Assert.That(model.named_children().First().module, Is.InstanceOf<BatchNormReLUDropout2d>());
+        var values = randn(5, 6, 7, 7, dtype: ScalarType.Float64);
+        var gradOutput = randn(5, 6, 7, 7, dtype: ScalarType.Float64);
+        var x1 = values.detach().clone().requires_grad_(true);
+        var x2 = values.detach().clone().requires_grad_(true);
+
+        manual_seed(5);
+        var y1 = model.forward(x1);
+        manual_seed(5);
+        var y2 = theirs.forward(x2);
+        y1.backward([gradOutput]);
+        y2.backward([gradOutput]);
+
+        Assert.That((y1 - y2).abs().max().item<double>(), Is.LessThan(Tolerance), "outputs");
+        Assert.That((x1.grad! - x2.grad!).abs().max().item<double>(), Is.LessThan(Tolerance), "input gradients");
+        using Scalar zero = 0;
+        Assert.That(y1.eq(zero).all().item<bool>(), Is.False, "something kept");
+    }
+
+    [Test]
     public void LargeOutputs_ReuseKeptMemory_AndMatchTorchSharp()
     {
         // 4×16×64×64 float64: 2 MiB, above the 1 MiB from which outputs live in kept memory.
