@@ -21,12 +21,14 @@ internal sealed class BlockModules : IDisposable
         Theirs = nn.Sequential(("bn", theirs), ("relu", nn.ReLU()), ("drop", nn.Dropout2d(P)));
         OurThree = nn.Sequential(("bn", ourThree), ("relu", nn.ReLU()), ("drop", new Dropout2d(P)));
         Fused = nn.Sequential(("bn", BatchNormModules.Create(tensorCase, training).Ours), ("relu", nn.ReLU()), ("drop", new Dropout2d(P)));
-        layers.fuse_modules(Fused, [["bn", "relu", "drop"]]);
         BatchNorm = ours;
         foreach (var module in new nn.Module[] { Theirs, OurThree, Fused })
         {
             module.train(training);
         }
+
+        // After train(): a group is fused only when its modules are all in one mode.
+        layers.fuse_modules(Fused, [["bn", "relu", "drop"]]);
     }
 
     public nn.Module<Tensor, Tensor> Theirs { get; }
