@@ -493,8 +493,7 @@ public static class BatchNormFunctional
 
             if (tail is not null)
             {
-                // The block's ReLU and dropout write the normalisation's dy into dx's memory chunk by chunk as the sums
-                // read it; dx is then computed in place.
+                // The block's ReLU and dropout make the normalisation's dy chunk by chunk in cache, for the sums and for dx.
                 BackwardThroughTail(x, dy, dx, plane, mean, invstd, gamma, Parameter<TParam>(tail.Bias), rectified is null ? default : TensorMemory.Span<T>(rectified, plane), tail, sumDy, sumDyXmu, useBatchStatistics, kernelScratch, threads);
             }
             else if (gradOutputPlanar)
@@ -525,9 +524,9 @@ public static class BatchNormFunctional
     }
 
     /// <summary>
-    /// The backward of a block: its output gradient <paramref name="blockGradOutput"/> turned into the normalisation's
-    /// dy in <paramref name="gradInput"/>'s memory as the sums read it, then dx computed there in place. The ReLU's input is
-    /// recomputed from x as the forward computed it (offset μ, scale invstd · γ, shift β), or, given
+    /// The backward of a block: the normalisation's dy made from the block's output gradient
+    /// <paramref name="blockGradOutput"/> chunk by chunk in cache, by the sums and again by dx, never written to memory.
+    /// The ReLU's input is recomputed from x as the forward computed it (offset μ, scale invstd · γ, shift β), or, given
     /// <paramref name="rectified"/>, its output read.
     /// </summary>
     private static unsafe void BackwardThroughTail<T, TParam>(
@@ -572,10 +571,10 @@ public static class BatchNormFunctional
             fixed (double* t = shift)
             {
                 var blockTail = new BlockTail { Active = true, Rectify = tail.Rectify, Mask = mask, GradOutput = dy, Source = source, Offset = o, Scale = s, Shift = t };
-                BatchNormKernels.BackwardReductionsVectorized(x, gradInput, plane, mean, sumDy, sumDyXmu, scratch, threads, blockTail);
+                BatchNormKernels.BackwardReductionsVectorized(x, blockGradOutput, plane, mean, sumDy, sumDyXmu, scratch, threads, blockTail);
+                BatchNormKernels.BackwardInputVectorized(
+                    x, blockGradOutput, gradInput, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, scratch, threads, tail: blockTail);
             }
-
-            BatchNormKernels.BackwardInputVectorized(x, gradInput, gradInput, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, scratch, threads);
         }
         finally
         {

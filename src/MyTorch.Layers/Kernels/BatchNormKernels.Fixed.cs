@@ -31,8 +31,8 @@ internal static unsafe partial class BatchNormKernels
     /// <remarks>
     /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when the pass's tensors span at
     /// least <see cref="StreamingStores.MinimumPassBytes"/> and its runs are long enough (<see cref="StreamingStores.For{T}"/>);
-    /// that changes no bit of the result. With an active <c>tail</c>, each chunk of y is finished by it while in cache
-    /// (see <see cref="BlockTail"/>), and stores are plain.
+    /// that changes no bit of the result. With an active <c>tail</c>, each chunk of y is written to a buffer that stays
+    /// in cache, finished by the tail there, then copied out (see <see cref="BlockTail"/>).
     /// </remarks>
     public static void NormalizeFixedVectorized<T>(
         ReadOnlySpan<T> x,
@@ -68,7 +68,7 @@ internal static unsafe partial class BatchNormKernels
 
         threads = ChunkScheduler.ThreadsFor(layout.Length, threads);
         int run = layout.ChannelsLast ? layout.Length : PlaneBoundaries.RunLength(layout.Spatial, Vector<T>.Count);
-        bool streaming = !tail.Active && Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run, tensors: 2));
+        bool streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run, tensors: 2));
         fixed (T* px = x)
         fixed (T* py = y)
         fixed (T* pc = constants)
@@ -143,6 +143,30 @@ internal static unsafe partial class BatchNormKernels
 
         public readonly void Run(int chunk)
         {
+            if (Tail.Active)
+            {
+                // y written to a buffer that stays in cache, finished by the tail there, then copied out.
+                (long start, int length) = ChannelsLast
+                    ? Blocks.Span(chunk)
+                    : ((long)chunk * PlanesPerChunk * Spatial, (Math.Min(Planes, (chunk + 1) * PlanesPerChunk) - (chunk * PlanesPerChunk)) * Spatial);
+                var inner = this;
+                inner.Tail = default;
+                inner.Streaming = false;
+                inner.Y = BlockKernels.ChunkScratch<T>(start, length);
+                inner.Run(chunk);
+                if (ChannelsLast)
+                {
+                    BlockKernels.FinishRows(inner.Y, start, length, Channels, Blocks.Spatial, Tail);
+                }
+                else
+                {
+                    BlockKernels.FinishPlanes(inner.Y, Spatial, Channels, chunk * PlanesPerChunk, Math.Min(Planes, (chunk + 1) * PlanesPerChunk), Tail);
+                }
+
+                BlockKernels.CopyOut(inner.Y + start, Y + start, length, Streaming);
+                return;
+            }
+
             // A block of rows starts at a whole period, so one aligned start aligns every vector step of it.
             if (Streaming && (!ChannelsLast || StreamingStores.Aligned(Y + Blocks.Span(chunk).Start)))
             {
@@ -151,20 +175,6 @@ internal static unsafe partial class BatchNormKernels
             else
             {
                 Run<PlainStores>(chunk);
-            }
-
-            if (Tail.Active)
-            {
-                // The chunk just written, finished while it is in cache.
-                if (ChannelsLast)
-                {
-                    (long start, int length) = Blocks.Span(chunk);
-                    BlockKernels.FinishRows(Y, start, length, Channels, Blocks.Spatial, Tail);
-                }
-                else
-                {
-                    BlockKernels.FinishPlanes(Y, Spatial, Channels, chunk * PlanesPerChunk, Math.Min(Planes, (chunk + 1) * PlanesPerChunk), Tail);
-                }
             }
         }
 

@@ -103,9 +103,9 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>
     /// The sums of <see cref="BackwardReductions{T}"/>, vectorised: Σdy and Σdy·(x − mean[c]) per channel. With an
-    /// active <paramref name="tail"/> (float32 and float64 only), <paramref name="gradOutput"/> is first written, chunk
-    /// by chunk, with the gradient the tail hands back from its own output gradient (see <see cref="BlockTail"/>), and
-    /// the sums are of that.
+    /// active <paramref name="tail"/> (float32 and float64 only), <paramref name="gradOutput"/> is the block's output
+    /// gradient, and dy is what the tail hands back from it, made chunk by chunk in a buffer that stays in cache (see
+    /// <see cref="BlockTail"/>).
     /// </summary>
     public static void BackwardReductionsVectorized<T>(
         ReadOnlySpan<T> x,
@@ -137,7 +137,7 @@ internal static unsafe partial class BatchNormKernels
     /// y is written with streaming stores if <c>streamingStores</c> says so, and by default when the pass's tensors span at
     /// least <see cref="StreamingStores.MinimumPassBytes"/> and its runs are long enough (<see cref="StreamingStores.For{T}"/>);
     /// that changes no bit of the result. With an active <c>tail</c> (float32 and float64 only), each chunk of y is
-    /// finished by it while in cache (see <see cref="BlockTail"/>), and stores are plain.
+    /// written to a buffer that stays in cache, finished by the tail there, then copied out (see <see cref="BlockTail"/>).
     /// </remarks>
     public static void NormalizeVectorized<T, TParam>(
         ReadOnlySpan<T> x,
@@ -184,7 +184,9 @@ internal static unsafe partial class BatchNormKernels
     /// dx is written with streaming stores if <c>streamingStores</c> says so, and by default when the pass's tensors span at
     /// least <see cref="StreamingStores.MinimumPassBytes"/> and its runs are long enough (<see cref="StreamingStores.For{T}"/>);
     /// that changes no bit of the result. With <c>planarA</c>, <paramref name="gradOutput"/> is in NCHW memory under a
-    /// channels-last <paramref name="layout"/> (see <see cref="BackwardInputPlanarGradient{T, TParam}"/>).
+    /// channels-last <paramref name="layout"/> (see <see cref="BackwardInputPlanarGradient{T, TParam}"/>). With an active
+    /// <c>tail</c>, <paramref name="gradOutput"/> is a block's output gradient, and dy is made from it as
+    /// <see cref="BackwardReductionsVectorized{T}"/> makes it.
     /// </remarks>
     public static void BackwardInputVectorized<T, TParam>(
         ReadOnlySpan<T> x,
@@ -200,11 +202,13 @@ internal static unsafe partial class BatchNormKernels
         Span<double> scratch,
         int threads,
         bool? streamingStores = null,
-        bool planarA = false)
+        bool planarA = false,
+        BlockTail tail = default)
         where T : unmanaged
         where TParam : unmanaged
     {
         Debug.Assert(gradOutput.Length >= layout.Length && gradInput.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
+        Debug.Assert(!tail.Active || !planarA);
         if (layout.Length == 0)
         {
             return;
@@ -224,7 +228,7 @@ internal static unsafe partial class BatchNormKernels
                 GradientConstants(mean[c], invstd[c], weight.IsEmpty ? 1.0 : Element.ToDouble(weight[c]), sumDy[c], sumDyXmu[c], count, batchStatistics);
         }
 
-        Elementwise(gradOutput, batchStatistics ? x : default, gradInput, layout, offset, scale, shift, projection, scratch[(4 * channels)..], threads, streamingStores, planarA);
+        Elementwise(gradOutput, batchStatistics ? x : default, gradInput, layout, offset, scale, shift, projection, scratch[(4 * channels)..], threads, streamingStores, planarA, tail);
     }
 
     /// <summary>The per-channel constants of dx = (dy − shift − (x − offset) · projection) · scale.</summary>
@@ -378,8 +382,7 @@ internal static unsafe partial class BatchNormKernels
             parameters.Projection = b.IsEmpty ? null : projectionPointer;
             bool gradient = !b.IsEmpty;
             int run = layout.ChannelsLast ? layout.Length : PlaneBoundaries.RunLength(layout.Spatial, Lanes);
-            // A tail reads each chunk again right after it is written: it must stay in cache.
-            bool streaming = !tail.Active && Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run, tensors: gradient ? 3 : 2));
+            bool streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run, tensors: gradient ? 3 : 2));
             if (!layout.ChannelsLast)
             {
                 int planes = layout.Batch * channels;
@@ -527,8 +530,15 @@ internal static unsafe partial class BatchNormKernels
             int end = Math.Min(Planes, (chunk + 1) * PlanesPerChunk);
             if (Tail.Active)
             {
-                // The tail writes the chunk's gradient into A, where the sums read it while it is in cache.
-                BlockKernels.GatePlanes(A, Spatial, Channels, chunk * PlanesPerChunk, end, Tail);
+                // The chunk's dy, made by the tail from the block's output gradient in a buffer that stays in cache,
+                // is what the sums read: the same sums of the same values.
+                int first = chunk * PlanesPerChunk;
+                var inner = this;
+                inner.A = BlockKernels.ChunkScratch<T>((long)first * Spatial, (end - first) * Spatial);
+                inner.Tail = default;
+                BlockKernels.GatePlanes(inner.A, Spatial, Channels, first, end, Tail);
+                inner.Run(chunk);
+                return;
             }
 
             if (SumsFourPlanesAtOnce(Spatial))
@@ -570,7 +580,13 @@ internal static unsafe partial class BatchNormKernels
             (long start, int length) = Blocks.Span(chunk);
             if (Tail.Active)
             {
-                BlockKernels.GateRows(A, start, length, Blocks.Channels, Blocks.Spatial, Tail);
+                // As in PlaneMomentsJob: the block's dy for these rows, made in cache, then summed.
+                var inner = this;
+                inner.A = BlockKernels.ChunkScratch<T>(start, length);
+                inner.Tail = default;
+                BlockKernels.GateRows(inner.A, start, length, Blocks.Channels, Blocks.Spatial, Tail);
+                inner.Run(chunk);
+                return;
             }
 
             var first = new Span<double>(First + ((long)chunk * Blocks.AccumulatorStride), period);
@@ -612,7 +628,11 @@ internal static unsafe partial class BatchNormKernels
 
         public readonly void Run(int chunk)
         {
-            if (Streaming)
+            if (Tail.Active)
+            {
+                RunWithTail(chunk);
+            }
+            else if (Streaming)
             {
                 Run<StreamingStores>(chunk);
             }
@@ -620,12 +640,34 @@ internal static unsafe partial class BatchNormKernels
             {
                 Run<PlainStores>(chunk);
             }
+        }
 
-            if (Tail.Active)
+        /// <summary>
+        /// The chunk through a buffer that stays in cache: backward, the tail makes the normalisation's dy (A) there
+        /// from the block's output gradient; forward, y is written there, finished by the tail, then copied out.
+        /// </summary>
+        private readonly void RunWithTail(int chunk)
+        {
+            int first = chunk * PlanesPerChunk;
+            int end = Math.Min(Planes, first + PlanesPerChunk);
+            long start = (long)first * Spatial;
+            int length = (end - first) * Spatial;
+            var inner = this;
+            inner.Tail = default;
+            T* scratch = BlockKernels.ChunkScratch<T>(start, length);
+            if (Tail.GradOutput is not null)
             {
-                // The chunk just written, finished while it is in cache.
-                BlockKernels.FinishPlanes(Output, Spatial, Parameters.Count, chunk * PlanesPerChunk, Math.Min(Planes, (chunk + 1) * PlanesPerChunk), Tail);
+                BlockKernels.GatePlanes(scratch, Spatial, Parameters.Count, first, end, Tail);
+                inner.A = scratch;
+                inner.Run(chunk);
+                return;
             }
+
+            inner.Output = scratch;
+            inner.Streaming = false;
+            inner.Run(chunk);
+            BlockKernels.FinishPlanes(scratch, Spatial, Parameters.Count, first, end, Tail);
+            BlockKernels.CopyOut(scratch + start, Output + start, length, Streaming);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -690,6 +732,29 @@ internal static unsafe partial class BatchNormKernels
                 return;
             }
 
+            if (Tail.Active)
+            {
+                // As PlaneElementwiseJob.RunWithTail, over the block's rows.
+                (long start, int length) = Blocks.Span(chunk);
+                var inner = this;
+                inner.Tail = default;
+                T* scratch = BlockKernels.ChunkScratch<T>(start, length);
+                if (Tail.GradOutput is not null)
+                {
+                    BlockKernels.GateRows(scratch, start, length, Blocks.Channels, Blocks.Spatial, Tail);
+                    inner.A = scratch;
+                    inner.Run(chunk);
+                    return;
+                }
+
+                inner.Output = scratch;
+                inner.Streaming = false;
+                inner.Run(chunk);
+                BlockKernels.FinishRows(scratch, start, length, Blocks.Channels, Blocks.Spatial, Tail);
+                BlockKernels.CopyOut(scratch + start, Output + start, length, Streaming);
+                return;
+            }
+
             // Every vector step of a block is a whole number of vectors from its start, so one aligned start aligns them all.
             if (Streaming && StreamingStores.Aligned(Output + Blocks.Span(chunk).Start))
             {
@@ -698,12 +763,6 @@ internal static unsafe partial class BatchNormKernels
             else
             {
                 Run<PlainStores>(chunk);
-            }
-
-            if (Tail.Active)
-            {
-                (long start, int length) = Blocks.Span(chunk);
-                BlockKernels.FinishRows(Output, start, length, Blocks.Channels, Blocks.Spatial, Tail);
             }
         }
 

@@ -2,6 +2,7 @@ using System;
 using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace MyTorch.Layers.Kernels;
 
@@ -78,6 +79,46 @@ internal static unsafe partial class BlockKernels
             };
             var job = new TailJob<T>(layout, pg, tail, gradient: true);
             ChunkScheduler.Run(ref job, job.Chunks, ChunkScheduler.ThreadsFor(layout.Length, threads));
+        }
+    }
+
+    /// <summary>This thread's buffer for a chunk's values that never go to memory; on the pinned heap, grown as needed.</summary>
+    [ThreadStatic]
+    private static byte[]? chunkBuffer;
+
+    /// <summary>
+    /// A pointer p such that p[start .. start + length) is this thread's chunk buffer: a chunk of a tensor indexed as
+    /// the tensor indexes it. The buffer is the thread's own and stays in cache between the passes over one chunk.
+    /// </summary>
+    public static T* ChunkScratch<T>(long start, int length)
+        where T : unmanaged
+    {
+        long bytes = ((long)length * sizeof(T)) + 64;
+        var buffer = chunkBuffer;
+        if (buffer is null || buffer.Length < bytes)
+        {
+            // Allocated once per thread and size (a chunk is ChunkScheduler.ChunkElements values, or one larger plane).
+            buffer = GC.AllocateUninitializedArray<byte>((int)Math.Max(bytes, (ChunkScheduler.ChunkElements * sizeof(double)) + 64), pinned: true);
+            chunkBuffer = buffer;
+        }
+
+        // Aligned to a cache line, so that vector steps over it split no line.
+        byte* first = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer));
+        T* aligned = (T*)(((nuint)first + 63) & ~(nuint)63);
+        return aligned - start;
+    }
+
+    /// <summary>destination[i] = source[i] for i &lt; length, with streaming stores where <paramref name="streaming"/>.</summary>
+    public static void CopyOut<T>(T* source, T* destination, int length, bool streaming)
+        where T : unmanaged
+    {
+        if (streaming)
+        {
+            StreamingStores.Copy(source, destination, length);
+        }
+        else
+        {
+            Buffer.MemoryCopy(source, destination, (long)length * sizeof(T), (long)length * sizeof(T));
         }
     }
 
