@@ -16,10 +16,15 @@ internal readonly record struct Difference(double Value, string Name, int Step)
 }
 
 /// <summary>What one checked step, or one checked evaluation, found.</summary>
-internal sealed record StepResult(int Step, Difference Loss, Difference Gradient, Difference Statistic, Difference Output, string? Mismatch)
+/// <param name="NotBitForBit">
+/// For a fused model, what of its step (or evaluation) is not bit for bit our unfused model's; null when all is, or
+/// when the model is not fused.
+/// </param>
+internal sealed record StepResult(int Step, Difference Loss, Difference Gradient, Difference Statistic, Difference Output, string? Mismatch, string? NotBitForBit = null)
 {
     public bool Passed =>
         Mismatch is null
+        && NotBitForBit is null
         && Loss.Value <= StepCheck.LossTolerance
         && Output.Value <= StepCheck.LossTolerance
         && Gradient.Value <= StepCheck.GradientTolerance
@@ -37,6 +42,11 @@ internal sealed record StepResult(int Step, Difference Loss, Difference Gradient
         if (Mismatch is not null)
         {
             reasons.Add(Mismatch);
+        }
+
+        if (NotBitForBit is not null)
+        {
+            reasons.Add($"not bit for bit our unfused model's: {NotBitForBit}");
         }
 
         Add(reasons, "loss", Loss, StepCheck.LossTolerance);
@@ -72,6 +82,12 @@ internal sealed class CheckSummary
 
     public StepResult? FirstFailure { get; private set; }
 
+    /// <summary>Whether each step and evaluation was also compared bit for bit with our unfused model's (a fused model's check).</summary>
+    public bool BitForBit { get; set; }
+
+    /// <summary>The first step or evaluation that was not bit for bit our unfused model's.</summary>
+    public StepResult? FirstBitDifference { get; private set; }
+
     /// <summary>ReLU and max-pool choices the model under check would have made differently, and all it replayed.</summary>
     public long DecisionsDiffering { get; set; }
 
@@ -98,6 +114,11 @@ internal sealed class CheckSummary
         {
             FirstFailure = result;
         }
+
+        if (result.NotBitForBit is not null && FirstBitDifference is null)
+        {
+            FirstBitDifference = result;
+        }
     }
 }
 
@@ -111,6 +132,14 @@ internal sealed class CheckSummary
 /// the next step: each step differs by one step's rounding, never by an accumulated drift. After each epoch both
 /// models, with the same state, also compute the test set's outputs in evaluation mode.
 /// </summary>
+/// <remarks>
+/// A fused model (<see cref="LayerSet.Fused"/>) runs its ReLUs inside its fused blocks, which cannot replay a choice,
+/// so it leads: it records its ReLU and max-pool choices and the reference replays them; everything else is compared
+/// as above. As the fused block is defined to compute bit for bit what our BatchNorm2d, TorchSharp's ReLU and our
+/// Dropout2d compute one after another, a model with our unfused layers also takes the reference's state, the batch
+/// and the generator state, and its loss, every gradient, the running statistics and the evaluation outputs must equal
+/// the fused model's bit for bit.
+/// </remarks>
 internal sealed class StepCheck : IDisposable
 {
     /// <summary>
@@ -128,6 +157,11 @@ internal sealed class StepCheck : IDisposable
     private readonly Decisions _decisions = new(SmallCnn.DecisionSlots);
     private readonly TrainingRun _reference;
     private readonly nn.Module<Tensor, Tensor> _candidate;
+    private readonly bool _candidateLeads;
+
+    // Our unfused model, for a fused candidate, with choices of its own: it makes the fused model's, as it computes the same bits.
+    private readonly nn.Module<Tensor, Tensor>? _unfused;
+    private readonly Decisions? _unfusedDecisions;
     private readonly nn.Module<Tensor, Tensor, Tensor> _loss = nn.CrossEntropyLoss();
 
     public StepCheck(LayerSet candidate, int classes, int epochs, Dictionary<string, Tensor> initialState)
@@ -135,6 +169,12 @@ internal sealed class StepCheck : IDisposable
         _reference = new TrainingRun(LayerSet.TorchSharp.Name, SmallCnn.Create(LayerSet.TorchSharp, classes, _decisions), epochs);
         _reference.Model.load_state_dict(initialState);
         _candidate = SmallCnn.Create(candidate, classes, _decisions);
+        _candidateLeads = candidate.Fused;
+        if (candidate.Fused)
+        {
+            _unfusedDecisions = new Decisions(SmallCnn.DecisionSlots);
+            _unfused = SmallCnn.Create(LayerSet.MyTorchLayers, classes, _unfusedDecisions);
+        }
     }
 
     /// <summary>
@@ -145,7 +185,7 @@ internal sealed class StepCheck : IDisposable
         LayerSet candidate, Dictionary<string, Tensor> initialState, ShapesDataset train, ShapesDataset test, int epochs, int batchSize, long seed, ProgressBar progress)
     {
         using var check = new StepCheck(candidate, ShapesDataset.ClassNames.Length, epochs, initialState);
-        var summary = new CheckSummary();
+        var summary = new CheckSummary { BitForBit = check._unfused is not null };
         var generator = new Generator((ulong)seed);
         int steps = (int)(train.Count / batchSize);
         for (int epoch = 1; epoch <= epochs; epoch++)
@@ -176,8 +216,13 @@ internal sealed class StepCheck : IDisposable
         using var scope = NewDisposeScope();
         _reference.Model.train();
         _candidate.train();
+        using var generator = get_rng_state();
+
+        // Before the reference's step, which moves its running statistics.
+        _unfused?.load_state_dict(_reference.Model.state_dict());
         var (expectedLoss, loss, sameGenerator) = Lockstep.Step(
-            _reference.Model, _candidate, _decisions, model => TrainingRun.Gradients(model, _loss, images, labels).Loss);
+            _reference.Model, _candidate, _decisions, model => TrainingRun.Gradients(model, _loss, images, labels).Loss, _candidateLeads);
+        string? notBitForBit = _unfused is null ? null : UnfusedStep(_unfused, generator, images, labels, loss);
 
         var mismatches = new List<string>();
         if (!sameGenerator)
@@ -191,7 +236,8 @@ internal sealed class StepCheck : IDisposable
             Gradients(step),
             Statistics(step, mismatches),
             Difference.None,
-            mismatches.Count == 0 ? null : string.Join("; ", mismatches));
+            mismatches.Count == 0 ? null : string.Join("; ", mismatches),
+            notBitForBit);
         _reference.Update();
         return result;
     }
@@ -206,8 +252,18 @@ internal sealed class StepCheck : IDisposable
         _candidate.eval();
         var expected = _reference.Model.forward(test.Images);
         var actual = _candidate.forward(test.Images);
+        string? notBitForBit = null;
+        if (_unfused is not null)
+        {
+            _unfused.load_state_dict(_reference.Model.state_dict());
+            _unfused.eval();
+            var differences = new List<string>();
+            CompareBits(differences, "test-set logits", actual, _unfused.forward(test.Images));
+            notBitForBit = differences.Count == 0 ? null : string.Join(", ", differences);
+        }
+
         return new StepResult(
-            afterStep, Difference.None, Difference.None, Difference.None, new Difference(Relative(actual, expected), "test-set logits", afterStep), null);
+            afterStep, Difference.None, Difference.None, Difference.None, new Difference(Relative(actual, expected), "test-set logits", afterStep), null, notBitForBit);
     }
 
     public void EndEpoch() => _reference.EndEpoch();
@@ -216,6 +272,8 @@ internal sealed class StepCheck : IDisposable
     {
         _reference.Dispose();
         _candidate.Dispose();
+        _unfused?.Dispose();
+        _unfusedDecisions?.Dispose();
         _loss.Dispose();
         _decisions.Dispose();
     }
@@ -237,6 +295,87 @@ internal sealed class StepCheck : IDisposable
         }
 
         return difference == 0 ? 0 : difference / scale;
+    }
+
+    /// <summary>
+    /// How many elements of <paramref name="actual"/> differ in their bits from <paramref name="expected"/>'s (so −0.0
+    /// differs from 0.0, and a NaN equals only the same NaN); −1 when the dtypes or shapes differ.
+    /// </summary>
+    public static long BitsDiffering(Tensor actual, Tensor expected)
+    {
+        if (actual.dtype != expected.dtype || !actual.shape.AsSpan().SequenceEqual(expected.shape))
+        {
+            return -1;
+        }
+
+        using var scope = NewDisposeScope();
+        var a = actual.detach().contiguous();
+        var e = expected.detach().contiguous();
+        ReadOnlySpan<byte> x = a.bytes, y = e.bytes;
+        int size = (int)a.ElementSize;
+        long differing = 0;
+        for (int i = 0; i < x.Length; i += size)
+        {
+            if (!x.Slice(i, size).SequenceEqual(y.Slice(i, size)))
+            {
+                differing++;
+            }
+        }
+
+        return differing;
+    }
+
+    /// <summary>Adds what differs in its bits to <paramref name="differences"/>; a missing tensor differs from a present one.</summary>
+    private static void CompareBits(List<string> differences, string name, Tensor? actual, Tensor? expected)
+    {
+        if (actual is null || expected is null)
+        {
+            if (actual is not null || expected is not null)
+            {
+                differences.Add($"{name} is missing in one model");
+            }
+
+            return;
+        }
+
+        long differing = BitsDiffering(actual, expected);
+        if (differing != 0)
+        {
+            differences.Add(differing < 0
+                ? $"{name} has another dtype or shape"
+                : FormattableString.Invariant($"{name} ({differing:N0} of {expected.numel():N0} values)"));
+        }
+    }
+
+    /// <summary>
+    /// Our unfused model's step from the reference's state (already loaded), the same batch and the generator state
+    /// <paramref name="generator"/>, compared bit for bit with the fused candidate's: loss, every gradient, every buffer.
+    /// The generator is left where it was.
+    /// </summary>
+    /// <returns>What differs, or null.</returns>
+    private string? UnfusedStep(nn.Module<Tensor, Tensor> unfused, Tensor generator, Tensor images, Tensor labels, Tensor candidateLoss)
+    {
+        using var after = get_rng_state();
+        set_rng_state(generator);
+        unfused.train();
+        var loss = TrainingRun.Gradients(unfused, _loss, images, labels).Loss;
+        set_rng_state(after);
+
+        var differences = new List<string>();
+        CompareBits(differences, "loss", candidateLoss, loss);
+        var parameters = unfused.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        foreach (var (name, parameter) in _candidate.named_parameters())
+        {
+            CompareBits(differences, name + ".grad", parameter.grad, parameters.GetValueOrDefault(name)?.grad);
+        }
+
+        var buffers = unfused.named_buffers().ToDictionary(b => b.name, b => b.buffer);
+        foreach (var (name, buffer) in _candidate.named_buffers())
+        {
+            CompareBits(differences, name, buffer, buffers.GetValueOrDefault(name));
+        }
+
+        return differences.Count == 0 ? null : string.Join(", ", differences);
     }
 
     private Difference Gradients(int step)

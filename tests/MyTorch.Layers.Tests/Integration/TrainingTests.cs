@@ -71,6 +71,84 @@ public class TrainingTests
     }
 
     [Test]
+    public void AppsFusedModel_HasABlockInEachBatchNorm2dsPlace_AndOurStateDictKeys()
+    {
+        using var scope = NewDisposeScope();
+        var ours = SmallCnn.Create(LayerSet.MyTorchLayers, classes: 6);
+        var fused = SmallCnn.Create(LayerSet.MyTorchLayersFused, classes: 6);
+
+        Assert.That(SmallCnn.FusionGroups(ours), Is.EqualTo(new[] { new[] { "bn1", "relu1", "drop1" }, new[] { "bn2", "relu2", "drop2" } }));
+        Assert.That(SmallCnn.FusionGroups(fused), Is.Empty, "nothing is left to fuse");
+        var children = fused.named_children().ToDictionary(c => c.name, c => c.module);
+        Assert.That(children["bn1"], Is.InstanceOf<BatchNormReLUDropout2d>());
+        Assert.That(children["bn2"], Is.InstanceOf<BatchNormReLUDropout2d>());
+        Assert.That(new[] { "relu1", "drop1", "relu2", "drop2" }.Select(name => children[name]), Is.All.InstanceOf<TorchSharp.Modules.Identity>());
+        Assert.That(children["relu3"], Is.InstanceOf<TorchSharp.Modules.ReLU>(), "the ReLU after fc1 follows no BatchNorm2d");
+        var blocks = fused.modules().OfType<BatchNormReLUDropout2d>().ToList();
+        Assert.That(blocks.Select(b => (b.relu, b.p)), Is.All.EqualTo((true, SmallCnn.DropoutP)));
+        Assert.That(fused.state_dict().Keys, Is.EqualTo(ours.state_dict().Keys));
+    }
+
+    [Test]
+    public void FusionGroups_TakeBatchNormReLUDropout_AndBatchNormReLU_ButNotBatchNormDropout()
+    {
+        using var scope = NewDisposeScope();
+        var model = nn.Sequential(
+            ("bn_a", nn.BatchNorm2d(2)),
+            ("relu_a", nn.ReLU()),
+            ("drop_a", nn.Dropout2d(0.1)),
+            ("bn_b", layers.BatchNorm2d(2)),
+            ("relu_b", nn.ReLU()),
+            ("bn_c", layers.BatchNorm2d(2)),
+            ("drop_c", layers.Dropout2d(0.1)),
+            ("relu_c", nn.ReLU()),
+            ("bn_d", layers.BatchNorm2d(2)),
+            ("relu_d", nn.ReLU()),
+            ("drop_d", layers.Dropout2d(0.1)));
+
+        Assert.That(SmallCnn.FusionGroups(model), Is.EqualTo(new[]
+        {
+            new[] { "bn_a", "relu_a", "drop_a" },
+            new[] { "bn_b", "relu_b" },
+            new[] { "bn_d", "relu_d", "drop_d" },
+        }));
+    }
+
+    /// <summary>
+    /// The app's free runs of our model and of it fused, from the same weights, batches and dropout seed: the fused block
+    /// is defined as the three layers' bits, so the runs do not drift apart as TorchSharp's and ours do.
+    /// </summary>
+    [Test]
+    public void AppsFusedRun_TrainsBitForBitAsOurs()
+    {
+        using var scope = NewDisposeScope();
+        using var train = ShapesDataset.Generate(256, 5);
+        using var test = ShapesDataset.Generate(64, 6);
+        manual_seed(7);
+        using var ours = new TrainingRun("ours", SmallCnn.Create(LayerSet.MyTorchLayers, ShapesDataset.ClassNames.Length), epochs: 2);
+        var fusedModel = SmallCnn.Create(LayerSet.MyTorchLayersFused, ShapesDataset.ClassNames.Length);
+        fusedModel.load_state_dict(ours.Model.state_dict());
+        using var fused = new TrainingRun("fused", fusedModel, epochs: 2);
+        var generator = new Generator(8);
+        for (int epoch = 1; epoch <= 2; epoch++)
+        {
+            using var order = randperm(train.Count, generator: generator);
+            var a = ours.TrainEpoch(train, test, order, 32, 100 + epoch, new ProgressBar());
+            var b = fused.TrainEpoch(train, test, order, 32, 100 + epoch, new ProgressBar());
+            Assert.That((b.Loss, b.TrainAccuracy, b.TestLoss, b.TestAccuracy), Is.EqualTo((a.Loss, a.TrainAccuracy, a.TestLoss, a.TestAccuracy)), $"epoch {epoch}");
+        }
+
+        Assert.That(fused.StepLosses, Has.Count.EqualTo(16));
+        Assert.That(fused.StepLosses, Is.EqualTo(ours.StepLosses), "every step's loss");
+        Assert.That(ours.StepLosses[^1], Is.Not.EqualTo(ours.StepLosses[0]), "the runs trained");
+        var expected = ours.Model.state_dict();
+        foreach (var (key, value) in fused.Model.state_dict())
+        {
+            Assert.That(StepCheck.BitsDiffering(value, expected[key]), Is.Zero, key);
+        }
+    }
+
+    [Test]
     public void TrainAndEval_OnTheParent_ReachOurModules()
     {
         using var scope = NewDisposeScope();
