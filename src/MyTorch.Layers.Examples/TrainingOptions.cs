@@ -11,10 +11,12 @@ internal sealed record TrainingOptions(int Epochs, int BatchSize, int Threads, s
         Usage: dotnet run --project src/MyTorch.Layers.Examples -c Release -- [options]
 
         Trains the same small CNN (conv, BatchNorm2d, ReLU, Dropout2d, max-pool, ..., linear) on a generated shapes
-        data set with TorchSharp's BatchNorm2d and Dropout2d and with MyTorch.Layers', prints both runs side by side
-        per epoch, and writes the curves as CSV and a chart of both loss curves as PNG. Then checks every training
-        step of a TorchSharp run against MyTorch.Layers' layers on identical inputs. Exit code: 0 when every checked
-        step agrees within the check's tolerances, 1 when one does not, 2 for bad options.
+        data set with TorchSharp's BatchNorm2d and Dropout2d, with MyTorch.Layers', and with MyTorch.Layers' whose
+        BatchNorm2d -> ReLU -> Dropout2d groups layers.fuse_modules fused, prints the three runs side by side per
+        epoch, and writes the curves as CSV and a chart of the loss curves as PNG. Then checks every training step of
+        a TorchSharp run against MyTorch.Layers' layers on identical inputs, and against the fused model, whose every
+        step must also be the unfused model's bit for bit. Exit code: 0 when every checked step agrees within the
+        check's tolerances and every fused step is the unfused model's bits, 1 when one is not, 2 for bad options.
 
         Options:
           --epochs N        passes over the training set (default 6; 2 with --quick)

@@ -213,8 +213,18 @@ public class StepCheckTests
             TestContext.Out.WriteLine(error.Result);
             Assert.That(process.ExitCode, Is.Zero, "exit code");
             Assert.That(text, Does.Contain("Step-by-step check on identical inputs (256 steps"));
+            Assert.That(text, Does.Contain("The same check of the fused model (256 steps, 4 evaluations"));
+            Assert.That(text, Does.Contain("Bit for bit our unfused model's: yes"));
+            Assert.That(text, Does.Contain("|           MyTorch.Layers fused          |"));
+            Assert.That(text, Does.Match(@"Test accuracy: TorchSharp \d+\.\d%, MyTorch\.Layers \d+\.\d%, fused \d+\.\d%\."));
             Assert.That(text, Does.Contain($"torch.get_num_threads() = {threads},"));
             Assert.That(File.Exists(Path.Combine(output, "training-loss.png")), Is.True, "the chart");
+
+            // The fused run's columns come after the others, which keep their places.
+            string[] curves = File.ReadAllLines(Path.Combine(output, "training-curves.csv"));
+            Assert.That(curves[0], Does.EndWith(",torchsharp_seconds,ours_seconds,fused_loss,fused_train_accuracy,fused_test_loss,fused_test_accuracy,fused_seconds"));
+            Assert.That(curves, Has.Length.EqualTo(5));
+            Assert.That(File.ReadAllLines(Path.Combine(output, "training-steps.csv"))[0], Is.EqualTo("step,epoch,torchsharp_loss,ours_loss,abs_difference,fused_loss"));
         }
         finally
         {
