@@ -88,6 +88,8 @@ internal static class SummaryTable
         : type == typeof(BatchNormFamilyTrainingForwardBackward) ? 4
         : type == typeof(BatchNormFamilyEvalForward) ? 5
         : type == typeof(ChannelDropoutTrainingForwardBackward) ? 6
+        : type == typeof(DepthwiseConvBatchNormFoldedEvalForward) ? 8
+        : type == typeof(PointwiseConvBatchNormFoldedEvalForward) ? 9
         : 7;
 
     private static TensorCase? CaseOf(BenchmarkReport report) => report.BenchmarkCase.Parameters[nameof(LayerBenchmark.Case)] as TensorCase;
