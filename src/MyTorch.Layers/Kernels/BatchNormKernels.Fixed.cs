@@ -82,7 +82,9 @@ internal static unsafe partial class BatchNormKernels
                 Spatial = layout.Spatial,
                 Planes = layout.Batch * channels,
                 PlanesPerChunk = ChunkScheduler.UnitsPerChunk(layout.Spatial),
-                Tail = tail,
+                // A tail of only a ReLU is applied in the stores themselves; one with factors goes through a buffer.
+                Tail = tail.Active && (tail.Mask is not null || !tail.Rectify) ? tail : default,
+                Rectify = tail.Active && tail.Mask is null && tail.Rectify,
                 Channels = channels,
             };
             if (!layout.ChannelsLast)
@@ -141,6 +143,9 @@ internal static unsafe partial class BatchNormKernels
         public BlockTail Tail;
         public int Channels;
 
+        /// <summary>A ReLU applied on the way to memory (a block's evaluation, which has no dropout).</summary>
+        public bool Rectify;
+
         public readonly void Run(int chunk)
         {
             if (Tail.Active)
@@ -168,7 +173,19 @@ internal static unsafe partial class BatchNormKernels
             }
 
             // A block of rows starts at a whole period, so one aligned start aligns every vector step of it.
-            if (Streaming && (!ChannelsLast || StreamingStores.Aligned(Y + Blocks.Span(chunk).Start)))
+            bool streaming = Streaming && (!ChannelsLast || StreamingStores.Aligned(Y + Blocks.Span(chunk).Start));
+            if (Rectify)
+            {
+                if (streaming)
+                {
+                    Run<RectifiedStreamingStores>(chunk);
+                }
+                else
+                {
+                    Run<RectifiedPlainStores>(chunk);
+                }
+            }
+            else if (streaming)
             {
                 Run<StreamingStores>(chunk);
             }
@@ -206,7 +223,7 @@ internal static unsafe partial class BatchNormKernels
                         long start = (long)plane * spatial;
                         for (int k = 0; k < spatial; k++)
                         {
-                            Y[start + k] = FixedValue(X[start + k], Offset[c], Scale[c], Shift[c]);
+                            Y[start + k] = StreamingStores.Stored<T, TStore>(FixedValue(X[start + k], Offset[c], Scale[c], Shift[c]));
                         }
 
                         c = c + 1 == Count ? 0 : c + 1;
@@ -222,7 +239,7 @@ internal static unsafe partial class BatchNormKernels
                 long start = (long)plane * spatial;
                 for (int k = 0; k < spatial; k++)
                 {
-                    Y[start + k] = FixedValue(X[start + k], Offset[c], Scale[c], Shift[c]);
+                    Y[start + k] = StreamingStores.Stored<T, TStore>(FixedValue(X[start + k], Offset[c], Scale[c], Shift[c]));
                 }
 
                 c = c + 1 == Count ? 0 : c + 1;
@@ -248,7 +265,7 @@ internal static unsafe partial class BatchNormKernels
         for (; i < start; i++)
         {
             int c = (firstChannel + (i / spatial)) % channels;
-            y[i] = FixedValue(x[i], offset[c], scale[c], shift[c]);
+            y[i] = StreamingStores.Stored<T, TStore>(FixedValue(x[i], offset[c], scale[c], shift[c]));
         }
 
         var planes = new PlaneBoundaries(spatial, i, lanes);
@@ -286,7 +303,7 @@ internal static unsafe partial class BatchNormKernels
         for (; i < length; i++)
         {
             int c = (firstChannel + (i / spatial)) % channels;
-            y[i] = FixedValue(x[i], offset[c], scale[c], shift[c]);
+            y[i] = StreamingStores.Stored<T, TStore>(FixedValue(x[i], offset[c], scale[c], shift[c]));
         }
 
         return Vector.EqualsAll(nonFinite, Vector<T>.Zero);
@@ -331,7 +348,7 @@ internal static unsafe partial class BatchNormKernels
                 for (int j = 0; j < i; j++)
                 {
                     int k = j % period;
-                    y[j] = FixedValue(x[j], offset[k], scale[k], shift[k]);
+                    y[j] = StreamingStores.Stored<T, TStore>(FixedValue(x[j], offset[k], scale[k], shift[k]));
                 }
             }
         }
@@ -339,7 +356,7 @@ internal static unsafe partial class BatchNormKernels
         for (; i < length; i++)
         {
             int k = i % period;
-            y[i] = FixedValue(x[i], offset[k], scale[k], shift[k]);
+            y[i] = StreamingStores.Stored<T, TStore>(FixedValue(x[i], offset[k], scale[k], shift[k]));
         }
     }
 

@@ -76,6 +76,11 @@ internal static unsafe partial class BatchNormKernels
         where T : unmanaged
         where TStore : struct, IStoreMode
     {
+        if (TStore.Rectify)
+        {
+            value = Vector512.ConditionalSelect(Vector512.LessThan(value, Vector512<T>.Zero), Vector512<T>.Zero, value);
+        }
+
         if (TStore.Streaming)
         {
             Avx512F.StoreAlignedNonTemporal((byte*)destination, value.AsByte());

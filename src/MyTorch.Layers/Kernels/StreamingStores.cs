@@ -10,6 +10,28 @@ internal interface IStoreMode
 {
     /// <summary>Whether vector stores bypass the caches (and so must go to aligned addresses).</summary>
     static abstract bool Streaming { get; }
+
+    /// <summary>
+    /// Whether values go through a ReLU on their way to memory (0 where v &lt; 0, v elsewhere, −0.0 and NaN unchanged):
+    /// a BatchNorm2d → ReLU block's evaluation, float32 and float64 only.
+    /// </summary>
+    static virtual bool Rectify => false;
+}
+
+/// <summary>Ordinary vector stores of rectified values (see <see cref="IStoreMode.Rectify"/>).</summary>
+internal readonly struct RectifiedPlainStores : IStoreMode
+{
+    public static bool Streaming => false;
+
+    public static bool Rectify => true;
+}
+
+/// <summary>Streaming stores of rectified values (see <see cref="IStoreMode.Rectify"/>).</summary>
+internal readonly struct RectifiedStreamingStores : IStoreMode
+{
+    public static bool Streaming => true;
+
+    public static bool Rectify => true;
 }
 
 /// <summary>Ordinary vector stores, to any address.</summary>
@@ -132,12 +154,20 @@ internal readonly struct StreamingStores : IStoreMode
         }
     }
 
-    /// <summary>Stores <paramref name="value"/> at <paramref name="destination"/> plainly or streaming, as <typeparamref name="TStore"/> says.</summary>
+    /// <summary>
+    /// Stores <paramref name="value"/> at <paramref name="destination"/> plainly or streaming, rectified or not, as
+    /// <typeparamref name="TStore"/> says.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe void Store<T, TStore>(Vector<T> value, T* destination)
         where T : unmanaged
         where TStore : struct, IStoreMode
     {
+        if (TStore.Rectify)
+        {
+            value = Vector.ConditionalSelect(Vector.LessThan(value, Vector<T>.Zero), Vector<T>.Zero, value);
+        }
+
         if (TStore.Streaming)
         {
             Vector.StoreAlignedNonTemporal(value, destination);
@@ -147,4 +177,10 @@ internal readonly struct StreamingStores : IStoreMode
             Vector.Store(value, destination);
         }
     }
+
+    /// <summary>One value as <typeparamref name="TStore"/> stores it: rectified where it says so.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static T Stored<T, TStore>(T value)
+        where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
+        where TStore : struct, IStoreMode => TStore.Rectify && value < T.Zero ? T.Zero : value;
 }

@@ -63,8 +63,9 @@ public class BatchNormReLUDropout2dTests
     }
 
     /// <summary>
-    /// Planes of one to four values (summed four planes at a time), planes that cross vector steps, and inputs of many
-    /// chunks spread over threads, where the block's ReLU and dropout run inside batch normalisation's kernels.
+    /// Planes of one to four values (summed four planes at a time), planes that cross vector steps, inputs of many
+    /// chunks spread over threads, and outputs large enough (13 MB) to be written with streaming stores, where the
+    /// block's ReLU and dropout run inside batch normalisation's kernels.
     /// </summary>
     [TestCase(3, 8, 1, 1, false)]
     [TestCase(7, 5, 2, 2, false)]
@@ -73,6 +74,8 @@ public class BatchNormReLUDropout2dTests
     [TestCase(4, 8, 64, 70, false)]
     [TestCase(4, 8, 64, 70, true)]
     [TestCase(64, 24, 3, 3, true)]
+    [TestCase(8, 16, 160, 160, false)]
+    [TestCase(8, 16, 160, 160, true)]
     public void EveryShapeAndChunking_IsBitIdenticalToOurThreeLayers(int n, int c, int h, int w, bool channelsLast)
     {
         using var scope = NewDisposeScope();
