@@ -12,9 +12,9 @@ namespace MyTorch.Layers.Functional;
 internal sealed record BlockTailTensors(Tensor? Mask, bool Rectify, Tensor? Bias = null, Tensor? Rectified = null);
 
 /// <summary>
-/// What a BatchNorm2d → ReLU → Dropout2d block adds to batch normalisation's forward and backward (<see cref="BatchNormFunctional"/>):
-/// the rectifier and the channel factors applied to the normalised output in place, and the gradient that the ReLU and the
-/// dropout hand back to the normalisation, computed in one pass from the block's output gradient.
+/// What a BatchNorm2d → ReLU → Dropout2d block adds to batch normalisation's functional layer: its dtype check, and the
+/// gradient its ReLU and dropout hand back as a tensor of its own, which the graph of a second-order gradient needs. The
+/// forward and backward themselves run in <see cref="BatchNormFunctional"/>'s kernels, given a <see cref="BlockTailTensors"/>.
 /// </summary>
 internal static class BatchNormBlockFunctional
 {
