@@ -22,6 +22,13 @@ public sealed class BatchNormReLUDropout2d : BatchNormBase
 {
     private double _p;
 
+    /// <summary>
+    /// The module whose tensors the block shares (<see cref="Sharing"/>), held so that it is not finalized while the
+    /// block lives: TorchSharp's BatchNorm disposes its parameters and buffers from its finalizer. Typed object, so that
+    /// it is not registered as a submodule.
+    /// </summary>
+    private object? _sharedWith;
+
     /// <summary>Creates the block with BatchNorm2d's parameter names, order and defaults, then the ReLU's and the dropout's.</summary>
     /// <param name="num_features">C, the number of channels; at least 1.</param>
     /// <param name="eps">Added to the variance for numerical stability; zero or positive.</param>
@@ -114,6 +121,7 @@ public sealed class BatchNormReLUDropout2d : BatchNormBase
         }
 
         block.train(norm.training);
+        block._sharedWith = norm;
         return block;
     }
 

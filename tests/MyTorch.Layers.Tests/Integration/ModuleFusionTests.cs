@@ -120,6 +120,36 @@ public class ModuleFusionTests
         }
     }
 
+    /// <summary>
+    /// TorchSharp's BatchNorm disposes its parameters and buffers from its finalizer: the module a block replaced must
+    /// not take the tensors it shares with the block when it is collected.
+    /// </summary>
+    [Test]
+    public void ReplacedTorchSharpBatchNorm_IsNotFinalizedUnderTheBlock()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(7);
+        var model = new Net(ours: false);
+        var expected = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.clone());
+        layers.fuse_modules(model, Groups);
+        for (int i = 0; i < 3; i++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        }
+
+        var state = model.state_dict();
+        Assert.That(state.Keys, Is.EquivalentTo(expected.Keys));
+        foreach (var (key, value) in expected)
+        {
+            Assert.That(BitsEqual(state[key], value), Is.True, key);
+        }
+
+        model.train();
+        using var output = model.forward(randn(2, 3, 5, 5));
+        Assert.That(output.isfinite().all().item<bool>(), Is.True, "a forward after collection");
+    }
+
     [Test]
     public void TorchSharpLayersInASequential_FuseByDottedName_AndMatchTorchSharpWithinTolerance()
     {
