@@ -85,29 +85,7 @@ internal sealed class BatchNormAutograd : autograd.SingleTensorFunction<BatchNor
             bool batch = (bool)ctx.get_data(UsedBatchStatistics);
             var (gradInput, gradWeight, gradBias) = BatchNormFunctional.Backward(grad_output, input, weight, saved[2], saved[3], batch, statisticsInDouble: true, BatchNormRanks.Two);
 
-            // Grad mode is on in a backward exactly when autograd was asked to build a graph of the gradients.
-            if (is_grad_enabled())
-            {
-                var (graphInput, graphWeight, graphBias) = GradientGraph.BatchNorm(grad_output, input, weight, saved[2], saved[3], batch, (double)ctx.get_data(Eps));
-                gradInput = GradientGraph.WithGraphOf(gradInput, graphInput);
-                gradWeight = GradientGraph.WithGraphOf(gradWeight, graphWeight);
-                gradBias = GradientGraph.WithGraphOf(gradBias, graphBias);
-            }
-
-            // Weight and bias are each optional: a gradient only for an input that was given.
-            if (weight is null)
-            {
-                gradWeight.Dispose();
-                gradWeight = null!;
-            }
-
-            if (!(bool)ctx.get_data(HasBias))
-            {
-                gradBias.Dispose();
-                gradBias = null!;
-            }
-
-            return [gradInput, gradWeight, gradBias, null!];
+            return Gradients((gradInput, gradWeight, gradBias), () => grad_output, input, weight, saved[2], saved[3], batch, (double)ctx.get_data(Eps), (bool)ctx.get_data(HasBias));
         }
         finally
         {
@@ -116,5 +94,40 @@ internal sealed class BatchNormAutograd : autograd.SingleTensorFunction<BatchNor
                 t?.Dispose();
             }
         }
+    }
+
+    /// <summary>
+    /// The kernels' gradients as a batch normalisation node returns them: carrying, when autograd was asked for a graph
+    /// of the gradients, the graph of batch normalisation's backward applied to <paramref name="graphOutput"/> (made only
+    /// then); and none for an absent weight or bias.
+    /// </summary>
+    internal static List<Tensor> Gradients(
+        (Tensor Input, Tensor Weight, Tensor Bias) kernels, System.Func<Tensor> graphOutput, Tensor input, Tensor? weight, Tensor mean, Tensor invstd, bool batch, double eps, bool hasBias)
+    {
+        var (gradInput, gradWeight, gradBias) = kernels;
+
+        // Grad mode is on in a backward exactly when autograd was asked to build a graph of the gradients.
+        if (is_grad_enabled())
+        {
+            var (graphInput, graphWeight, graphBias) = GradientGraph.BatchNorm(graphOutput(), input, weight, mean, invstd, batch, eps);
+            gradInput = GradientGraph.WithGraphOf(gradInput, graphInput);
+            gradWeight = GradientGraph.WithGraphOf(gradWeight, graphWeight);
+            gradBias = GradientGraph.WithGraphOf(gradBias, graphBias);
+        }
+
+        // Weight and bias are each optional: a gradient only for an input that was given.
+        if (weight is null)
+        {
+            gradWeight.Dispose();
+            gradWeight = null!;
+        }
+
+        if (!hasBias)
+        {
+            gradBias.Dispose();
+            gradBias = null!;
+        }
+
+        return [gradInput, gradWeight, gradBias, null!];
     }
 }

@@ -77,40 +77,21 @@ internal sealed class BatchNormBlockAutograd : autograd.SingleTensorFunction<Bat
             bool batch = (bool)ctx.get_data(UsedBatchStatistics);
             bool rectify = (bool)ctx.get_data(Rectify);
             var tail = rectify || mask is not null ? new BlockTailTensors(mask, rectify, bias, rectified) : null;
-            var (gradInput, gradWeight, gradBias) = BatchNormFunctional.Backward(grad_output, input, weight, mean, invstd, batch, statisticsInDouble: true, BatchNormRanks.Two, tail);
 
-            // Grad mode is on in a backward exactly when autograd was asked to build a graph of the gradients.
-            if (is_grad_enabled())
+            var gradients = BatchNormFunctional.Backward(grad_output, input, weight, mean, invstd, batch, statisticsInDouble: true, BatchNormRanks.Two, tail);
+
+            // For a graph: dy · gate · mask, the gate (where the ReLU passes the gradient, 1 or 0, from the kernel) held
+            // constant, as ReLU is piecewise constant.
+            Tensor GraphOutput()
             {
-                // Where the ReLU passes the gradient, as 1 and 0: piecewise constant, so differentiated as a constant.
                 var (source, sourceMean, sourceInvstd) = rectified is null ? (input, mean, invstd) : (rectified, null, null);
                 using var ones = ones_like(grad_output);
                 using var passes = BatchNormBlockFunctional.Gradient(ones, source, input.shape, sourceMean, sourceInvstd, weight, bias, null, rectify);
-                var graphOutput = grad_output * passes;
-                if (mask is not null)
-                {
-                    graphOutput = graphOutput * mask;
-                }
-
-                var (graphInput, graphWeight, graphBias) = GradientGraph.BatchNorm(graphOutput, input, weight, mean, invstd, batch, (double)ctx.get_data(Eps));
-                gradInput = GradientGraph.WithGraphOf(gradInput, graphInput);
-                gradWeight = GradientGraph.WithGraphOf(gradWeight, graphWeight);
-                gradBias = GradientGraph.WithGraphOf(gradBias, graphBias);
+                using var gated = grad_output * passes;
+                return mask is null ? gated.alias() : gated * mask;
             }
 
-            if (weight is null)
-            {
-                gradWeight.Dispose();
-                gradWeight = null!;
-            }
-
-            if (!(bool)ctx.get_data(HasBias))
-            {
-                gradBias.Dispose();
-                gradBias = null!;
-            }
-
-            return [gradInput, gradWeight, gradBias, null!];
+            return BatchNormAutograd.Gradients(gradients, GraphOutput, input, weight, mean, invstd, batch, (double)ctx.get_data(Eps), (bool)ctx.get_data(HasBias));
         }
         finally
         {

@@ -18,26 +18,12 @@ public static partial class layers
     /// where γ = 1 and β = 0 when the BatchNorm is not affine, and b = 0 when the conv has no bias.
     /// </summary>
     /// <remarks>
-    /// <para>
-    /// W' and b' are computed in float64 with TorchSharp operations and rounded once to the conv's dtype, so each is
-    /// within half an ulp of that dtype of the exact value (up to float64's own rounding).
-    /// </para>
-    /// <para>
-    /// The new conv has the conv's in and out channels, kernel size, stride, padding (numbers, or
-    /// <see cref="Padding.Same"/> / <see cref="Padding.Valid"/>), dilation, groups, padding mode, dtype and device, and
-    /// always a bias. Its weight requires grad when the conv's weight does; its bias when the conv's bias does, or, for a
-    /// conv without bias, when the conv's weight does (PyTorch's would not require grad). Forward hooks registered on the
-    /// conv are not carried over.
-    /// </para>
-    /// <para>
-    /// Only the BatchNorm must be in evaluation mode: PyTorch's <c>fuse_conv_bn_eval</c> asserts
-    /// <c>not (conv.training or bn.training)</c>, but a Conv2d computes the same in both modes, so here the conv may be in
-    /// either, and the new conv takes its mode.
-    /// </para>
-    /// <para>
-    /// Neither argument is changed, and nothing is drawn from a random generator: the new conv is made on the meta device,
-    /// where its initialisation neither draws nor fills memory, and its parameters are then replaced.
-    /// </para>
+    /// W' and b' are computed in float64 and rounded once to the conv's dtype. The new conv keeps the conv's channels,
+    /// kernel size, stride, padding (including <see cref="Padding.Same"/>), dilation, groups, padding mode, dtype, device
+    /// and mode, and always has a bias; its weight requires grad as the conv's does, its bias as the conv's bias (or,
+    /// without one, the conv's weight); forward hooks are not carried over. Only the BatchNorm must be in evaluation mode:
+    /// a Conv2d computes the same in both, though PyTorch's <c>fuse_conv_bn_eval</c> asks both to be. Nothing is changed
+    /// or drawn: the new conv is made on the meta device.
     /// </remarks>
     /// <param name="conv">The convolution; unchanged.</param>
     /// <param name="bn">
