@@ -104,7 +104,16 @@ public static class BatchNormFunctional
     /// input's shape, for the caller to pass on rather than read again.
     /// </summary>
     internal static long[] CheckForward(
-        Tensor input, BatchNormRanks ranks, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar, bool training, double eps, ScalarType? moduleDtype = null)
+        Tensor input,
+        BatchNormRanks ranks,
+        Tensor? weight,
+        Tensor? bias,
+        Tensor? runningMean,
+        Tensor? runningVar,
+        bool training,
+        double eps,
+        ScalarType? moduleDtype = null,
+        bool wholeBatch = true)
     {
         long[] shape = CheckInput(input, nameof(input), ranks);
         // A float32 or float64 module takes 16-bit inputs too (mixed precision); otherwise the dtypes match.
@@ -120,7 +129,8 @@ public static class BatchNormFunctional
             throw new ArgumentException("running_mean and running_var must either both be null or neither be null.", runningMean is null ? nameof(runningMean) : nameof(runningVar));
         }
 
-        if (training || runningMean is null)
+        // A part of a split batch may hold one value per channel, or none: the whole batch is checked by its caller.
+        if (wholeBatch && (training || runningMean is null))
         {
             CheckMoreThanOneValuePerChannel(shape);
         }
@@ -145,13 +155,14 @@ public static class BatchNormFunctional
         double momentum,
         double eps,
         ScalarType? statisticsDtype = null,
-        BlockTailTensors? tail = null)
+        BlockTailTensors? tail = null,
+        SplitBatch? split = null)
     {
         long channels = shape[1];
         using var scope = NewDisposeScope();
         var saveMean = empty(channels, statisticsDtype ?? StatisticsDtype(input.dtype));
         var saveInvstd = empty(channels, statisticsDtype ?? StatisticsDtype(input.dtype));
-        var output = Run(input, shape, weight, bias, runningMean, runningVar, training, momentum, eps, saveMean, saveInvstd, tail);
+        var output = Run(input, shape, weight, bias, runningMean, runningVar, training, momentum, eps, saveMean, saveInvstd, tail, split);
         return (output.MoveToOuterDisposeScope(), saveMean.MoveToOuterDisposeScope(), saveInvstd.MoveToOuterDisposeScope());
     }
 
@@ -160,8 +171,18 @@ public static class BatchNormFunctional
     /// the statistics stay in the kernels' scratch, with no tensors made for them.
     /// </summary>
     internal static Tensor ComputeOutput(
-        Tensor input, long[] shape, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar, bool training, double momentum, double eps, BlockTailTensors? tail = null) =>
-        Run(input, shape, weight, bias, runningMean, runningVar, training, momentum, eps, saveMean: null, saveInvstd: null, tail);
+        Tensor input,
+        long[] shape,
+        Tensor? weight,
+        Tensor? bias,
+        Tensor? runningMean,
+        Tensor? runningVar,
+        bool training,
+        double momentum,
+        double eps,
+        BlockTailTensors? tail = null,
+        SplitBatch? split = null) =>
+        Run(input, shape, weight, bias, runningMean, runningVar, training, momentum, eps, saveMean: null, saveInvstd: null, tail, split);
 
     /// <summary>The forward on checked 4-D planes, writing the statistics it used into the tensors given, if any.</summary>
     private static Tensor Run(
@@ -176,13 +197,14 @@ public static class BatchNormFunctional
         double eps,
         Tensor? saveMean,
         Tensor? saveInvstd,
-        BlockTailTensors? tail)
+        BlockTailTensors? tail,
+        SplitBatch? split)
     {
         bool useBatchStatistics = training || runningMean is null;
         using var source = new Borrowed(Layouts.ReadablePlanes(input, shape, out var layout), input);
         var output = Layouts.EmptyPlanes(shape, input.dtype, layout);
         var plane = Layouts.Plane(shape, layout);
-        var call = new ForwardCall(source.Tensor, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd, tail);
+        var call = new ForwardCall(source.Tensor, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd, tail, split);
         Dispatch(ref call, input.dtype, ParameterDtype(input.dtype, runningMean, runningVar, weight, bias));
         return output;
     }
@@ -227,7 +249,8 @@ public static class BatchNormFunctional
         bool training,
         bool statisticsInDouble,
         BatchNormRanks ranks,
-        BlockTailTensors? tail = null)
+        BlockTailTensors? tail = null,
+        SplitBatch? split = null)
     {
         long[] shape = CheckInput(input, nameof(input), ranks);
         Check.Alive(gradOutput, nameof(gradOutput));
@@ -249,7 +272,7 @@ public static class BatchNormFunctional
             long[] planes = BatchNormRanks.Planes(shape);
             using var x4 = BatchNormRanks.AsPlanes(input, shape, planes);
             using var dy4 = BatchNormRanks.AsPlanes(gradOutput, shape, planes);
-            var (dx4, dw, db) = Backward(dy4, x4, weight, saveMean, saveInvstd, training, statisticsInDouble, BatchNormRanks.Any, tail);
+            var (dx4, dw, db) = Backward(dy4, x4, weight, saveMean, saveInvstd, training, statisticsInDouble, BatchNormRanks.Any, tail, split);
             return (BatchNormRanks.FromPlanes(dx4, shape), dw, db);
         }
 
@@ -269,11 +292,11 @@ public static class BatchNormFunctional
                 ScalarType.Float32 => BatchNormKernels.ReadsPlanarGradient<float>(plane),
                 ScalarType.Float64 => BatchNormKernels.ReadsPlanarGradient<double>(plane),
                 _ => false,
-            } && tail is null && Layouts.ClassifyPlanes(gradOutput, shape) == MemoryLayout.Contiguous;
+            } && tail is null && split is null && Layouts.ClassifyPlanes(gradOutput, shape) == MemoryLayout.Contiguous;
             using var dy = new Borrowed(planar ? gradOutput : Layouts.PlanesInLayout(gradOutput, shape, layout), gradOutput);
             using var rectified = new Borrowed(tail?.Rectified is { } r ? Layouts.PlanesInLayout(r, shape, layout) : null!, tail?.Rectified!);
             gradInput = Layouts.EmptyPlanes(shape, input.dtype, layout);
-            var call = new BackwardCall(dy.Tensor, planar, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias, tail, rectified.Tensor);
+            var call = new BackwardCall(dy.Tensor, planar, x.Tensor, gradInput, plane, weight, saveMean, saveInvstd, training, gradWeight, gradBias, tail, rectified.Tensor, split);
             Dispatch(ref call, input.dtype, gradientDtype);
         }
 
@@ -375,7 +398,8 @@ public static class BatchNormFunctional
         double eps,
         Tensor? saveMean,
         Tensor? saveInvstd,
-        BlockTailTensors? tailTensors)
+        BlockTailTensors? tailTensors,
+        SplitBatch? split)
         where T : unmanaged
         where TParam : unmanaged
     {
@@ -395,7 +419,18 @@ public static class BatchNormFunctional
             var tail = tailTensors is null ? default : new BlockTail { Active = true, Rectify = tailTensors.Rectify, Mask = mask };
             if (useBatchStatistics)
             {
-                if (plane.Length == 0)
+                if (split is not null)
+                {
+                    System.Diagnostics.Debug.Assert(!tail.Active, "a block is not split across processes");
+                    SplitBatchStatistics(x, plane, split, mean, variance, kernelScratch, threads);
+                    BatchNormKernels.InverseStandardDeviation(variance, eps, invstd);
+                    if (runningMean is not null && runningVar is not null)
+                    {
+                        BatchNormKernels.UpdateRunningStatistics(
+                            TensorMemory.Vector<TParam>(runningMean), TensorMemory.Vector<TParam>(runningVar), mean, variance, split.Values, momentum);
+                    }
+                }
+                else if (plane.Length == 0)
                 {
                     // An empty batch has no statistics: libtorch returns an empty output and leaves the running ones alone.
                     mean.Clear();
@@ -470,7 +505,8 @@ public static class BatchNormFunctional
         Tensor gradWeight,
         Tensor gradBias,
         BlockTailTensors? tail,
-        Tensor? rectified)
+        Tensor? rectified,
+        SplitBatch? split)
         where T : unmanaged
         where TParam : unmanaged
     {
@@ -501,6 +537,14 @@ public static class BatchNormFunctional
                 BatchNormKernels.BackwardReductionsPlanarGradient(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
                 BatchNormKernels.BackwardInputPlanarGradient(
                     x, dy, dx, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, kernelScratch, threads);
+            }
+            else if (split is not null && useBatchStatistics)
+            {
+                // dx takes the whole batch's sums; dγ and dβ stay this part's, for the caller to reduce as any gradient.
+                BatchNormKernels.BackwardReductionsVectorized(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
+                var (wholeSumDy, wholeSumDyXmu) = SplitBatchGradientSums(sumDy, sumDyXmu, split);
+                BatchNormKernels.BackwardInputVectorized(
+                    x, dy, dx, plane, mean, invstd, gamma, wholeSumDy, wholeSumDyXmu, useBatchStatistics, kernelScratch, threads, batchValues: split.Values);
             }
             else
             {
@@ -580,6 +624,52 @@ public static class BatchNormFunctional
         {
             ArrayPool<double>.Shared.Return(constants);
         }
+    }
+
+    /// <summary>
+    /// μ and σ² of a split batch: this part's shifted sums (none if it is empty), every part's gathered, and merged in
+    /// part order, so that each process gets the same bits; records the whole batch's M in <paramref name="split"/>.
+    /// </summary>
+    private static void SplitBatchStatistics<T>(
+        ReadOnlySpan<T> x, PlaneLayout plane, SplitBatch split, Span<double> mean, Span<double> variance, Span<double> scratch, int threads)
+        where T : unmanaged
+    {
+        int channels = plane.Channels;
+        int length = BatchNormKernels.ShiftedSumsRecordLength(channels);
+        double[] records = ArrayPool<double>.Shared.Rent(length * (split.Exchange.Parts + 1));
+        try
+        {
+            var local = records.AsSpan(0, length);
+            local.Clear();
+            if (plane.Length > 0)
+            {
+                local[0] = plane.ValuesPerChannel;
+                BatchNormKernels.ShiftedSumsVectorized(
+                    x, plane, local.Slice(1, channels), local.Slice(1 + channels, channels), local.Slice(1 + (2 * channels), channels), scratch, threads);
+            }
+
+            var all = records.AsSpan(length, length * split.Exchange.Parts);
+            split.Exchange.AllGather(local, all);
+            split.Values = BatchNormKernels.MergeShiftedSums(all, channels, mean, variance);
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(records);
+        }
+    }
+
+    /// <summary>The whole split batch's Σdy and Σdy·(x − μ) from this part's, gathered and summed in part order.</summary>
+    private static (double[] SumDy, double[] SumDyXmu) SplitBatchGradientSums(ReadOnlySpan<double> sumDy, ReadOnlySpan<double> sumDyXmu, SplitBatch split)
+    {
+        int channels = sumDy.Length;
+        var local = new double[2 * channels];
+        sumDy.CopyTo(local);
+        sumDyXmu.CopyTo(local.AsSpan(channels));
+        var all = new double[local.Length * split.Exchange.Parts];
+        split.Exchange.AllGather(local, all);
+        var whole = new double[local.Length];
+        BatchNormKernels.SumParts(all, whole);
+        return (whole[..channels], whole[channels..]);
     }
 
     private static ReadOnlySpan<T> Parameter<T>(Tensor? tensor)
@@ -695,22 +785,22 @@ public static class BatchNormFunctional
 
     private readonly struct ForwardCall(
         Tensor input, Tensor output, PlaneLayout plane, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar,
-        bool useBatchStatistics, double momentum, double eps, Tensor? saveMean, Tensor? saveInvstd, BlockTailTensors? tail) : IKernelCall
+        bool useBatchStatistics, double momentum, double eps, Tensor? saveMean, Tensor? saveInvstd, BlockTailTensors? tail, SplitBatch? split) : IKernelCall
     {
         public void Run<T, TParam>()
             where T : unmanaged
             where TParam : unmanaged =>
-            Forward<T, TParam>(input, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd, tail);
+            Forward<T, TParam>(input, output, plane, weight, bias, runningMean, runningVar, useBatchStatistics, momentum, eps, saveMean, saveInvstd, tail, split);
     }
 
     private readonly struct BackwardCall(
         Tensor gradOutput, bool gradOutputPlanar, Tensor input, Tensor gradInput, PlaneLayout plane, Tensor? weight, Tensor saveMean,
-        Tensor saveInvstd, bool useBatchStatistics, Tensor gradWeight, Tensor gradBias, BlockTailTensors? tail, Tensor? rectified) : IKernelCall
+        Tensor saveInvstd, bool useBatchStatistics, Tensor gradWeight, Tensor gradBias, BlockTailTensors? tail, Tensor? rectified, SplitBatch? split) : IKernelCall
     {
         public void Run<T, TParam>()
             where T : unmanaged
             where TParam : unmanaged =>
-            Backward<T, TParam>(gradOutput, gradOutputPlanar, input, gradInput, plane, weight, saveMean, saveInvstd, useBatchStatistics, gradWeight, gradBias, tail, rectified);
+            Backward<T, TParam>(gradOutput, gradOutputPlanar, input, gradInput, plane, weight, saveMean, saveInvstd, useBatchStatistics, gradWeight, gradBias, tail, rectified, split);
     }
 
     /// <summary>A tensor that may be a temporary copy of another: disposed only if it is not the original.</summary>

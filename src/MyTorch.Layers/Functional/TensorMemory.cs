@@ -44,6 +44,16 @@ internal static partial class TensorMemory
         return new Span<T>((void*)data, (int)length);
     }
 
+    /// <summary>
+    /// The address of a non-empty tensor's first element, for memory handed to another native library (MPI): the caller
+    /// has checked that the tensor is a contiguous CPU tensor.
+    /// </summary>
+    public static IntPtr Address(Tensor tensor)
+    {
+        IntPtr data = TensorData(tensor.Handle);
+        return data != IntPtr.Zero ? data : throw new InvalidOperationException("TorchSharp returned no data pointer for the tensor.");
+    }
+
     /// <summary>A span over a 4-D tensor whose layout was classified as <paramref name="layout"/>.</summary>
     public static Span<T> Span<T>(Tensor tensor, PlaneLayout layout)
         where T : unmanaged => Span<T>(tensor, (long)layout.Batch * layout.Channels * layout.Spatial);

@@ -73,16 +73,31 @@ internal static unsafe partial class BatchNormKernels
         Span<double> first = scratch[..channels];
         Span<double> second = scratch.Slice(channels, channels);
         Span<double> reference = scratch.Slice(2 * channels, channels);
+        ShiftedSumsVectorized(x, layout, reference, first, second, scratch, threads);
+        for (int c = 0; c < channels; c++)
+        {
+            (mean[c], variance[c]) = ShiftedMoments(reference[c], first[c], second[c], layout.ValuesPerChannel);
+        }
+    }
+
+    /// <summary>
+    /// The sums <see cref="BatchStatisticsVectorized{T}"/> takes μ and σ² from: sum[c] = Σ(x − K) and
+    /// squares[c] = Σ(x − K)², with K = reference[c] the channel's first value (0 if it is not finite). A batch split across
+    /// processes merges these (<see cref="MergeShiftedSums"/>). The input must not be empty; <paramref name="scratch"/>'s
+    /// first four channel rows are not used, so the outputs may lie there.
+    /// </summary>
+    public static void ShiftedSumsVectorized<T>(
+        ReadOnlySpan<T> x, PlaneLayout layout, Span<double> reference, Span<double> sum, Span<double> squares, Span<double> scratch, int threads)
+        where T : unmanaged
+    {
+        Debug.Assert(layout.Length > 0 && x.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
+        int channels = layout.Channels;
         for (int c = 0; c < channels; c++)
         {
             reference[c] = ShiftReference(x[c * layout.ChannelStride]);
         }
 
-        MomentSums(x, default, layout, reference, first, second, scratch[(4 * channels)..], threads);
-        for (int c = 0; c < channels; c++)
-        {
-            (mean[c], variance[c]) = ShiftedMoments(reference[c], first[c], second[c], layout.ValuesPerChannel);
-        }
+        MomentSums(x, default, layout, reference, sum, squares, scratch[(4 * channels)..], threads);
     }
 
     /// <summary>K for the shifted sums of a channel whose first value is <paramref name="first"/>.</summary>
@@ -186,7 +201,9 @@ internal static unsafe partial class BatchNormKernels
     /// that changes no bit of the result. With <c>planarA</c>, <paramref name="gradOutput"/> is in NCHW memory under a
     /// channels-last <paramref name="layout"/> (see <see cref="BackwardInputPlanarGradient{T, TParam}"/>). With an active
     /// <c>tail</c>, <paramref name="gradOutput"/> is a block's output gradient, and dy is made from it as
-    /// <see cref="BackwardReductionsVectorized{T}"/> makes it.
+    /// <see cref="BackwardReductionsVectorized{T}"/> makes it. A positive <c>batchValues</c> is M, the values per channel
+    /// of a batch split across processes whose merged sums <paramref name="sumDy"/> and <paramref name="sumDyXmu"/> are;
+    /// by default M is this layout's.
     /// </remarks>
     public static void BackwardInputVectorized<T, TParam>(
         ReadOnlySpan<T> x,
@@ -203,7 +220,8 @@ internal static unsafe partial class BatchNormKernels
         int threads,
         bool? streamingStores = null,
         bool planarA = false,
-        BlockTail tail = default)
+        BlockTail tail = default,
+        long batchValues = 0)
         where T : unmanaged
         where TParam : unmanaged
     {
@@ -217,7 +235,7 @@ internal static unsafe partial class BatchNormKernels
         // Per channel, with batch statistics: dx = (dy − shift − (x − offset) · projection) · scale;
         // with fixed ones: dx = (dy − 0) · scale + 0, the affine form with zero offset and shift.
         int channels = layout.Channels;
-        double count = layout.ValuesPerChannel;
+        double count = batchValues > 0 ? batchValues : layout.ValuesPerChannel;
         Span<double> offset = scratch[..channels];
         Span<double> scale = scratch.Slice(channels, channels);
         Span<double> shift = scratch.Slice(2 * channels, channels);

@@ -1,3 +1,4 @@
+using System;
 using System.Collections.Generic;
 using MyTorch.Layers.Functional;
 using TorchSharp;
@@ -5,8 +6,11 @@ using static TorchSharp.torch;
 
 namespace MyTorch.Layers;
 
-/// <summary>The input's 4-D planes as the checks read them, and the non-tensor arguments of one forward, passed through autograd to the kernels.</summary>
-internal sealed record BatchNormCall(long[] Shape, Tensor? RunningMean, Tensor? RunningVar, bool Training, double Momentum, double Eps);
+/// <summary>
+/// The input's 4-D planes as the checks read them, and the non-tensor arguments of one forward, passed through autograd
+/// to the kernels; <paramref name="Split"/> for a batch split across processes.
+/// </summary>
+internal sealed record BatchNormCall(long[] Shape, Tensor? RunningMean, Tensor? RunningVar, bool Training, double Momentum, double Eps, SplitBatch? Split = null);
 
 /// <summary>
 /// Autograd node of every BatchNorm layer (<see cref="BatchNormBase"/>) and of <see cref="layers.functional.batch_norm"/>, on the input's 4-D planes: forward and backward both run MyTorch.Layers' kernels. It keeps the
@@ -19,6 +23,7 @@ internal sealed class BatchNormAutograd : autograd.SingleTensorFunction<BatchNor
     private const string UsedBatchStatistics = "batch";
     private const string HasBias = "bias";
     private const string Eps = "eps";
+    private const string Split = "split";
 
     public override string Name => "MyTorchBatchNormBackward";
 
@@ -26,13 +31,14 @@ internal sealed class BatchNormAutograd : autograd.SingleTensorFunction<BatchNor
     /// The forward on checked arguments of any rank (<paramref name="shape"/>, as the checks read it): on the input's 4-D
     /// planes, and the output given the input's shape again.
     /// </summary>
-    public static Tensor Forward(Tensor input, long[] shape, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar, bool training, double momentum, double eps)
+    public static Tensor Forward(
+        Tensor input, long[] shape, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar, bool training, double momentum, double eps, SplitBatch? split = null)
     {
         long[] planes = BatchNormRanks.Planes(shape);
         var x = BatchNormRanks.AsPlanes(input, shape, planes);
         try
         {
-            var y = Run(x, weight, bias, new BatchNormCall(planes, runningMean, runningVar, training, momentum, eps));
+            var y = Run(x, weight, bias, new BatchNormCall(planes, runningMean, runningVar, training, momentum, eps, split));
             return BatchNormRanks.FromPlanes(y, shape);
         }
         finally
@@ -57,7 +63,7 @@ internal sealed class BatchNormAutograd : autograd.SingleTensorFunction<BatchNor
         }
 
         return BatchNormFunctional.ComputeOutput(
-            input, call.Shape, weight, bias, call.RunningMean, call.RunningVar, call.Training, call.Momentum, call.Eps);
+            input, call.Shape, weight, bias, call.RunningMean, call.RunningVar, call.Training, call.Momentum, call.Eps, split: call.Split);
     }
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
@@ -67,8 +73,10 @@ internal sealed class BatchNormAutograd : autograd.SingleTensorFunction<BatchNor
         var bias = vars[2] as Tensor;
         var call = (BatchNormCall)vars[3];
         var (output, mean, invstd) = BatchNormFunctional.Compute(
-            input, call.Shape, weight, bias, call.RunningMean, call.RunningVar, call.Training, call.Momentum, call.Eps, ScalarType.Float64);
+            input, call.Shape, weight, bias, call.RunningMean, call.RunningVar, call.Training, call.Momentum, call.Eps, ScalarType.Float64, split: call.Split);
         ctx.save_for_backward([input, weight!, mean, invstd]);
+        ctx.save_data(Split, call.Split!);
+
         ctx.save_data(UsedBatchStatistics, call.Training || call.RunningMean is null);
         ctx.save_data(HasBias, bias is not null);
         ctx.save_data(Eps, call.Eps);
@@ -83,7 +91,15 @@ internal sealed class BatchNormAutograd : autograd.SingleTensorFunction<BatchNor
             Tensor input = saved[0];
             Tensor? weight = saved[1];
             bool batch = (bool)ctx.get_data(UsedBatchStatistics);
-            var (gradInput, gradWeight, gradBias) = BatchNormFunctional.Backward(grad_output, input, weight, saved[2], saved[3], batch, statisticsInDouble: true, BatchNormRanks.Two);
+            var split = ctx.get_data(Split) as SplitBatch;
+            if (split is not null && is_grad_enabled())
+            {
+                // The graph of the gradients would need the other processes' parts too.
+                throw new NotSupportedException("SyncBatchNorm has no second-order gradients: take its gradient without create_graph.");
+            }
+
+            var (gradInput, gradWeight, gradBias) = BatchNormFunctional.Backward(
+                grad_output, input, weight, saved[2], saved[3], batch, statisticsInDouble: true, BatchNormRanks.Two, split: split);
 
             return Gradients((gradInput, gradWeight, gradBias), () => grad_output, input, weight, saved[2], saved[3], batch, (double)ctx.get_data(Eps), (bool)ctx.get_data(HasBias));
         }

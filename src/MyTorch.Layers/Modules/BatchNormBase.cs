@@ -1,4 +1,5 @@
 using System;
+using System.Linq;
 using MyTorch.Layers.Functional;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -20,6 +21,13 @@ namespace MyTorch.Layers;
 /// </remarks>
 public abstract class BatchNormBase : TorchSharp.Modules.BatchNorm
 {
+    /// <summary>
+    /// The module whose tensors this one shares (<see cref="ShareStateOf"/>), held so that it is not finalized while this
+    /// one lives: TorchSharp's BatchNorm disposes its parameters and buffers from its finalizer. Typed object, so that it
+    /// is not registered as a submodule.
+    /// </summary>
+    private object? _sharedWith;
+
     private protected BatchNormBase(long num_features, double eps, double? momentum, bool affine, bool track_running_stats, Device? device, ScalarType? dtype, string name)
         : base(Checked(num_features, eps, device, dtype), eps, momentum ?? 0.1, affine, track_running_stats, device, dtype, name)
     {
@@ -71,6 +79,15 @@ public abstract class BatchNormBase : TorchSharp.Modules.BatchNorm
         CheckInput(input);
 
         // Every check has passed: from here on the call changes state.
+        return Run(input, shape, weight, AdvanceBatchCount());
+    }
+
+    /// <summary>
+    /// In training, counts one more batch in num_batches_tracked; returns the weight of this batch in the running
+    /// statistics: momentum, or 1 / num_batches_tracked when momentum is null.
+    /// </summary>
+    private protected double AdvanceBatchCount()
+    {
         double factor = momentum ?? 0.0;
         if (training && num_batches_tracked is { } counter)
         {
@@ -78,7 +95,44 @@ public abstract class BatchNormBase : TorchSharp.Modules.BatchNorm
             factor = momentum ?? 1.0 / count;
         }
 
-        return Run(input, shape, weight, factor);
+        return factor;
+    }
+
+    /// <summary>
+    /// Takes <paramref name="norm"/>'s parameters and buffers as its own, the same tensors (so an optimizer made before
+    /// keeps training them), and its training mode, in place of those it made; the module made to replace
+    /// <paramref name="norm"/> calls it, with the same options and dtype.
+    /// </summary>
+    private protected void ShareStateOf(TorchSharp.Modules.BatchNorm norm)
+    {
+        using (no_grad())
+        {
+            Tensor?[] made = [weight, bias, running_mean, running_var, num_batches_tracked];
+            if (norm.affine)
+            {
+                weight = norm.weight!;
+                bias = norm.bias!;
+            }
+
+            if (norm.track_running_stats)
+            {
+                running_mean = norm.running_mean!;
+                running_var = norm.running_var!;
+                num_batches_tracked = norm.num_batches_tracked!;
+            }
+
+            Tensor?[] kept = [weight, bias, running_mean, running_var, num_batches_tracked];
+            foreach (var replaced in made)
+            {
+                if (replaced is not null && !kept.Any(k => ReferenceEquals(k, replaced)))
+                {
+                    replaced.Dispose();
+                }
+            }
+        }
+
+        train(norm.training);
+        _sharedWith = norm;
     }
 
     /// <summary>Checks a layer makes beyond batch normalisation's, before anything changes; none by default.</summary>

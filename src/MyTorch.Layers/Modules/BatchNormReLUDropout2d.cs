@@ -22,13 +22,6 @@ public sealed class BatchNormReLUDropout2d : BatchNormBase
 {
     private double _p;
 
-    /// <summary>
-    /// The module whose tensors the block shares (<see cref="Sharing"/>), held so that it is not finalized while the
-    /// block lives: TorchSharp's BatchNorm disposes its parameters and buffers from its finalizer. Typed object, so that
-    /// it is not registered as a submodule.
-    /// </summary>
-    private object? _sharedWith;
-
     /// <summary>Creates the block with BatchNorm2d's parameter names, order and defaults, then the ReLU's and the dropout's.</summary>
     /// <param name="num_features">C, the number of channels; at least 1.</param>
     /// <param name="eps">Added to the variance for numerical stability; zero or positive.</param>
@@ -94,34 +87,7 @@ public sealed class BatchNormReLUDropout2d : BatchNormBase
         var source = norm.weight ?? norm.running_mean;
         var block = new BatchNormReLUDropout2d(
             norm.num_features, norm.eps, norm.momentum, norm.affine, norm.track_running_stats, relu, p, generator, dtype: source?.dtype);
-        using (no_grad())
-        {
-            var (weight, bias, mean, variance, count) = (block.weight, block.bias, block.running_mean, block.running_var, block.num_batches_tracked);
-            if (norm.affine)
-            {
-                block.weight = norm.weight!;
-                block.bias = norm.bias!;
-            }
-
-            if (norm.track_running_stats)
-            {
-                block.running_mean = norm.running_mean!;
-                block.running_var = norm.running_var!;
-                block.num_batches_tracked = norm.num_batches_tracked!;
-            }
-
-            foreach (var replaced in new Tensor?[] { weight, bias, mean, variance, count })
-            {
-                if (replaced is not null && !ReferenceEquals(replaced, block.weight) && !ReferenceEquals(replaced, block.bias)
-                    && !ReferenceEquals(replaced, block.running_mean) && !ReferenceEquals(replaced, block.running_var) && !ReferenceEquals(replaced, block.num_batches_tracked))
-                {
-                    replaced.Dispose();
-                }
-            }
-        }
-
-        block.train(norm.training);
-        block._sharedWith = norm;
+        block.ShareStateOf(norm);
         return block;
     }
 
