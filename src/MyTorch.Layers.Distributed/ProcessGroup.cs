@@ -68,6 +68,9 @@ public sealed class ProcessGroup
     /// <summary>The number of processes in the group.</summary>
     public int Size { get; }
 
+    /// <summary>The time this process has spent in the group's collectives, waiting for the others included.</summary>
+    public TimeSpan CollectiveTime { get; private set; }
+
     /// <summary>How long a collective waits for the other processes before it throws <see cref="TimeoutException"/>; 30 minutes, as PyTorch's default.</summary>
     public TimeSpan Timeout { get; set; } = TimeSpan.FromMinutes(30);
 
@@ -317,6 +320,7 @@ public sealed class ProcessGroup
             Mpich.Check(Mpich.MPI_Test(&request, &done, Mpich.StatusIgnore), "MPI_Test");
             if (done != 0)
             {
+                CollectiveTime += clock.Elapsed;
                 return;
             }
 
