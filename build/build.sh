@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# What a maintainer runs before publishing: restore, build, test, pack into artifacts/packages, then install the
-# package into tests/MyTorch.Layers.PackageTests and test it there.
+# What a maintainer runs before publishing: restore, build, test, pack both packages into artifacts/packages, then
+# install them into tests/MyTorch.Layers.PackageTests and test them there.
 #
 #   build/build.sh                      every step, in this order
 #   build/build.sh pack package-test    only the named steps (restore, build, test, pack, package-test)
@@ -22,12 +22,13 @@ pack() {
     rm -rf "$packages"
     # ContinuousIntegrationBuild normalises source paths in the PDB, so the same commit packs the same bytes.
     dotnet pack src/MyTorch.Layers -c "$configuration" -o "$packages" -p:ContinuousIntegrationBuild=true
+    dotnet pack src/MyTorch.Layers.Distributed -c "$configuration" -o "$packages" -p:ContinuousIntegrationBuild=true
 }
 
 package_test() {
     # The consumer restores into its own packages folder (its nuget.config); removing our package from it first
     # means the package just packed is the one installed, never one cached by an earlier run.
-    rm -rf artifacts/package-tests/packages/mytorch.layers
+    rm -rf artifacts/package-tests/packages/mytorch.layers artifacts/package-tests/packages/mytorch.layers.distributed
     dotnet restore "$package_tests" --force
     dotnet test "$package_tests" --no-restore -c "$configuration"
 }
