@@ -41,8 +41,13 @@ internal static class Program
 
         var total = Stopwatch.StartNew();
         string? isaNote = OneDnnIsa.KeepToAvxWhereNeeded();
+        if (options.Distributed)
+        {
+            return DistributedTraining.Run(options, Seed, isaNote);
+        }
+
         set_num_threads(options.Threads);
-        PrintHeader(options, isaNote);
+        PrintHeader(options, isaNote, "The same CNN trained with TorchSharp's BatchNorm2d and Dropout2d, with MyTorch.Layers', and with ours fused");
 
         var clock = Stopwatch.StartNew();
         using var train = ShapesDataset.Generate(options.TrainImages, Seed);
@@ -183,12 +188,12 @@ internal static class Program
         CultureInfo.InvariantCulture,
         $"{e.Loss,6:F4}  {100 * e.TrainAccuracy,5:F1}%  {100 * e.TestAccuracy,5:F1}%  {e.TestLoss,9:F4}  {e.Seconds,4:F1}s");
 
-    private static void PrintHeader(TrainingOptions options, string? isaNote)
+    internal static void PrintHeader(TrainingOptions options, string? isaNote, string title)
     {
         string torchSharpVersion = typeof(torch).Assembly
             .GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0]
             ?? "unknown";
-        Console.Out.WriteLine("The same CNN trained with TorchSharp's BatchNorm2d and Dropout2d, with MyTorch.Layers', and with ours fused");
+        Console.Out.WriteLine(title);
         Console.Out.WriteLine($"  TorchSharp {torchSharpVersion} (libtorch {__version__}), {RuntimeInformation.FrameworkDescription}, {RuntimeInformation.OSDescription} {RuntimeInformation.OSArchitecture}");
         Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  torch.get_num_threads() = {get_num_threads()}, DNNL_MAX_CPU_ISA{(Environment.GetEnvironmentVariable("DNNL_MAX_CPU_ISA") is { } isa ? "=" + isa : " unset")}, seed {Seed}{(options.Quick ? ", quick" : string.Empty)}"));
         if (isaNote is not null)

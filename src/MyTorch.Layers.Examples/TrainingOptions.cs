@@ -5,7 +5,10 @@ using System.Globalization;
 namespace MyTorch.Layers.Examples;
 
 /// <summary>The command line of the training comparison.</summary>
-internal sealed record TrainingOptions(int Epochs, int BatchSize, int Threads, string Output, bool Quick)
+/// <param name="Distributed">Data-parallel training with SyncBatchNorm on the processes mpiexec started (<see cref="DistributedTraining"/>).</param>
+/// <param name="EpochsGiven">Whether --epochs was given, as the data-parallel mode has a default of its own.</param>
+/// <param name="ThreadsGiven">Whether --threads was given, as the data-parallel mode shares the processors by default.</param>
+internal sealed record TrainingOptions(int Epochs, int BatchSize, int Threads, string Output, bool Quick, bool Distributed = false, bool EpochsGiven = false, bool ThreadsGiven = false)
 {
     public const string Usage = """
         Usage: dotnet run --project src/MyTorch.Layers.Examples -c Release -- [options]
@@ -25,6 +28,16 @@ internal sealed record TrainingOptions(int Epochs, int BatchSize, int Threads, s
           --output DIR      folder for training-curves.csv, training-steps.csv and training-loss.png
                             (default training-output)
           --quick           a smaller data set and fewer epochs, for a smoke test
+          --distributed     instead: data-parallel training on the processes mpiexec started, each process
+                            taking its slice of every batch (SyncBatchNorm.convert_sync_batchnorm,
+                            DataParallel.BroadcastState and AverageGradients), in float64, checked after every
+                            step against single-process training on the whole batch; rank 0 prints the check
+                            and the time per step and in collectives. One epoch unless --epochs; threads are
+                            the processors shared among the processes unless --threads; --batch-size must be a
+                            multiple of the process count; writes no files. Build first, then start the ranks
+                            without building (two concurrent builds of the same project race):
+                              dotnet build src/MyTorch.Layers.Examples -c Release
+                              mpiexec -n 2 dotnet run --project src/MyTorch.Layers.Examples -c Release --no-build -- --distributed
           -h, --help        print this message and exit
         """;
 
@@ -39,9 +52,10 @@ internal sealed record TrainingOptions(int Epochs, int BatchSize, int Threads, s
         ArgumentNullException.ThrowIfNull(args);
         int? epochs = null;
         int batchSize = 64;
-        int threads = Environment.ProcessorCount;
+        int? threads = null;
         string output = "training-output";
         bool quick = false;
+        bool distributed = false;
         for (int i = 0; i < args.Count; i++)
         {
             string arg = args[i];
@@ -53,6 +67,12 @@ internal sealed record TrainingOptions(int Epochs, int BatchSize, int Threads, s
             if (arg == "--quick")
             {
                 quick = true;
+                continue;
+            }
+
+            if (arg == "--distributed")
+            {
+                distributed = true;
                 continue;
             }
 
@@ -107,16 +127,18 @@ internal sealed record TrainingOptions(int Epochs, int BatchSize, int Threads, s
 
                     break;
                 default:
-                    if (!TryParsePositive(value, 1024, out threads))
+                    if (!TryParsePositive(value, 1024, out int t))
                     {
                         return ParseResult.Failed($"--threads expects an integer from 1 to 1024, got '{value}'");
                     }
 
+                    threads = t;
                     break;
             }
         }
 
-        return ParseResult.Succeeded(new TrainingOptions(epochs ?? (quick ? 2 : 6), batchSize, threads, output, quick));
+        return ParseResult.Succeeded(new TrainingOptions(
+            epochs ?? (quick ? 2 : 6), batchSize, threads ?? Environment.ProcessorCount, output, quick, distributed, epochs is not null, threads is not null));
     }
 
     private static bool TryParsePositive(string text, int max, out int value) =>
