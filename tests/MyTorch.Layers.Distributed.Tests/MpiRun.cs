@@ -30,25 +30,21 @@ internal sealed class MpiRun
 
     public IReadOnlyList<RankReport> Reports { get; }
 
+    /// <summary>Why this machine cannot start ranks, or null when it can.</summary>
+    public static string? Missing { get; } =
+        FindOnPath("mpiexec") is null ? "mpiexec is not on PATH"
+        : !ProcessGroup.IsAvailable ? "no MPI library of the MPICH ABI (libmpi.so.12, libmpich.so.12) loads"
+        : null;
+
     /// <summary>Skips (or, where MPI is required, fails) the test when this machine has no MPI to start ranks with.</summary>
     public static void RequireMpi()
     {
-        string? missing = null;
-        if (FindOnPath("mpiexec") is null)
-        {
-            missing = "mpiexec is not on PATH";
-        }
-        else if (!ProcessGroup.IsAvailable)
-        {
-            missing = "no MPI library of the MPICH ABI (libmpi.so.12, libmpich.so.12) loads";
-        }
-
-        if (missing is null)
+        if (Missing is null)
         {
             return;
         }
 
-        string message = $"Multi-process tests skipped: {missing}. Install MPICH (Debian and Ubuntu: apt-get install mpich) to run them; .ci/run does.";
+        string message = $"Multi-process tests skipped: {Missing}. Install MPICH (Debian and Ubuntu: apt-get install mpich) to run them; .ci/run does.";
         if (Environment.GetEnvironmentVariable("MYTORCH_REQUIRE_MPI") == "1")
         {
             Assert.Fail(message + " MYTORCH_REQUIRE_MPI=1 requires them.");
