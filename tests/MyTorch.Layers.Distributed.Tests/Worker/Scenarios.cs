@@ -269,6 +269,17 @@ public static class Scenarios
             true,
             $"{computation.Elapsed.TotalMilliseconds / TrainingSteps:F2} ms per data-parallel step, of which {communication.TotalMilliseconds / TrainingSteps:F3} ms in collectives (waiting included)"));
 
+        // The exchanges alone, with both ranks ready: SyncBatchNorm's forward record for 8 channels, 1,000 times.
+        group.Barrier();
+        double[] record = new double[(3 * 8) + 1], records = new double[record.Length * group.Size];
+        var exchanges = Stopwatch.StartNew();
+        for (int i = 0; i < 1000; i++)
+        {
+            group.AllGather(record, records);
+        }
+
+        report.Facts.Add(new("Timing", true, $"one all-gather of {record.Length} doubles per rank: {exchanges.Elapsed.TotalMilliseconds:F1} µs"));
+
         void Track(Measure m, int step)
         {
             if (m.Ratio > worst || worstAt.Length == 0)
