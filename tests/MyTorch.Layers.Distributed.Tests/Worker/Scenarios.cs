@@ -101,6 +101,7 @@ public static class Scenarios
                 report.Measures.Add(Compare.Values(c.Name, quantity + "running_mean", sync.running_mean!, reference.running_mean!, c.Exact));
                 report.Measures.Add(Compare.Values(c.Name, quantity + "running_var", sync.running_var!, reference.running_var!, c.Exact));
                 report.Facts.Add(new(c.Name, sync.num_batches_tracked!.item<long>() == step + 1, $"num_batches_tracked {sync.num_batches_tracked!.item<long>()} after step {step}"));
+                report.Facts.Add(new(c.Name, SameOnEveryRank(sync.running_mean!, group) && SameOnEveryRank(sync.running_var!, group), $"running statistics bit for bit rank 0's after step {step}"));
             }
         }
 
@@ -126,6 +127,14 @@ public static class Scenarios
         // With one part empty the sum is the other part as it is, exact in the parameters' dtype.
         var actual = c.Exact ? sum.to(whole.dtype) : sum;
         return Compare.Values(c.Name, quantity, actual, whole, c.Exact, ulps: 2, magnitude: magnitude);
+    }
+
+    /// <summary>Whether <paramref name="t"/> has rank 0's bits.</summary>
+    private static bool SameOnEveryRank(Tensor t, ProcessGroup group)
+    {
+        var rankZeros = t.clone();
+        group.Broadcast(rankZeros, root: 0);
+        return Compare.Identical(t, rankZeros);
     }
 
     private static BatchNormBase WholeBatchLayer(SplitCase c, ScalarType dtype) => c.Shape.Length switch
