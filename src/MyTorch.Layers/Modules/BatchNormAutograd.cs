@@ -75,11 +75,10 @@ internal sealed class BatchNormAutograd : autograd.SingleTensorFunction<BatchNor
         var (output, mean, invstd) = BatchNormFunctional.Compute(
             input, call.Shape, weight, bias, call.RunningMean, call.RunningVar, call.Training, call.Momentum, call.Eps, ScalarType.Float64, split: call.Split);
         ctx.save_for_backward([input, weight!, mean, invstd]);
-        ctx.save_data(Split, call.Split!);
-
         ctx.save_data(UsedBatchStatistics, call.Training || call.RunningMean is null);
         ctx.save_data(HasBias, bias is not null);
         ctx.save_data(Eps, call.Eps);
+        ctx.save_data(Split, call.Split!);
         return output;
     }
 
