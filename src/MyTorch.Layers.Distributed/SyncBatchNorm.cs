@@ -131,7 +131,10 @@ public sealed class SyncBatchNorm : BatchNormBase
                 nameof(input));
         }
 
-        return BatchNormAutograd.Forward(input, shape!, weight, bias, running_mean, running_var, training, AdvanceBatchCount(), eps, new SplitBatch(new GroupExchange(group)));
+        // The batch is counted once the forward has exchanged its statistics: a timed-out exchange changes nothing.
+        var output = BatchNormAutograd.Forward(input, shape!, weight, bias, running_mean, running_var, training, NextBatchFactor(), eps, new SplitBatch(new GroupExchange(group)));
+        CountBatch();
+        return output;
     }
 
     /// <summary>

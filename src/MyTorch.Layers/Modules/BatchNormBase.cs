@@ -79,23 +79,25 @@ public abstract class BatchNormBase : TorchSharp.Modules.BatchNorm
         CheckInput(input);
 
         // Every check has passed: from here on the call changes state.
-        return Run(input, shape, weight, AdvanceBatchCount());
+        double factor = NextBatchFactor();
+        CountBatch();
+        return Run(input, shape, weight, factor);
     }
 
     /// <summary>
-    /// In training, counts one more batch in num_batches_tracked; returns the weight of this batch in the running
-    /// statistics: momentum, or 1 / num_batches_tracked when momentum is null.
+    /// The weight of the next training batch in the running statistics: momentum, or, when momentum is null,
+    /// 1 / the count num_batches_tracked will hold once the batch is counted.
     /// </summary>
-    private protected double AdvanceBatchCount()
+    private protected double NextBatchFactor() =>
+        momentum ?? (training && num_batches_tracked is { } counter ? 1.0 / (RunningStatistics.Count(counter) + 1) : 0.0);
+
+    /// <summary>In training, counts one more batch in num_batches_tracked.</summary>
+    private protected void CountBatch()
     {
-        double factor = momentum ?? 0.0;
         if (training && num_batches_tracked is { } counter)
         {
-            long count = RunningStatistics.Advance(counter);
-            factor = momentum ?? 1.0 / count;
+            RunningStatistics.Advance(counter);
         }
-
-        return factor;
     }
 
     /// <summary>
