@@ -76,7 +76,8 @@ public sealed class ProcessGroup
 
     /// <summary>
     /// A group of the processes of this group whose ranks are <paramref name="ranks"/> (in that order, which gives their
-    /// new ranks). Every process of this group must call it with the same ranks; those not in them get null.
+    /// new ranks). Every process of this group must call it with the same ranks; those not in them get null. It is MPI's
+    /// blocking <c>MPI_Comm_create</c>: unlike the collectives, it has no timeout.
     /// </summary>
     /// <exception cref="ArgumentException">The ranks are empty, repeated or not ranks of this group.</exception>
     public ProcessGroup? NewGroup(IReadOnlyList<int> ranks)
