@@ -512,14 +512,15 @@ public static class BatchNormFunctional
     {
         int channels = plane.Channels;
         int threads = KernelThreads.Count;
-        double[] scratch = ArrayPool<double>.Shared.Rent((4 * channels) + BatchNormKernels.VectorizedScratchLength(plane));
+        double[] scratch = ArrayPool<double>.Shared.Rent((6 * channels) + BatchNormKernels.VectorizedScratchLength(plane));
         try
         {
             var mean = scratch.AsSpan(0, channels);
             var invstd = scratch.AsSpan(channels, channels);
             var sumDy = scratch.AsSpan(2 * channels, channels);
             var sumDyXmu = scratch.AsSpan(3 * channels, channels);
-            var kernelScratch = scratch.AsSpan(4 * channels);
+            var whole = scratch.AsSpan(4 * channels, 2 * channels);
+            var kernelScratch = scratch.AsSpan(6 * channels);
             Load(saveMean, mean);
             Load(saveInvstd, invstd);
             ReadOnlySpan<T> x = TensorMemory.Span<T>(input, plane);
@@ -542,9 +543,9 @@ public static class BatchNormFunctional
             {
                 // dx takes the whole batch's sums; dγ and dβ stay this part's, for the caller to reduce as any gradient.
                 BatchNormKernels.BackwardReductionsVectorized(x, dy, plane, mean, sumDy, sumDyXmu, kernelScratch, threads);
-                var (wholeSumDy, wholeSumDyXmu) = SplitBatchGradientSums(sumDy, sumDyXmu, split);
+                SplitBatchGradientSums(scratch.AsSpan(2 * channels, 2 * channels), split, whole);
                 BatchNormKernels.BackwardInputVectorized(
-                    x, dy, dx, plane, mean, invstd, gamma, wholeSumDy, wholeSumDyXmu, useBatchStatistics, kernelScratch, threads, batchValues: split.Values);
+                    x, dy, dx, plane, mean, invstd, gamma, whole[..channels], whole[channels..], useBatchStatistics, kernelScratch, threads, batchValues: split.Values);
             }
             else
             {
@@ -658,18 +659,23 @@ public static class BatchNormFunctional
         }
     }
 
-    /// <summary>The whole split batch's Σdy and Σdy·(x − μ) from this part's, gathered and summed in part order.</summary>
-    private static (double[] SumDy, double[] SumDyXmu) SplitBatchGradientSums(ReadOnlySpan<double> sumDy, ReadOnlySpan<double> sumDyXmu, SplitBatch split)
+    /// <summary>
+    /// The whole split batch's Σdy then Σdy·(x − μ) into <paramref name="whole"/>, from this part's in
+    /// <paramref name="local"/> (the same order), gathered and summed in part order.
+    /// </summary>
+    private static void SplitBatchGradientSums(ReadOnlySpan<double> local, SplitBatch split, Span<double> whole)
     {
-        int channels = sumDy.Length;
-        var local = new double[2 * channels];
-        sumDy.CopyTo(local);
-        sumDyXmu.CopyTo(local.AsSpan(channels));
-        var all = new double[local.Length * split.Exchange.Parts];
-        split.Exchange.AllGather(local, all);
-        var whole = new double[local.Length];
-        BatchNormKernels.SumParts(all, whole);
-        return (whole[..channels], whole[channels..]);
+        int length = local.Length * split.Exchange.Parts;
+        double[] all = ArrayPool<double>.Shared.Rent(length);
+        try
+        {
+            split.Exchange.AllGather(local, all.AsSpan(0, length));
+            BatchNormKernels.SumParts(all.AsSpan(0, length), whole);
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(all);
+        }
     }
 
     private static ReadOnlySpan<T> Parameter<T>(Tensor? tensor)
