@@ -4,6 +4,7 @@ using System.IO;
 using System.Linq;
 using MyTorch.Layers.Distributed;
 using MyTorch.Layers.Examples;
+using MyTorch.Layers.Tests.Support;
 using NUnit.Framework;
 
 namespace MyTorch.Layers.Tests.Integration;
@@ -47,24 +48,9 @@ public class DistributedExamplesAppTests
             Assert.Ignore(Message);
         }
 
-        var start = new ProcessStartInfo(mpiexec)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (string arg in new[] { "-n", "2", "dotnet", typeof(StepCheck).Assembly.Location, "--distributed", "--quick" })
-        {
-            start.ArgumentList.Add(arg);
-        }
-
-        using var process = Process.Start(start)!;
-        var error = process.StandardError.ReadToEndAsync();
-        string text = process.StandardOutput.ReadToEnd();
-        Assert.That(process.WaitForExit(TimeSpan.FromMinutes(5)), Is.True, "the ranks finish");
-        TestContext.Out.WriteLine(text);
-        TestContext.Out.WriteLine(error.Result);
-        Assert.That(process.ExitCode, Is.Zero, "exit code");
+        var (exitCode, text) = ChildProcess.Run(
+            mpiexec, ["-n", "2", "dotnet", typeof(StepCheck).Assembly.Location, "--distributed", "--quick"], TimeSpan.FromMinutes(5));
+        Assert.That(exitCode, Is.Zero, "exit code");
         Assert.That(text, Does.Contain("2 processes (ProcessGroup.World)"));
         Assert.That(text, Does.Contain("2 BatchNorm2d converted by SyncBatchNorm.convert_sync_batchnorm"));
         Assert.That(text, Does.Contain("each holds rank 0's bit for bit: yes"));

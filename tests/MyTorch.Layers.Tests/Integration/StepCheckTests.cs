@@ -184,34 +184,20 @@ public class StepCheckTests
     public void ExamplesApp_ExitsZero_OverTwoHundredFiftySixCheckedSteps(int threads, string? isa)
     {
         string output = Path.Combine(Path.GetTempPath(), "mytorch-layers-examples-" + Guid.NewGuid().ToString("N"));
-        var start = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        start.ArgumentList.Add(typeof(StepCheck).Assembly.Location);
-        foreach (string arg in new[] { "--epochs", "4", "--threads", threads.ToString(CultureInfo.InvariantCulture), "--output", output })
-        {
-            start.ArgumentList.Add(arg);
-        }
-
-        // The test run's settings keep oneDNN to AVX; the second case takes that away, as a user's shell would not have it.
-        start.Environment.Remove("DNNL_MAX_CPU_ISA");
-        if (isa is not null)
-        {
-            start.Environment["DNNL_MAX_CPU_ISA"] = isa;
-        }
+        string[] arguments = [typeof(StepCheck).Assembly.Location, "--epochs", "4", "--threads", threads.ToString(CultureInfo.InvariantCulture), "--output", output];
 
         try
         {
-            using var process = Process.Start(start)!;
-            var error = process.StandardError.ReadToEndAsync();
-            string text = process.StandardOutput.ReadToEnd();
-            Assert.That(process.WaitForExit(TimeSpan.FromMinutes(10)), Is.True, "the app finishes");
-            TestContext.Out.WriteLine(text);
-            TestContext.Out.WriteLine(error.Result);
-            Assert.That(process.ExitCode, Is.Zero, "exit code");
+            var (exitCode, text) = ChildProcess.Run("dotnet", arguments, TimeSpan.FromMinutes(10), start =>
+            {
+                // The test run's settings keep oneDNN to AVX; the second case takes that away, as a user's shell would not have it.
+                start.Environment.Remove("DNNL_MAX_CPU_ISA");
+                if (isa is not null)
+                {
+                    start.Environment["DNNL_MAX_CPU_ISA"] = isa;
+                }
+            });
+            Assert.That(exitCode, Is.Zero, "exit code");
             Assert.That(text, Does.Contain("Step-by-step check on identical inputs (256 steps"));
             Assert.That(text, Does.Contain("The same check of the fused model (256 steps, 4 evaluations"));
             Assert.That(text, Does.Contain("Bit for bit our unfused model's: yes"));
