@@ -24,8 +24,8 @@ namespace MyTorch.Layers.Kernels;
 /// <para>
 /// The NCHW element-wise loops do what the 8-value loops do, a step that reaches across two planes taking each lane's
 /// constants from its own plane, with half as many steps, prefetches and plane-boundary checks. The period-by-period
-/// loops load and store what the 8-value loops do, 16 values at a time; dx takes them only with streaming stores (see
-/// <see cref="GradientPeriodByPeriod{T, TStore}"/>). The NCHW sums keep the 8-value loop's four accumulators of 4
+/// loops load and store what the 8-value loops do, 16 values at a time, the statistics' and dx's four rows per load of
+/// their accumulators or constants (see <see cref="RowsPerTile"/>). The NCHW sums keep the 8-value loop's four accumulators of 4
 /// doubles as two of 8 and add them up the same way, so they too give the same bits. At the kernel alone on the
 /// AVX-512 machine measured, each of these loops was faster than its 8-value counterpart on most shapes and slower on
 /// none (see docs/performance.md).
@@ -250,7 +250,10 @@ internal static unsafe partial class BatchNormKernels
         return i;
     }
 
-    /// <summary>One step of <see cref="AffineInRegisters{T, TStore, TSteps}"/>: out = (a − offset) · scale + shift for 16 values.</summary>
+    /// <summary>
+    /// One step of <see cref="AffineInRegisters{T, TStore, TSteps}"/>: out = (a − offset) · scale + shift for 16 values,
+    /// prefetching ahead of them within <paramref name="end"/> (not at all with a null one).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AffineStep<T, TStore>(
         T* a, T* end, T* output, Vector512<double> offsetLo, Vector512<double> offsetHi, Vector512<double> scaleLo, Vector512<double> scaleHi, Vector512<double> shiftLo, Vector512<double> shiftHi)
@@ -262,7 +265,10 @@ internal static unsafe partial class BatchNormKernels
         Store16<T, TStore>(Avx512F.FusedMultiplyAdd(lo - offsetLo, scaleLo, shiftLo), Avx512F.FusedMultiplyAdd(hi - offsetHi, scaleHi, shiftHi), output);
     }
 
-    /// <summary>One step of <see cref="GradientInRegisters{T, TStore, TSteps}"/>: out = (a − shift − (b − offset) · projection) · scale for 16 values.</summary>
+    /// <summary>
+    /// One step of <see cref="GradientInRegisters{T, TStore, TSteps}"/>: out = (a − shift − (b − offset) · projection) · scale
+    /// for 16 values, prefetching as <see cref="AffineStep{T, TStore}"/> does.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void GradientStep<T, TStore>(
         T* a,
@@ -525,13 +531,43 @@ internal static unsafe partial class BatchNormKernels
     /// <summary>Whether the period-by-period loops go 16 values a step: with AVX-512, for periods of whole steps.</summary>
     private static bool WidePeriods(int period) => Avx512 && period % RegisterStep == 0;
 
+    /// <summary>
+    /// The rows the statistics' and dx's period-by-period loops take per load of their accumulators or constants: each
+    /// 16-value step goes down this many rows, so the loads and stores around it are shared by four rows' values.
+    /// </summary>
+    /// <remarks>
+    /// With a long period (a row of 128 channels or more) every step of the one-row loop loaded and stored four
+    /// accumulators, or loaded eight vectors of constants, for one vector of values. Four rows are four sequential runs
+    /// read side by side, and each lane still takes its values in row order. y's and the backward sums' loops, with
+    /// six loads a step and two inputs, were slower so, and keep one row (kernels alone, on the AVX-512 machine measured).
+    /// </remarks>
+    private const int RowsPerTile = 4;
+
     /// <summary><see cref="ShiftedSumsPeriodByPeriod{T}"/> 16 values a step: the same values into the same lanes in the same order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int ShiftedSumsPeriodByPeriodWide<T>(T* x, int length, int period, double* r, double* sum, double* squares)
         where T : unmanaged
     {
         T* end = x + length;
+        int tile = RowsPerTile * period;
         int i = 0;
+        for (; i <= length - tile; i += tile)
+        {
+            for (int k = 0; k < period; k += RegisterStep)
+            {
+                Vector512<double> s0 = Load8(sum + k), s1 = Load8(sum + k + 8), q0 = Load8(squares + k), q1 = Load8(squares + k + 8);
+                Vector512<double> r0 = Load8(r + k), r1 = Load8(r + k + 8);
+                for (T* step = x + i + k, last = step + tile; step < last; step += period)
+                {
+                    PrefetchAt(step + tile, end);
+                    AddShifted(step, null, r0, r1, ref s0, ref s1, ref q0, ref q1);
+                }
+
+                Store8(s0, s1, sum + k);
+                Store8(q0, q1, squares + k);
+            }
+        }
+
         for (; i <= length - period; i += period)
         {
             T* row = x + i;
@@ -600,7 +636,23 @@ internal static unsafe partial class BatchNormKernels
         double* o = parameters.Offset, c = parameters.Scale, t = parameters.Shift, p = parameters.Projection;
         T* endA = a + length;
         T* endB = b + length;
+        int tile = RowsPerTile * period;
         int i = 0;
+        for (; i <= length - tile; i += tile)
+        {
+            for (int k = 0; k < period; k += RegisterStep)
+            {
+                Vector512<double> o0 = Load8(o + k), o1 = Load8(o + k + 8), c0 = Load8(c + k), c1 = Load8(c + k + 8);
+                Vector512<double> t0 = Load8(t + k), t1 = Load8(t + k + 8), p0 = Load8(p + k), p1 = Load8(p + k + 8);
+                for (int at = i + k, last = at + tile; at < last; at += period)
+                {
+                    PrefetchAt(a + at + tile, endA);
+                    PrefetchAt(b + at + tile, endB);
+                    GradientStep<T, TStore>(a + at, b + at, null, null, output + at, o0, o1, c0, c1, t0, t1, p0, p1);
+                }
+            }
+        }
+
         for (; i <= length - period; i += period)
         {
             for (int k = 0; k < period; k += RegisterStep)
@@ -647,7 +699,10 @@ internal static unsafe partial class BatchNormKernels
         }
     }
 
-    /// <summary>One step of <see cref="ShiftedSumsInRegisters{T, TSteps}"/>: 16 values from <paramref name="x"/>, prefetching ahead of them.</summary>
+    /// <summary>
+    /// One step of <see cref="ShiftedSumsInRegisters{T, TSteps}"/>: 16 values from <paramref name="x"/>, prefetching ahead
+    /// of them within <paramref name="end"/> (not at all with a null one).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AddShifted<T>(
         T* x, T* end, Vector512<double> rLo, Vector512<double> rHi, ref Vector512<double> sumLo, ref Vector512<double> sumHi, ref Vector512<double> squaresLo, ref Vector512<double> squaresHi)
@@ -663,7 +718,10 @@ internal static unsafe partial class BatchNormKernels
         squaresHi = Avx512F.FusedMultiplyAdd(hi, hi, squaresHi);
     }
 
-    /// <summary>One step of <see cref="ProductSumsInRegisters{T, TSteps}"/>: 16 values from each of <paramref name="a"/> and <paramref name="b"/>.</summary>
+    /// <summary>
+    /// One step of <see cref="ProductSumsInRegisters{T, TSteps}"/>: 16 values from each of <paramref name="a"/> and
+    /// <paramref name="b"/>, prefetching ahead of them within their ends (not at all with null ones).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AddProducts<T>(
         T* a, T* b, T* endA, T* endB, Vector512<double> rLo, Vector512<double> rHi, ref Vector512<double> sumLo, ref Vector512<double> sumHi, ref Vector512<double> productsLo, ref Vector512<double> productsHi)
@@ -696,6 +754,27 @@ internal static unsafe partial class BatchNormKernels
         if (sizeof(T) == sizeof(double))
         {
             Prefetch.Ahead(current + 8, end);
+        }
+    }
+
+    /// <summary>
+    /// Prefetches, into L2, the lines of the step that starts at <paramref name="step"/>, if it lies before
+    /// <paramref name="end"/>: one line of float32, two of float64, and of 16-bit values only for a step that starts a
+    /// line's first half.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchAt<T>(T* step, T* end)
+        where T : unmanaged
+    {
+        if (sizeof(T) == 2 && ((nuint)step & 32) != 0)
+        {
+            return;
+        }
+
+        Prefetch.IntoL2(step, end);
+        if (sizeof(T) == sizeof(double))
+        {
+            Prefetch.IntoL2(step + 8, end);
         }
     }
 

@@ -307,13 +307,8 @@ internal static unsafe partial class BatchNormKernels
                 second.Clear();
                 for (int n = 0; n < layout.Batch; n++)
                 {
-                    double* sampleFirst = job.First + ((long)n * channels);
-                    double* sampleSecond = job.Second + ((long)n * channels);
-                    for (int c = 0; c < channels; c++)
-                    {
-                        first[c] += sampleFirst[c];
-                        second[c] += sampleSecond[c];
-                    }
+                    AddRow(new ReadOnlySpan<double>(job.First + ((long)n * channels), channels), first);
+                    AddRow(new ReadOnlySpan<double>(job.Second + ((long)n * channels), channels), second);
                 }
             }
             else
@@ -339,21 +334,18 @@ internal static unsafe partial class BatchNormKernels
                     Tail = tail,
                 };
                 ChunkScheduler.Run(ref job, blocks.Count, threads);
-                for (int c = 0; c < channels; c++)
-                {
-                    double sum = 0;
-                    double products = 0;
-                    for (int block = 0; block < blocks.Count; block++)
-                    {
-                        for (int k = c; k < period; k += channels)
-                        {
-                            sum += job.First[(block * stride) + k];
-                            products += job.Second[(block * stride) + k];
-                        }
-                    }
 
-                    first[c] = sum;
-                    second[c] = products;
+                // Each channel's partial sums added in block order, and within a block in period order: a row of C
+                // at a time, so the additions of the C channels go side by side in vectors.
+                first.Clear();
+                second.Clear();
+                for (int block = 0; block < blocks.Count; block++)
+                {
+                    for (int k = 0; k < period; k += channels)
+                    {
+                        AddRow(new ReadOnlySpan<double>(job.First + (block * stride) + k, channels), first);
+                        AddRow(new ReadOnlySpan<double>(job.Second + (block * stride) + k, channels), second);
+                    }
                 }
             }
         }
@@ -458,6 +450,27 @@ internal static unsafe partial class BatchNormKernels
                 };
                 ChunkScheduler.Run(ref job, blocks.Count, threads);
             }
+        }
+    }
+
+    /// <summary>total[c] += row[c] for every c, each an ordinary double addition.</summary>
+    private static void AddRow(ReadOnlySpan<double> row, Span<double> total)
+    {
+        Debug.Assert(total.Length >= row.Length);
+        int c = 0;
+        if (Vector.IsHardwareAccelerated)
+        {
+            ref double r = ref MemoryMarshal.GetReference(row);
+            ref double t = ref MemoryMarshal.GetReference(total);
+            for (; c <= row.Length - Vector<double>.Count; c += Vector<double>.Count)
+            {
+                (Vector.LoadUnsafe(ref t, (nuint)c) + Vector.LoadUnsafe(ref r, (nuint)c)).StoreUnsafe(ref t, (nuint)c);
+            }
+        }
+
+        for (; c < row.Length; c++)
+        {
+            total[c] += row[c];
         }
     }
 
@@ -1567,9 +1580,7 @@ internal static unsafe partial class BatchNormKernels
         where T : unmanaged
         where TStore : struct, IStoreMode
     {
-        // With plain stores the 8-value loop was the faster, with streaming stores the 16-value one (kernel alone,
-        // channels-last float32 from memory, on the AVX-512 machine measured).
-        if (TStore.Streaming && WidePeriods(parameters.Count))
+        if (WidePeriods(parameters.Count))
         {
             return GradientPeriodByPeriodWide<T, TStore>(a, b, output, length, parameters);
         }
