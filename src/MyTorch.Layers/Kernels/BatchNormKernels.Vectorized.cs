@@ -659,7 +659,11 @@ internal static unsafe partial class BatchNormKernels
 
         public readonly void Run(int chunk)
         {
-            if (Tail.Active)
+            if (Tail.Active && Tail.GradOutput is null && FinishesInLoop<T>(Spatial))
+            {
+                RunFinished(chunk);
+            }
+            else if (Tail.Active)
             {
                 RunWithTail(chunk);
             }
@@ -699,6 +703,23 @@ internal static unsafe partial class BatchNormKernels
             inner.Run(chunk);
             BlockKernels.FinishPlanes(scratch, Spatial, Parameters.Count, first, end, Tail);
             BlockKernels.CopyOut(scratch + start, Output + start, length, Streaming);
+        }
+
+        /// <summary>The chunk's y finished on its way to memory (see <see cref="AffinePlanesFinished{T, TStore}"/>).</summary>
+        private readonly void RunFinished(int chunk)
+        {
+            int first = chunk * PlanesPerChunk;
+            int end = Math.Min(Planes, first + PlanesPerChunk);
+            long start = (long)first * Spatial;
+            int length = (end - first) * Spatial;
+            if (Streaming)
+            {
+                AffinePlanesFinished<T, StreamingStores>(A + start, Output + start, length, Spatial, first, Parameters, Tail);
+            }
+            else
+            {
+                AffinePlanesFinished<T, PlainStores>(A + start, Output + start, length, Spatial, first, Parameters, Tail);
+            }
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]

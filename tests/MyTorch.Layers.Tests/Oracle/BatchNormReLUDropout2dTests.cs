@@ -65,7 +65,8 @@ public class BatchNormReLUDropout2dTests
     /// <summary>
     /// Planes of one to four values (summed four planes at a time), planes that cross vector steps, inputs of many
     /// chunks spread over threads, and outputs large enough (13 MB) to be written with streaming stores, where the
-    /// block's ReLU and dropout run inside batch normalisation's kernels.
+    /// block's ReLU and dropout run inside batch normalisation's kernels; among those, planes of 63 values, which cross
+    /// vector steps and start chunks off a cache line.
     /// </summary>
     [TestCase(3, 8, 1, 1, false)]
     [TestCase(7, 5, 2, 2, false)]
@@ -76,6 +77,7 @@ public class BatchNormReLUDropout2dTests
     [TestCase(64, 24, 3, 3, true)]
     [TestCase(8, 16, 160, 160, false)]
     [TestCase(8, 16, 160, 160, true)]
+    [TestCase(512, 128, 7, 9, false)]
     public void EveryShapeAndChunking_IsBitIdenticalToOurThreeLayers(int n, int c, int h, int w, bool channelsLast)
     {
         using var scope = NewDisposeScope();

@@ -1,0 +1,186 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace MyTorch.Layers.Kernels;
+
+/// <summary>
+/// A BatchNorm2d → ReLU → Dropout2d block's training forward over NCHW planes, finished in the normalisation's own
+/// 16-value loop: each y is rounded to T, rectified and multiplied by its plane's factor on its way to memory, as
+/// <see cref="BlockKernels.RectifyAndScale{T}"/> does after the fact, so no chunk goes through a buffer first.
+/// </summary>
+/// <remarks>
+/// Through the buffer, each chunk of y was written to cache, read and written again by the ReLU and the factors, then
+/// read once more and copied out: three passes over the chunk beside the normalisation's one. Each value here goes
+/// through the same operations in the same order (the fused multiply-add in double rounded once to T, the comparison
+/// with zero in T, one multiplication in T), so the bits are the buffer path's.
+/// </remarks>
+internal static unsafe partial class BatchNormKernels
+{
+    /// <summary>
+    /// Whether a chunk of NCHW planes of <paramref name="spatial"/> values with a tail of <typeparamref name="T"/> can
+    /// be finished in the normalisation's loop: float32 or float64 on AVX-512, planes at least one 16-value step long.
+    /// </summary>
+    private static bool FinishesInLoop<T>(int spatial)
+        where T : unmanaged =>
+        WidePlanes(spatial) && (typeof(T) == typeof(float) || typeof(T) == typeof(double));
+
+    /// <summary>
+    /// out = ReLU(T((a − offset[c]) · scale[c] + shift[c])) · factor[p] over a run of whole NCHW planes, p the plane
+    /// (counted over the tensor from <paramref name="firstPlane"/>) and c its channel; without the tail's ReLU or factors,
+    /// without that operation. The run's ends, outside whole steps (and whole lines for streaming stores), value by value.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void AffinePlanesFinished<T, TStore>(T* a, T* output, int length, int spatial, int firstPlane, ChannelParameters parameters, BlockTail tail)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
+        Debug.Assert(FinishesInLoop<T>(spatial) && tail.Active && tail.GradOutput is null);
+        T* mask = (T*)tail.Mask;
+        bool rectify = tail.Rectify;
+        (int start, int end) = VectorBody<T, TStore>(output, length);
+        int i = 0;
+        for (; i < start; i++)
+        {
+            output[i] = FinishedValue(a, i, spatial, firstPlane, parameters, mask, rectify);
+        }
+
+        var planes = new PlaneBoundaries(spatial, i, RegisterStep);
+        int plane = firstPlane + planes.Plane;
+        int channel = plane % parameters.Count;
+        var vo = Vector512.Create(parameters.Offset[channel]);
+        var vs = Vector512.Create(parameters.Scale[channel]);
+        var vt = Vector512.Create(parameters.Shift[channel]);
+        double factor = Factor(mask, plane);
+        for (; i <= end - RegisterStep; i += RegisterStep)
+        {
+            PrefetchStep(a + i, a + length);
+            Load16(a + i, out var lo, out var hi);
+            if (planes.Crosses(i, out int inPlane))
+            {
+                plane++;
+                channel = channel + 1 == parameters.Count ? 0 : channel + 1;
+                var no = Vector512.Create(parameters.Offset[channel]);
+                var ns = Vector512.Create(parameters.Scale[channel]);
+                var nt = Vector512.Create(parameters.Shift[channel]);
+                var low = Leading8(inPlane);
+                var high = Leading8(inPlane - 8);
+                lo = Avx512F.FusedMultiplyAdd(lo - Vector512.ConditionalSelect(low, vo, no), Vector512.ConditionalSelect(low, vs, ns), Vector512.ConditionalSelect(low, vt, nt));
+                hi = Avx512F.FusedMultiplyAdd(hi - Vector512.ConditionalSelect(high, vo, no), Vector512.ConditionalSelect(high, vs, ns), Vector512.ConditionalSelect(high, vt, nt));
+                (vo, vs, vt) = (no, ns, nt);
+                double next = Factor(mask, plane);
+                StoreFinished<T, TStore>(lo, hi, output + i, rectify, mask is not null, factor, next, inPlane);
+                factor = next;
+            }
+            else
+            {
+                lo = Avx512F.FusedMultiplyAdd(lo - vo, vs, vt);
+                hi = Avx512F.FusedMultiplyAdd(hi - vo, vs, vt);
+                StoreFinished<T, TStore>(lo, hi, output + i, rectify, mask is not null, factor, factor, RegisterStep);
+            }
+        }
+
+        for (; i < length; i++)
+        {
+            output[i] = FinishedValue(a, i, spatial, firstPlane, parameters, mask, rectify);
+        }
+    }
+
+    /// <summary>The factor of plane <paramref name="plane"/> as a double (exact for float32 and float64), 1 without a mask.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static double Factor<T>(T* mask, int plane)
+        where T : unmanaged => mask is null ? 1.0 : Element.ToDouble(mask[plane]);
+
+    /// <summary>One value of <see cref="AffinePlanesFinished{T, TStore}"/>, at run offset <paramref name="i"/>.</summary>
+    private static T FinishedValue<T>(T* a, int i, int spatial, int firstPlane, ChannelParameters parameters, T* mask, bool rectify)
+        where T : unmanaged
+    {
+        int plane = firstPlane + (i / spatial);
+        int c = plane % parameters.Count;
+        T y = Affine(a[i], parameters.Offset[c], parameters.Scale[c], parameters.Shift[c]);
+        if (typeof(T) == typeof(float))
+        {
+            float v = Unsafe.As<T, float>(ref y);
+            v = rectify && v < 0 ? 0 : v;
+            v = mask is null ? v : v * ((float*)mask)[plane];
+            return Unsafe.As<float, T>(ref v);
+        }
+        else
+        {
+            double v = Unsafe.As<T, double>(ref y);
+            v = rectify && v < 0 ? 0 : v;
+            v = mask is null ? v : v * ((double*)mask)[plane];
+            return Unsafe.As<double, T>(ref v);
+        }
+    }
+
+    /// <summary>
+    /// Rounds 16 values to T, rectifies them and multiplies them by the factor (<paramref name="current"/> for the first
+    /// <paramref name="inCurrent"/> lanes, <paramref name="next"/> for the rest) in T, then stores them, plainly or streaming.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreFinished<T, TStore>(
+        Vector512<double> lo, Vector512<double> hi, T* destination, bool rectify, bool scaled, double current, double next, int inCurrent)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
+        if (typeof(T) == typeof(float))
+        {
+            var low = Avx512F.ConvertToVector256Single(lo);
+            var high = Avx512F.ConvertToVector256Single(hi);
+            if (rectify)
+            {
+                low = Vector256.ConditionalSelect(Vector256.LessThan(low, Vector256<float>.Zero), Vector256<float>.Zero, low);
+                high = Vector256.ConditionalSelect(Vector256.LessThan(high, Vector256<float>.Zero), Vector256<float>.Zero, high);
+            }
+
+            if (scaled)
+            {
+                var f = Vector256.Create((float)current);
+                var g = Vector256.Create((float)next);
+                var indices = Vector256<float>.Indices;
+                low *= Vector256.ConditionalSelect(Vector256.LessThan(indices, Vector256.Create((float)inCurrent)), f, g);
+                high *= Vector256.ConditionalSelect(Vector256.LessThan(indices, Vector256.Create((float)(inCurrent - 8))), f, g);
+            }
+
+            if (TStore.Streaming)
+            {
+                Avx.StoreAlignedNonTemporal((float*)destination, low);
+                Avx.StoreAlignedNonTemporal((float*)destination + 8, high);
+            }
+            else
+            {
+                low.Store((float*)destination);
+                high.Store((float*)destination + 8);
+            }
+
+            return;
+        }
+
+        Debug.Assert(typeof(T) == typeof(double));
+        if (rectify)
+        {
+            lo = Vector512.ConditionalSelect(Vector512.LessThan(lo, Vector512<double>.Zero), Vector512<double>.Zero, lo);
+            hi = Vector512.ConditionalSelect(Vector512.LessThan(hi, Vector512<double>.Zero), Vector512<double>.Zero, hi);
+        }
+
+        if (scaled)
+        {
+            var f = Vector512.Create(current);
+            var g = Vector512.Create(next);
+            lo *= Vector512.ConditionalSelect(Leading8(inCurrent), f, g);
+            hi *= Vector512.ConditionalSelect(Leading8(inCurrent - 8), f, g);
+        }
+
+        if (TStore.Streaming)
+        {
+            Avx512F.StoreAlignedNonTemporal((double*)destination, lo);
+            Avx512F.StoreAlignedNonTemporal((double*)destination + 8, hi);
+        }
+        else
+        {
+            Store8(lo, hi, (double*)destination);
+        }
+    }
+}
