@@ -337,8 +337,8 @@ internal static unsafe partial class BatchNormKernels
 
                 // Each channel's partial sums added in block order, and within a block in period order: a row of C
                 // at a time, so the additions of the C channels go side by side in vectors.
-                first.Clear();
-                second.Clear();
+                first[..channels].Clear();
+                second[..channels].Clear();
                 for (int block = 0; block < blocks.Count; block++)
                 {
                     for (int k = 0; k < period; k += channels)
