@@ -363,28 +363,47 @@ internal static unsafe partial class BatchNormKernels
         {
             PrefetchStep(a + i, a + length);
             Load16(a + i, out var lo, out var hi);
-            if (planes.Crosses(i, out int inPlane))
-            {
-                channel = channel + 1 == parameters.Count ? 0 : channel + 1;
-                var no = Vector512.Create(parameters.Offset[channel]);
-                var ns = Vector512.Create(parameters.Scale[channel]);
-                var nt = Vector512.Create(parameters.Shift[channel]);
-                var low = Leading8(inPlane);
-                var high = Leading8(inPlane - 8);
-                lo = Avx512F.FusedMultiplyAdd(lo - Vector512.ConditionalSelect(low, vo, no), Vector512.ConditionalSelect(low, vs, ns), Vector512.ConditionalSelect(low, vt, nt));
-                hi = Avx512F.FusedMultiplyAdd(hi - Vector512.ConditionalSelect(high, vo, no), Vector512.ConditionalSelect(high, vs, ns), Vector512.ConditionalSelect(high, vt, nt));
-                (vo, vs, vt) = (no, ns, nt);
-            }
-            else
-            {
-                lo = Avx512F.FusedMultiplyAdd(lo - vo, vs, vt);
-                hi = Avx512F.FusedMultiplyAdd(hi - vo, vs, vt);
-            }
-
+            AffineAcrossPlanes(ref planes, i, ref channel, parameters, ref vo, ref vs, ref vt, ref lo, ref hi);
             Store16<T, TStore>(lo, hi, output + i);
         }
 
         return i;
+    }
+
+    /// <summary>
+    /// (lo, hi) = (a − offset) · scale + shift for the 16 values of the NCHW step at run offset <paramref name="i"/>, each
+    /// lane with its own plane's constants: a step that reaches into the next plane moves <paramref name="channel"/> and
+    /// the constants on to it. Returns how many lanes belong to the plane before (16 for a step within one plane).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int AffineAcrossPlanes(
+        ref PlaneBoundaries planes,
+        int i,
+        ref int channel,
+        ChannelParameters parameters,
+        ref Vector512<double> vo,
+        ref Vector512<double> vs,
+        ref Vector512<double> vt,
+        ref Vector512<double> lo,
+        ref Vector512<double> hi)
+    {
+        if (!planes.Crosses(i, out int inPlane))
+        {
+            lo = Avx512F.FusedMultiplyAdd(lo - vo, vs, vt);
+            hi = Avx512F.FusedMultiplyAdd(hi - vo, vs, vt);
+            return inPlane;
+        }
+
+        channel = channel + 1 == parameters.Count ? 0 : channel + 1;
+        var no = Vector512.Create(parameters.Offset[channel]);
+        var ns = Vector512.Create(parameters.Scale[channel]);
+        var nt = Vector512.Create(parameters.Shift[channel]);
+        var low = Leading8(inPlane);
+        var high = Leading8(inPlane - 8);
+        lo = Avx512F.FusedMultiplyAdd(lo - Vector512.ConditionalSelect(low, vo, no), Vector512.ConditionalSelect(low, vs, ns), Vector512.ConditionalSelect(low, vt, nt));
+        hi = Avx512F.FusedMultiplyAdd(hi - Vector512.ConditionalSelect(high, vo, no), Vector512.ConditionalSelect(high, vs, ns), Vector512.ConditionalSelect(high, vt, nt));
+        (vo, vs, vt) = (no, ns, nt);
+        return inPlane;
     }
 
     /// <summary>The vector body of <see cref="GradientPlanes{T, TStore}"/> 16 values at a time, as <see cref="AffinePlanesWide{T, TStore}"/>.</summary>

@@ -57,26 +57,16 @@ internal static unsafe partial class BatchNormKernels
         {
             PrefetchStep(a + i, a + length);
             Load16(a + i, out var lo, out var hi);
-            if (planes.Crosses(i, out int inPlane))
+            int inPlane = AffineAcrossPlanes(ref planes, i, ref channel, parameters, ref vo, ref vs, ref vt, ref lo, ref hi);
+            if (inPlane < RegisterStep)
             {
-                plane++;
-                channel = channel + 1 == parameters.Count ? 0 : channel + 1;
-                var no = Vector512.Create(parameters.Offset[channel]);
-                var ns = Vector512.Create(parameters.Scale[channel]);
-                var nt = Vector512.Create(parameters.Shift[channel]);
-                var low = Leading8(inPlane);
-                var high = Leading8(inPlane - 8);
-                lo = Avx512F.FusedMultiplyAdd(lo - Vector512.ConditionalSelect(low, vo, no), Vector512.ConditionalSelect(low, vs, ns), Vector512.ConditionalSelect(low, vt, nt));
-                hi = Avx512F.FusedMultiplyAdd(hi - Vector512.ConditionalSelect(high, vo, no), Vector512.ConditionalSelect(high, vs, ns), Vector512.ConditionalSelect(high, vt, nt));
-                (vo, vs, vt) = (no, ns, nt);
-                double next = Factor(mask, plane);
+                // The step reached into the next plane, whose factor its other lanes take.
+                double next = Factor(mask, ++plane);
                 StoreFinished<T, TStore>(lo, hi, output + i, rectify, mask is not null, factor, next, inPlane);
                 factor = next;
             }
             else
             {
-                lo = Avx512F.FusedMultiplyAdd(lo - vo, vs, vt);
-                hi = Avx512F.FusedMultiplyAdd(hi - vo, vs, vt);
                 StoreFinished<T, TStore>(lo, hi, output + i, rectify, mask is not null, factor, factor, RegisterStep);
             }
         }

@@ -93,11 +93,7 @@ internal static partial class BatchNormKernels
         records[..length].CopyTo(sums);
         for (int offset = length; offset < records.Length; offset += length)
         {
-            var part = records.Slice(offset, length);
-            for (int i = 0; i < length; i++)
-            {
-                sums[i] += part[i];
-            }
+            AddRow(records.Slice(offset, length), sums);
         }
     }
 
