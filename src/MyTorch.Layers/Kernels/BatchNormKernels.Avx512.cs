@@ -756,25 +756,10 @@ internal static unsafe partial class BatchNormKernels
         productsHi = Avx512F.FusedMultiplyAdd(ahi, bhi - rHi, productsHi);
     }
 
-    /// <summary>
-    /// Prefetches ahead of a step: its one cache line of float32, its two of float64; of 16-bit values, whose step is half
-    /// a line, only from a step that starts a line's first half, so each line once.
-    /// </summary>
+    /// <summary>Prefetches the lines of the step <see cref="Prefetch.DistanceBytes"/> ahead of <paramref name="current"/> (see <see cref="PrefetchAt{T}"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void PrefetchStep<T>(T* current, T* end)
-        where T : unmanaged
-    {
-        if (sizeof(T) == 2 && ((nuint)current & 32) != 0)
-        {
-            return;
-        }
-
-        Prefetch.Ahead(current, end);
-        if (sizeof(T) == sizeof(double))
-        {
-            Prefetch.Ahead(current + 8, end);
-        }
-    }
+        where T : unmanaged => PrefetchAt((T*)((byte*)current + Prefetch.DistanceBytes), end);
 
     /// <summary>
     /// Prefetches, into L2, the lines of the step that starts at <paramref name="step"/>, if it lies before
