@@ -100,7 +100,7 @@ internal static unsafe partial class BatchNormKernels
                 // The constants repeated over one period, as the double kernels keep them (see RowBlocks).
                 var blocks = new RowBlocks(layout);
                 int period = blocks.Period;
-                T* rows = (T*)periodic;
+                T* rows = (T*)CacheLine.Start(periodic);
                 for (int k = 0; k < period; k++)
                 {
                     int c = k % channels;

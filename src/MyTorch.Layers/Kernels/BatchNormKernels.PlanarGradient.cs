@@ -164,7 +164,8 @@ internal static unsafe partial class BatchNormKernels
     private static void StagedPeriodicProductSums<T>(T* a, T* b, in RowBlocks blocks, int block, ReadOnlySpan<double> reference, Span<double> sum, Span<double> products)
         where T : unmanaged
     {
-        T* staging = stackalloc T[StagedRows<T>(blocks) * blocks.Channels];
+        T* buffer = stackalloc T[(StagedRows<T>(blocks) * blocks.Channels) + CacheLine.Slack<T>()];
+        T* staging = CacheLine.Start(buffer);
         var pieces = new StagedPieces<T>(a, blocks, block, staging);
         while (pieces.Next(out long at, out int values))
         {
@@ -180,7 +181,8 @@ internal static unsafe partial class BatchNormKernels
     private static void StagedElementwise<T>(T* a, T* b, T* output, in RowBlocks blocks, int block, ChannelParameters parameters, bool gradient, bool streaming)
         where T : unmanaged
     {
-        T* staging = stackalloc T[StagedRows<T>(blocks) * blocks.Channels];
+        T* buffer = stackalloc T[(StagedRows<T>(blocks) * blocks.Channels) + CacheLine.Slack<T>()];
+        T* staging = CacheLine.Start(buffer);
         var pieces = new StagedPieces<T>(a, blocks, block, staging);
         while (pieces.Next(out long at, out int values))
         {

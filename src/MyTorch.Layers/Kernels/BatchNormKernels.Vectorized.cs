@@ -46,7 +46,7 @@ internal static unsafe partial class BatchNormKernels
     /// <summary>
     /// The length of the scratch buffer the vectorised kernels need for <paramref name="layout"/>: four per-channel
     /// rows, then the partial sums (per plane for NCHW, per block and period position for NHWC) and, for NHWC, four
-    /// periodic rows of constants.
+    /// periodic rows of constants, started on a cache line.
     /// </summary>
     public static int VectorizedScratchLength(PlaneLayout layout)
     {
@@ -57,7 +57,7 @@ internal static unsafe partial class BatchNormKernels
         }
 
         var blocks = new RowBlocks(layout);
-        return perChannel + (2 * blocks.Count * blocks.AccumulatorStride) + (4 * blocks.Period);
+        return perChannel + CacheLine.Slack<double>() + (2 * blocks.Count * blocks.AccumulatorStride) + (4 * blocks.Period);
     }
 
     /// <summary>
@@ -316,7 +316,8 @@ internal static unsafe partial class BatchNormKernels
                 var blocks = new RowBlocks(layout);
                 int period = blocks.Period;
                 int stride = blocks.AccumulatorStride;
-                double* periodicReference = ps + (2 * blocks.Count * stride);
+                double* accumulators = CacheLine.Start(ps);
+                double* periodicReference = accumulators + (2 * blocks.Count * stride);
                 for (int k = 0; k < period; k++)
                 {
                     periodicReference[k] = reference[k % channels];
@@ -327,8 +328,8 @@ internal static unsafe partial class BatchNormKernels
                     A = pa,
                     B = b.IsEmpty ? null : pb,
                     Reference = periodicReference,
-                    First = ps,
-                    Second = ps + (blocks.Count * stride),
+                    First = accumulators,
+                    Second = accumulators + (blocks.Count * stride),
                     Blocks = blocks,
                     PlanarA = planarA,
                     Tail = tail,
@@ -384,7 +385,7 @@ internal static unsafe partial class BatchNormKernels
         fixed (double* scalePointer = scale)
         fixed (double* shiftPointer = shift)
         fixed (double* projectionPointer = projection)
-        fixed (double* periodic = periodicScratch)
+        fixed (double* periodicScratchPointer = periodicScratch)
         {
             parameters.Offset = offsetPointer;
             parameters.Scale = scalePointer;
@@ -416,6 +417,7 @@ internal static unsafe partial class BatchNormKernels
                 // The same constants repeated over one period, so that a vector of values meets a vector of constants.
                 var blocks = new RowBlocks(layout);
                 int period = blocks.Period;
+                double* periodic = CacheLine.Start(periodicScratchPointer);
                 var periodicParameters = new ChannelParameters
                 {
                     Count = period,

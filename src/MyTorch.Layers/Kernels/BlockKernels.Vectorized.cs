@@ -93,18 +93,17 @@ internal static unsafe partial class BlockKernels
     public static T* ChunkScratch<T>(long start, int length)
         where T : unmanaged
     {
-        long bytes = ((long)length * sizeof(T)) + 64;
+        long bytes = ((long)length * sizeof(T)) + CacheLine.Bytes;
         var buffer = chunkBuffer;
         if (buffer is null || buffer.Length < bytes)
         {
             // Allocated once per thread and size (a chunk is ChunkScheduler.ChunkElements values, or one larger plane).
-            buffer = GC.AllocateUninitializedArray<byte>((int)Math.Max(bytes, (ChunkScheduler.ChunkElements * sizeof(double)) + 64), pinned: true);
+            buffer = GC.AllocateUninitializedArray<byte>((int)Math.Max(bytes, (ChunkScheduler.ChunkElements * sizeof(double)) + CacheLine.Bytes), pinned: true);
             chunkBuffer = buffer;
         }
 
         // Aligned to a cache line, so that vector steps over it split no line.
-        byte* first = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer));
-        T* aligned = (T*)(((nuint)first + 63) & ~(nuint)63);
+        T* aligned = (T*)CacheLine.Start((byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer)));
         return aligned - start;
     }
 

@@ -87,7 +87,7 @@ internal readonly struct StreamingStores : IStoreMode
     }
 
     /// <summary>Bytes of a cache line, the unit streaming stores should fill.</summary>
-    public const int LineBytes = 64;
+    public const int LineBytes = CacheLine.Bytes;
 
     /// <summary>
     /// The part [Start, End) of the <paramref name="length"/> values from <paramref name="destination"/> that fills whole

@@ -193,6 +193,65 @@ public class BatchNormVectorizedKernelTests
         }
     }
 
+    /// <summary>
+    /// The kernels start their channels-last rows on a cache line inside the scratch they are given. Wherever the
+    /// scratch starts, they must stay within its <see cref="BatchNormKernels.VectorizedScratchLength"/> values and give the
+    /// same bits.
+    /// </summary>
+    [TestCase(3, 80, 5, false)]
+    [TestCase(4, 512, 1, false)]
+    [TestCase(2, 24, 7, true)]
+    [TestCase(5, 48, 3, true)]
+    public void Kernels_StayWithinTheirScratch_AndGiveTheSameBits_WhereverItStarts(int batch, int channels, int spatial, bool float64)
+    {
+        var layout = new PlaneLayout(batch, channels, spatial, channelsLast: true);
+        if (float64)
+        {
+            CheckScratchPlacement<double>(layout);
+        }
+        else
+        {
+            CheckScratchPlacement<float>(layout);
+        }
+    }
+
+    private static void CheckScratchPlacement<T>(PlaneLayout layout)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        const int Guard = 16;
+        int length = BatchNormKernels.VectorizedScratchLength(layout);
+        var expected = RunFast<T>(layout, seed: 31, threads: 2);
+        T[] expectedFixed = RunFixed<T>(layout, seed: 31, new double[length]);
+
+        // Pinned, so that the eight starts below fall at eight different places within a cache line.
+        double[] buffer = GC.AllocateArray<double>(Guard + length + 8 + Guard, pinned: true);
+        for (int start = Guard; start < Guard + 8; start++)
+        {
+            buffer.AsSpan().Fill(-7.25);
+            var result = RunFast<T>(layout, seed: 31, threads: 2, buffer.AsSpan(start, length));
+            T[] fixedOutput = RunFixed<T>(layout, seed: 31, buffer.AsSpan(start, length));
+            string where = $"scratch starting {start - Guard} values into the buffer";
+            Assert.That(buffer[..start], Is.All.EqualTo(-7.25), $"values before the scratch, {where}");
+            Assert.That(buffer[(start + length)..], Is.All.EqualTo(-7.25), $"values after the scratch, {where}");
+            AssertBitIdentical(result, expected, where);
+            Assert.That(fixedOutput, Is.EqualTo(expectedFixed), $"output with fixed statistics, {where}");
+        }
+    }
+
+    private static T[] RunFixed<T>(PlaneLayout layout, int seed, Span<double> scratch)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        var random = new Random(seed);
+        T[] x = KernelInputs.Uniform<T>(random, layout.Length, 3, 1);
+        T[] mean = KernelInputs.Uniform<T>(random, layout.Channels, 1, 0);
+        double[] invstd = KernelInputs.Uniform<double>(random, layout.Channels, 1, 2);
+        T[] weight = KernelInputs.Uniform<T>(random, layout.Channels, 1, 0.5);
+        T[] bias = KernelInputs.Uniform<T>(random, layout.Channels, 1, 0);
+        var y = new T[x.Length];
+        BatchNormKernels.NormalizeFixedVectorized<T>(x, y, layout, mean, invstd, weight, bias, scratch, threads: 2);
+        return y;
+    }
+
     private static void CompareWithReference<T>(PlaneLayout layout, int seed, double outputTolerance)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
@@ -275,6 +334,10 @@ public class BatchNormVectorizedKernelTests
 
     /// <summary>Forward and backward through the vectorised kernels only.</summary>
     private static FastResult<T> RunFast<T>(PlaneLayout layout, int seed, int threads)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> =>
+        RunFast<T>(layout, seed, threads, new double[BatchNormKernels.VectorizedScratchLength(layout)]);
+
+    private static FastResult<T> RunFast<T>(PlaneLayout layout, int seed, int threads, Span<double> scratch)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         var random = new Random(seed);
@@ -283,7 +346,6 @@ public class BatchNormVectorizedKernelTests
         T[] weight = KernelInputs.Uniform<T>(random, layout.Channels, 1, 0.5);
         T[] bias = KernelInputs.Uniform<T>(random, layout.Channels, 1, 0);
         int c = layout.Channels;
-        double[] scratch = new double[BatchNormKernels.VectorizedScratchLength(layout)];
         var r = new FastResult<T>(new double[c], new double[c], new double[c], new double[c], new T[x.Length], new T[x.Length]);
         var invstd = new double[c];
         BatchNormKernels.BatchStatisticsVectorized<T>(x, layout, r.Mean, r.Variance, scratch, threads);
