@@ -101,13 +101,9 @@ internal static unsafe partial class BatchNormKernels
                 var blocks = new RowBlocks(layout);
                 int period = blocks.Period;
                 T* rows = (T*)CacheLine.Start(periodic);
-                for (int k = 0; k < period; k++)
-                {
-                    int c = k % channels;
-                    rows[k] = offset[c];
-                    rows[period + k] = scale[c];
-                    rows[(2 * period) + k] = shift[c];
-                }
+                RepeatOverPeriod<T>(offset, rows, period);
+                RepeatOverPeriod<T>(scale, rows + period, period);
+                RepeatOverPeriod<T>(shift, rows + (2 * period), period);
 
                 job.ChannelsLast = true;
                 job.Blocks = blocks;

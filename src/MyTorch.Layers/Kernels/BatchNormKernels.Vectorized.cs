@@ -318,10 +318,7 @@ internal static unsafe partial class BatchNormKernels
                 int stride = blocks.AccumulatorStride;
                 double* accumulators = CacheLine.Start(ps);
                 double* periodicReference = accumulators + (2 * blocks.Count * stride);
-                for (int k = 0; k < period; k++)
-                {
-                    periodicReference[k] = reference[k % channels];
-                }
+                RepeatOverPeriod(reference[..channels], periodicReference, period);
 
                 var job = new RowMomentsJob<T>
                 {
@@ -426,16 +423,12 @@ internal static unsafe partial class BatchNormKernels
                     Shift = periodic + (2 * period),
                     Projection = parameters.Projection is null ? null : periodic + (3 * period),
                 };
-                for (int k = 0; k < period; k++)
+                RepeatOverPeriod(offset[..channels], periodicParameters.Offset, period);
+                RepeatOverPeriod(scale[..channels], periodicParameters.Scale, period);
+                RepeatOverPeriod(shift[..channels], periodicParameters.Shift, period);
+                if (periodicParameters.Projection is not null)
                 {
-                    int c = k % channels;
-                    periodicParameters.Offset[k] = offset[c];
-                    periodicParameters.Scale[k] = scale[c];
-                    periodicParameters.Shift[k] = shift[c];
-                    if (periodicParameters.Projection is not null)
-                    {
-                        periodicParameters.Projection[k] = projection[c];
-                    }
+                    RepeatOverPeriod(projection[..channels], periodicParameters.Projection, period);
                 }
 
                 var job = new RowElementwiseJob<T>
@@ -452,6 +445,20 @@ internal static unsafe partial class BatchNormKernels
                 };
                 ChunkScheduler.Run(ref job, blocks.Count, threads);
             }
+        }
+    }
+
+    /// <summary>
+    /// row[k] = perChannel[k mod C] for k &lt; <paramref name="period"/>, a multiple of C: the channels' values copied
+    /// period / C times, with no division per value.
+    /// </summary>
+    private static void RepeatOverPeriod<T>(ReadOnlySpan<T> perChannel, T* row, int period)
+        where T : unmanaged
+    {
+        Debug.Assert(period % perChannel.Length == 0);
+        for (int k = 0; k < period; k += perChannel.Length)
+        {
+            perChannel.CopyTo(new Span<T>(row + k, perChannel.Length));
         }
     }
 
