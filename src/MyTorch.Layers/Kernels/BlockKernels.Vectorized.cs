@@ -212,7 +212,15 @@ internal static unsafe partial class BlockKernels
             long at = (long)plane * spatial;
             int c = plane % channels;
             (double o, double s, double t) = tail.Rectify ? (tail.Offset[c], tail.Scale[c], tail.Shift[c]) : (0, 1, 0);
-            GradientPlane(source + at, dy + at, g + at, spatial, o, s, t, mask is null ? T.One : mask[plane], mask is not null, tail.Rectify);
+            T factor = mask is null ? T.One : mask[plane];
+            if (WideGate<T>(spatial))
+            {
+                GradientPlaneWide(source + at, dy + at, g + at, spatial, o, s, t, factor, mask is not null, tail.Rectify);
+            }
+            else
+            {
+                GradientPlane(source + at, dy + at, g + at, spatial, o, s, t, factor, mask is not null, tail.Rectify);
+            }
         }
     }
 

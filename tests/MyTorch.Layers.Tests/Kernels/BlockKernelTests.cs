@@ -55,6 +55,11 @@ public class BlockKernelTests
                 float[] actual = new float[layout.Length];
                 BlockKernels.GradientVectorized<float>(x, dy, actual, layout, offset, scale, shift, mask, rectify, threads);
                 AssertBits(actual, expected, $"length {length}, {threads} threads");
+
+                // In place, over dy itself, as the contract allows.
+                float[] inPlace = (float[])dy.Clone();
+                BlockKernels.GradientVectorized<float>(x, inPlace, inPlace, layout, offset, scale, shift, mask, rectify, threads);
+                AssertBits(inPlace, expected, $"in place, length {length}, {threads} threads");
             }
         }
     }
