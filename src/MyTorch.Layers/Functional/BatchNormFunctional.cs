@@ -594,12 +594,13 @@ public static class BatchNormFunctional
         where TParam : unmanaged
     {
         int channels = plane.Channels;
-        double[] constants = ArrayPool<double>.Shared.Rent(3 * channels);
+        double[] constants = ArrayPool<double>.Shared.Rent(4 * channels);
         try
         {
             var offset = constants.AsSpan(0, channels);
             var scale = constants.AsSpan(channels, channels);
             var shift = constants.AsSpan(2 * channels, channels);
+            var thresholds = constants.AsSpan(3 * channels, channels);
             for (int c = 0; c < channels; c++)
             {
                 // As BatchNormKernels.NormalizeVectorized forms them, so that y is recomputed bit for bit.
@@ -608,14 +609,27 @@ public static class BatchNormFunctional
                     : (0.0, 1.0, 0.0);
             }
 
+            if (tail.Rectify && typeof(T) == typeof(float))
+            {
+                BlockKernels.GateThresholds<float>(offset, scale, shift, thresholds);
+            }
+            else if (tail.Rectify)
+            {
+                BlockKernels.GateThresholds<double>(offset, scale, shift, thresholds);
+            }
+
             fixed (T* dy = blockGradOutput)
             fixed (T* source = rectified.IsEmpty ? x : rectified)
             fixed (T* mask = TensorMemory.Vector<T>(tail.Mask))
             fixed (double* o = offset)
             fixed (double* s = scale)
             fixed (double* t = shift)
+            fixed (double* closing = thresholds)
             {
-                var blockTail = new BlockTail { Active = true, Rectify = tail.Rectify, Mask = mask, GradOutput = dy, Source = source, Offset = o, Scale = s, Shift = t };
+                var blockTail = new BlockTail
+                {
+                    Active = true, Rectify = tail.Rectify, Mask = mask, GradOutput = dy, Source = source, Offset = o, Scale = s, Shift = t, Threshold = tail.Rectify ? closing : null,
+                };
                 BatchNormKernels.BackwardReductionsVectorized(x, blockGradOutput, plane, mean, sumDy, sumDyXmu, scratch, threads, blockTail);
                 BatchNormKernels.BackwardInputVectorized(
                     x, blockGradOutput, gradInput, plane, mean, invstd, gamma, sumDy, sumDyXmu, useBatchStatistics, scratch, threads, tail: blockTail);

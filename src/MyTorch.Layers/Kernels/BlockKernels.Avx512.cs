@@ -1,3 +1,4 @@
+using System;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
@@ -77,6 +78,130 @@ internal static unsafe partial class BlockKernels
         }
 
         d.Store(g);
+    }
+
+    /// <summary>
+    /// For each channel, the value of the source at which the gate closes: with scale &gt; 0 the largest a whose
+    /// T(fma(a − offset, scale, shift)) is ≤ 0, so that the gate is closed exactly where a ≤ threshold; with scale &lt; 0
+    /// the smallest such a, closed exactly where a ≥ threshold. NaN where the offset, scale or shift is not finite or
+    /// the scale is 0, for which the gate is computed from the formula.
+    /// </summary>
+    /// <remarks>
+    /// For finite constants and a non-zero scale, y(a) = T(fma(a − offset, scale, shift)) is monotonic in a: each step
+    /// (the difference in double, the fused multiply-add, the rounding to T) is a correctly rounded monotonic function,
+    /// and rounding keeps order. So the values a where y ≤ 0 are all the values on one side of a threshold, found by
+    /// bisecting the ordered values of T with the formula itself; a NaN source fails both comparisons and passes, as its
+    /// y is NaN. The gate then costs one comparison in T per value, with no conversion to double and back.
+    /// </remarks>
+    public static void GateThresholds<T>(ReadOnlySpan<double> offset, ReadOnlySpan<double> scale, ReadOnlySpan<double> shift, Span<double> thresholds)
+        where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
+    {
+        for (int c = 0; c < thresholds.Length; c++)
+        {
+            double o = offset[c], s = scale[c], t = shift[c];
+            if (!double.IsFinite(o) || !double.IsFinite(s) || !double.IsFinite(t) || s == 0)
+            {
+                thresholds[c] = double.NaN;
+                continue;
+            }
+
+            // Closed at −∞ when scale > 0 and at +∞ when scale < 0 (y is −∞ there), so a threshold exists; bisect over
+            // the ordered values between −∞ and +∞ for the last closed one (scale > 0) or the first (scale < 0).
+            long low = OrderOf(T.NegativeInfinity), high = OrderOf(T.PositiveInfinity);
+            bool rising = s > 0;
+            while (low < high)
+            {
+                // The distance can pass long's range for float64 (−∞ to +∞); as an unsigned number it does not.
+                ulong distance = (ulong)(high - low);
+                long middle = low + (long)(rising ? (distance / 2) + (distance % 2) : distance / 2);
+                bool closed = !(Normalized(ValueOf<T>(middle), o, s, t) > T.Zero);
+                if (rising)
+                {
+                    (low, high) = closed ? (middle, high) : (low, middle - 1);
+                }
+                else
+                {
+                    (low, high) = closed ? (low, middle) : (middle + 1, high);
+                }
+            }
+
+            thresholds[c] = double.CreateTruncating(ValueOf<T>(low));
+        }
+    }
+
+    /// <summary>The position of a non-NaN value of T among all of them in increasing order (−0.0 just below +0.0).</summary>
+    private static long OrderOf<T>(T value)
+        where T : unmanaged
+    {
+        long bits = typeof(T) == typeof(float) ? BitConverter.SingleToInt32Bits(Unsafe.As<T, float>(ref value)) : BitConverter.DoubleToInt64Bits(Unsafe.As<T, double>(ref value));
+        long magnitude = bits & (typeof(T) == typeof(float) ? int.MaxValue : long.MaxValue);
+        return bits < 0 ? -magnitude - 1 : magnitude;
+    }
+
+    /// <summary>The value at position <paramref name="order"/> of <see cref="OrderOf{T}"/>.</summary>
+    private static T ValueOf<T>(long order)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            float f = BitConverter.Int32BitsToSingle(order < 0 ? (int)(-(order + 1)) | int.MinValue : (int)order);
+            return Unsafe.As<float, T>(ref f);
+        }
+
+        double d = BitConverter.Int64BitsToDouble(order < 0 ? -(order + 1) | long.MinValue : order);
+        return Unsafe.As<double, T>(ref d);
+    }
+
+    /// <summary>
+    /// <see cref="GradientPlane{T}"/> with the ReLU over a plane of at least one 512-bit vector whose channel has a
+    /// finite <paramref name="threshold"/> (<see cref="GateThresholds{T}"/>): closed where a ≤ threshold if
+    /// <paramref name="rising"/>, where a ≥ threshold if not. g may be dy itself, as in <see cref="GradientPlaneWide{T}"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void GatedPlaneWide<T>(T* a, T* dy, T* g, int length, T threshold, bool rising, T factor, bool scaled)
+        where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
+    {
+        int lanes = Vector512<T>.Count;
+        Debug.Assert(WideGate<T>(length));
+        var vf = Vector512.Create(factor);
+        var vc = Vector512.Create(threshold);
+        int i = 0;
+        for (; i <= length - lanes; i += lanes)
+        {
+            ThresholdStep(a + i, dy + i, g + i, vf, vc, rising, scaled);
+        }
+
+        if (i < length)
+        {
+            if (g != dy)
+            {
+                ThresholdStep(a + length - lanes, dy + length - lanes, g + length - lanes, vf, vc, rising, scaled);
+            }
+            else
+            {
+                for (; i < length; i++)
+                {
+                    bool closed = rising ? a[i] <= threshold : a[i] >= threshold;
+                    g[i] = closed ? T.Zero : (scaled ? dy[i] * factor : dy[i]);
+                }
+            }
+        }
+    }
+
+    /// <summary>One 512-bit step of <see cref="GatedPlaneWide{T}"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ThresholdStep<T>(T* a, T* dy, T* g, Vector512<T> factor, Vector512<T> threshold, bool rising, bool scaled)
+        where T : unmanaged
+    {
+        var d = Vector512.Load(dy);
+        if (scaled)
+        {
+            d *= factor;
+        }
+
+        var x = Vector512.Load(a);
+        var closed = rising ? Vector512.LessThanOrEqual(x, threshold) : Vector512.GreaterThanOrEqual(x, threshold);
+        Vector512.ConditionalSelect(closed, Vector512<T>.Zero, d).Store(g);
     }
 
     /// <summary>T(fma(a − o, s, t)), the fused multiply-add in double, for a 512-bit vector of T.</summary>

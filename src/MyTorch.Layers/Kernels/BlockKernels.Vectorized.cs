@@ -36,7 +36,8 @@ internal static unsafe partial class BlockKernels
 
     /// <summary>
     /// <see cref="Gradient{T}"/>, vectorised, on up to <paramref name="threads"/> threads. <paramref name="gradient"/>
-    /// may be <paramref name="gradOutput"/> itself.
+    /// may be <paramref name="gradOutput"/> itself. <paramref name="thresholds"/>, if given, are the constants'
+    /// <see cref="GateThresholds{T}"/>.
     /// </summary>
     public static void GradientVectorized<T>(
         ReadOnlySpan<T> a,
@@ -48,10 +49,12 @@ internal static unsafe partial class BlockKernels
         ReadOnlySpan<double> shift,
         ReadOnlySpan<T> mask,
         bool rectify,
-        int threads)
+        int threads,
+        ReadOnlySpan<double> thresholds = default)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         Debug.Assert(gradOutput.Length >= layout.Length && gradient.Length >= layout.Length);
+        Debug.Assert(thresholds.IsEmpty || thresholds.Length >= layout.Channels);
         Debug.Assert(!rectify || (a.Length >= layout.Length && offset.Length >= layout.Channels && scale.Length >= layout.Channels && shift.Length >= layout.Channels));
         if (layout.Length == 0)
         {
@@ -65,6 +68,7 @@ internal static unsafe partial class BlockKernels
         fixed (double* po = offset)
         fixed (double* ps = scale)
         fixed (double* pt = shift)
+        fixed (double* pc = thresholds)
         {
             var tail = new BlockTail
             {
@@ -76,6 +80,7 @@ internal static unsafe partial class BlockKernels
                 Offset = po,
                 Scale = ps,
                 Shift = pt,
+                Threshold = thresholds.IsEmpty ? null : pc,
             };
             var job = new TailJob<T>(layout, pg, tail, gradient: true);
             ChunkScheduler.Run(ref job, job.Chunks, ChunkScheduler.ThreadsFor(layout.Length, threads));
@@ -213,7 +218,12 @@ internal static unsafe partial class BlockKernels
             int c = plane % channels;
             (double o, double s, double t) = tail.Rectify ? (tail.Offset[c], tail.Scale[c], tail.Shift[c]) : (0, 1, 0);
             T factor = mask is null ? T.One : mask[plane];
-            if (WideGate<T>(spatial))
+            double threshold = tail.Rectify && tail.Threshold is not null ? tail.Threshold[c] : double.NaN;
+            if (WideGate<T>(spatial) && !double.IsNaN(threshold))
+            {
+                GatedPlaneWide(source + at, dy + at, g + at, spatial, T.CreateTruncating(threshold), s > 0, factor, mask is not null);
+            }
+            else if (WideGate<T>(spatial))
             {
                 GradientPlaneWide(source + at, dy + at, g + at, spatial, o, s, t, factor, mask is not null, tail.Rectify);
             }

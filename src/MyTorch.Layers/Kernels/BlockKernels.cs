@@ -130,4 +130,10 @@ internal unsafe struct BlockTail
 
     /// <inheritdoc cref="Offset"/>
     public double* Shift;
+
+    /// <summary>
+    /// Backward, per channel, or null: where the gate closes in terms of the source value itself (see
+    /// <see cref="BlockKernels.GateThresholds{T}"/>); NaN for a channel whose gate must be computed from the formula.
+    /// </summary>
+    public double* Threshold;
 }

@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using System.Linq;
 using MyTorch.Layers.Kernels;
 using MyTorch.Layers.Tests.Support;
@@ -60,8 +61,96 @@ public class BlockKernelTests
                 float[] inPlace = (float[])dy.Clone();
                 BlockKernels.GradientVectorized<float>(x, inPlace, inPlace, layout, offset, scale, shift, mask, rectify, threads);
                 AssertBits(inPlace, expected, $"in place, length {length}, {threads} threads");
+
+                // With the gate's thresholds, out of place and in place.
+                double[] thresholds = new double[channels];
+                BlockKernels.GateThresholds<float>(offset, scale, shift, thresholds);
+                float[] gated = new float[layout.Length];
+                BlockKernels.GradientVectorized<float>(x, dy, gated, layout, offset, scale, shift, mask, rectify, threads, thresholds);
+                AssertBits(gated, expected, $"thresholds, length {length}, {threads} threads");
+                float[] gatedInPlace = (float[])dy.Clone();
+                BlockKernels.GradientVectorized<float>(x, gatedInPlace, gatedInPlace, layout, offset, scale, shift, mask, rectify, threads, thresholds);
+                AssertBits(gatedInPlace, expected, $"thresholds in place, length {length}, {threads} threads");
             }
         }
+    }
+
+    /// <summary>
+    /// The gate's threshold for a channel closes it at exactly the values whose recomputed y is ≤ 0: checked at the
+    /// threshold and a few values of T either side of it, for scales of both signs and of very different sizes,
+    /// offsets and shifts that put the threshold among ordinary, tiny and huge values, and constants that have none.
+    /// </summary>
+    [Test]
+    public void GateThresholds_CloseTheGateExactlyWhereTheFormulaDoes([Values(false, true)] bool float64)
+    {
+        var random = new Random(8);
+        var channels = new List<(double Offset, double Scale, double Shift)>
+        {
+            (0, 1, 0), (0, -1, 0), (1, 1e-30, 0), (-3, 1e30, 1), (0, 1, -0.0), (2, 0, -1), (2, 0, 1), (double.NaN, 1, 0),
+            (0, double.PositiveInfinity, 0), (1, 1, double.NaN), (1e-300, 1e-10, -1e-310), (0, 1, 1e-46), (0, -1, -1e-46),
+        };
+        for (int i = 0; i < 200; i++)
+        {
+            double scale = Math.Pow(10, (random.NextDouble() * 12) - 6) * (random.Next(2) == 0 ? 1 : -1);
+            channels.Add(((random.NextDouble() * 8) - 4, scale, (random.NextDouble() * 2) - 1));
+        }
+
+        if (float64)
+        {
+            CheckThresholds<double>(channels, double.BitIncrement, double.BitDecrement);
+        }
+        else
+        {
+            CheckThresholds<float>(channels, MathF.BitIncrement, MathF.BitDecrement);
+        }
+    }
+
+    private static void CheckThresholds<T>(List<(double Offset, double Scale, double Shift)> channels, Func<T, T> up, Func<T, T> down)
+        where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
+    {
+        double[] offset = channels.Select(c => c.Offset).ToArray();
+        double[] scale = channels.Select(c => c.Scale).ToArray();
+        double[] shift = channels.Select(c => c.Shift).ToArray();
+        double[] thresholds = new double[channels.Count];
+        BlockKernels.GateThresholds<T>(offset, scale, shift, thresholds);
+
+        // One plane per channel of 48 values: the threshold (or 0 without one) and 15 values of T on either side,
+        // then ±∞, NaN and ±0.
+        const int Spatial = 48;
+        var layout = new PlaneLayout(1, channels.Count, Spatial, false);
+        var x = new T[layout.Length];
+        for (int c = 0; c < channels.Count; c++)
+        {
+            T centre = double.IsNaN(thresholds[c]) ? T.Zero : T.CreateTruncating(thresholds[c]);
+            T below = centre, above = centre;
+            x[(c * Spatial) + 15] = centre;
+            for (int k = 1; k <= 15; k++)
+            {
+                below = down(below);
+                above = up(above);
+                x[(c * Spatial) + 15 - k] = below;
+                x[(c * Spatial) + 15 + k] = above;
+            }
+
+            T[] special = [T.NegativeInfinity, T.PositiveInfinity, T.NaN, T.Zero, T.NegativeZero, T.One, -T.One];
+            for (int k = 31; k < Spatial; k++)
+            {
+                x[(c * Spatial) + k] = special[k % special.Length];
+            }
+        }
+
+        T[] dy = Enumerable.Repeat(T.One, layout.Length).ToArray();
+        var expected = new T[layout.Length];
+        BlockKernels.Gradient<T>(x, dy, expected, layout, offset, scale, shift, [], rectify: true);
+        var actual = new T[layout.Length];
+        BlockKernels.GradientVectorized<T>(x, dy, actual, layout, offset, scale, shift, [], rectify: true, threads: 1, thresholds);
+        for (int i = 0; i < layout.Length; i++)
+        {
+            int c = i / Spatial;
+            Assert.That(actual[i], Is.EqualTo(expected[i]), $"channel {c} {channels[c]}, threshold {thresholds[c]}, x = {x[i]}");
+        }
+
+        Assert.That(expected.Count(v => v == T.Zero), Is.InRange(layout.Length / 4, layout.Length * 3 / 4), "the values close and open the gate");
     }
 
     [Test]
