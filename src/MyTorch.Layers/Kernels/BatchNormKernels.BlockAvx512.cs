@@ -173,4 +173,135 @@ internal static unsafe partial class BatchNormKernels
             Store8(lo, hi, (double*)destination);
         }
     }
+    /// <summary>
+    /// Whether the backward sums over a chunk of NCHW planes of <paramref name="spatial"/> values take the block's gate
+    /// in their own loop: float32 or float64 on AVX-512, planes of at least a 16-value step that are not summed four at
+    /// a time, and the gate given as thresholds (<see cref="BlockKernels.GateThresholds{T}"/>).
+    /// </summary>
+    private static bool SumsGateInLoop<T>(int spatial, in BlockTail tail)
+        where T : unmanaged =>
+        tail.Rectify && tail.Threshold is not null && FinishesInLoop<T>(spatial) && !SumsFourPlanesAtOnce(spatial);
+
+    /// <summary>
+    /// (Σg, Σg·(x − r)) over one NCHW plane, g = 0 where the gate is closed (source ≤ threshold if <paramref name="rising"/>,
+    /// source ≥ threshold if not) and dy · factor (dy without <paramref name="scaled"/>) elsewhere, in T: the sums
+    /// <see cref="ProductSums{T}"/> takes over the gate's output, in the same order, so the same bits, with g never
+    /// written anywhere.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static (double Sum, double Products) GatedProductSums<T>(
+        T* dy, T* source, T* x, int length, double r, int readable, T factor, bool scaled, T threshold, bool rising)
+        where T : unmanaged
+    {
+        Debug.Assert(length >= RegisterStep && (typeof(T) == typeof(float) || typeof(T) == typeof(double)));
+        var vr = Vector512.Create(r);
+        var vf = Vector512.Create(factor);
+        var vc = Vector512.Create(threshold);
+        Vector512<double> s0 = default, s1 = default, p0 = default, p1 = default;
+        T* endA = dy + readable;
+        T* endB = x + readable;
+        int i = 0;
+        for (; i <= length - RegisterStep; i += RegisterStep)
+        {
+            Prefetch.Ahead(dy + i, endA);
+            Prefetch.Ahead(x + i, endB);
+            Gated16(dy + i, source + i, vf, vc, scaled, rising, out var alo, out var ahi);
+            Load16(x + i, out var blo, out var bhi);
+            s0 += alo;
+            s1 += ahi;
+            p0 = Avx512F.FusedMultiplyAdd(alo, blo - vr, p0);
+            p1 = Avx512F.FusedMultiplyAdd(ahi, bhi - vr, p1);
+        }
+
+        if (i <= length - 8)
+        {
+            var value = Gated8(dy + i, source + i, factor, scaled, threshold, rising);
+            s0 += value;
+            p0 = Avx512F.FusedMultiplyAdd(value, Load8(x + i) - vr, p0);
+            i += 8;
+        }
+
+        double sum = AddAcross(s0, s1);
+        double products = AddAcross(p0, p1);
+        for (; i < length; i++)
+        {
+            double value = Element.ToDouble(GatedValue(dy[i], source[i], factor, scaled, threshold, rising));
+            sum += value;
+            products += value * (Element.ToDouble(x[i]) - r);
+        }
+
+        return (sum, products);
+    }
+
+    /// <summary>16 gated values (see <see cref="GatedProductSums{T}"/>) as two vectors of doubles.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Gated16<T>(T* dy, T* x, Vector512<T> factor, Vector512<T> threshold, bool scaled, bool rising, out Vector512<double> lo, out Vector512<double> hi)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            var g = Gate(Vector512.Load(dy), Vector512.Load(x), factor, threshold, scaled, rising).AsSingle();
+            lo = Avx512F.ConvertToVector512Double(g.GetLower());
+            hi = Avx512F.ConvertToVector512Double(g.GetUpper());
+            return;
+        }
+
+        lo = Gate(Vector512.Load(dy), Vector512.Load(x), factor, threshold, scaled, rising).AsDouble();
+        hi = Gate(Vector512.Load(dy + 8), Vector512.Load(x + 8), factor, threshold, scaled, rising).AsDouble();
+    }
+
+    /// <summary>8 gated values as one vector of doubles.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<double> Gated8<T>(T* dy, T* x, T factor, bool scaled, T threshold, bool rising)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            var d = Vector256.Load((float*)dy);
+            if (scaled)
+            {
+                d *= Vector256.Create(Unsafe.As<T, float>(ref factor));
+            }
+
+            var v = Vector256.Load((float*)x);
+            var c = Vector256.Create(Unsafe.As<T, float>(ref threshold));
+            var closed = rising ? Vector256.LessThanOrEqual(v, c) : Vector256.GreaterThanOrEqual(v, c);
+            return Avx512F.ConvertToVector512Double(Vector256.ConditionalSelect(closed, Vector256<float>.Zero, d));
+        }
+
+        return Gate(Vector512.Load(dy), Vector512.Load(x), Vector512.Create(factor), Vector512.Create(threshold), scaled, rising).AsDouble();
+    }
+
+    /// <summary>The gate on a vector: 0 where closed, dy · factor (or dy) elsewhere, in T.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<T> Gate<T>(Vector512<T> dy, Vector512<T> x, Vector512<T> factor, Vector512<T> threshold, bool scaled, bool rising)
+        where T : unmanaged
+    {
+        if (scaled)
+        {
+            dy *= factor;
+        }
+
+        var closed = rising ? Vector512.LessThanOrEqual(x, threshold) : Vector512.GreaterThanOrEqual(x, threshold);
+        return Vector512.ConditionalSelect(closed, Vector512<T>.Zero, dy);
+    }
+
+    /// <summary>The gate on one value, in T.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T GatedValue<T>(T dy, T x, T factor, bool scaled, T threshold, bool rising)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            float v = Unsafe.As<T, float>(ref x), c = Unsafe.As<T, float>(ref threshold);
+            float g = (rising ? v <= c : v >= c) ? 0 : scaled ? Unsafe.As<T, float>(ref dy) * Unsafe.As<T, float>(ref factor) : Unsafe.As<T, float>(ref dy);
+            return Unsafe.As<float, T>(ref g);
+        }
+        else
+        {
+            double v = Unsafe.As<T, double>(ref x), c = Unsafe.As<T, double>(ref threshold);
+            double g = (rising ? v <= c : v >= c) ? 0 : scaled ? Unsafe.As<T, double>(ref dy) * Unsafe.As<T, double>(ref factor) : Unsafe.As<T, double>(ref dy);
+            return Unsafe.As<double, T>(ref g);
+        }
+    }
 }

@@ -568,6 +568,12 @@ internal static unsafe partial class BatchNormKernels
         public readonly void Run(int chunk)
         {
             int end = Math.Min(Planes, (chunk + 1) * PlanesPerChunk);
+            if (Tail.Active && SumsGateInLoop<T>(Spatial, Tail))
+            {
+                RunGated(chunk * PlanesPerChunk, end);
+                return;
+            }
+
             if (Tail.Active)
             {
                 // The chunk's dy, made by the tail from the block's output gradient in a buffer that stays in cache,
@@ -594,6 +600,36 @@ internal static unsafe partial class BatchNormKernels
                 (First[plane], Second[plane]) = B is null
                     ? ShiftedSums(new ReadOnlySpan<T>(A + start, Spatial), r, (end - plane) * Spatial)
                     : ProductSums(new ReadOnlySpan<T>(A + start, Spatial), new ReadOnlySpan<T>(B + start, Spatial), r, (end - plane) * Spatial);
+            }
+        }
+
+        /// <summary>
+        /// The sums over planes [first, end) of the block's dy, gated in the sums' own loop where the plane's channel
+        /// has a threshold, and through the buffer, plane by plane, where it has none: the same values, so the same sums.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private readonly void RunGated(int first, int end)
+        {
+            T* mask = (T*)Tail.Mask;
+            T* dy = (T*)Tail.GradOutput;
+            T* source = (T*)Tail.Source;
+            for (int plane = first; plane < end; plane++)
+            {
+                long start = (long)plane * Spatial;
+                int c = plane % Channels;
+                int readable = (end - plane) * Spatial;
+                double threshold = Tail.Threshold[c];
+                if (double.IsNaN(threshold))
+                {
+                    T* g = BlockKernels.ChunkScratch<T>(start, Spatial);
+                    BlockKernels.GatePlanes(g, Spatial, Channels, plane, plane + 1, Tail);
+                    (First[plane], Second[plane]) = ProductSums(new ReadOnlySpan<T>(g + start, Spatial), new ReadOnlySpan<T>(B + start, Spatial), Reference[c], readable);
+                }
+                else
+                {
+                    (First[plane], Second[plane]) = GatedProductSums(
+                        dy + start, source + start, B + start, Spatial, Reference[c], readable, mask is null ? default : mask[plane], mask is not null, Element.FromDouble<T>(threshold), Tail.Scale[c] > 0);
+                }
             }
         }
     }

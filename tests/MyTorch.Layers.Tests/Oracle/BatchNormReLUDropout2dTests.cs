@@ -97,6 +97,39 @@ public class BatchNormReLUDropout2dTests
         }
     }
 
+    /// <summary>
+    /// Weights of 0 (a zero-initialised residual branch: the ReLU's input is β whatever x is), negative weights and
+    /// ordinary ones side by side, on planes long enough for the 16-value loops, in both dtypes.
+    /// </summary>
+    [TestCase(ScalarType.Float32)]
+    [TestCase(ScalarType.Float64)]
+    public void ZeroAndNegativeWeights_AreBitIdenticalToOurThreeLayers(ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        var (fused, unfused) = Pair(6, dtype, relu: true, p: 0.3, affine: true, track: true, momentum: 0.1, seed: 4);
+        foreach (var module in new nn.Module[] { fused, unfused })
+        {
+            var bn = module is BatchNormReLUDropout2d ? (TorchSharp.Modules.BatchNorm)module : (TorchSharp.Modules.BatchNorm)((TorchSharp.Modules.Sequential)module).children().First();
+            using var _ = no_grad();
+            bn.weight!.copy_(tensor(new[] { 0.0, -1.5, 0.7, 0.0, 2.0, -0.25 }, dtype));
+            bn.bias!.copy_(tensor(new[] { 0.5, 0.1, -0.2, -0.3, 0.0, 0.0 }, dtype));
+        }
+
+        var x = Input([5, 6, 9, 11], dtype, channelsLast: false, seed: 31);
+        var dy = Input([5, 6, 9, 11], dtype, channelsLast: false, seed: 32);
+        foreach (bool training in new[] { true, false })
+        {
+            fused.train(training);
+            unfused.train(training);
+            var expected = Step(unfused, x, dy, seed: 33);
+            var actual = Step(fused, x, dy, seed: 33);
+            foreach (var (name, value) in expected)
+            {
+                AssertBitIdentical(actual[name], value, $"{name} ({(training ? "training" : "evaluation")})");
+            }
+        }
+    }
+
     /// <summary>The block's output gradient in another layout than its input: read through a copy in the input's.</summary>
     [TestCase(false)]
     [TestCase(true)]
