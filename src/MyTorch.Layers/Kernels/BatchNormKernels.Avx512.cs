@@ -424,30 +424,51 @@ internal static unsafe partial class BatchNormKernels
             PrefetchStep(b + i, b + length);
             Load16(a + i, out var alo, out var ahi);
             Load16(b + i, out var blo, out var bhi);
-            Vector512<double> lo, hi;
-            if (planes.Crosses(i, out int inPlane))
-            {
-                channel = channel + 1 == parameters.Count ? 0 : channel + 1;
-                var no = Vector512.Create(parameters.Offset[channel]);
-                var ns = Vector512.Create(parameters.Scale[channel]);
-                var nt = Vector512.Create(parameters.Shift[channel]);
-                var np = Vector512.Create(parameters.Projection[channel]);
-                var low = Leading8(inPlane);
-                var high = Leading8(inPlane - 8);
-                lo = (alo - Vector512.ConditionalSelect(low, vt, nt) - ((blo - Vector512.ConditionalSelect(low, vo, no)) * Vector512.ConditionalSelect(low, vp, np))) * Vector512.ConditionalSelect(low, vs, ns);
-                hi = (ahi - Vector512.ConditionalSelect(high, vt, nt) - ((bhi - Vector512.ConditionalSelect(high, vo, no)) * Vector512.ConditionalSelect(high, vp, np))) * Vector512.ConditionalSelect(high, vs, ns);
-                (vo, vs, vt, vp) = (no, ns, nt, np);
-            }
-            else
-            {
-                lo = (alo - vt - ((blo - vo) * vp)) * vs;
-                hi = (ahi - vt - ((bhi - vo) * vp)) * vs;
-            }
-
-            Store16<T, TStore>(lo, hi, output + i);
+            bool crosses = planes.Crosses(i, out int inPlane);
+            GradientAcrossPlanes(crosses, inPlane, ref channel, parameters, ref vo, ref vs, ref vt, ref vp, ref alo, ref ahi, blo, bhi);
+            Store16<T, TStore>(alo, ahi, output + i);
         }
 
         return i;
+    }
+
+    /// <summary>
+    /// (lo, hi) = (a − shift − (b − offset) · projection) · scale for the 16 values of an NCHW step, each lane with its
+    /// own plane's constants: a step that <paramref name="crosses"/> into the next plane (its first
+    /// <paramref name="inPlane"/> lanes in the plane before) moves <paramref name="channel"/> and the constants on to it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GradientAcrossPlanes(
+        bool crosses,
+        int inPlane,
+        ref int channel,
+        ChannelParameters parameters,
+        ref Vector512<double> vo,
+        ref Vector512<double> vs,
+        ref Vector512<double> vt,
+        ref Vector512<double> vp,
+        ref Vector512<double> lo,
+        ref Vector512<double> hi,
+        Vector512<double> blo,
+        Vector512<double> bhi)
+    {
+        if (!crosses)
+        {
+            lo = (lo - vt - ((blo - vo) * vp)) * vs;
+            hi = (hi - vt - ((bhi - vo) * vp)) * vs;
+            return;
+        }
+
+        channel = channel + 1 == parameters.Count ? 0 : channel + 1;
+        var no = Vector512.Create(parameters.Offset[channel]);
+        var ns = Vector512.Create(parameters.Scale[channel]);
+        var nt = Vector512.Create(parameters.Shift[channel]);
+        var np = Vector512.Create(parameters.Projection[channel]);
+        var low = Leading8(inPlane);
+        var high = Leading8(inPlane - 8);
+        lo = (lo - Vector512.ConditionalSelect(low, vt, nt) - ((blo - Vector512.ConditionalSelect(low, vo, no)) * Vector512.ConditionalSelect(low, vp, np))) * Vector512.ConditionalSelect(low, vs, ns);
+        hi = (hi - Vector512.ConditionalSelect(high, vt, nt) - ((bhi - Vector512.ConditionalSelect(high, vo, no)) * Vector512.ConditionalSelect(high, vp, np))) * Vector512.ConditionalSelect(high, vs, ns);
+        (vo, vs, vt, vp) = (no, ns, nt, np);
     }
 
     /// <summary>A mask of the first <paramref name="count"/> of 8 lanes (none if count ≤ 0, all if count ≥ 8).</summary>

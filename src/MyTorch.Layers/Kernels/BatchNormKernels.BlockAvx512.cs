@@ -1,3 +1,4 @@
+using System;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
@@ -183,20 +184,16 @@ internal static unsafe partial class BatchNormKernels
         tail.Rectify && tail.Threshold is not null && FinishesInLoop<T>(spatial) && !SumsFourPlanesAtOnce(spatial);
 
     /// <summary>
-    /// (Σg, Σg·(x − r)) over one NCHW plane, g = 0 where the gate is closed (source ≤ threshold if <paramref name="rising"/>,
-    /// source ≥ threshold if not) and dy · factor (dy without <paramref name="scaled"/>) elsewhere, in T: the sums
-    /// <see cref="ProductSums{T}"/> takes over the gate's output, in the same order, so the same bits, with g never
-    /// written anywhere.
+    /// (Σg, Σg·(x − r)) over one NCHW plane, g = 0 where <paramref name="gate"/> is closed for the source and
+    /// dy · factor (dy without <paramref name="scaled"/>) elsewhere, in T: the sums <see cref="ProductSums{T}"/> takes
+    /// over the gate's output, in the same order, so the same bits, with g never written anywhere.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static (double Sum, double Products) GatedProductSums<T>(
-        T* dy, T* source, T* x, int length, double r, int readable, T factor, bool scaled, T threshold, bool rising)
+    private static (double Sum, double Products) GatedProductSums<T>(T* dy, T* source, T* x, int length, double r, int readable, in PlaneGate<T> gate, bool scaled)
         where T : unmanaged
     {
         Debug.Assert(length >= RegisterStep && (typeof(T) == typeof(float) || typeof(T) == typeof(double)));
         var vr = Vector512.Create(r);
-        var vf = Vector512.Create(factor);
-        var vc = Vector512.Create(threshold);
         Vector512<double> s0 = default, s1 = default, p0 = default, p1 = default;
         T* endA = dy + readable;
         T* endB = x + readable;
@@ -205,7 +202,7 @@ internal static unsafe partial class BatchNormKernels
         {
             Prefetch.Ahead(dy + i, endA);
             Prefetch.Ahead(x + i, endB);
-            Gated16(dy + i, source + i, vf, vc, scaled, rising, out var alo, out var ahi);
+            GatedLoad16(dy + i, source + i, gate, gate, RegisterStep, scaled, out var alo, out var ahi);
             Load16(x + i, out var blo, out var bhi);
             s0 += alo;
             s1 += ahi;
@@ -215,7 +212,7 @@ internal static unsafe partial class BatchNormKernels
 
         if (i <= length - 8)
         {
-            var value = Gated8(dy + i, source + i, factor, scaled, threshold, rising);
+            var value = Gated8(dy + i, source + i, gate, scaled);
             s0 += value;
             p0 = Avx512F.FusedMultiplyAdd(value, Load8(x + i) - vr, p0);
             i += 8;
@@ -225,7 +222,7 @@ internal static unsafe partial class BatchNormKernels
         double products = AddAcross(p0, p1);
         for (; i < length; i++)
         {
-            double value = Element.ToDouble(GatedValue(dy[i], source[i], factor, scaled, threshold, rising));
+            double value = Element.ToDouble(GatedValue(dy[i], source[i], gate.Factor.ToScalar(), scaled, gate.Threshold.ToScalar(), gate.Rising));
             sum += value;
             products += value * (Element.ToDouble(x[i]) - r);
         }
@@ -233,26 +230,9 @@ internal static unsafe partial class BatchNormKernels
         return (sum, products);
     }
 
-    /// <summary>16 gated values (see <see cref="GatedProductSums{T}"/>) as two vectors of doubles.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Gated16<T>(T* dy, T* x, Vector512<T> factor, Vector512<T> threshold, bool scaled, bool rising, out Vector512<double> lo, out Vector512<double> hi)
-        where T : unmanaged
-    {
-        if (typeof(T) == typeof(float))
-        {
-            var g = Gate(Vector512.Load(dy), Vector512.Load(x), factor, threshold, scaled, rising).AsSingle();
-            lo = Avx512F.ConvertToVector512Double(g.GetLower());
-            hi = Avx512F.ConvertToVector512Double(g.GetUpper());
-            return;
-        }
-
-        lo = Gate(Vector512.Load(dy), Vector512.Load(x), factor, threshold, scaled, rising).AsDouble();
-        hi = Gate(Vector512.Load(dy + 8), Vector512.Load(x + 8), factor, threshold, scaled, rising).AsDouble();
-    }
-
     /// <summary>8 gated values as one vector of doubles.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<double> Gated8<T>(T* dy, T* x, T factor, bool scaled, T threshold, bool rising)
+    private static Vector512<double> Gated8<T>(T* dy, T* source, in PlaneGate<T> gate, bool scaled)
         where T : unmanaged
     {
         if (typeof(T) == typeof(float))
@@ -260,30 +240,16 @@ internal static unsafe partial class BatchNormKernels
             var d = Vector256.Load((float*)dy);
             if (scaled)
             {
-                d *= Vector256.Create(Unsafe.As<T, float>(ref factor));
+                d *= gate.Factor.AsSingle().GetLower();
             }
 
-            var v = Vector256.Load((float*)x);
-            var c = Vector256.Create(Unsafe.As<T, float>(ref threshold));
-            var closed = rising ? Vector256.LessThanOrEqual(v, c) : Vector256.GreaterThanOrEqual(v, c);
+            var v = Vector256.Load((float*)source);
+            var c = gate.Threshold.AsSingle().GetLower();
+            var closed = gate.Rising ? Vector256.LessThanOrEqual(v, c) : Vector256.GreaterThanOrEqual(v, c);
             return Avx512F.ConvertToVector512Double(Vector256.ConditionalSelect(closed, Vector256<float>.Zero, d));
         }
 
-        return Gate(Vector512.Load(dy), Vector512.Load(x), Vector512.Create(factor), Vector512.Create(threshold), scaled, rising).AsDouble();
-    }
-
-    /// <summary>The gate on a vector: 0 where closed, dy · factor (or dy) elsewhere, in T.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<T> Gate<T>(Vector512<T> dy, Vector512<T> x, Vector512<T> factor, Vector512<T> threshold, bool scaled, bool rising)
-        where T : unmanaged
-    {
-        if (scaled)
-        {
-            dy *= factor;
-        }
-
-        var closed = rising ? Vector512.LessThanOrEqual(x, threshold) : Vector512.GreaterThanOrEqual(x, threshold);
-        return Vector512.ConditionalSelect(closed, Vector512<T>.Zero, dy);
+        return GateAcross(Vector512.Load(dy), Vector512.Load(source), gate, gate, Vector512<T>.Count, scaled).AsDouble();
     }
 
     /// <summary>The gate on one value, in T.</summary>
@@ -303,5 +269,146 @@ internal static unsafe partial class BatchNormKernels
             double g = (rising ? v <= c : v >= c) ? 0 : scaled ? Unsafe.As<T, double>(ref dy) * Unsafe.As<T, double>(ref factor) : Unsafe.As<T, double>(ref dy);
             return Unsafe.As<double, T>(ref g);
         }
+    }
+    /// <summary>
+    /// Whether dx over the NCHW planes [<paramref name="first"/>, <paramref name="end"/>) takes the block's gate in its
+    /// own loop: as <see cref="SumsGateInLoop{T}"/> (planes of 4×4 included), with a threshold for every channel the
+    /// planes meet.
+    /// </summary>
+    private static bool GradientGateInLoop<T>(int spatial, in BlockTail tail, int channels, int first, int end)
+        where T : unmanaged
+    {
+        if (!tail.Rectify || tail.Threshold is null || !FinishesInLoop<T>(spatial))
+        {
+            return false;
+        }
+
+        for (int plane = first; plane < Math.Min(end, first + channels); plane++)
+        {
+            if (double.IsNaN(tail.Threshold[plane % channels]))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// <see cref="GradientPlanes{T, TStore}"/> over a run of whole NCHW planes from plane <paramref name="firstPlane"/>
+    /// with a as the block's gate makes it from <paramref name="blockGradOutput"/> (see <see cref="GatedProductSums{T}"/>),
+    /// each lane with its own plane's factor and channel's threshold: the values the buffer path writes and reads, so the
+    /// same bits, with none of them written anywhere.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void GatedGradientPlanes<T, TStore>(
+        T* blockGradOutput, T* source, T* b, T* output, int length, int spatial, int firstPlane, ChannelParameters parameters, BlockTail tail)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
+        int channels = parameters.Count;
+        T* mask = (T*)tail.Mask;
+        (int start, int end) = VectorBody<T, TStore>(output, length);
+        int i = 0;
+        for (; i < start; i++)
+        {
+            output[i] = GatedGradientValue(blockGradOutput, source, b, i, spatial, firstPlane, parameters, tail);
+        }
+
+        var planes = new PlaneBoundaries(spatial, i, RegisterStep);
+        int plane = firstPlane + planes.Plane;
+        int channel = plane % channels;
+        var vo = Vector512.Create(parameters.Offset[channel]);
+        var vs = Vector512.Create(parameters.Scale[channel]);
+        var vt = Vector512.Create(parameters.Shift[channel]);
+        var vp = Vector512.Create(parameters.Projection[channel]);
+        var gate = GateOf(tail, mask, plane, channel);
+        for (; i <= end - RegisterStep; i += RegisterStep)
+        {
+            PrefetchStep(blockGradOutput + i, blockGradOutput + length);
+            PrefetchStep(b + i, b + length);
+            bool crosses = planes.Crosses(i, out int inPlane);
+            var next = crosses ? GateOf(tail, mask, plane + 1, channel + 1 == channels ? 0 : channel + 1) : gate;
+            GatedLoad16(blockGradOutput + i, source + i, gate, next, crosses ? inPlane : RegisterStep, mask is not null, out var alo, out var ahi);
+            Load16(b + i, out var blo, out var bhi);
+            GradientAcrossPlanes(crosses, inPlane, ref channel, parameters, ref vo, ref vs, ref vt, ref vp, ref alo, ref ahi, blo, bhi);
+            Store16<T, TStore>(alo, ahi, output + i);
+            if (crosses)
+            {
+                plane++;
+                gate = next;
+            }
+        }
+
+        for (; i < length; i++)
+        {
+            output[i] = GatedGradientValue(blockGradOutput, source, b, i, spatial, firstPlane, parameters, tail);
+        }
+    }
+
+    /// <summary>One plane's gate: its factor (1 without a mask), its channel's threshold, and which side of it is closed.</summary>
+    private readonly struct PlaneGate<T>(Vector512<T> factor, Vector512<T> threshold, bool rising)
+        where T : unmanaged
+    {
+        public Vector512<T> Factor { get; } = factor;
+
+        public Vector512<T> Threshold { get; } = threshold;
+
+        public bool Rising { get; } = rising;
+
+        public Vector512<T> Closed(Vector512<T> source) =>
+            Rising ? Vector512.LessThanOrEqual(source, Threshold) : Vector512.GreaterThanOrEqual(source, Threshold);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static PlaneGate<T> GateOf<T>(in BlockTail tail, T* mask, int plane, int channel)
+        where T : unmanaged =>
+        new(Vector512.Create(mask is null ? Element.FromDouble<T>(1) : mask[plane]), Vector512.Create(Element.FromDouble<T>(tail.Threshold[channel])), tail.Scale[channel] > 0);
+
+    /// <summary>
+    /// 16 gated values as two vectors of doubles, the first <paramref name="inCurrent"/> through <paramref name="current"/>'s
+    /// gate and the rest through <paramref name="next"/>'s.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GatedLoad16<T>(T* dy, T* source, in PlaneGate<T> current, in PlaneGate<T> next, int inCurrent, bool scaled, out Vector512<double> lo, out Vector512<double> hi)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            var g = GateAcross(Vector512.Load(dy), Vector512.Load(source), current, next, inCurrent, scaled).AsSingle();
+            lo = Avx512F.ConvertToVector512Double(g.GetLower());
+            hi = Avx512F.ConvertToVector512Double(g.GetUpper());
+            return;
+        }
+
+        lo = GateAcross(Vector512.Load(dy), Vector512.Load(source), current, next, inCurrent, scaled).AsDouble();
+        hi = GateAcross(Vector512.Load(dy + 8), Vector512.Load(source + 8), current, next, inCurrent - 8, scaled).AsDouble();
+    }
+
+    /// <summary>The gate on a vector whose first <paramref name="inCurrent"/> lanes are in one plane and the rest in the next.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<T> GateAcross<T>(Vector512<T> dy, Vector512<T> source, in PlaneGate<T> current, in PlaneGate<T> next, int inCurrent, bool scaled)
+        where T : unmanaged
+    {
+        if (inCurrent >= Vector512<T>.Count)
+        {
+            return Vector512.ConditionalSelect(current.Closed(source), Vector512<T>.Zero, scaled ? dy * current.Factor : dy);
+        }
+
+        var lanes = Vector512.LessThan(Vector512<T>.Indices, Vector512.Create(Element.FromDouble<T>(inCurrent)));
+        var closed = Vector512.ConditionalSelect(lanes, current.Closed(source), next.Closed(source));
+        var g = scaled ? dy * Vector512.ConditionalSelect(lanes, current.Factor, next.Factor) : dy;
+        return Vector512.ConditionalSelect(closed, Vector512<T>.Zero, g);
+    }
+
+    /// <summary>dx at run offset <paramref name="i"/> of <see cref="GatedGradientPlanes{T, TStore}"/>, value by value.</summary>
+    private static T GatedGradientValue<T>(T* blockGradOutput, T* source, T* b, int i, int spatial, int firstPlane, ChannelParameters parameters, in BlockTail tail)
+        where T : unmanaged
+    {
+        int plane = firstPlane + (i / spatial);
+        int c = plane % parameters.Count;
+        T factor = tail.Mask is null ? default : ((T*)tail.Mask)[plane];
+        T g = GatedValue(blockGradOutput[i], source[i], factor, tail.Mask is not null, Element.FromDouble<T>(tail.Threshold[c]), tail.Scale[c] > 0);
+        return Gradient(g, b[i], parameters.Offset[c], parameters.Scale[c], parameters.Shift[c], parameters.Projection[c]);
     }
 }

@@ -628,7 +628,7 @@ internal static unsafe partial class BatchNormKernels
                 else
                 {
                     (First[plane], Second[plane]) = GatedProductSums(
-                        dy + start, source + start, B + start, Spatial, Reference[c], readable, mask is null ? default : mask[plane], mask is not null, Element.FromDouble<T>(threshold), Tail.Scale[c] > 0);
+                        dy + start, source + start, B + start, Spatial, Reference[c], readable, GateOf(Tail, mask, plane, c), mask is not null);
                 }
             }
         }
@@ -708,6 +708,10 @@ internal static unsafe partial class BatchNormKernels
             {
                 RunFinished(chunk);
             }
+            else if (Tail.Active && Gradient && GradientGateInLoop<T>(Spatial, Tail, Parameters.Count, chunk * PlanesPerChunk, Math.Min(Planes, (chunk + 1) * PlanesPerChunk)))
+            {
+                RunGatedGradient(chunk);
+            }
             else if (Tail.Active)
             {
                 RunWithTail(chunk);
@@ -748,6 +752,25 @@ internal static unsafe partial class BatchNormKernels
             inner.Run(chunk);
             BlockKernels.FinishPlanes(scratch, Spatial, Parameters.Count, first, end, Tail);
             BlockKernels.CopyOut(scratch + start, Output + start, length, Streaming);
+        }
+
+        /// <summary>The chunk's dx with the block's gate taken in the loop (see <see cref="GatedGradientPlanes{T, TStore}"/>).</summary>
+        private readonly void RunGatedGradient(int chunk)
+        {
+            int first = chunk * PlanesPerChunk;
+            int end = Math.Min(Planes, first + PlanesPerChunk);
+            long start = (long)first * Spatial;
+            int length = (end - first) * Spatial;
+            T* dy = (T*)Tail.GradOutput + start;
+            T* source = (T*)Tail.Source + start;
+            if (Streaming)
+            {
+                GatedGradientPlanes<T, StreamingStores>(dy, source, B + start, Output + start, length, Spatial, first, Parameters, Tail);
+            }
+            else
+            {
+                GatedGradientPlanes<T, PlainStores>(dy, source, B + start, Output + start, length, Spatial, first, Parameters, Tail);
+            }
         }
 
         /// <summary>The chunk's y finished on its way to memory (see <see cref="AffinePlanesFinished{T, TStore}"/>).</summary>
