@@ -7,9 +7,11 @@ using System.Runtime.Intrinsics.X86;
 namespace MyTorch.Layers.Kernels;
 
 /// <summary>
-/// A BatchNorm2d → ReLU → Dropout2d block's training forward over NCHW planes, finished in the normalisation's own
-/// 16-value loop: each y is rounded to T, rectified and multiplied by its plane's factor on its way to memory, as
-/// <see cref="BlockKernels.RectifyAndScale{T}"/> does after the fact, so no chunk goes through a buffer first.
+/// A BatchNorm2d → ReLU → Dropout2d block's training step over NCHW planes, its tail taken in the normalisation's own
+/// 16-value loops. Forward, each y is rounded to T, rectified and multiplied by its plane's factor on its way to memory,
+/// as <see cref="BlockKernels.RectifyAndScale{T}"/> does after the fact; backward, the sums and dx gate the block's
+/// output gradient as they load it, as <see cref="BlockKernels.Gradient{T}"/> describes, where its channels have a
+/// threshold for the gate (<see cref="BlockKernels.GateThresholds{T}"/>); other chunks still go through the buffer.
 /// </summary>
 /// <remarks>
 /// Through the buffer, each chunk of y was written to cache, read and written again by the ReLU and the factors, then
@@ -174,6 +176,7 @@ internal static unsafe partial class BatchNormKernels
             Store8(lo, hi, (double*)destination);
         }
     }
+
     /// <summary>
     /// Whether the backward sums over a chunk of NCHW planes of <paramref name="spatial"/> values take the block's gate
     /// in their own loop: float32 or float64 on AVX-512, planes of at least a 16-value step that are not summed four at
@@ -270,6 +273,7 @@ internal static unsafe partial class BatchNormKernels
             return Unsafe.As<double, T>(ref g);
         }
     }
+
     /// <summary>
     /// Whether dx over the NCHW planes [<paramref name="first"/>, <paramref name="end"/>) takes the block's gate in its
     /// own loop: as <see cref="SumsGateInLoop{T}"/> (planes of 4×4 included), with a threshold for every channel the
