@@ -9,14 +9,14 @@ namespace MyTorch.Layers.Kernels;
 /// <summary>
 /// The block's backward gate over NCHW planes a whole 512-bit vector a step on hardware with AVX-512: 16 float32 or 8
 /// float64 values, each computed by the same operations as <see cref="GradientPlane{T}"/>'s <see cref="System.Numerics.Vector{T}"/>
-/// loop (dy · factor in T; the ReLU's input recomputed as T(fma(a − o, s, t)) in double; compared with zero in T), so
-/// the bits are the same.
+/// loop (dy · factor in T; the ReLU's input recomputed as T(fma(a − o, s, t)) in double; compared with zero in T), or,
+/// given the channel's threshold (<see cref="GateThresholds{T}"/>), by one comparison of a with it, so the bits are the same.
 /// </summary>
 /// <remarks>
-/// The gate makes the normalisation's dy from the block's output gradient twice in a training step, once for the sums
-/// and once for dx, and its 256-bit loop was the largest single item in a profile of the block's step. A plane's last
-/// step overlaps the one before it instead of finishing value by value: the gate writes a separate buffer and each value
-/// depends only on its own inputs, so writing a value twice writes the same bits.
+/// Where the normalisation's sums and dx cannot take the gate in their own loops, it makes their dy from the block's
+/// output gradient in a buffer, once for each; its 256-bit loop was the largest single item in a profile of the block's
+/// step. A plane's last step overlaps the one before it instead of finishing value by value: each value depends only
+/// on its own inputs, so writing one twice writes the same bits, unless the gate runs in place over dy.
 /// </remarks>
 internal static unsafe partial class BlockKernels
 {
