@@ -90,12 +90,14 @@ internal static unsafe partial class BlockKernels
     /// For finite constants and a non-zero scale, y(a) = T(fma(a − offset, scale, shift)) is monotonic in a: each step
     /// (the difference in double, the fused multiply-add, the rounding to T) is a correctly rounded monotonic function,
     /// and rounding keeps order. So the values a where y ≤ 0 are all the values on one side of a threshold, found by
-    /// bisecting the ordered values of T with the formula itself; a NaN source fails both comparisons and passes, as its
-    /// y is NaN. The gate then costs one comparison in T per value, with no conversion to double and back.
+    /// searching the ordered values of T with the formula itself, from the root; a NaN source fails both comparisons and
+    /// passes, as its y is NaN. The gate then costs one comparison in T per value, with no conversion to double and back.
     /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void GateThresholds<T>(ReadOnlySpan<double> offset, ReadOnlySpan<double> scale, ReadOnlySpan<double> shift, Span<double> thresholds)
         where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
     {
+        long lowest = OrderOf(T.NegativeInfinity), highest = OrderOf(T.PositiveInfinity);
         for (int c = 0; c < thresholds.Length; c++)
         {
             double o = offset[c], s = scale[c], t = shift[c];
@@ -105,29 +107,74 @@ internal static unsafe partial class BlockKernels
                 continue;
             }
 
-            // Closed at −∞ when scale > 0 and at +∞ when scale < 0 (y is −∞ there), so a threshold exists; bisect over
-            // the ordered values between −∞ and +∞ for the last closed one (scale > 0) or the first (scale < 0).
-            long low = OrderOf(T.NegativeInfinity), high = OrderOf(T.PositiveInfinity);
-            bool rising = s > 0;
-            while (low < high)
+            // y is −∞ (closed) at −∞ and +∞ (open) at +∞ when scale > 0, the other way round when scale < 0. Start at
+            // the root o − t / s, which is at most a few values of T from the threshold, gallop away from it until the
+            // gate changes, then bisect: a handful of evaluations of the formula per channel.
+            long opening = s > 0 ? 1 : -1;
+            double root = o - (t / s);
+            long guess = double.IsNaN(root) ? 0 : OrderOf(T.CreateTruncating(root));
+            long closed, open;
+            if (IsClosed<T>(guess, o, s, t))
             {
-                // The distance can pass long's range for float64 (−∞ to +∞); as an unsigned number it does not.
-                ulong distance = (ulong)(high - low);
-                long middle = low + (long)(rising ? (distance / 2) + (distance % 2) : distance / 2);
-                bool closed = !(Normalized(ValueOf<T>(middle), o, s, t) > T.Zero);
-                if (rising)
+                (closed, open) = Gallop<T>(guess, opening, lowest, highest, o, s, t, untilClosed: false);
+            }
+            else
+            {
+                (open, closed) = Gallop<T>(guess, -opening, lowest, highest, o, s, t, untilClosed: true);
+            }
+
+            while (Distance(closed, open) > 1)
+            {
+                long middle = Midpoint(closed, open);
+                if (IsClosed<T>(middle, o, s, t))
                 {
-                    (low, high) = closed ? (middle, high) : (low, middle - 1);
+                    closed = middle;
                 }
                 else
                 {
-                    (low, high) = closed ? (low, middle) : (middle + 1, high);
+                    open = middle;
                 }
             }
 
-            thresholds[c] = double.CreateTruncating(ValueOf<T>(low));
+            thresholds[c] = double.CreateTruncating(ValueOf<T>(closed));
         }
     }
+
+    /// <summary>Whether the gate is closed at the value of T at position <paramref name="order"/>.</summary>
+    private static bool IsClosed<T>(long order, double o, double s, double t)
+        where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T> =>
+        !(Normalized(ValueOf<T>(order), o, s, t) > T.Zero);
+
+    /// <summary>
+    /// From <paramref name="start"/>, steps of 1, 2, 4, … positions in <paramref name="direction"/> (kept within
+    /// [<paramref name="lowest"/>, <paramref name="highest"/>]) until the gate is closed (or open, without
+    /// <paramref name="untilClosed"/>). Returns the last position before the change and the first after it.
+    /// </summary>
+    private static (long Before, long After) Gallop<T>(long start, long direction, long lowest, long highest, double o, double s, double t, bool untilClosed)
+        where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
+    {
+        long before = start;
+        ulong step = 1;
+        while (true)
+        {
+            // The room left in that direction, as an unsigned distance: between −∞ and +∞ of float64 it passes long's range.
+            ulong room = direction > 0 ? (ulong)(highest - before) : (ulong)(before - lowest);
+            long after = step >= room ? (direction > 0 ? highest : lowest) : before + (direction * (long)step);
+            if (IsClosed<T>(after, o, s, t) == untilClosed)
+            {
+                return (before, after);
+            }
+
+            before = after;
+            step *= 2;
+        }
+    }
+
+    /// <summary>|a − b| as an unsigned number, which it always fits.</summary>
+    private static ulong Distance(long a, long b) => a > b ? (ulong)(a - b) : (ulong)(b - a);
+
+    /// <summary>The position halfway between <paramref name="a"/> and <paramref name="b"/>, rounded towards a.</summary>
+    private static long Midpoint(long a, long b) => a > b ? a - (long)(Distance(a, b) / 2) : a + (long)(Distance(a, b) / 2);
 
     /// <summary>The position of a non-NaN value of T among all of them in increasing order (−0.0 just below +0.0).</summary>
     private static long OrderOf<T>(T value)
