@@ -304,18 +304,7 @@ internal static unsafe partial class BatchNormKernels
     {
         if (typeof(T) == typeof(float))
         {
-            var low = Avx512F.ConvertToVector256Single(lo);
-            var high = Avx512F.ConvertToVector256Single(hi);
-            if (TStore.Streaming)
-            {
-                Avx.StoreAlignedNonTemporal((float*)destination, low);
-                Avx.StoreAlignedNonTemporal((float*)destination + 8, high);
-            }
-            else
-            {
-                low.Store((float*)destination);
-                high.Store((float*)destination + 8);
-            }
+            StoreHalves<TStore>(Avx512F.ConvertToVector256Single(lo), Avx512F.ConvertToVector256Single(hi), (float*)destination);
         }
         else if (typeof(T) != typeof(double))
         {
@@ -339,6 +328,23 @@ internal static unsafe partial class BatchNormKernels
         else
         {
             Store8(lo, hi, (double*)destination);
+        }
+    }
+
+    /// <summary>Stores 16 float32 values held as two halves, plainly or streaming.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreHalves<TStore>(Vector256<float> low, Vector256<float> high, float* destination)
+        where TStore : struct, IStoreMode
+    {
+        if (TStore.Streaming)
+        {
+            Avx.StoreAlignedNonTemporal(destination, low);
+            Avx.StoreAlignedNonTemporal(destination + 8, high);
+        }
+        else
+        {
+            low.Store(destination);
+            high.Store(destination + 8);
         }
     }
 

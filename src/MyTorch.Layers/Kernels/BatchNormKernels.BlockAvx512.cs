@@ -137,17 +137,7 @@ internal static unsafe partial class BatchNormKernels
                 high *= Vector256.ConditionalSelect(Vector256.LessThan(indices, Vector256.Create((float)(inCurrent - 8))), f, g);
             }
 
-            if (TStore.Streaming)
-            {
-                Avx.StoreAlignedNonTemporal((float*)destination, low);
-                Avx.StoreAlignedNonTemporal((float*)destination + 8, high);
-            }
-            else
-            {
-                low.Store((float*)destination);
-                high.Store((float*)destination + 8);
-            }
-
+            StoreHalves<TStore>(low, high, (float*)destination);
             return;
         }
 
@@ -166,15 +156,7 @@ internal static unsafe partial class BatchNormKernels
             hi *= Vector512.ConditionalSelect(Leading8(inCurrent - 8), f, g);
         }
 
-        if (TStore.Streaming)
-        {
-            Avx512F.StoreAlignedNonTemporal((double*)destination, lo);
-            Avx512F.StoreAlignedNonTemporal((double*)destination + 8, hi);
-        }
-        else
-        {
-            Store8(lo, hi, (double*)destination);
-        }
+        Store16<T, TStore>(lo, hi, destination);
     }
 
     /// <summary>
