@@ -24,8 +24,8 @@ namespace MyTorch.Layers.Kernels;
 /// <para>
 /// The NCHW element-wise loops do what the 8-value loops do, a step that reaches across two planes taking each lane's
 /// constants from its own plane, with half as many steps, prefetches and plane-boundary checks. The period-by-period
-/// loops load and store what the 8-value loops do, 16 values at a time, the statistics' and dx's four rows per load of
-/// their accumulators or constants (see <see cref="RowsPerTile"/>). The NCHW sums keep the 8-value loop's four accumulators of 4
+/// loops load and store what the 8-value loops do, 16 values at a time, the statistics four rows per load of their
+/// accumulators (see <see cref="RowsPerTile"/>). The NCHW sums keep the 8-value loop's four accumulators of 4
 /// doubles as two of 8 and add them up the same way, so they too give the same bits. At the kernel alone on the
 /// AVX-512 machine measured, each of these loops was faster than its 8-value counterpart on most shapes and slower on
 /// none (see docs/performance.md).
@@ -578,14 +578,14 @@ internal static unsafe partial class BatchNormKernels
     private static bool WidePeriods(int period) => Avx512 && period % RegisterStep == 0;
 
     /// <summary>
-    /// The rows the statistics' and dx's period-by-period loops take per load of their accumulators or constants: each
-    /// 16-value step goes down this many rows, so the loads and stores around it are shared by four rows' values.
+    /// The rows the statistics' period-by-period loop takes per load of its accumulators: each 16-value step goes down
+    /// this many rows, so the loads and stores around it are shared by four rows' values.
     /// </summary>
     /// <remarks>
     /// With a long period (a row of 128 channels or more) every step of the one-row loop loaded and stored four
-    /// accumulators, or loaded eight vectors of constants, for one vector of values. Four rows are four sequential runs
-    /// read side by side, and each lane still takes its values in row order. y's and the backward sums' loops, with
-    /// six loads a step and two inputs, were slower so, and keep one row (kernels alone, on the AVX-512 machine measured).
+    /// accumulators for one vector of values. Four rows are four sequential runs read side by side, and each lane still
+    /// takes its values in row order. The element-wise loops and the backward sums keep one row: with their constants
+    /// on cache lines (<see cref="CacheLine"/>) they were faster so (kernels alone, on the AVX-512 machine measured).
     /// </remarks>
     private const int RowsPerTile = 4;
 
@@ -682,23 +682,7 @@ internal static unsafe partial class BatchNormKernels
         double* o = parameters.Offset, c = parameters.Scale, t = parameters.Shift, p = parameters.Projection;
         T* endA = a + length;
         T* endB = b + length;
-        int tile = RowsPerTile * period;
         int i = 0;
-        for (; i <= length - tile; i += tile)
-        {
-            for (int k = 0; k < period; k += RegisterStep)
-            {
-                Vector512<double> o0 = Load8(o + k), o1 = Load8(o + k + 8), c0 = Load8(c + k), c1 = Load8(c + k + 8);
-                Vector512<double> t0 = Load8(t + k), t1 = Load8(t + k + 8), p0 = Load8(p + k), p1 = Load8(p + k + 8);
-                for (int at = i + k, last = at + tile; at < last; at += period)
-                {
-                    PrefetchAt(a + at + tile, endA);
-                    PrefetchAt(b + at + tile, endB);
-                    GradientStep<T, TStore>(a + at, b + at, null, null, output + at, o0, o1, c0, c1, t0, t1, p0, p1);
-                }
-            }
-        }
-
         for (; i <= length - period; i += period)
         {
             for (int k = 0; k < period; k += RegisterStep)
