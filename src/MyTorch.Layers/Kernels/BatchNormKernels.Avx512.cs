@@ -74,7 +74,7 @@ internal static unsafe partial class BatchNormKernels
             _ => ProductSumsInRegisters<T, FourSteps>(a, b, length, r, sum, products),
         };
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int ShiftedSumsInRegisters<T, TSteps>(T* x, int length, double* r, double* sum, double* squares)
         where T : unmanaged
         where TSteps : struct, IStepCount
@@ -111,7 +111,7 @@ internal static unsafe partial class BatchNormKernels
         return i;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int ProductSumsInRegisters<T, TSteps>(T* a, T* b, int length, double* r, double* sum, double* products)
         where T : unmanaged
         where TSteps : struct, IStepCount
@@ -176,7 +176,7 @@ internal static unsafe partial class BatchNormKernels
             _ => GradientInRegisters<T, TStore, FourSteps>(a, b, output, length, parameters),
         };
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int AffineInRegisters<T, TStore, TSteps>(T* a, T* output, int length, ChannelParameters parameters)
         where T : unmanaged
         where TStore : struct, IStoreMode
@@ -212,7 +212,7 @@ internal static unsafe partial class BatchNormKernels
         return i;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int GradientInRegisters<T, TStore, TSteps>(T* a, T* b, T* output, int length, ChannelParameters parameters)
         where T : unmanaged
         where TStore : struct, IStoreMode
@@ -355,7 +355,7 @@ internal static unsafe partial class BatchNormKernels
     /// The vector body of <see cref="AffinePlanes{T, TStore}"/> from <paramref name="i"/>, 16 values at a time, as far as
     /// whole steps reach before <paramref name="end"/>; each value computed as in the 8-value loop. Returns where it stopped.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int AffinePlanesWide<T, TStore>(T* a, T* output, int i, int end, int length, int spatial, int firstChannel, ChannelParameters parameters)
         where T : unmanaged
         where TStore : struct, IStoreMode
@@ -413,7 +413,7 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary>The vector body of <see cref="GradientPlanes{T, TStore}"/> 16 values at a time, as <see cref="AffinePlanesWide{T, TStore}"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int GradientPlanesWide<T, TStore>(T* a, T* b, T* output, int i, int end, int length, int spatial, int firstChannel, ChannelParameters parameters)
         where T : unmanaged
         where TStore : struct, IStoreMode
@@ -489,7 +489,7 @@ internal static unsafe partial class BatchNormKernels
     /// doubles holds two of that loop's four accumulators side by side, takes the same values in the same order, and is
     /// added across as there, so the same bits. Returns how many values it read.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int ShiftedSumsWide<T>(T* x, int length, double r, int readable, out double sum, out double squares)
         where T : unmanaged
     {
@@ -523,7 +523,7 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary>The vector part of <see cref="ProductSums{T}"/> 16 values a step, as <see cref="ShiftedSumsWide{T}"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int ProductSumsWide<T>(T* a, T* b, int length, double r, int readable, out double sum, out double products)
         where T : unmanaged
     {
@@ -590,7 +590,7 @@ internal static unsafe partial class BatchNormKernels
     private const int RowsPerTile = 4;
 
     /// <summary><see cref="ShiftedSumsPeriodByPeriod{T}"/> 16 values a step: the same values into the same lanes in the same order.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int ShiftedSumsPeriodByPeriodWide<T>(T* x, int length, int period, double* r, double* sum, double* squares)
         where T : unmanaged
     {
@@ -630,7 +630,7 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary><see cref="ProductSumsPeriodByPeriod{T}"/> 16 values a step: the same values into the same lanes in the same order.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int ProductSumsPeriodByPeriodWide<T>(T* a, T* b, int length, int period, double* r, double* sum, double* products)
         where T : unmanaged
     {
@@ -652,7 +652,7 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary><see cref="AffinePeriodByPeriod{T, TStore}"/> 16 values a step, each value computed as there.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int AffinePeriodByPeriodWide<T, TStore>(T* a, T* output, int length, ChannelParameters parameters)
         where T : unmanaged
         where TStore : struct, IStoreMode
@@ -673,7 +673,7 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary><see cref="GradientPeriodByPeriod{T, TStore}"/> 16 values a step, each value computed as there.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int GradientPeriodByPeriodWide<T, TStore>(T* a, T* b, T* output, int length, ChannelParameters parameters)
         where T : unmanaged
         where TStore : struct, IStoreMode

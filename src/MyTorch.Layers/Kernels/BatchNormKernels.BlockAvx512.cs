@@ -34,7 +34,7 @@ internal static unsafe partial class BatchNormKernels
     /// (counted over the tensor from <paramref name="firstPlane"/>) and c its channel; without the tail's ReLU or factors,
     /// without that operation. The run's ends, outside whole steps (and whole lines for streaming stores), value by value.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void AffinePlanesFinished<T, TStore>(T* a, T* output, int length, int spatial, int firstPlane, ChannelParameters parameters, BlockTail tail)
         where T : unmanaged
         where TStore : struct, IStoreMode
@@ -173,7 +173,7 @@ internal static unsafe partial class BatchNormKernels
     /// dy · factor (dy without <paramref name="scaled"/>) elsewhere, in T: the sums <see cref="ProductSums{T}"/> takes
     /// over the gate's output, in the same order, so the same bits, with g never written anywhere.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static (double Sum, double Products) GatedProductSums<T>(T* dy, T* source, T* x, int length, double r, int readable, in PlaneGate<T> gate, bool scaled)
         where T : unmanaged
     {
@@ -286,7 +286,7 @@ internal static unsafe partial class BatchNormKernels
     /// each lane with its own plane's factor and channel's threshold: the values the buffer path writes and reads, so the
     /// same bits, with none of them written anywhere.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void GatedGradientPlanes<T, TStore>(
         T* blockGradOutput, T* source, T* b, T* output, int length, int spatial, int firstPlane, ChannelParameters parameters, BlockTail tail)
         where T : unmanaged

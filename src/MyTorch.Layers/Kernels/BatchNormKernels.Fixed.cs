@@ -191,7 +191,7 @@ internal static unsafe partial class BatchNormKernels
             }
         }
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
         private readonly void Run<TStore>(int chunk)
             where TStore : struct, IStoreMode
         {
@@ -250,7 +250,7 @@ internal static unsafe partial class BatchNormKernels
     /// within it. Returns false if some x − offset in the vector loop was not finite, and then the run must be computed
     /// again value by value (<see cref="FixedValue{T}"/>).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static bool FixedPlanes<T, TStore>(T* x, T* y, int length, int spatial, int firstChannel, int channels, T* offset, T* scale, T* shift)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
         where TStore : struct, IStoreMode
@@ -309,7 +309,7 @@ internal static unsafe partial class BatchNormKernels
     /// y = (x − offset[k]) · scale[k] + shift[k] in T with k the offset modulo the period; the run starts at a whole
     /// period, and for streaming stores at an aligned address.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void FixedPeriodic<T, TStore>(T* x, T* y, int length, int period, T* offset, T* scale, T* shift)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
         where TStore : struct, IStoreMode

@@ -26,7 +26,7 @@ internal static unsafe partial class BatchNormKernels
     /// The whole periods of <see cref="FixedPeriodic{T, TStore}"/>, a 512-bit vector a step, for a period of whole
     /// vectors. Returns how many values it wrote; <paramref name="nonFinite"/> turns non-zero once some x − offset is not finite.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int FixedPeriodicWide<T, TStore>(T* x, T* y, int length, int period, T* offset, T* scale, T* shift, ref Vector512<T> nonFinite)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
         where TStore : struct, IStoreMode

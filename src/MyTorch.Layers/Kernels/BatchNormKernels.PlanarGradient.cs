@@ -160,7 +160,7 @@ internal static unsafe partial class BatchNormKernels
     /// The sums of <see cref="RowMomentsJob{T}"/> for one block whose a is NCHW, piece by piece through a buffer on the
     /// stack.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void StagedPeriodicProductSums<T>(T* a, T* b, in RowBlocks blocks, int block, ReadOnlySpan<double> reference, Span<double> sum, Span<double> products)
         where T : unmanaged
     {
@@ -177,7 +177,7 @@ internal static unsafe partial class BatchNormKernels
     /// One block of <see cref="RowElementwiseJob{T}"/> whose a is NCHW, piece by piece through a buffer on the stack;
     /// with <paramref name="streaming"/>, each piece whose output starts on a cache line is written with streaming stores.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void StagedElementwise<T>(T* a, T* b, T* output, in RowBlocks blocks, int block, ChannelParameters parameters, bool gradient, bool streaming)
         where T : unmanaged
     {

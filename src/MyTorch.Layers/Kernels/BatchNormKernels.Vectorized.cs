@@ -564,7 +564,7 @@ internal static unsafe partial class BatchNormKernels
         public int PlanesPerChunk;
         public BlockTail Tail;
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
         public readonly void Run(int chunk)
         {
             int end = Math.Min(Planes, (chunk + 1) * PlanesPerChunk);
@@ -607,7 +607,7 @@ internal static unsafe partial class BatchNormKernels
         /// The sums over planes [first, end) of the block's dy, gated in the sums' own loop where the plane's channel
         /// has a threshold, and through the buffer, plane by plane, where it has none: the same values, so the same sums.
         /// </summary>
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
         private readonly void RunGated(int first, int end)
         {
             T* mask = (T*)Tail.Mask;
@@ -649,7 +649,7 @@ internal static unsafe partial class BatchNormKernels
 
         public BlockTail Tail;
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
         public readonly void Run(int chunk)
         {
             int period = Blocks.Period;
@@ -790,7 +790,7 @@ internal static unsafe partial class BatchNormKernels
             }
         }
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
         private readonly void Run<TStore>(int chunk)
             where TStore : struct, IStoreMode
         {
@@ -886,7 +886,7 @@ internal static unsafe partial class BatchNormKernels
             }
         }
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
         private readonly void Run<TStore>(int chunk)
             where TStore : struct, IStoreMode
         {
@@ -908,7 +908,7 @@ internal static unsafe partial class BatchNormKernels
     /// (Σ(x − r), Σ(x − r)²) over a contiguous run; the <paramref name="readable"/> values from its start, the run and
     /// any that the same piece of work reads right after it, may be prefetched (see <see cref="Prefetch.Ahead"/>).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static (double Sum, double Squares) ShiftedSums<T>(ReadOnlySpan<T> x, double r, int readable)
         where T : unmanaged
     {
@@ -956,7 +956,7 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary>(Σa, Σa·(b − r)) over a contiguous run, prefetching as <see cref="ShiftedSums{T}"/> does.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static (double Sum, double Products) ProductSums<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, double r, int readable)
         where T : unmanaged
     {
@@ -1036,7 +1036,7 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary>sum[k] += Σ(x − r[k]), squares[k] += Σ(x − r[k])² over the values at offsets ≡ k modulo the period.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void PeriodicShiftedSums<T>(ReadOnlySpan<T> x, ReadOnlySpan<double> r, Span<double> sum, Span<double> squares)
         where T : unmanaged
     {
@@ -1111,7 +1111,7 @@ internal static unsafe partial class BatchNormKernels
     /// The general loop, run with one period per pass, spends more on setting up each step's inner loop than on the
     /// step; this loop was the faster for the statistics, the backward sums, y and dx, in the cache and from memory.
     /// </remarks>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int ShiftedSumsPeriodByPeriod<T>(T* x, int length, int period, double* r, double* sum, double* squares)
         where T : unmanaged
     {
@@ -1146,7 +1146,7 @@ internal static unsafe partial class BatchNormKernels
     /// The whole periods of <see cref="PeriodicProductSums{T}"/> when a pass holds one period, as
     /// <see cref="ShiftedSumsPeriodByPeriod{T}"/> does for the shifted sums. Returns how many values it read.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int ProductSumsPeriodByPeriod<T>(T* a, T* b, int length, int period, double* r, double* sum, double* products)
         where T : unmanaged
     {
@@ -1180,7 +1180,7 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary>sum[k] += Σa, products[k] += Σa·(b − r[k]) over the values at offsets ≡ k modulo the period.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void PeriodicProductSums<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, ReadOnlySpan<double> r, Span<double> sum, Span<double> products)
         where T : unmanaged
     {
@@ -1256,7 +1256,7 @@ internal static unsafe partial class BatchNormKernels
     /// references and accumulators stay in registers for the whole run instead of a pass of a few periods at a time.
     /// Each lane adds the same values in the same order, so no bit changes. Returns how many values it read.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int ShiftedSumsThreeSteps<T>(T* x, int length, double* r, double* sum, double* squares)
         where T : unmanaged
     {
@@ -1300,7 +1300,7 @@ internal static unsafe partial class BatchNormKernels
     /// The whole periods of <see cref="PeriodicProductSums{T}"/> when a period is three vector steps, as
     /// <see cref="ShiftedSumsThreeSteps{T}"/> does for the statistics. Returns how many values it read.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int ProductSumsThreeSteps<T>(T* a, T* b, int length, double* r, double* sum, double* products)
         where T : unmanaged
     {
@@ -1380,7 +1380,7 @@ internal static unsafe partial class BatchNormKernels
     /// (at least <see cref="Lanes"/>), c the plane's channel, the first plane's being <paramref name="firstChannel"/>:
     /// one vector loop over the run (see <see cref="PlaneBoundaries"/>), prefetching within it.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void AffinePlanes<T, TStore>(T* a, T* output, int length, int spatial, int firstChannel, ChannelParameters parameters)
         where T : unmanaged
         where TStore : struct, IStoreMode
@@ -1439,7 +1439,7 @@ internal static unsafe partial class BatchNormKernels
     /// out = (a − shift[c] − (b − offset[c]) · projection[c]) · scale[c] over a run of whole NCHW planes, as
     /// <see cref="AffinePlanes{T, TStore}"/> walks them.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void GradientPlanes<T, TStore>(T* a, T* b, T* output, int length, int spatial, int firstChannel, ChannelParameters parameters)
         where T : unmanaged
         where TStore : struct, IStoreMode
@@ -1503,7 +1503,7 @@ internal static unsafe partial class BatchNormKernels
     /// out = (a − offset[k]) · scale[k] + shift[k] with k the offset modulo the period; the run starts at a whole period,
     /// and for streaming stores at an aligned address.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void AffinePeriodic<T, TStore>(T* a, T* output, int length, ChannelParameters parameters)
         where T : unmanaged
         where TStore : struct, IStoreMode
@@ -1561,7 +1561,7 @@ internal static unsafe partial class BatchNormKernels
     /// out = (a − shift[k] − (b − offset[k]) · projection[k]) · scale[k] with k the offset modulo the period; the run
     /// starts at a whole period, and for streaming stores at an aligned address.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void GradientPeriodic<T, TStore>(T* a, T* b, T* output, int length, ChannelParameters parameters)
         where T : unmanaged
         where TStore : struct, IStoreMode
@@ -1626,7 +1626,7 @@ internal static unsafe partial class BatchNormKernels
     /// its constants next to its values, with nothing kept across steps. Each value is computed as in the general loop.
     /// Returns how many values it wrote.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int AffinePeriodByPeriod<T, TStore>(T* a, T* output, int length, ChannelParameters parameters)
         where T : unmanaged
         where TStore : struct, IStoreMode
@@ -1664,7 +1664,7 @@ internal static unsafe partial class BatchNormKernels
     /// The whole periods of <see cref="GradientPeriodic{T, TStore}"/> when a pass holds one period, as
     /// <see cref="AffinePeriodByPeriod{T, TStore}"/> does for y. Returns how many values it wrote.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int GradientPeriodByPeriod<T, TStore>(T* a, T* b, T* output, int length, ChannelParameters parameters)
         where T : unmanaged
         where TStore : struct, IStoreMode
@@ -1709,7 +1709,7 @@ internal static unsafe partial class BatchNormKernels
     /// image's colours, or 6, 12, 24): the period's constants are loaded once into registers rather than at every step.
     /// Each value is computed as in the general loop. Returns how many values it wrote.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int AffineThreeSteps<T, TStore>(T* a, T* output, int length, ChannelParameters parameters)
         where T : unmanaged
         where TStore : struct, IStoreMode
@@ -1737,7 +1737,7 @@ internal static unsafe partial class BatchNormKernels
     /// The whole periods of <see cref="GradientPeriodic{T, TStore}"/> when a period is three vector steps, as
     /// <see cref="AffineThreeSteps{T, TStore}"/> does for the affine pass. Returns how many values it wrote.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int GradientThreeSteps<T, TStore>(T* a, T* b, T* output, int length, ChannelParameters parameters)
         where T : unmanaged
         where TStore : struct, IStoreMode

@@ -30,7 +30,7 @@ internal static unsafe partial class BlockKernels
     /// <see cref="GradientPlane{T}"/> over a plane of at least one 512-bit vector; g may be dy itself (then the plane's
     /// last values go through <see cref="GradientPlane{T}"/>, since a step that overlapped would read values it wrote).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void GradientPlaneWide<T>(T* a, T* dy, T* g, int length, double o, double s, double t, T factor, bool scaled, bool rectify)
         where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
     {
@@ -93,7 +93,7 @@ internal static unsafe partial class BlockKernels
     /// searching the ordered values of T with the formula itself, from the root; a NaN source fails both comparisons and
     /// passes, as its y is NaN. The gate then costs one comparison in T per value, with no conversion to double and back.
     /// </remarks>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     public static void GateThresholds<T>(ReadOnlySpan<double> offset, ReadOnlySpan<double> scale, ReadOnlySpan<double> shift, Span<double> thresholds)
         where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
     {
@@ -204,7 +204,7 @@ internal static unsafe partial class BlockKernels
     /// finite <paramref name="threshold"/> (<see cref="GateThresholds{T}"/>): closed where a ≤ threshold if
     /// <paramref name="rising"/>, where a ≥ threshold if not. g may be dy itself, as in <see cref="GradientPlaneWide{T}"/>.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void GatedPlaneWide<T>(T* a, T* dy, T* g, int length, T threshold, bool rising, T factor, bool scaled)
         where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
     {

@@ -301,7 +301,7 @@ internal static unsafe partial class BlockKernels
     }
 
     /// <summary>y = ReLU(y) · factor over one plane, in place.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void OutputPlane<T>(T* y, int length, T factor, bool scaled, bool rectify)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
@@ -329,7 +329,7 @@ internal static unsafe partial class BlockKernels
     }
 
     /// <summary>y[c] = ReLU(y[c]) · factors[c] over one row of C values, in place (no multiplication without factors).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void OutputRow<T>(T* y, int length, T* factors, bool rectify)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
@@ -356,7 +356,7 @@ internal static unsafe partial class BlockKernels
     }
 
     /// <summary>g = 0 where rectified and T(fma(a − o, s, t)) ≤ 0, else dy · factor, over one plane.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void GradientPlane<T>(T* a, T* dy, T* g, int length, double o, double s, double t, T factor, bool scaled, bool rectify)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
@@ -393,7 +393,7 @@ internal static unsafe partial class BlockKernels
     }
 
     /// <summary>The gradient over one row of C values, channel c meeting constants [c] and factors[c] (none if null).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void GradientRow<T>(T* a, T* dy, T* g, int length, double* o, double* s, double* t, T* factors, bool rectify)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {

@@ -36,7 +36,7 @@ internal static partial class ChannelDropoutKernels
     /// (float32) or four (float64) values at a time from the words themselves, tempered in vectors; the rest, among them
     /// a pair that the regeneration splits, one by one.
     /// </remarks>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     public static void DrawMask<T>(ref MersenneTwister generator, Span<T> mask, double keepProbability)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
@@ -73,7 +73,7 @@ internal static partial class ChannelDropoutKernels
     /// u &lt; keep compares in integers: v · 2⁻⁵³ &lt; keep is v &lt; keep · 2⁵³ (both scalings exact), and for an integer v
     /// that is v &lt; ⌈keep · 2⁵³⌉.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void DrawPairs<T>(ReadOnlySpan<uint> words, Span<T> mask, double keepProbability)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {

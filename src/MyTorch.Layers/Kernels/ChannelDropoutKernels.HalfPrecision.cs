@@ -167,7 +167,7 @@ internal static partial class ChannelDropoutKernels
     /// vector loop over the whole run where the format has vector conversions and a plane holds a step (see
     /// <see cref="PlaneBoundaries"/>), so that small planes cost no call or scalar tail each.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static unsafe void ScaleHalfPrecisionPlanes<TFormat>(ushort* x, ushort* factors, ushort* y, int spatial, int length)
         where TFormat : struct, IHalfPrecision
     {
@@ -225,7 +225,7 @@ internal static partial class ChannelDropoutKernels
     /// <see cref="ScaleHalfPrecisionPlanes{TFormat}"/> in 512-bit steps of 32 values; with streaming stores, from the
     /// run's first whole cache line to its last, each step one line, the values outside computed one by one the same way.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static unsafe void ScaleHalfPrecisionPlanesWide<TFormat, TStore>(ushort* x, ushort* factors, ushort* y, int spatial, int length)
         where TFormat : struct, IHalfPrecision
         where TStore : struct, IStoreMode
@@ -282,7 +282,7 @@ internal static partial class ChannelDropoutKernels
     }
 
     /// <summary>y[i] = x[i] · factors[i] in the format, 16 values a step where the format has vector conversions.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Multiply<TFormat>(ushort* x, ushort* factors, ushort* y, int length)
         where TFormat : struct, IHalfPrecision
     {

@@ -117,7 +117,7 @@ internal static partial class ChannelDropoutKernels
             }
         }
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
         private readonly void Run<TStore>(int chunk)
             where TStore : struct, IStoreMode
         {
@@ -161,7 +161,7 @@ internal static partial class ChannelDropoutKernels
     /// plane: one vector loop over the whole run (see <see cref="PlaneBoundaries"/>), scalar only at its two ends.
     /// <paramref name="y"/> may be <paramref name="x"/>; they must not partly overlap.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static unsafe void ScalePlanes<T, TStore>(T* x, T* factors, T* y, int spatial, int length)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
         where TStore : struct, IStoreMode
@@ -201,7 +201,7 @@ internal static partial class ChannelDropoutKernels
     /// <paramref name="readable"/> values from <paramref name="x"/>, the run and what the same chunk reads right after
     /// it, may be prefetched.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Multiply<T, TStore>(T* x, T* factors, T* y, int length, int readable)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
         where TStore : struct, IStoreMode

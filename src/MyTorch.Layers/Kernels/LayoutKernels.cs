@@ -153,7 +153,7 @@ internal static unsafe class LayoutKernels
     /// 8 × 8 four-byte (16 × 16 with AVX-512) or 4 × 4 eight-byte values in vector registers, the rest value by value. Nothing at or beyond
     /// <paramref name="sourceEnd"/> is read. Tiled rows ask for their lines <paramref name="prefetchOffset"/> values on.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void MoveBlock<T>(T* source, T* destination, int height, int width, int sourceStride, int destinationStride, T* sourceEnd, long prefetchOffset)
         where T : unmanaged
     {
@@ -258,7 +258,7 @@ internal static unsafe class LayoutKernels
     /// <paramref name="height"/> land on the next rows, which the next stores (in order) overwrite. The last columns,
     /// whose spare values would land past the run, are moved one by one.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void ShortRows(float* source, float* destination, int height, int width, int sourceStride)
     {
         Debug.Assert(height is > 0 and < 8 && width >= 8);
@@ -285,7 +285,7 @@ internal static unsafe class LayoutKernels
     /// to back: 8 rows at a time go through an 8 × 8 tile loaded from 8 row starts, each load reaching on into the
     /// next rows (never to <paramref name="sourceEnd"/>), and the first <paramref name="width"/> output rows are stored.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void ShortColumns(float* source, float* destination, int height, int width, int destinationStride, float* sourceEnd)
     {
         Debug.Assert(width is > 0 and < 8 && height >= 8);
@@ -308,7 +308,7 @@ internal static unsafe class LayoutKernels
     /// <paramref name="width"/> triples: each 8 columns are three loads, and each of the three output vectors takes
     /// its lanes from all three rows (one permutation of each row, two blends). The last columns are moved one by one.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Interleave3(float* source, float* destination, int width, int sourceStride)
     {
         // Output value m = 8k + l of a group of 24 is row m % 3 at column m / 3.
@@ -333,7 +333,7 @@ internal static unsafe class LayoutKernels
     /// rows: each 8 triples are three loads, and each output row takes its lanes from all three (one permutation of
     /// each, two blends). The last triples are moved one by one.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Deinterleave3(float* source, float* destination, int height, int destinationStride)
     {
         // Row r's value at column p is input value 3p + r of a group of 24: vector (3p + r) / 8, lane (3p + r) % 8.
@@ -353,7 +353,7 @@ internal static unsafe class LayoutKernels
         Scalar(source, destination, i, height, 0, 3, 3, destinationStride);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Scalar<T>(T* source, T* destination, int rowStart, int rowEnd, int columnStart, int columnEnd, int sourceStride, int destinationStride)
         where T : unmanaged
     {

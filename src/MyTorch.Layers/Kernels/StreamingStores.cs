@@ -132,7 +132,7 @@ internal readonly struct StreamingStores : IStoreMode
     /// destination[i] = source[i] for i &lt; <paramref name="length"/> (float32 or float64), the whole cache lines of the
     /// destination written with streaming stores and the values before and after them with plain ones.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     public static unsafe void Copy<T>(T* source, T* destination, int length)
         where T : unmanaged
     {
