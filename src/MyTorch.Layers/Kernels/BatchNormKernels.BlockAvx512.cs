@@ -174,7 +174,7 @@ internal static unsafe partial class BatchNormKernels
     /// over the gate's output, in the same order, so the same bits, with g never written anywhere.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static (double Sum, double Products) GatedProductSums<T>(T* dy, T* source, T* x, int length, double r, int readable, in PlaneGate<T> gate, bool scaled)
+    private static (double Sum, double Products) GatedProductSums<T>(T* dy, T* source, T* x, int length, double r, int readable, PlaneGate<T> gate, bool scaled)
         where T : unmanaged
     {
         Debug.Assert(length >= RegisterStep && (typeof(T) == typeof(float) || typeof(T) == typeof(double)));
@@ -207,7 +207,7 @@ internal static unsafe partial class BatchNormKernels
         double products = AddAcross(p0, p1);
         for (; i < length; i++)
         {
-            double value = Element.ToDouble(GatedValue(dy[i], source[i], gate.Factor.ToScalar(), scaled, gate.Threshold.ToScalar(), gate.Rising));
+            double value = Element.ToDouble(gate.Apply(dy[i], source[i], scaled));
             sum += value;
             products += value * (Element.ToDouble(x[i]) - r);
         }
@@ -217,7 +217,7 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>8 gated values as one vector of doubles.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<double> Gated8<T>(T* dy, T* source, in PlaneGate<T> gate, bool scaled)
+    private static Vector512<double> Gated8<T>(T* dy, T* source, PlaneGate<T> gate, bool scaled)
         where T : unmanaged
     {
         if (typeof(T) == typeof(float))
@@ -228,32 +228,11 @@ internal static unsafe partial class BatchNormKernels
                 d *= gate.Factor.AsSingle().GetLower();
             }
 
-            var v = Vector256.Load((float*)source);
-            var c = gate.Threshold.AsSingle().GetLower();
-            var closed = gate.Rising ? Vector256.LessThanOrEqual(v, c) : Vector256.GreaterThanOrEqual(v, c);
+            var closed = Vector256.LessThanOrEqual(Vector256.Load((float*)source) ^ gate.Flip.AsSingle().GetLower(), gate.Bound.AsSingle().GetLower());
             return Avx512F.ConvertToVector512Double(Vector256.ConditionalSelect(closed, Vector256<float>.Zero, d));
         }
 
-        return GateAcross(Vector512.Load(dy), Vector512.Load(source), gate, gate, Vector512<T>.Count, scaled).AsDouble();
-    }
-
-    /// <summary>The gate on one value, in T.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static T GatedValue<T>(T dy, T x, T factor, bool scaled, T threshold, bool rising)
-        where T : unmanaged
-    {
-        if (typeof(T) == typeof(float))
-        {
-            float v = Unsafe.As<T, float>(ref x), c = Unsafe.As<T, float>(ref threshold);
-            float g = (rising ? v <= c : v >= c) ? 0 : scaled ? Unsafe.As<T, float>(ref dy) * Unsafe.As<T, float>(ref factor) : Unsafe.As<T, float>(ref dy);
-            return Unsafe.As<float, T>(ref g);
-        }
-        else
-        {
-            double v = Unsafe.As<T, double>(ref x), c = Unsafe.As<T, double>(ref threshold);
-            double g = (rising ? v <= c : v >= c) ? 0 : scaled ? Unsafe.As<T, double>(ref dy) * Unsafe.As<T, double>(ref factor) : Unsafe.As<T, double>(ref dy);
-            return Unsafe.As<double, T>(ref g);
-        }
+        return gate.Apply(Vector512.Load(dy), Vector512.Load(source), scaled).AsDouble();
     }
 
     /// <summary>
@@ -332,60 +311,39 @@ internal static unsafe partial class BatchNormKernels
         }
     }
 
-    /// <summary>One plane's gate: its factor (1 without a mask), its channel's threshold, and which side of it is closed.</summary>
-    private readonly struct PlaneGate<T>(Vector512<T> factor, Vector512<T> threshold, bool rising)
-        where T : unmanaged
-    {
-        public Vector512<T> Factor { get; } = factor;
-
-        public Vector512<T> Threshold { get; } = threshold;
-
-        public bool Rising { get; } = rising;
-
-        public Vector512<T> Closed(Vector512<T> source) =>
-            Rising ? Vector512.LessThanOrEqual(source, Threshold) : Vector512.GreaterThanOrEqual(source, Threshold);
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static PlaneGate<T> GateOf<T>(in BlockTail tail, T* mask, int plane, int channel)
         where T : unmanaged =>
-        new(Vector512.Create(mask is null ? Element.FromDouble<T>(1) : mask[plane]), Vector512.Create(Element.FromDouble<T>(tail.Threshold[channel])), tail.Scale[channel] > 0);
+        PlaneGate<T>.Of(mask is null ? Element.FromDouble<T>(1) : mask[plane], tail.Threshold[channel], tail.Scale[channel] > 0);
 
     /// <summary>
     /// 16 gated values as two vectors of doubles, the first <paramref name="inCurrent"/> through <paramref name="current"/>'s
     /// gate and the rest through <paramref name="next"/>'s.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void GatedLoad16<T>(T* dy, T* source, in PlaneGate<T> current, in PlaneGate<T> next, int inCurrent, bool scaled, out Vector512<double> lo, out Vector512<double> hi)
+    private static void GatedLoad16<T>(T* dy, T* source, PlaneGate<T> current, PlaneGate<T> next, int inCurrent, bool scaled, out Vector512<double> lo, out Vector512<double> hi)
         where T : unmanaged
     {
         if (typeof(T) == typeof(float))
         {
-            var g = GateAcross(Vector512.Load(dy), Vector512.Load(source), current, next, inCurrent, scaled).AsSingle();
+            var gate = inCurrent >= RegisterStep ? current : current.Across(Leading<T>(inCurrent), next);
+            var g = gate.Apply(Vector512.Load(dy), Vector512.Load(source), scaled).AsSingle();
             lo = Avx512F.ConvertToVector512Double(g.GetLower());
             hi = Avx512F.ConvertToVector512Double(g.GetUpper());
             return;
         }
 
-        lo = GateAcross(Vector512.Load(dy), Vector512.Load(source), current, next, inCurrent, scaled).AsDouble();
-        hi = GateAcross(Vector512.Load(dy + 8), Vector512.Load(source + 8), current, next, inCurrent - 8, scaled).AsDouble();
+        var low = inCurrent >= 8 ? current : current.Across(Leading<T>(inCurrent), next);
+        var high = inCurrent >= RegisterStep ? current : current.Across(Leading<T>(inCurrent - 8), next);
+        lo = low.Apply(Vector512.Load(dy), Vector512.Load(source), scaled).AsDouble();
+        hi = high.Apply(Vector512.Load(dy + 8), Vector512.Load(source + 8), scaled).AsDouble();
     }
 
-    /// <summary>The gate on a vector whose first <paramref name="inCurrent"/> lanes are in one plane and the rest in the next.</summary>
+    /// <summary>All bits set in the first <paramref name="count"/> lanes of a vector of T (none if count ≤ 0).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<T> GateAcross<T>(Vector512<T> dy, Vector512<T> source, in PlaneGate<T> current, in PlaneGate<T> next, int inCurrent, bool scaled)
-        where T : unmanaged
-    {
-        if (inCurrent >= Vector512<T>.Count)
-        {
-            return Vector512.ConditionalSelect(current.Closed(source), Vector512<T>.Zero, scaled ? dy * current.Factor : dy);
-        }
-
-        var lanes = Vector512.LessThan(Vector512<T>.Indices, Vector512.Create(Element.FromDouble<T>(inCurrent)));
-        var closed = Vector512.ConditionalSelect(lanes, current.Closed(source), next.Closed(source));
-        var g = scaled ? dy * Vector512.ConditionalSelect(lanes, current.Factor, next.Factor) : dy;
-        return Vector512.ConditionalSelect(closed, Vector512<T>.Zero, g);
-    }
+    private static Vector512<T> Leading<T>(int count)
+        where T : unmanaged =>
+        Vector512.LessThan(Vector512<T>.Indices, Vector512.Create(Element.FromDouble<T>(count)));
 
     /// <summary>dx at run offset <paramref name="i"/> of <see cref="GatedGradientPlanes{T, TStore}"/>, value by value.</summary>
     private static T GatedGradientValue<T>(T* blockGradOutput, T* source, T* b, int i, int spatial, int firstPlane, ChannelParameters parameters, in BlockTail tail)
@@ -393,8 +351,7 @@ internal static unsafe partial class BatchNormKernels
     {
         int plane = firstPlane + (i / spatial);
         int c = plane % parameters.Count;
-        T factor = tail.Mask is null ? default : ((T*)tail.Mask)[plane];
-        T g = GatedValue(blockGradOutput[i], source[i], factor, tail.Mask is not null, Element.FromDouble<T>(tail.Threshold[c]), tail.Scale[c] > 0);
+        T g = GateOf(tail, (T*)tail.Mask, plane, c).Apply(blockGradOutput[i], source[i], tail.Mask is not null);
         return Gradient(g, b[i], parameters.Offset[c], parameters.Scale[c], parameters.Shift[c], parameters.Projection[c]);
     }
 }

@@ -210,46 +210,39 @@ internal static unsafe partial class BlockKernels
     {
         int lanes = Vector512<T>.Count;
         Debug.Assert(WideGate<T>(length));
-        var vf = Vector512.Create(factor);
-        var vc = Vector512.Create(threshold);
+        var gate = PlaneGate<T>.Of(factor, double.CreateTruncating(threshold), rising);
         int i = 0;
         for (; i <= length - lanes; i += lanes)
         {
-            ThresholdStep(a + i, dy + i, g + i, vf, vc, rising, scaled);
+            gate.Apply(Vector512.Load(dy + i), Vector512.Load(a + i), scaled).Store(g + i);
         }
 
         if (i < length)
         {
             if (g != dy)
             {
-                ThresholdStep(a + length - lanes, dy + length - lanes, g + length - lanes, vf, vc, rising, scaled);
+                int last = length - lanes;
+                gate.Apply(Vector512.Load(dy + last), Vector512.Load(a + last), scaled).Store(g + last);
             }
             else
             {
                 for (; i < length; i++)
                 {
-                    bool closed = rising ? a[i] <= threshold : a[i] >= threshold;
-                    g[i] = closed ? T.Zero : (scaled ? dy[i] * factor : dy[i]);
+                    g[i] = Closed(a[i], threshold, rising) ? T.Zero : (scaled ? dy[i] * factor : dy[i]);
                 }
             }
         }
     }
 
-    /// <summary>One 512-bit step of <see cref="GatedPlaneWide{T}"/>.</summary>
+    /// <summary>
+    /// Whether the gate of a channel with <paramref name="threshold"/> (<see cref="GateThresholds{T}"/>) is closed for
+    /// the source value <paramref name="a"/>: at or below the threshold for a <paramref name="rising"/> channel, at or
+    /// above it for a falling one; never for NaN.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ThresholdStep<T>(T* a, T* dy, T* g, Vector512<T> factor, Vector512<T> threshold, bool rising, bool scaled)
-        where T : unmanaged
-    {
-        var d = Vector512.Load(dy);
-        if (scaled)
-        {
-            d *= factor;
-        }
-
-        var x = Vector512.Load(a);
-        var closed = rising ? Vector512.LessThanOrEqual(x, threshold) : Vector512.GreaterThanOrEqual(x, threshold);
-        Vector512.ConditionalSelect(closed, Vector512<T>.Zero, d).Store(g);
-    }
+    internal static bool Closed<T>(T a, T threshold, bool rising)
+        where T : System.Numerics.IBinaryFloatingPointIeee754<T> =>
+        rising ? a <= threshold : a >= threshold;
 
     /// <summary>T(fma(a − o, s, t)), the fused multiply-add in double, for a 512-bit vector of T.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -267,4 +260,48 @@ internal static unsafe partial class BlockKernels
         Debug.Assert(typeof(T) == typeof(double));
         return Avx512F.FusedMultiplyAdd(a.AsDouble() - offset, scale, shift).As<double, T>();
     }
+}
+
+/// <summary>
+/// The block's backward gate on one NCHW plane whose channel has a threshold (<see cref="BlockKernels.GateThresholds{T}"/>),
+/// for 512-bit vectors: g = 0 where the gate is closed for the source value a, dy · factor (dy unscaled) elsewhere.
+/// </summary>
+/// <remarks>
+/// Closed is one comparison whichever way the channel faces: a ≤ threshold for a rising channel, and for a falling one
+/// a ≥ threshold, which is −a ≤ −threshold. Negation is exact (the sign bit flipped), so a falling plane compares its
+/// values with their sign bits flipped (<see cref="Flip"/> is −0, 0 otherwise) against the negated threshold, with no
+/// branch in the loop; NaN fails the comparison either way and passes, as in <see cref="BlockKernels.Closed{T}"/>.
+/// </remarks>
+internal readonly struct PlaneGate<T>(Vector512<T> factor, Vector512<T> flip, Vector512<T> bound)
+    where T : unmanaged
+{
+    /// <summary>The plane's dropout factor in every lane.</summary>
+    public Vector512<T> Factor { get; } = factor;
+
+    /// <summary>−0 in every lane for a falling channel, whose values the comparison takes negated; 0 for a rising one.</summary>
+    public Vector512<T> Flip { get; } = flip;
+
+    /// <summary>The threshold, negated for a falling channel.</summary>
+    public Vector512<T> Bound { get; } = bound;
+
+    /// <summary>The gate of a plane with dropout factor <paramref name="factor"/> and its channel's threshold.</summary>
+    public static PlaneGate<T> Of(T factor, double threshold, bool rising) =>
+        new(Vector512.Create(factor), Vector512.Create(Element.FromDouble<T>(rising ? 0.0 : -0.0)), Vector512.Create(Element.FromDouble<T>(rising ? threshold : -threshold)));
+
+    /// <summary>The gated value of one <paramref name="dy"/> at source value <paramref name="a"/>, as <see cref="Apply(Vector512{T}, Vector512{T}, bool)"/> gives it.</summary>
+    public T Apply(T dy, T a, bool scaled) => Apply(Vector512.Create(dy), Vector512.Create(a), scaled).ToScalar();
+
+    /// <summary>All lanes set where the gate is closed for <paramref name="a"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Vector512<T> Closed(Vector512<T> a) => Vector512.LessThanOrEqual(a ^ Flip, Bound);
+
+    /// <summary>The gated values: 0 where closed, dy · factor elsewhere (dy without <paramref name="scaled"/>), in T.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Vector512<T> Apply(Vector512<T> dy, Vector512<T> a, bool scaled) =>
+        Vector512.ConditionalSelect(Closed(a), Vector512<T>.Zero, scaled ? dy * Factor : dy);
+
+    /// <summary>This gate in the lanes set in <paramref name="lanes"/>, <paramref name="next"/>'s in the others.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public PlaneGate<T> Across(Vector512<T> lanes, PlaneGate<T> next) =>
+        new(Vector512.ConditionalSelect(lanes, Factor, next.Factor), Vector512.ConditionalSelect(lanes, Flip, next.Flip), Vector512.ConditionalSelect(lanes, Bound, next.Bound));
 }
