@@ -280,6 +280,47 @@ internal static unsafe partial class BatchNormKernels
             output[i] = GatedGradientValue(blockGradOutput, source, b, i, spatial, firstPlane, parameters, tail);
         }
 
+        if (spatial == RegisterStep && i == 0)
+        {
+            // Planes of one step each (4×4): each step takes its own plane's constants, with no boundary to cross.
+            bool scaled = mask is not null;
+            for (int plane = firstPlane, channel = plane % channels; i <= end - RegisterStep; i += RegisterStep, plane++, channel = channel + 1 == channels ? 0 : channel + 1)
+            {
+                PrefetchStep(blockGradOutput + i, blockGradOutput + length);
+                PrefetchStep(b + i, b + length);
+                var gate = GateOf(tail, mask, plane, channel);
+                GatedLoad16(blockGradOutput + i, source + i, gate, gate, RegisterStep, scaled, out var alo, out var ahi);
+                Load16(b + i, out var blo, out var bhi);
+                var vo = Vector512.Create(parameters.Offset[channel]);
+                var vs = Vector512.Create(parameters.Scale[channel]);
+                var vt = Vector512.Create(parameters.Shift[channel]);
+                var vp = Vector512.Create(parameters.Projection[channel]);
+                Store16<T, TStore>((alo - vt - ((blo - vo) * vp)) * vs, (ahi - vt - ((bhi - vo) * vp)) * vs, output + i);
+            }
+        }
+        else
+        {
+            GatedGradientAcrossPlanes<T, TStore>(blockGradOutput, source, b, output, ref i, end, length, spatial, firstPlane, parameters, tail);
+        }
+
+        for (; i < length; i++)
+        {
+            output[i] = GatedGradientValue(blockGradOutput, source, b, i, spatial, firstPlane, parameters, tail);
+        }
+    }
+
+    /// <summary>
+    /// The vector steps of <see cref="GatedGradientPlanes{T, TStore}"/> from run offset <paramref name="i"/> to
+    /// <paramref name="end"/>, a step that reaches across a plane boundary taking each lane's constants and gate from its own plane.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GatedGradientAcrossPlanes<T, TStore>(
+        T* blockGradOutput, T* source, T* b, T* output, ref int i, int end, int length, int spatial, int firstPlane, ChannelParameters parameters, in BlockTail tail)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
+        int channels = parameters.Count;
+        T* mask = (T*)tail.Mask;
         var planes = new PlaneBoundaries(spatial, i, RegisterStep);
         int plane = firstPlane + planes.Plane;
         int channel = plane % channels;
@@ -303,11 +344,6 @@ internal static unsafe partial class BatchNormKernels
                 plane++;
                 gate = next;
             }
-        }
-
-        for (; i < length; i++)
-        {
-            output[i] = GatedGradientValue(blockGradOutput, source, b, i, spatial, firstPlane, parameters, tail);
         }
     }
 

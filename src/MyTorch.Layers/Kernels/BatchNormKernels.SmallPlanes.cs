@@ -32,9 +32,11 @@ internal static unsafe partial class BatchNormKernels
     /// <summary>
     /// first[p] and second[p] for planes p in [<paramref name="begin"/>, <paramref name="end"/>) of 2·Lanes values:
     /// with <paramref name="b"/> null, Σ(a − r) and Σ(a − r)²; otherwise Σa and Σa·(b − r); r the plane's channel's reference.
+    /// With an active <paramref name="tail"/> (see <see cref="SmallSumsGateInLoop{T}"/>), a is the block's output
+    /// gradient, and the sums are of the gated values the buffer would hold (<see cref="PlaneGate{T}"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void SmallPlaneSums<T>(T* a, T* b, double* reference, int channels, int begin, int end, double* first, double* second)
+    private static void SmallPlaneSums<T>(T* a, T* b, double* reference, int channels, int begin, int end, double* first, double* second, BlockTail tail = default)
         where T : unmanaged
     {
         const int Spatial = 16;
@@ -45,13 +47,13 @@ internal static unsafe partial class BatchNormKernels
         for (; plane <= end - 4; plane += 4)
         {
             Vector256<double> s0, s1, s2, s3, q0, q1, q2, q3;
-            (s0, q0) = PlaneVectors(a, b, plane, reference[c], aEnd, bEnd);
+            (s0, q0) = PlaneVectors(a, b, plane, c, reference, aEnd, bEnd, tail);
             c = c + 1 == channels ? 0 : c + 1;
-            (s1, q1) = PlaneVectors(a, b, plane + 1, reference[c], aEnd, bEnd);
+            (s1, q1) = PlaneVectors(a, b, plane + 1, c, reference, aEnd, bEnd, tail);
             c = c + 1 == channels ? 0 : c + 1;
-            (s2, q2) = PlaneVectors(a, b, plane + 2, reference[c], aEnd, bEnd);
+            (s2, q2) = PlaneVectors(a, b, plane + 2, c, reference, aEnd, bEnd, tail);
             c = c + 1 == channels ? 0 : c + 1;
-            (s3, q3) = PlaneVectors(a, b, plane + 3, reference[c], aEnd, bEnd);
+            (s3, q3) = PlaneVectors(a, b, plane + 3, c, reference, aEnd, bEnd, tail);
             c = c + 1 == channels ? 0 : c + 1;
             Across(s0, s1, s2, s3).Store(first + plane);
             Across(q0, q1, q2, q3).Store(second + plane);
@@ -59,7 +61,7 @@ internal static unsafe partial class BatchNormKernels
 
         for (; plane < end; plane++)
         {
-            (var s, var q) = PlaneVectors(a, b, plane, reference[c], aEnd, bEnd);
+            (var s, var q) = PlaneVectors(a, b, plane, c, reference, aEnd, bEnd, tail);
             c = c + 1 == channels ? 0 : c + 1;
             first[plane] = (s[0] + s[1]) + (s[2] + s[3]);
             second[plane] = (q[0] + q[1]) + (q[2] + q[3]);
@@ -67,18 +69,37 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary>
+    /// Whether the backward sums over NCHW planes [<paramref name="first"/>, <paramref name="end"/>) summed here take the
+    /// block's gate in their own loop: as dx does (<see cref="GradientGateInLoop{T}"/>).
+    /// </summary>
+    private static bool SmallSumsGateInLoop<T>(int spatial, in BlockTail tail, int channels, int first, int end)
+        where T : unmanaged =>
+        SumsFourPlanesAtOnce(spatial) && GradientGateInLoop<T>(spatial, tail, channels, first, end);
+
+    /// <summary>
     /// One plane's two vectors t (see the remarks): of a − r and (a − r)² without <paramref name="b"/>, of a and
-    /// a·(b − r) with it.
+    /// a·(b − r) with it; a gated from the block's output gradient with an active <paramref name="tail"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static (Vector256<double> First, Vector256<double> Second) PlaneVectors<T>(T* a, T* b, int plane, double r, T* aEnd, T* bEnd)
+    private static (Vector256<double> First, Vector256<double> Second) PlaneVectors<T>(T* a, T* b, int plane, int channel, double* reference, T* aEnd, T* bEnd, in BlockTail tail)
         where T : unmanaged
     {
         long start = (long)plane * 16;
-        var vr = new Vector<double>(r);
+        var vr = new Vector<double>(reference[channel]);
         Prefetch.Ahead(a + start, aEnd);
-        Load(a + start, out var a0, out var a1);
-        Load(a + start + Lanes, out var a2, out var a3);
+        Vector<double> a0, a1, a2, a3;
+        if (tail.Active)
+        {
+            // Widening is exact, so these are the values Load would give from the buffer's gated plane.
+            GatedLoad16(a + start, (T*)tail.Source + start, GateOf(tail, (T*)tail.Mask, plane, channel), default, RegisterStep, tail.Mask is not null, out var low, out var high);
+            (a0, a1, a2, a3) = (low.GetLower().AsVector(), low.GetUpper().AsVector(), high.GetLower().AsVector(), high.GetUpper().AsVector());
+        }
+        else
+        {
+            Load(a + start, out a0, out a1);
+            Load(a + start + Lanes, out a2, out a3);
+        }
+
         if (sizeof(T) == sizeof(double))
         {
             Prefetch.Ahead(a + start + Lanes, aEnd);

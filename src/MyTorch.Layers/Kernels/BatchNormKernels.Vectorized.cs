@@ -574,6 +574,12 @@ internal static unsafe partial class BatchNormKernels
                 return;
             }
 
+            if (Tail.Active && SmallSumsGateInLoop<T>(Spatial, Tail, Channels, chunk * PlanesPerChunk, end))
+            {
+                SmallPlaneSums((T*)Tail.GradOutput, B, Reference, Channels, chunk * PlanesPerChunk, end, First, Second, Tail);
+                return;
+            }
+
             if (Tail.Active)
             {
                 // The chunk's dy, made by the tail from the block's output gradient in a buffer that stays in cache,

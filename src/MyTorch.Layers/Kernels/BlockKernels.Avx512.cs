@@ -285,6 +285,7 @@ internal readonly struct PlaneGate<T>(Vector512<T> factor, Vector512<T> flip, Ve
     public Vector512<T> Bound { get; } = bound;
 
     /// <summary>The gate of a plane with dropout factor <paramref name="factor"/> and its channel's threshold.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static PlaneGate<T> Of(T factor, double threshold, bool rising) =>
         new(Vector512.Create(factor), Vector512.Create(Element.FromDouble<T>(rising ? 0.0 : -0.0)), Vector512.Create(Element.FromDouble<T>(rising ? threshold : -threshold)));
 

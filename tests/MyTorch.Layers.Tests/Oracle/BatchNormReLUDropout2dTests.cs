@@ -63,7 +63,7 @@ public class BatchNormReLUDropout2dTests
     }
 
     /// <summary>
-    /// Planes of one to four values (summed four planes at a time), planes that cross vector steps, inputs of many
+    /// Planes of one to four values and of 4×4 (summed four planes at a time, 4×4 one vector step each), planes that cross vector steps, inputs of many
     /// chunks spread over threads, and outputs large enough (13 MB) to be written with streaming stores, where the
     /// block's ReLU and dropout run inside batch normalisation's kernels; among those, planes of 63 values, which cross
     /// vector steps and start chunks off a cache line.
@@ -78,16 +78,19 @@ public class BatchNormReLUDropout2dTests
     [TestCase(8, 16, 160, 160, false)]
     [TestCase(8, 16, 160, 160, true)]
     [TestCase(512, 128, 7, 9, false)]
-    public void EveryShapeAndChunking_IsBitIdenticalToOurThreeLayers(int n, int c, int h, int w, bool channelsLast)
+    [TestCase(33, 24, 4, 4, false)]
+    [TestCase(512, 16, 4, 4, false)]
+    [TestCase(33, 24, 4, 4, false, ScalarType.Float64)]
+    public void EveryShapeAndChunking_IsBitIdenticalToOurThreeLayers(int n, int c, int h, int w, bool channelsLast, ScalarType dtype = ScalarType.Float32)
     {
         using var scope = NewDisposeScope();
-        var (fused, unfused) = Pair(c, ScalarType.Float32, relu: true, p: 0.4, affine: true, track: true, momentum: 0.1, seed: 8);
+        var (fused, unfused) = Pair(c, dtype, relu: true, p: 0.4, affine: true, track: true, momentum: 0.1, seed: 8);
         foreach (bool training in new[] { true, true, false })
         {
             fused.train(training);
             unfused.train(training);
-            var x = Input([n, c, h, w], ScalarType.Float32, channelsLast, seed: 13);
-            var dy = Input([n, c, h, w], ScalarType.Float32, channelsLast, seed: 14);
+            var x = Input([n, c, h, w], dtype, channelsLast, seed: 13);
+            var dy = Input([n, c, h, w], dtype, channelsLast, seed: 14);
             var expected = Step(unfused, x, dy, seed: 23);
             var actual = Step(fused, x, dy, seed: 23);
             foreach (var (name, value) in expected)
