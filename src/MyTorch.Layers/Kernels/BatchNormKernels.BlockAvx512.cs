@@ -49,6 +49,42 @@ internal static unsafe partial class BatchNormKernels
             output[i] = FinishedValue(a, i, spatial, firstPlane, parameters, mask, rectify);
         }
 
+        if (spatial == RegisterStep && i == 0)
+        {
+            // Planes of one step each (4×4): each step takes its own plane's constants and factor, with no boundary to cross.
+            for (int plane = firstPlane, channel = plane % parameters.Count; i <= end - RegisterStep; i += RegisterStep, plane++, channel = channel + 1 == parameters.Count ? 0 : channel + 1)
+            {
+                PrefetchStep(a + i, a + length);
+                Load16(a + i, out var lo, out var hi);
+                var vo = Vector512.Create(parameters.Offset[channel]);
+                var vs = Vector512.Create(parameters.Scale[channel]);
+                var vt = Vector512.Create(parameters.Shift[channel]);
+                double factor = Factor(mask, plane);
+                StoreFinished<T, TStore>(
+                    Avx512F.FusedMultiplyAdd(lo - vo, vs, vt), Avx512F.FusedMultiplyAdd(hi - vo, vs, vt), output + i, rectify, mask is not null, factor, factor, RegisterStep);
+            }
+        }
+        else
+        {
+            AffineFinishedAcrossPlanes<T, TStore>(a, output, ref i, end, length, spatial, firstPlane, parameters, mask, rectify);
+        }
+
+        for (; i < length; i++)
+        {
+            output[i] = FinishedValue(a, i, spatial, firstPlane, parameters, mask, rectify);
+        }
+    }
+
+    /// <summary>
+    /// The vector steps of <see cref="AffinePlanesFinished{T, TStore}"/> from run offset <paramref name="i"/> to
+    /// <paramref name="end"/>, a step that reaches across a plane boundary taking each lane's constants and factor from its own plane.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AffineFinishedAcrossPlanes<T, TStore>(
+        T* a, T* output, ref int i, int end, int length, int spatial, int firstPlane, ChannelParameters parameters, T* mask, bool rectify)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
         var planes = new PlaneBoundaries(spatial, i, RegisterStep);
         int plane = firstPlane + planes.Plane;
         int channel = plane % parameters.Count;
@@ -72,11 +108,6 @@ internal static unsafe partial class BatchNormKernels
             {
                 StoreFinished<T, TStore>(lo, hi, output + i, rectify, mask is not null, factor, factor, RegisterStep);
             }
-        }
-
-        for (; i < length; i++)
-        {
-            output[i] = FinishedValue(a, i, spatial, firstPlane, parameters, mask, rectify);
         }
     }
 
