@@ -29,7 +29,19 @@ internal static partial class ChannelDropoutKernels
     {
         Debug.Assert(keepProbability > 0 && keepProbability <= 1);
         T keep = T.CreateTruncating(keepProbability);
-        for (int i = 0; i < mask.Length; i++)
+        int i = 0;
+        if (Vector.IsHardwareAccelerated && Vector<T>.IsSupported)
+        {
+            // The same division in every lane, so the same bits as one value at a time.
+            var divisor = new Vector<T>(keep);
+            ref T m = ref MemoryMarshal.GetReference(mask);
+            for (; i <= mask.Length - Vector<T>.Count; i += Vector<T>.Count)
+            {
+                (Vector.LoadUnsafe(ref m, (nuint)i) / divisor).StoreUnsafe(ref m, (nuint)i);
+            }
+        }
+
+        for (; i < mask.Length; i++)
         {
             mask[i] /= keep;
         }
