@@ -32,20 +32,19 @@ internal static partial class ChannelDropoutKernels
     /// <see cref="double"/>, h and l the generator's next two numbers (<see cref="DrawOne{T}"/>).
     /// </summary>
     /// <remarks>
-    /// Where vectors serve, the pairs of numbers that come before the generator's next regeneration are drawn eight
-    /// (float32) or four (float64) values at a time from the words themselves, tempered in vectors; the rest, among them
-    /// a pair that the regeneration splits, one by one.
+    /// The pairs of numbers that come before the generator's next regeneration are drawn from the words themselves,
+    /// tempered in vectors where vectors serve (<see cref="DrawPairs{T}"/>); a pair that the regeneration splits is
+    /// drawn through the generator.
     /// </remarks>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     public static void DrawMask<T>(ref MersenneTwister generator, Span<T> mask, double keepProbability)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
-        int step = Vector256<uint>.Count * sizeof(uint) / Unsafe.SizeOf<T>();
         int i = 0;
         while (i < mask.Length)
         {
-            int pairs = Math.Min(generator.Ready / 2, mask.Length - i) / step * step;
-            if (Vector256.IsHardwareAccelerated && pairs > 0)
+            int pairs = Math.Min(generator.Ready / 2, mask.Length - i);
+            if (pairs > 0)
             {
                 DrawPairs(generator.TakeWords(2 * pairs), mask.Slice(i, pairs), keepProbability);
                 i += pairs;
@@ -68,8 +67,9 @@ internal static partial class ChannelDropoutKernels
     }
 
     /// <summary>
-    /// mask[j] = 1 if the pair of numbers made of words 2j and 2j + 1 draws below keep, for whole vectors of mask values.
-    /// A 64-bit lane over two words holds word 2j + 1 in its high half, so the halves are swapped to give h·2³² + l.
+    /// mask[j] = 1 if the pair of numbers made of words 2j and 2j + 1 draws below keep: whole vectors of mask values at a
+    /// time where vectors serve, then value by value. A 64-bit lane over two words holds word 2j + 1 in its high half, so
+    /// the halves are swapped to give h·2³² + l.
     /// u &lt; keep compares in integers: v · 2⁻⁵³ &lt; keep is v &lt; keep · 2⁵³ (both scalings exact), and for an integer v
     /// that is v &lt; ⌈keep · 2⁵³⌉.
     /// </summary>
@@ -78,39 +78,74 @@ internal static partial class ChannelDropoutKernels
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         Debug.Assert(words.Length == 2 * mask.Length);
-        var threshold = Vector256.Create((long)Math.Ceiling(keepProbability * TwoToThe53));
-        var low53 = Vector256.Create(Low53Bits);
+        long threshold = (long)Math.Ceiling(keepProbability * TwoToThe53);
         ref uint w = ref MemoryMarshal.GetReference(words);
-        int lanes = Vector256<uint>.Count;
+        int j = 0;
         if (typeof(T) == typeof(float))
         {
-            var one = Vector256.Create(1f).AsInt32();
             ref float m = ref Unsafe.As<T, float>(ref MemoryMarshal.GetReference(mask));
-            for (int j = 0; j < mask.Length; j += lanes)
+            if (Vector512.IsHardwareAccelerated)
             {
-                var first = Kept(Vector256.LoadUnsafe(ref w, (nuint)(2 * j)), low53, threshold);
-                var second = Kept(Vector256.LoadUnsafe(ref w, (nuint)((2 * j) + lanes)), low53, threshold);
-                (Vector256.Narrow(first, second) & one).AsSingle().StoreUnsafe(ref m, (nuint)j);
+                // 16 values from 32 words a step; then 8 from 16 for what is left, as where vectors are 256 bits.
+                var one = Vector512.Create(1f).AsInt32();
+                for (; j <= mask.Length - 16; j += 16)
+                {
+                    var first = Kept(Vector512.LoadUnsafe(ref w, (nuint)(2 * j)), threshold);
+                    var second = Kept(Vector512.LoadUnsafe(ref w, (nuint)((2 * j) + 16)), threshold);
+                    (Vector512.Narrow(first, second) & one).AsSingle().StoreUnsafe(ref m, (nuint)j);
+                }
+            }
+
+            var one8 = Vector256.Create(1f).AsInt32();
+            for (; Vector256.IsHardwareAccelerated && j <= mask.Length - 8; j += 8)
+            {
+                var first = Kept(Vector256.LoadUnsafe(ref w, (nuint)(2 * j)), threshold);
+                var second = Kept(Vector256.LoadUnsafe(ref w, (nuint)((2 * j) + 8)), threshold);
+                (Vector256.Narrow(first, second) & one8).AsSingle().StoreUnsafe(ref m, (nuint)j);
             }
         }
         else
         {
-            var one = Vector256.Create(1d).AsInt64();
             ref double m = ref Unsafe.As<T, double>(ref MemoryMarshal.GetReference(mask));
-            for (int j = 0; j < mask.Length; j += lanes / 2)
+            if (Vector512.IsHardwareAccelerated)
             {
-                (Kept(Vector256.LoadUnsafe(ref w, (nuint)(2 * j)), low53, threshold) & one).AsDouble().StoreUnsafe(ref m, (nuint)j);
+                var one = Vector512.Create(1d).AsInt64();
+                for (; j <= mask.Length - 8; j += 8)
+                {
+                    (Kept(Vector512.LoadUnsafe(ref w, (nuint)(2 * j)), threshold) & one).AsDouble().StoreUnsafe(ref m, (nuint)j);
+                }
             }
+
+            var one4 = Vector256.Create(1d).AsInt64();
+            for (; Vector256.IsHardwareAccelerated && j <= mask.Length - 4; j += 4)
+            {
+                (Kept(Vector256.LoadUnsafe(ref w, (nuint)(2 * j)), threshold) & one4).AsDouble().StoreUnsafe(ref m, (nuint)j);
+            }
+        }
+
+        for (; j < mask.Length; j++)
+        {
+            ulong value = (((ulong)MersenneTwister.Temper(words[2 * j]) << 32) | MersenneTwister.Temper(words[(2 * j) + 1])) & Low53Bits;
+            mask[j] = (long)value < threshold ? T.One : T.Zero;
         }
     }
 
     /// <summary>For four pairs of words: all ones where the pair's draw is below the threshold, zero elsewhere.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<long> Kept(Vector256<uint> words, Vector256<ulong> low53, Vector256<long> threshold)
+    private static Vector256<long> Kept(Vector256<uint> words, long threshold)
     {
         var pairs = MersenneTwister.Temper(words).AsUInt64();
-        var value = ((pairs << 32) | (pairs >> 32)) & low53;
-        return Vector256.LessThan(value.AsInt64(), threshold);
+        var value = ((pairs << 32) | (pairs >> 32)) & Vector256.Create(Low53Bits);
+        return Vector256.LessThan(value.AsInt64(), Vector256.Create(threshold));
+    }
+
+    /// <summary><see cref="Kept(Vector256{uint}, long)"/> for eight pairs of words.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<long> Kept(Vector512<uint> words, long threshold)
+    {
+        var pairs = MersenneTwister.Temper(words).AsUInt64();
+        var value = ((pairs << 32) | (pairs >> 32)) & Vector512.Create(Low53Bits);
+        return Vector512.LessThan(value.AsInt64(), Vector512.Create(threshold));
     }
 
     /// <summary>

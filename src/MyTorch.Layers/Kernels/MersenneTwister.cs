@@ -106,50 +106,64 @@ internal struct MersenneTwister
         return y ^ (y >> 18);
     }
 
+    /// <summary><see cref="Temper(uint)"/> of each lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<uint> Temper(Vector512<uint> y)
+    {
+        y ^= y >> 11;
+        y ^= (y << 7) & Vector512.Create(0x9d2c5680u);
+        y ^= (y << 15) & Vector512.Create(0xefc60000u);
+        return y ^ (y >> 18);
+    }
+
     /// <summary>
     /// Word k becomes word k + m (mod n) xor the twist of the top bit of word k and the low 31 bits of word k + 1;
-    /// words are replaced in order, so from k = n − m on, word k + m − n is already a new one. Eight words at a time
-    /// where vectors serve: each of eight consecutive words depends only on words that are either not yet replaced
-    /// (k + 1 and up) or replaced at least n − m = 227 words before.
+    /// words are replaced in order, so from k = n − m on, word k + m − n is already a new one. Sixteen or eight words at
+    /// a time where vectors serve: each of sixteen consecutive words depends only on words that are either not yet
+    /// replaced (k + 1 and up) or replaced at least n − m = 227 words before.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private void Regenerate()
     {
         Span<uint> w = _words;
         ref uint w0 = ref MemoryMarshal.GetReference(w);
-        int lanes = Vector256<uint>.Count;
         int k = 0;
-        if (Vector256.IsHardwareAccelerated)
-        {
-            for (; k <= StateWords - Middle - lanes; k += lanes)
-            {
-                var mixed = Vector256.LoadUnsafe(ref w0, (nuint)(k + Middle)) ^ Twist(Vector256.LoadUnsafe(ref w0, (nuint)k), Vector256.LoadUnsafe(ref w0, (nuint)(k + 1)));
-                mixed.StoreUnsafe(ref w0, (nuint)k);
-            }
-        }
-
-        for (; k < StateWords - Middle; k++)
-        {
-            w[k] = w[k + Middle] ^ Twist(w[k], w[k + 1]);
-        }
-
-        if (Vector256.IsHardwareAccelerated)
-        {
-            for (; k <= StateWords - 1 - lanes; k += lanes)
-            {
-                var mixed = Vector256.LoadUnsafe(ref w0, (nuint)(k + Middle - StateWords)) ^ Twist(Vector256.LoadUnsafe(ref w0, (nuint)k), Vector256.LoadUnsafe(ref w0, (nuint)(k + 1)));
-                mixed.StoreUnsafe(ref w0, (nuint)k);
-            }
-        }
-
-        for (; k < StateWords - 1; k++)
-        {
-            w[k] = w[k + Middle - StateWords] ^ Twist(w[k], w[k + 1]);
-        }
-
+        Mix(ref w0, ref k, StateWords - Middle, Middle);
+        Mix(ref w0, ref k, StateWords - 1, Middle - StateWords);
         w[StateWords - 1] = w[Middle - 1] ^ Twist(w[StateWords - 1], w[0]);
         Left = StateWords;
         Next = 0;
+    }
+
+    /// <summary>
+    /// Words k up to <paramref name="end"/> become word k + <paramref name="offset"/> xor the twist of words k and k + 1,
+    /// as many as vectors take at a time (see <see cref="Regenerate"/>), the rest one by one.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Mix(ref uint w0, ref int k, int end, int offset)
+    {
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; k <= end - Vector512<uint>.Count; k += Vector512<uint>.Count)
+            {
+                var mixed = Vector512.LoadUnsafe(ref w0, (nuint)(k + offset)) ^ Twist(Vector512.LoadUnsafe(ref w0, (nuint)k), Vector512.LoadUnsafe(ref w0, (nuint)(k + 1)));
+                mixed.StoreUnsafe(ref w0, (nuint)k);
+            }
+        }
+
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; k <= end - Vector256<uint>.Count; k += Vector256<uint>.Count)
+            {
+                var mixed = Vector256.LoadUnsafe(ref w0, (nuint)(k + offset)) ^ Twist(Vector256.LoadUnsafe(ref w0, (nuint)k), Vector256.LoadUnsafe(ref w0, (nuint)(k + 1)));
+                mixed.StoreUnsafe(ref w0, (nuint)k);
+            }
+        }
+
+        for (; k < end; k++)
+        {
+            Unsafe.Add(ref w0, k) = Unsafe.Add(ref w0, k + offset) ^ Twist(Unsafe.Add(ref w0, k), Unsafe.Add(ref w0, k + 1));
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -160,6 +174,11 @@ internal struct MersenneTwister
     private static Vector256<uint> Twist(Vector256<uint> upper, Vector256<uint> lower) =>
         (((upper & Vector256.Create(UpperBit)) | (lower & Vector256.Create(LowerBits))) >> 1)
         ^ ((Vector256<uint>.Zero - (lower & Vector256<uint>.One)) & Vector256.Create(MatrixA));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<uint> Twist(Vector512<uint> upper, Vector512<uint> lower) =>
+        (((upper & Vector512.Create(UpperBit)) | (lower & Vector512.Create(LowerBits))) >> 1)
+        ^ ((Vector512<uint>.Zero - (lower & Vector512<uint>.One)) & Vector512.Create(MatrixA));
 
     [InlineArray(StateWords)]
     private struct Words
