@@ -595,6 +595,7 @@ public static class BatchNormFunctional
     {
         int channels = plane.Channels;
         double[] constants = ArrayPool<double>.Shared.Rent(4 * channels);
+        T[] rowGates = ArrayPool<T>.Shared.Rent(2 * channels);
         try
         {
             var offset = constants.AsSpan(0, channels);
@@ -618,6 +619,19 @@ public static class BatchNormFunctional
                 BlockKernels.GateThresholds<double>(offset, scale, shift, thresholds);
             }
 
+            // Channels-last rows compare each lane with its channel's threshold, where every channel has one.
+            bool rowGated = tail.Rectify && plane.ChannelsLast;
+            for (int c = 0; rowGated && c < channels; c++)
+            {
+                rowGated = !double.IsNaN(thresholds[c]);
+            }
+
+            Span<T> rowGate = rowGated ? rowGates.AsSpan(0, 2 * channels) : default;
+            if (rowGated)
+            {
+                BlockKernels.RowGate(thresholds, scale, rowGate);
+            }
+
             fixed (T* dy = blockGradOutput)
             fixed (T* source = rectified.IsEmpty ? x : rectified)
             fixed (T* mask = TensorMemory.Vector<T>(tail.Mask))
@@ -625,10 +639,12 @@ public static class BatchNormFunctional
             fixed (double* s = scale)
             fixed (double* t = shift)
             fixed (double* closing = thresholds)
+            fixed (T* gateRow = rowGate)
             {
                 var blockTail = new BlockTail
                 {
                     Active = true, Rectify = tail.Rectify, Mask = mask, GradOutput = dy, Source = source, Offset = o, Scale = s, Shift = t, Threshold = tail.Rectify ? closing : null,
+                    RowGate = rowGated ? gateRow : null,
                 };
                 BatchNormKernels.BackwardReductionsVectorized(x, blockGradOutput, plane, mean, sumDy, sumDyXmu, scratch, threads, blockTail);
                 BatchNormKernels.BackwardInputVectorized(
@@ -638,6 +654,7 @@ public static class BatchNormFunctional
         finally
         {
             ArrayPool<double>.Shared.Return(constants);
+            ArrayPool<T>.Shared.Return(rowGates);
         }
     }
 

@@ -205,7 +205,7 @@ internal static unsafe partial class BatchNormKernels
     /// over the gate's output, in the same order, so the same bits, with g never written anywhere.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static (double Sum, double Products) GatedProductSums<T>(T* dy, T* source, T* x, int length, double r, int readable, PlaneGate<T> gate, bool scaled)
+    private static (double Sum, double Products) GatedProductSums<T>(T* dy, T* source, T* x, int length, double r, int readable, LaneGate<T> gate, bool scaled)
         where T : unmanaged
     {
         Debug.Assert(length >= RegisterStep && (typeof(T) == typeof(float) || typeof(T) == typeof(double)));
@@ -248,7 +248,7 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>8 gated values as one vector of doubles.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<double> Gated8<T>(T* dy, T* source, PlaneGate<T> gate, bool scaled)
+    private static Vector512<double> Gated8<T>(T* dy, T* source, LaneGate<T> gate, bool scaled)
         where T : unmanaged
     {
         if (typeof(T) == typeof(float))
@@ -379,16 +379,16 @@ internal static unsafe partial class BatchNormKernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static PlaneGate<T> GateOf<T>(in BlockTail tail, T* mask, int plane, int channel)
+    private static LaneGate<T> GateOf<T>(in BlockTail tail, T* mask, int plane, int channel)
         where T : unmanaged =>
-        PlaneGate<T>.Of(mask is null ? Element.FromDouble<T>(1) : mask[plane], tail.Threshold[channel], tail.Scale[channel] > 0);
+        LaneGate<T>.Of(mask is null ? Element.FromDouble<T>(1) : mask[plane], tail.Threshold[channel], tail.Scale[channel] > 0);
 
     /// <summary>
     /// 16 gated values as two vectors of doubles, the first <paramref name="inCurrent"/> through <paramref name="current"/>'s
     /// gate and the rest through <paramref name="next"/>'s.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void GatedLoad16<T>(T* dy, T* source, PlaneGate<T> current, PlaneGate<T> next, int inCurrent, bool scaled, out Vector512<double> lo, out Vector512<double> hi)
+    private static void GatedLoad16<T>(T* dy, T* source, LaneGate<T> current, LaneGate<T> next, int inCurrent, bool scaled, out Vector512<double> lo, out Vector512<double> hi)
         where T : unmanaged
     {
         if (typeof(T) == typeof(float))

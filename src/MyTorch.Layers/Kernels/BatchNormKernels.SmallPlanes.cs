@@ -33,7 +33,7 @@ internal static unsafe partial class BatchNormKernels
     /// first[p] and second[p] for planes p in [<paramref name="begin"/>, <paramref name="end"/>) of 2·Lanes values:
     /// with <paramref name="b"/> null, Σ(a − r) and Σ(a − r)²; otherwise Σa and Σa·(b − r); r the plane's channel's reference.
     /// With an active <paramref name="tail"/> (see <see cref="SmallSumsGateInLoop{T}"/>), a is the block's output
-    /// gradient, and the sums are of the gated values the buffer would hold (<see cref="PlaneGate{T}"/>).
+    /// gradient, and the sums are of the gated values the buffer would hold (<see cref="LaneGate{T}"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void SmallPlaneSums<T>(T* a, T* b, double* reference, int channels, int begin, int end, double* first, double* second, BlockTail tail = default)

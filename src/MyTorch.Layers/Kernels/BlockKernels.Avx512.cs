@@ -210,7 +210,7 @@ internal static unsafe partial class BlockKernels
     {
         int lanes = Vector512<T>.Count;
         Debug.Assert(WideGate<T>(length));
-        var gate = PlaneGate<T>.Of(factor, double.CreateTruncating(threshold), rising);
+        var gate = LaneGate<T>.Of(factor, double.CreateTruncating(threshold), rising);
         int i = 0;
         for (; i <= length - lanes; i += lanes)
         {
@@ -231,6 +231,45 @@ internal static unsafe partial class BlockKernels
                     g[i] = Closed(a[i], threshold, rising) ? T.Zero : (scaled ? dy[i] * factor : dy[i]);
                 }
             }
+        }
+    }
+
+    /// <summary>
+    /// The gate over the whole 512-bit vectors of one channels-last row of C values, each lane with its channel's
+    /// threshold from <paramref name="rowGate"/> (<see cref="BlockTail.RowGate"/>) and its factor from
+    /// <paramref name="factors"/> (none if null). Returns how many values it gated; the rest take the formula.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static int GatedRowWide<T>(T* a, T* dy, T* g, int length, T* rowGate, T* factors)
+        where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
+    {
+        int lanes = Vector512<T>.Count;
+        int i = 0;
+        bool scaled = factors is not null;
+        for (; i <= length - lanes; i += lanes)
+        {
+            var flip = Vector512.Load(rowGate + i);
+            var bound = Vector512.Load(rowGate + length + i);
+            var factor = scaled ? Vector512.Load(factors + i) : default;
+            new LaneGate<T>(factor, flip, bound).Apply(Vector512.Load(dy + i), Vector512.Load(a + i), scaled).Store(g + i);
+        }
+
+        return i;
+    }
+
+    /// <summary>
+    /// <see cref="BlockTail.RowGate"/> for <paramref name="thresholds"/> (none NaN) and the scales' signs: the C sign
+    /// flips, then the C flipped thresholds.
+    /// </summary>
+    public static void RowGate<T>(ReadOnlySpan<double> thresholds, ReadOnlySpan<double> scale, Span<T> rowGate)
+        where T : unmanaged
+    {
+        int channels = thresholds.Length;
+        for (int c = 0; c < channels; c++)
+        {
+            bool rising = scale[c] > 0;
+            rowGate[c] = Element.FromDouble<T>(rising ? 0.0 : -0.0);
+            rowGate[channels + c] = Element.FromDouble<T>(rising ? thresholds[c] : -thresholds[c]);
         }
     }
 
@@ -263,30 +302,32 @@ internal static unsafe partial class BlockKernels
 }
 
 /// <summary>
-/// The block's backward gate on one NCHW plane whose channel has a threshold (<see cref="BlockKernels.GateThresholds{T}"/>),
-/// for 512-bit vectors: g = 0 where the gate is closed for the source value a, dy · factor (dy unscaled) elsewhere.
+/// The block's backward gate for a 512-bit vector of values whose channels have thresholds
+/// (<see cref="BlockKernels.GateThresholds{T}"/>): g = 0 where the gate is closed for the source value a, dy · factor (dy
+/// unscaled) elsewhere, each lane with its own factor and threshold: its plane's over NCHW planes, its channel's and
+/// sample's over channels-last rows.
 /// </summary>
 /// <remarks>
 /// Closed is one comparison whichever way the channel faces: a ≤ threshold for a rising channel, and for a falling one
-/// a ≥ threshold, which is −a ≤ −threshold. Negation is exact (the sign bit flipped), so a falling plane compares its
+/// a ≥ threshold, which is −a ≤ −threshold. Negation is exact (the sign bit flipped), so a falling channel compares its
 /// values with their sign bits flipped (<see cref="Flip"/> is −0, 0 otherwise) against the negated threshold, with no
 /// branch in the loop; NaN fails the comparison either way and passes, as in <see cref="BlockKernels.Closed{T}"/>.
 /// </remarks>
-internal readonly struct PlaneGate<T>(Vector512<T> factor, Vector512<T> flip, Vector512<T> bound)
+internal readonly struct LaneGate<T>(Vector512<T> factor, Vector512<T> flip, Vector512<T> bound)
     where T : unmanaged
 {
-    /// <summary>The plane's dropout factor in every lane.</summary>
+    /// <summary>Each lane's dropout factor.</summary>
     public Vector512<T> Factor { get; } = factor;
 
-    /// <summary>−0 in every lane for a falling channel, whose values the comparison takes negated; 0 for a rising one.</summary>
+    /// <summary>−0 in the lanes of a falling channel, whose values the comparison takes negated; 0 for a rising one.</summary>
     public Vector512<T> Flip { get; } = flip;
 
-    /// <summary>The threshold, negated for a falling channel.</summary>
+    /// <summary>Each lane's threshold, negated for a falling channel.</summary>
     public Vector512<T> Bound { get; } = bound;
 
-    /// <summary>The gate of a plane with dropout factor <paramref name="factor"/> and its channel's threshold.</summary>
+    /// <summary>The gate of a plane, in every lane: its dropout factor <paramref name="factor"/> and its channel's threshold.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static PlaneGate<T> Of(T factor, double threshold, bool rising) =>
+    public static LaneGate<T> Of(T factor, double threshold, bool rising) =>
         new(Vector512.Create(factor), Vector512.Create(Element.FromDouble<T>(rising ? 0.0 : -0.0)), Vector512.Create(Element.FromDouble<T>(rising ? threshold : -threshold)));
 
     /// <summary>The gated value of one <paramref name="dy"/> at source value <paramref name="a"/>, as <see cref="Apply(Vector512{T}, Vector512{T}, bool)"/> gives it.</summary>
@@ -303,6 +344,6 @@ internal readonly struct PlaneGate<T>(Vector512<T> factor, Vector512<T> flip, Ve
 
     /// <summary>This gate in the lanes set in <paramref name="lanes"/>, <paramref name="next"/>'s in the others.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public PlaneGate<T> Across(Vector512<T> lanes, PlaneGate<T> next) =>
+    public LaneGate<T> Across(Vector512<T> lanes, LaneGate<T> next) =>
         new(Vector512.ConditionalSelect(lanes, Factor, next.Factor), Vector512.ConditionalSelect(lanes, Flip, next.Flip), Vector512.ConditionalSelect(lanes, Bound, next.Bound));
 }

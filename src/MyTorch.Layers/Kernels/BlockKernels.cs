@@ -136,4 +136,11 @@ internal unsafe struct BlockTail
     /// <see cref="BlockKernels.GateThresholds{T}"/>); NaN for a channel whose gate must be computed from the formula.
     /// </summary>
     public double* Threshold;
+
+    /// <summary>
+    /// Backward, or null: for channels-last rows, C values of T that flip the sign of a falling channel's values (−0,
+    /// 0 for a rising one), then the C thresholds so flipped (see <see cref="LaneGate{T}"/>); null unless every channel
+    /// has a threshold.
+    /// </summary>
+    public void* RowGate;
 }
