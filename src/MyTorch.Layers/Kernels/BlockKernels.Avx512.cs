@@ -258,6 +258,30 @@ internal static unsafe partial class BlockKernels
     }
 
     /// <summary>
+    /// <see cref="OutputRow{T}"/> over the whole 512-bit vectors of one channels-last row, by the same operations;
+    /// returns how many values it finished.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static int OutputRowWide<T>(T* y, int length, T* factors, bool rectify)
+        where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
+    {
+        int lanes = Vector512<T>.Count;
+        int i = 0;
+        for (; i <= length - lanes; i += lanes)
+        {
+            var v = Vector512.Load(y + i);
+            if (rectify)
+            {
+                v = Vector512.ConditionalSelect(Vector512.LessThan(v, Vector512<T>.Zero), Vector512<T>.Zero, v);
+            }
+
+            (factors is null ? v : v * Vector512.Load(factors + i)).Store(y + i);
+        }
+
+        return i;
+    }
+
+    /// <summary>
     /// <see cref="BlockTail.RowGate"/> for <paramref name="thresholds"/> (none NaN) and the scales' signs: the C sign
     /// flips, then the C flipped thresholds.
     /// </summary>

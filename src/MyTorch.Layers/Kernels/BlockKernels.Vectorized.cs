@@ -200,9 +200,13 @@ internal static unsafe partial class BlockKernels
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         T* mask = (T*)tail.Mask;
+        bool wide = WideGate<T>(channels);
         for (long row = start / channels, end = (start + length) / channels; row < end; row++)
         {
-            OutputRow(y + (row * channels), channels, mask is null ? null : mask + ((row / spatial) * channels), tail.Rectify);
+            T* at = y + (row * channels);
+            T* factors = mask is null ? null : mask + ((row / spatial) * channels);
+            int done = wide ? OutputRowWide(at, channels, factors, tail.Rectify) : 0;
+            OutputRow(at + done, channels - done, factors is null ? null : factors + done, tail.Rectify);
         }
     }
 
