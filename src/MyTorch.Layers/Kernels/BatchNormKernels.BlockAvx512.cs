@@ -421,4 +421,113 @@ internal static unsafe partial class BatchNormKernels
         T g = GateOf(tail, (T*)tail.Mask, plane, c).Apply(blockGradOutput[i], source[i], tail.Mask is not null);
         return Gradient(g, b[i], parameters.Offset[c], parameters.Scale[c], parameters.Shift[c], parameters.Projection[c]);
     }
+
+    /// <summary>
+    /// Whether the channels-last sums and dx over rows of <paramref name="period"/> values take the block's gate in their
+    /// own loops: where they would go period by period 16 values a step (a row of C channels, C a whole number of steps,
+    /// at least 512 bytes long) and every channel has a threshold (<see cref="BlockTail.RowGate"/>).
+    /// </summary>
+    private static bool RowsGateInLoop<T>(in BlockTail tail, int period, int channels)
+        where T : unmanaged =>
+        tail.Rectify && tail.RowGate is not null && tail.GradOutput is not null && period == channels
+        && (typeof(T) == typeof(float) || typeof(T) == typeof(double))
+        && WidePeriods(period) && RegisterSteps(period) == 0 && period != 3 * Lanes && PeriodsPerPass<T>(period) == 1;
+
+    /// <summary>
+    /// <see cref="ProductSumsPeriodByPeriodWide{T}"/> over channels-last rows from row <paramref name="firstRow"/>, with a
+    /// the block's gate makes it from <paramref name="dy"/> (<see cref="RowGated16{T}"/>): the values the buffer would
+    /// hold, into the same lanes in the same order, so the same bits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void GatedProductSumsPeriodByPeriodWide<T>(
+        T* dy, T* source, T* x, int length, int period, double* r, double* sum, double* products, long firstRow, in BlockTail tail, int spatial)
+        where T : unmanaged
+    {
+        T* endA = dy + length;
+        T* endB = x + length;
+        T* mask = (T*)tail.Mask;
+        T* rowGate = (T*)tail.RowGate;
+        long row = firstRow;
+        for (int i = 0; i <= length - period; i += period, row++)
+        {
+            T* factors = mask is null ? null : mask + ((row / spatial) * period);
+            for (int k = 0; k < period; k += RegisterStep)
+            {
+                Vector512<double> s0 = Load8(sum + k), s1 = Load8(sum + k + 8), p0 = Load8(products + k), p1 = Load8(products + k + 8);
+                PrefetchStep(dy + i + k, endA);
+                PrefetchStep(x + i + k, endB);
+                RowGated16(dy + i + k, source + i + k, rowGate + k, rowGate + period + k, factors is null ? null : factors + k, out var alo, out var ahi);
+                Load16(x + i + k, out var blo, out var bhi);
+                s0 += alo;
+                s1 += ahi;
+                p0 = Avx512F.FusedMultiplyAdd(alo, blo - Load8(r + k), p0);
+                p1 = Avx512F.FusedMultiplyAdd(ahi, bhi - Load8(r + k + 8), p1);
+                Store8(s0, s1, sum + k);
+                Store8(p0, p1, products + k);
+            }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="GradientPeriodByPeriodWide{T, TStore}"/> over channels-last rows from row <paramref name="firstRow"/>,
+    /// with a the block's gate makes it from <paramref name="dy"/> (<see cref="RowGated16{T}"/>), each value computed as there.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void GatedGradientPeriodByPeriodWide<T, TStore>(
+        T* dy, T* source, T* x, T* output, int length, ChannelParameters parameters, long firstRow, in BlockTail tail, int spatial)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
+        int period = parameters.Count;
+        double* o = parameters.Offset, c = parameters.Scale, t = parameters.Shift, p = parameters.Projection;
+        T* endA = dy + length;
+        T* endB = x + length;
+        T* mask = (T*)tail.Mask;
+        T* rowGate = (T*)tail.RowGate;
+        long row = firstRow;
+        for (int i = 0; i <= length - period; i += period, row++)
+        {
+            T* factors = mask is null ? null : mask + ((row / spatial) * period);
+            for (int k = 0; k < period; k += RegisterStep)
+            {
+                PrefetchStep(dy + i + k, endA);
+                PrefetchStep(x + i + k, endB);
+                RowGated16(dy + i + k, source + i + k, rowGate + k, rowGate + period + k, factors is null ? null : factors + k, out var alo, out var ahi);
+                Load16(x + i + k, out var blo, out var bhi);
+                var lo = (alo - Load8(t + k) - ((blo - Load8(o + k)) * Load8(p + k))) * Load8(c + k);
+                var hi = (ahi - Load8(t + k + 8) - ((bhi - Load8(o + k + 8)) * Load8(p + k + 8))) * Load8(c + k + 8);
+                Store16<T, TStore>(lo, hi, output + i + k);
+            }
+        }
+    }
+
+    /// <summary>
+    /// 16 gated values of a channels-last row as two vectors of doubles, each lane with its channel's sign flip and
+    /// threshold (<paramref name="flip"/>, <paramref name="bound"/>) and its factor (none if <paramref name="factors"/> is null).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RowGated16<T>(T* dy, T* source, T* flip, T* bound, T* factors, out Vector512<double> lo, out Vector512<double> hi)
+        where T : unmanaged
+    {
+        bool scaled = factors is not null;
+        if (typeof(T) == typeof(float))
+        {
+            var f = scaled ? Vector512.Load(factors) : default;
+            var sign = Vector512.Load(flip);
+            var limit = Vector512.Load(bound);
+            var g = new LaneGate<T>(f, sign, limit).Apply(Vector512.Load(dy), Vector512.Load(source), scaled).AsSingle();
+            lo = Avx512F.ConvertToVector512Double(g.GetLower());
+            hi = Avx512F.ConvertToVector512Double(g.GetUpper());
+            return;
+        }
+
+        var f0 = scaled ? Vector512.Load(factors) : default;
+        var f1 = scaled ? Vector512.Load(factors + 8) : default;
+        var sign0 = Vector512.Load(flip);
+        var sign1 = Vector512.Load(flip + 8);
+        var limit0 = Vector512.Load(bound);
+        var limit1 = Vector512.Load(bound + 8);
+        lo = new LaneGate<T>(f0, sign0, limit0).Apply(Vector512.Load(dy), Vector512.Load(source), scaled).AsDouble();
+        hi = new LaneGate<T>(f1, sign1, limit1).Apply(Vector512.Load(dy + 8), Vector512.Load(source + 8), scaled).AsDouble();
+    }
 }

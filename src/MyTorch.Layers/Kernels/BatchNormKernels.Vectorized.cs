@@ -660,6 +660,16 @@ internal static unsafe partial class BatchNormKernels
         {
             int period = Blocks.Period;
             (long start, int length) = Blocks.Span(chunk);
+            if (Tail.Active && RowsGateInLoop<T>(Tail, period, Blocks.Channels))
+            {
+                var sums = First + ((long)chunk * Blocks.AccumulatorStride);
+                var products = Second + ((long)chunk * Blocks.AccumulatorStride);
+                new Span<double>(sums, period).Clear();
+                new Span<double>(products, period).Clear();
+                GatedProductSumsPeriodByPeriodWide((T*)Tail.GradOutput + start, (T*)Tail.Source + start, B + start, length, period, Reference, sums, products, start / period, Tail, Blocks.Spatial);
+                return;
+            }
+
             if (Tail.Active)
             {
                 // As in PlaneMomentsJob: the block's dy for these rows, made in cache, then summed.
@@ -855,6 +865,23 @@ internal static unsafe partial class BatchNormKernels
             if (PlanarA)
             {
                 StagedElementwise(A, B, Output, Blocks, chunk, Parameters, Gradient, Streaming);
+                return;
+            }
+
+            if (Tail.Active && Gradient && RowsGateInLoop<T>(Tail, Parameters.Count, Blocks.Channels))
+            {
+                (long start, int length) = Blocks.Span(chunk);
+                T* dy = (T*)Tail.GradOutput + start;
+                T* source = (T*)Tail.Source + start;
+                if (Streaming && StreamingStores.Aligned(Output + start))
+                {
+                    GatedGradientPeriodByPeriodWide<T, StreamingStores>(dy, source, B + start, Output + start, length, Parameters, start / Parameters.Count, Tail, Blocks.Spatial);
+                }
+                else
+                {
+                    GatedGradientPeriodByPeriodWide<T, PlainStores>(dy, source, B + start, Output + start, length, Parameters, start / Parameters.Count, Tail, Blocks.Spatial);
+                }
+
                 return;
             }
 

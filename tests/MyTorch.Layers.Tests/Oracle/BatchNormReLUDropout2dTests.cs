@@ -64,7 +64,7 @@ public class BatchNormReLUDropout2dTests
 
     /// <summary>
     /// Planes of one to four values and of 4×4 (summed four planes at a time, 4×4 one vector step each), channels-last
-    /// rows of whole vectors and a remainder, planes that cross vector steps, inputs of many
+    /// rows of whole vectors and a remainder and rows gated in the sums' and dx's own loops (128 float32, 96 float64 channels), planes that cross vector steps, inputs of many
     /// chunks spread over threads, and outputs large enough (13 MB) to be written with streaming stores, where the
     /// block's ReLU and dropout run inside batch normalisation's kernels; among those, planes of 63 values, which cross
     /// vector steps and start chunks off a cache line.
@@ -84,6 +84,9 @@ public class BatchNormReLUDropout2dTests
     [TestCase(33, 24, 4, 4, false, ScalarType.Float64)]
     [TestCase(16, 40, 5, 7, true)]
     [TestCase(16, 24, 5, 7, true, ScalarType.Float64)]
+    [TestCase(6, 128, 5, 7, true)]
+    [TestCase(8, 128, 24, 24, true)]
+    [TestCase(6, 96, 5, 7, true, ScalarType.Float64)]
     public void EveryShapeAndChunking_IsBitIdenticalToOurThreeLayers(int n, int c, int h, int w, bool channelsLast, ScalarType dtype = ScalarType.Float32)
     {
         using var scope = NewDisposeScope();
