@@ -429,9 +429,95 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     private static bool RowsGateInLoop<T>(in BlockTail tail, int period, int channels)
         where T : unmanaged =>
-        tail.Rectify && tail.RowGate is not null && tail.GradOutput is not null && period == channels
-        && (typeof(T) == typeof(float) || typeof(T) == typeof(double))
+        tail.Rectify && tail.RowGate is not null && tail.GradOutput is not null && RowsPeriodByPeriodWide<T>(period, channels);
+
+    /// <summary>
+    /// Whether the channels-last forward over rows of <paramref name="period"/> values finishes y (ReLU, factors) in its
+    /// own loop: where it would go period by period 16 values a step, as <see cref="RowsGateInLoop{T}"/>.
+    /// </summary>
+    private static bool RowsFinishInLoop<T>(in BlockTail tail, int period, int channels)
+        where T : unmanaged =>
+        tail.Active && tail.GradOutput is null && RowsPeriodByPeriodWide<T>(period, channels);
+
+    /// <summary>Whether the channels-last loops take rows of C = <paramref name="period"/> values period by period, 16 values a step.</summary>
+    private static bool RowsPeriodByPeriodWide<T>(int period, int channels)
+        where T : unmanaged =>
+        period == channels && (typeof(T) == typeof(float) || typeof(T) == typeof(double))
         && WidePeriods(period) && RegisterSteps(period) == 0 && period != 3 * Lanes && PeriodsPerPass<T>(period) == 1;
+
+    /// <summary>
+    /// <see cref="AffinePeriodByPeriodWide{T, TStore}"/> over channels-last rows from row <paramref name="firstRow"/>, each
+    /// value rounded to T, rectified and multiplied by its lane's factor as <see cref="BlockKernels.FinishRows{T}"/> does
+    /// in the buffer, then stored: the same operations, so the same bits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void AffineFinishedPeriodByPeriodWide<T, TStore>(T* a, T* output, int length, ChannelParameters parameters, long firstRow, in BlockTail tail, int spatial)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
+        int period = parameters.Count;
+        double* o = parameters.Offset, c = parameters.Scale, t = parameters.Shift;
+        T* end = a + length;
+        T* mask = (T*)tail.Mask;
+        bool rectify = tail.Rectify;
+        long row = firstRow;
+        for (int i = 0; i <= length - period; i += period, row++)
+        {
+            T* factors = mask is null ? null : mask + ((row / spatial) * period);
+            for (int k = 0; k < period; k += RegisterStep)
+            {
+                PrefetchStep(a + i + k, end);
+                Load16(a + i + k, out var lo, out var hi);
+                lo = Avx512F.FusedMultiplyAdd(lo - Load8(o + k), Load8(c + k), Load8(t + k));
+                hi = Avx512F.FusedMultiplyAdd(hi - Load8(o + k + 8), Load8(c + k + 8), Load8(t + k + 8));
+                StoreFinishedLanes<T, TStore>(lo, hi, output + i + k, rectify, factors is null ? null : factors + k);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Rounds 16 values to T, rectifies them and multiplies them by their own factors (none if
+    /// <paramref name="factors"/> is null) in T, then stores them, plainly or streaming.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreFinishedLanes<T, TStore>(Vector512<double> lo, Vector512<double> hi, T* destination, bool rectify, T* factors)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
+        if (typeof(T) == typeof(float))
+        {
+            var low = Avx512F.ConvertToVector256Single(lo);
+            var high = Avx512F.ConvertToVector256Single(hi);
+            if (rectify)
+            {
+                low = Vector256.ConditionalSelect(Vector256.LessThan(low, Vector256<float>.Zero), Vector256<float>.Zero, low);
+                high = Vector256.ConditionalSelect(Vector256.LessThan(high, Vector256<float>.Zero), Vector256<float>.Zero, high);
+            }
+
+            if (factors is not null)
+            {
+                low *= Vector256.Load((float*)factors);
+                high *= Vector256.Load((float*)factors + 8);
+            }
+
+            StoreHalves<TStore>(low, high, (float*)destination);
+            return;
+        }
+
+        if (rectify)
+        {
+            lo = Vector512.ConditionalSelect(Vector512.LessThan(lo, Vector512<double>.Zero), Vector512<double>.Zero, lo);
+            hi = Vector512.ConditionalSelect(Vector512.LessThan(hi, Vector512<double>.Zero), Vector512<double>.Zero, hi);
+        }
+
+        if (factors is not null)
+        {
+            lo *= Vector512.Load((double*)factors);
+            hi *= Vector512.Load((double*)factors + 8);
+        }
+
+        Store16<T, TStore>(lo, hi, destination);
+    }
 
     /// <summary>
     /// <see cref="ProductSumsPeriodByPeriodWide{T}"/> over channels-last rows from row <paramref name="firstRow"/>, with a

@@ -885,6 +885,21 @@ internal static unsafe partial class BatchNormKernels
                 return;
             }
 
+            if (RowsFinishInLoop<T>(Tail, Parameters.Count, Blocks.Channels) && !Gradient)
+            {
+                (long start, int length) = Blocks.Span(chunk);
+                if (Streaming && StreamingStores.Aligned(Output + start))
+                {
+                    AffineFinishedPeriodByPeriodWide<T, StreamingStores>(A + start, Output + start, length, Parameters, start / Parameters.Count, Tail, Blocks.Spatial);
+                }
+                else
+                {
+                    AffineFinishedPeriodByPeriodWide<T, PlainStores>(A + start, Output + start, length, Parameters, start / Parameters.Count, Tail, Blocks.Spatial);
+                }
+
+                return;
+            }
+
             if (Tail.Active)
             {
                 // As PlaneElementwiseJob.RunWithTail, over the block's rows.
