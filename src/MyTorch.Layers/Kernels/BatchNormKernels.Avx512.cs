@@ -369,7 +369,7 @@ internal static unsafe partial class BatchNormKernels
         {
             PrefetchStep(a + i, a + length);
             Load16(a + i, out var lo, out var hi);
-            AffineAcrossPlanes(ref planes, i, ref channel, parameters, ref vo, ref vs, ref vt, ref lo, ref hi);
+            AffineAcrossPlanes(planes.Crosses(i, out int inPlane), inPlane, ref channel, parameters, ref vo, ref vs, ref vt, ref lo, ref hi);
             Store16<T, TStore>(lo, hi, output + i);
         }
 
@@ -377,14 +377,14 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary>
-    /// (lo, hi) = (a − offset) · scale + shift for the 16 values of the NCHW step at run offset <paramref name="i"/>, each
-    /// lane with its own plane's constants: a step that reaches into the next plane moves <paramref name="channel"/> and
-    /// the constants on to it. Returns how many lanes belong to the plane before (16 for a step within one plane).
+    /// (lo, hi) = (a − offset) · scale + shift for the 16 values of an NCHW step, each lane with its own plane's
+    /// constants: a step that <paramref name="crosses"/> into the next plane (its first <paramref name="inPlane"/> lanes
+    /// in the plane before) moves <paramref name="channel"/> and the constants on to it.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int AffineAcrossPlanes(
-        ref PlaneBoundaries planes,
-        int i,
+    private static void AffineAcrossPlanes(
+        bool crosses,
+        int inPlane,
         ref int channel,
         ChannelParameters parameters,
         ref Vector512<double> vo,
@@ -393,11 +393,11 @@ internal static unsafe partial class BatchNormKernels
         ref Vector512<double> lo,
         ref Vector512<double> hi)
     {
-        if (!planes.Crosses(i, out int inPlane))
+        if (!crosses)
         {
             lo = Avx512F.FusedMultiplyAdd(lo - vo, vs, vt);
             hi = Avx512F.FusedMultiplyAdd(hi - vo, vs, vt);
-            return inPlane;
+            return;
         }
 
         channel = channel + 1 == parameters.Count ? 0 : channel + 1;
@@ -409,7 +409,6 @@ internal static unsafe partial class BatchNormKernels
         lo = Avx512F.FusedMultiplyAdd(lo - Vector512.ConditionalSelect(low, vo, no), Vector512.ConditionalSelect(low, vs, ns), Vector512.ConditionalSelect(low, vt, nt));
         hi = Avx512F.FusedMultiplyAdd(hi - Vector512.ConditionalSelect(high, vo, no), Vector512.ConditionalSelect(high, vs, ns), Vector512.ConditionalSelect(high, vt, nt));
         (vo, vs, vt) = (no, ns, nt);
-        return inPlane;
     }
 
     /// <summary>The vector body of <see cref="GradientPlanes{T, TStore}"/> 16 values at a time, as <see cref="AffinePlanesWide{T, TStore}"/>.</summary>

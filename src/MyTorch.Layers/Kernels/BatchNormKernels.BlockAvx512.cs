@@ -77,7 +77,8 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>
     /// The vector steps of <see cref="AffinePlanesFinished{T, TStore}"/> from run offset <paramref name="i"/> to
-    /// <paramref name="end"/>, a step that reaches across a plane boundary taking each lane's constants and factor from its own plane.
+    /// <paramref name="end"/>, plane by plane as <see cref="GatedGradientAcrossPlanes{T, TStore}"/> walks them: the
+    /// steps within a plane, then the step that reaches across its end, each lane with its own plane's constants and factor.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AffineFinishedAcrossPlanes<T, TStore>(
@@ -85,29 +86,40 @@ internal static unsafe partial class BatchNormKernels
         where T : unmanaged
         where TStore : struct, IStoreMode
     {
-        var planes = new PlaneBoundaries(spatial, i, RegisterStep);
-        int plane = firstPlane + planes.Plane;
+        bool scaled = mask is not null;
+        int plane = firstPlane + (i / spatial);
+        int planeEnd = ((i / spatial) + 1) * spatial;
         int channel = plane % parameters.Count;
-        var vo = Vector512.Create(parameters.Offset[channel]);
-        var vs = Vector512.Create(parameters.Scale[channel]);
-        var vt = Vector512.Create(parameters.Shift[channel]);
-        double factor = Factor(mask, plane);
-        for (; i <= end - RegisterStep; i += RegisterStep)
+        while (i <= end - RegisterStep)
         {
-            PrefetchStep(a + i, a + length);
-            Load16(a + i, out var lo, out var hi);
-            int inPlane = AffineAcrossPlanes(ref planes, i, ref channel, parameters, ref vo, ref vs, ref vt, ref lo, ref hi);
-            if (inPlane < RegisterStep)
+            var vo = Vector512.Create(parameters.Offset[channel]);
+            var vs = Vector512.Create(parameters.Scale[channel]);
+            var vt = Vector512.Create(parameters.Shift[channel]);
+            double factor = Factor(mask, plane);
+            for (int stop = Math.Min(planeEnd, end); i <= stop - RegisterStep; i += RegisterStep)
             {
-                // The step reached into the next plane, whose factor its other lanes take.
-                double next = Factor(mask, ++plane);
-                StoreFinished<T, TStore>(lo, hi, output + i, rectify, mask is not null, factor, next, inPlane);
-                factor = next;
+                PrefetchStep(a + i, a + length);
+                Load16(a + i, out var lo, out var hi);
+                StoreFinished<T, TStore>(
+                    Avx512F.FusedMultiplyAdd(lo - vo, vs, vt), Avx512F.FusedMultiplyAdd(hi - vo, vs, vt), output + i, rectify, scaled, factor, factor, RegisterStep);
+            }
+
+            if (i < planeEnd && i <= end - RegisterStep)
+            {
+                // Its first planeEnd − i lanes in this plane, the others in the next, whose constants and factor they take.
+                int inPlane = planeEnd - i;
+                Load16(a + i, out var lo, out var hi);
+                AffineAcrossPlanes(true, inPlane, ref channel, parameters, ref vo, ref vs, ref vt, ref lo, ref hi);
+                StoreFinished<T, TStore>(lo, hi, output + i, rectify, scaled, factor, Factor(mask, plane + 1), inPlane);
+                i += RegisterStep;
             }
             else
             {
-                StoreFinished<T, TStore>(lo, hi, output + i, rectify, mask is not null, factor, factor, RegisterStep);
+                channel = channel + 1 == parameters.Count ? 0 : channel + 1;
             }
+
+            plane++;
+            planeEnd += spatial;
         }
     }
 
@@ -342,8 +354,13 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>
     /// The vector steps of <see cref="GatedGradientPlanes{T, TStore}"/> from run offset <paramref name="i"/> to
-    /// <paramref name="end"/>, a step that reaches across a plane boundary taking each lane's constants and gate from its own plane.
+    /// <paramref name="end"/>, plane by plane: the steps within a plane with its constants and gate held in registers,
+    /// then the step that reaches across its end, each lane with its own plane's constants and gate.
     /// </summary>
+    /// <remarks>
+    /// Asking at every step whether it crosses a boundary, as <see cref="PlaneBoundaries"/> does, left the JIT a loop of
+    /// branches with the gate spilled to the stack; walking plane by plane keeps the common step branch-free.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void GatedGradientAcrossPlanes<T, TStore>(
         T* blockGradOutput, T* source, T* b, T* output, ref int i, int end, int length, int spatial, int firstPlane, ChannelParameters parameters, in BlockTail tail)
@@ -352,29 +369,43 @@ internal static unsafe partial class BatchNormKernels
     {
         int channels = parameters.Count;
         T* mask = (T*)tail.Mask;
-        var planes = new PlaneBoundaries(spatial, i, RegisterStep);
-        int plane = firstPlane + planes.Plane;
+        bool scaled = mask is not null;
+        int plane = firstPlane + (i / spatial);
+        int planeEnd = ((i / spatial) + 1) * spatial;
         int channel = plane % channels;
-        var vo = Vector512.Create(parameters.Offset[channel]);
-        var vs = Vector512.Create(parameters.Scale[channel]);
-        var vt = Vector512.Create(parameters.Shift[channel]);
-        var vp = Vector512.Create(parameters.Projection[channel]);
-        var gate = GateOf(tail, mask, plane, channel);
-        for (; i <= end - RegisterStep; i += RegisterStep)
+        while (i <= end - RegisterStep)
         {
-            PrefetchStep(blockGradOutput + i, blockGradOutput + length);
-            PrefetchStep(b + i, b + length);
-            bool crosses = planes.Crosses(i, out int inPlane);
-            var next = crosses ? GateOf(tail, mask, plane + 1, channel + 1 == channels ? 0 : channel + 1) : gate;
-            GatedLoad16(blockGradOutput + i, source + i, gate, next, crosses ? inPlane : RegisterStep, mask is not null, out var alo, out var ahi);
-            Load16(b + i, out var blo, out var bhi);
-            GradientAcrossPlanes(crosses, inPlane, ref channel, parameters, ref vo, ref vs, ref vt, ref vp, ref alo, ref ahi, blo, bhi);
-            Store16<T, TStore>(alo, ahi, output + i);
-            if (crosses)
+            var vo = Vector512.Create(parameters.Offset[channel]);
+            var vs = Vector512.Create(parameters.Scale[channel]);
+            var vt = Vector512.Create(parameters.Shift[channel]);
+            var vp = Vector512.Create(parameters.Projection[channel]);
+            var gate = GateOf(tail, mask, plane, channel);
+            for (int stop = Math.Min(planeEnd, end); i <= stop - RegisterStep; i += RegisterStep)
             {
-                plane++;
-                gate = next;
+                PrefetchStep(blockGradOutput + i, blockGradOutput + length);
+                PrefetchStep(b + i, b + length);
+                GatedLoad16(blockGradOutput + i, source + i, gate, gate, RegisterStep, scaled, out var alo, out var ahi);
+                Load16(b + i, out var blo, out var bhi);
+                Store16<T, TStore>((alo - vt - ((blo - vo) * vp)) * vs, (ahi - vt - ((bhi - vo) * vp)) * vs, output + i);
             }
+
+            int nextChannel = channel + 1 == channels ? 0 : channel + 1;
+            if (i < planeEnd && i <= end - RegisterStep)
+            {
+                // Its first planeEnd − i lanes in this plane, the others in the next.
+                int inPlane = planeEnd - i;
+                var next = GateOf(tail, mask, plane + 1, nextChannel);
+                GatedLoad16(blockGradOutput + i, source + i, gate, next, inPlane, scaled, out var alo, out var ahi);
+                Load16(b + i, out var blo, out var bhi);
+                int across = channel;
+                GradientAcrossPlanes(true, inPlane, ref across, parameters, ref vo, ref vs, ref vt, ref vp, ref alo, ref ahi, blo, bhi);
+                Store16<T, TStore>(alo, ahi, output + i);
+                i += RegisterStep;
+            }
+
+            plane++;
+            channel = nextChannel;
+            planeEnd += spatial;
         }
     }
 
