@@ -619,12 +619,14 @@ public static class BatchNormFunctional
                 BlockKernels.GateThresholds<double>(offset, scale, shift, thresholds);
             }
 
-            // Channels-last rows compare each lane with its channel's threshold, where every channel has one.
-            bool rowGated = tail.Rectify && plane.ChannelsLast;
-            for (int c = 0; rowGated && c < channels; c++)
+            bool everyThreshold = tail.Rectify;
+            for (int c = 0; everyThreshold && c < channels; c++)
             {
-                rowGated = !double.IsNaN(thresholds[c]);
+                everyThreshold = !double.IsNaN(thresholds[c]);
             }
+
+            // Channels-last rows compare each lane with its channel's threshold, where every channel has one.
+            bool rowGated = everyThreshold && plane.ChannelsLast;
 
             Span<T> rowGate = rowGated ? rowGates.AsSpan(0, 2 * channels) : default;
             if (rowGated)
@@ -644,7 +646,7 @@ public static class BatchNormFunctional
                 var blockTail = new BlockTail
                 {
                     Active = true, Rectify = tail.Rectify, Mask = mask, GradOutput = dy, Source = source, Offset = o, Scale = s, Shift = t, Threshold = tail.Rectify ? closing : null,
-                    RowGate = rowGated ? gateRow : null,
+                    EveryThreshold = everyThreshold, RowGate = rowGated ? gateRow : null,
                 };
                 BatchNormKernels.BackwardReductionsVectorized(x, blockGradOutput, plane, mean, sumDy, sumDyXmu, scratch, threads, blockTail);
                 BatchNormKernels.BackwardInputVectorized(

@@ -291,6 +291,11 @@ internal static unsafe partial class BatchNormKernels
             return false;
         }
 
+        if (tail.EveryThreshold)
+        {
+            return true;
+        }
+
         for (int plane = first; plane < Math.Min(end, first + channels); plane++)
         {
             if (double.IsNaN(tail.Threshold[plane % channels]))

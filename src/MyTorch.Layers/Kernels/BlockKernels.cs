@@ -137,6 +137,9 @@ internal unsafe struct BlockTail
     /// </summary>
     public double* Threshold;
 
+    /// <summary>Backward: whether every channel has a <see cref="Threshold"/> (none is NaN), so that no chunk need look.</summary>
+    public bool EveryThreshold;
+
     /// <summary>
     /// Backward, or null: for channels-last rows, C values of T that flip the sign of a falling channel's values (−0,
     /// 0 for a rising one), then the C thresholds so flipped (see <see cref="LaneGate{T}"/>); null unless every channel
