@@ -595,7 +595,7 @@ public static class BatchNormFunctional
     {
         int channels = plane.Channels;
         double[] constants = ArrayPool<double>.Shared.Rent(4 * channels);
-        T[] rowGates = ArrayPool<T>.Shared.Rent(2 * channels);
+        T[] gates = ArrayPool<T>.Shared.Rent(2 * channels);
         try
         {
             var offset = constants.AsSpan(0, channels);
@@ -619,19 +619,17 @@ public static class BatchNormFunctional
                 BlockKernels.GateThresholds<double>(offset, scale, shift, thresholds);
             }
 
+            // The loops take each channel's gate ready in T, where every channel has a threshold.
             bool everyThreshold = tail.Rectify;
             for (int c = 0; everyThreshold && c < channels; c++)
             {
                 everyThreshold = !double.IsNaN(thresholds[c]);
             }
 
-            // Channels-last rows compare each lane with its channel's threshold, where every channel has one.
-            bool rowGated = everyThreshold && plane.ChannelsLast;
-
-            Span<T> rowGate = rowGated ? rowGates.AsSpan(0, 2 * channels) : default;
-            if (rowGated)
+            Span<T> channelGate = everyThreshold ? gates.AsSpan(0, 2 * channels) : default;
+            if (everyThreshold)
             {
-                BlockKernels.RowGate(thresholds, scale, rowGate);
+                BlockKernels.ChannelGate(thresholds, scale, channelGate);
             }
 
             fixed (T* dy = blockGradOutput)
@@ -641,12 +639,12 @@ public static class BatchNormFunctional
             fixed (double* s = scale)
             fixed (double* t = shift)
             fixed (double* closing = thresholds)
-            fixed (T* gateRow = rowGate)
+            fixed (T* gate = channelGate)
             {
                 var blockTail = new BlockTail
                 {
                     Active = true, Rectify = tail.Rectify, Mask = mask, GradOutput = dy, Source = source, Offset = o, Scale = s, Shift = t, Threshold = tail.Rectify ? closing : null,
-                    EveryThreshold = everyThreshold, RowGate = rowGated ? gateRow : null,
+                    ChannelGate = everyThreshold ? gate : null,
                 };
                 BatchNormKernels.BackwardReductionsVectorized(x, blockGradOutput, plane, mean, sumDy, sumDyXmu, scratch, threads, blockTail);
                 BatchNormKernels.BackwardInputVectorized(
@@ -656,7 +654,7 @@ public static class BatchNormFunctional
         finally
         {
             ArrayPool<double>.Shared.Return(constants);
-            ArrayPool<T>.Shared.Return(rowGates);
+            ArrayPool<T>.Shared.Return(gates);
         }
     }
 

@@ -291,7 +291,7 @@ internal static unsafe partial class BatchNormKernels
             return false;
         }
 
-        if (tail.EveryThreshold)
+        if (tail.ChannelGate is not null)
         {
             return true;
         }
@@ -336,7 +336,7 @@ internal static unsafe partial class BatchNormKernels
             {
                 PrefetchStep(blockGradOutput + i, blockGradOutput + length);
                 PrefetchStep(b + i, b + length);
-                var gate = GateOf(tail, mask, plane, channel);
+                var gate = GateOf(tail, mask, plane, channel, channels);
                 GatedLoad16(blockGradOutput + i, source + i, gate, gate, RegisterStep, scaled, out var alo, out var ahi);
                 Load16(b + i, out var blo, out var bhi);
                 var vo = Vector512.Create(parameters.Offset[channel]);
@@ -384,7 +384,7 @@ internal static unsafe partial class BatchNormKernels
             var vs = Vector512.Create(parameters.Scale[channel]);
             var vt = Vector512.Create(parameters.Shift[channel]);
             var vp = Vector512.Create(parameters.Projection[channel]);
-            var gate = GateOf(tail, mask, plane, channel);
+            var gate = GateOf(tail, mask, plane, channel, channels);
             for (int stop = Math.Min(planeEnd, end); i <= stop - RegisterStep; i += RegisterStep)
             {
                 PrefetchStep(blockGradOutput + i, blockGradOutput + length);
@@ -399,7 +399,7 @@ internal static unsafe partial class BatchNormKernels
             {
                 // Its first planeEnd − i lanes in this plane, the others in the next.
                 int inPlane = planeEnd - i;
-                var next = GateOf(tail, mask, plane + 1, nextChannel);
+                var next = GateOf(tail, mask, plane + 1, nextChannel, channels);
                 GatedLoad16(blockGradOutput + i, source + i, gate, next, inPlane, scaled, out var alo, out var ahi);
                 Load16(b + i, out var blo, out var bhi);
                 int across = channel;
@@ -414,10 +414,21 @@ internal static unsafe partial class BatchNormKernels
         }
     }
 
+    /// <summary>The gate of NCHW plane <paramref name="plane"/>, of channel <paramref name="channel"/>, in every lane.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static LaneGate<T> GateOf<T>(in BlockTail tail, T* mask, int plane, int channel)
-        where T : unmanaged =>
-        LaneGate<T>.Of(mask is null ? Element.FromDouble<T>(1) : mask[plane], tail.Threshold[channel], tail.Scale[channel] > 0);
+    private static LaneGate<T> GateOf<T>(in BlockTail tail, T* mask, int plane, int channel, int channels)
+        where T : unmanaged
+    {
+        T factor = mask is null ? Element.FromDouble<T>(1) : mask[plane];
+        if (tail.ChannelGate is null)
+        {
+            return LaneGate<T>.Of(factor, tail.Threshold[channel], tail.Scale[channel] > 0);
+        }
+
+        // The flip and threshold ready in T: two broadcasts from memory, with no conversion and no branch on the direction.
+        T* gate = (T*)tail.ChannelGate;
+        return new(Vector512.Create(factor), Vector512.Create(gate[channel]), Vector512.Create(gate[channels + channel]));
+    }
 
     /// <summary>
     /// 16 gated values as two vectors of doubles, the first <paramref name="inCurrent"/> through <paramref name="current"/>'s
@@ -454,18 +465,18 @@ internal static unsafe partial class BatchNormKernels
     {
         int plane = firstPlane + (i / spatial);
         int c = plane % parameters.Count;
-        T g = GateOf(tail, (T*)tail.Mask, plane, c).Apply(blockGradOutput[i], source[i], tail.Mask is not null);
+        T g = GateOf(tail, (T*)tail.Mask, plane, c, parameters.Count).Apply(blockGradOutput[i], source[i], tail.Mask is not null);
         return Gradient(g, b[i], parameters.Offset[c], parameters.Scale[c], parameters.Shift[c], parameters.Projection[c]);
     }
 
     /// <summary>
     /// Whether the channels-last sums and dx over rows of <paramref name="period"/> values take the block's gate in their
     /// own loops: where they would go period by period 16 values a step (a row of C channels, C a whole number of steps,
-    /// at least 512 bytes long) and every channel has a threshold (<see cref="BlockTail.RowGate"/>).
+    /// at least 512 bytes long) and every channel has a threshold (<see cref="BlockTail.ChannelGate"/>).
     /// </summary>
     private static bool RowsGateInLoop<T>(in BlockTail tail, int period, int channels)
         where T : unmanaged =>
-        tail.Rectify && tail.RowGate is not null && tail.GradOutput is not null && RowsPeriodByPeriodWide<T>(period, channels);
+        tail.Rectify && tail.ChannelGate is not null && tail.GradOutput is not null && RowsPeriodByPeriodWide<T>(period, channels);
 
     /// <summary>
     /// Whether the channels-last forward over rows of <paramref name="period"/> values finishes y (ReLU, factors) in its
@@ -568,7 +579,7 @@ internal static unsafe partial class BatchNormKernels
         T* endA = dy + length;
         T* endB = x + length;
         T* mask = (T*)tail.Mask;
-        T* rowGate = (T*)tail.RowGate;
+        T* channelGate = (T*)tail.ChannelGate;
         long row = firstRow;
         for (int i = 0; i <= length - period; i += period, row++)
         {
@@ -578,7 +589,7 @@ internal static unsafe partial class BatchNormKernels
                 Vector512<double> s0 = Load8(sum + k), s1 = Load8(sum + k + 8), p0 = Load8(products + k), p1 = Load8(products + k + 8);
                 PrefetchStep(dy + i + k, endA);
                 PrefetchStep(x + i + k, endB);
-                RowGated16(dy + i + k, source + i + k, rowGate + k, rowGate + period + k, factors is null ? null : factors + k, out var alo, out var ahi);
+                RowGated16(dy + i + k, source + i + k, channelGate + k, channelGate + period + k, factors is null ? null : factors + k, out var alo, out var ahi);
                 Load16(x + i + k, out var blo, out var bhi);
                 s0 += alo;
                 s1 += ahi;
@@ -605,7 +616,7 @@ internal static unsafe partial class BatchNormKernels
         T* endA = dy + length;
         T* endB = x + length;
         T* mask = (T*)tail.Mask;
-        T* rowGate = (T*)tail.RowGate;
+        T* channelGate = (T*)tail.ChannelGate;
         long row = firstRow;
         for (int i = 0; i <= length - period; i += period, row++)
         {
@@ -614,7 +625,7 @@ internal static unsafe partial class BatchNormKernels
             {
                 PrefetchStep(dy + i + k, endA);
                 PrefetchStep(x + i + k, endB);
-                RowGated16(dy + i + k, source + i + k, rowGate + k, rowGate + period + k, factors is null ? null : factors + k, out var alo, out var ahi);
+                RowGated16(dy + i + k, source + i + k, channelGate + k, channelGate + period + k, factors is null ? null : factors + k, out var alo, out var ahi);
                 Load16(x + i + k, out var blo, out var bhi);
                 var lo = (alo - Load8(t + k) - ((blo - Load8(o + k)) * Load8(p + k))) * Load8(c + k);
                 var hi = (ahi - Load8(t + k + 8) - ((bhi - Load8(o + k + 8)) * Load8(p + k + 8))) * Load8(c + k + 8);

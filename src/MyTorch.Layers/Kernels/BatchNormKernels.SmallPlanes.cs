@@ -47,13 +47,13 @@ internal static unsafe partial class BatchNormKernels
         for (; plane <= end - 4; plane += 4)
         {
             Vector256<double> s0, s1, s2, s3, q0, q1, q2, q3;
-            (s0, q0) = PlaneVectors(a, b, plane, c, reference, aEnd, bEnd, tail);
+            (s0, q0) = PlaneVectors(a, b, plane, c, channels, reference, aEnd, bEnd, tail);
             c = c + 1 == channels ? 0 : c + 1;
-            (s1, q1) = PlaneVectors(a, b, plane + 1, c, reference, aEnd, bEnd, tail);
+            (s1, q1) = PlaneVectors(a, b, plane + 1, c, channels, reference, aEnd, bEnd, tail);
             c = c + 1 == channels ? 0 : c + 1;
-            (s2, q2) = PlaneVectors(a, b, plane + 2, c, reference, aEnd, bEnd, tail);
+            (s2, q2) = PlaneVectors(a, b, plane + 2, c, channels, reference, aEnd, bEnd, tail);
             c = c + 1 == channels ? 0 : c + 1;
-            (s3, q3) = PlaneVectors(a, b, plane + 3, c, reference, aEnd, bEnd, tail);
+            (s3, q3) = PlaneVectors(a, b, plane + 3, c, channels, reference, aEnd, bEnd, tail);
             c = c + 1 == channels ? 0 : c + 1;
             Across(s0, s1, s2, s3).Store(first + plane);
             Across(q0, q1, q2, q3).Store(second + plane);
@@ -61,7 +61,7 @@ internal static unsafe partial class BatchNormKernels
 
         for (; plane < end; plane++)
         {
-            (var s, var q) = PlaneVectors(a, b, plane, c, reference, aEnd, bEnd, tail);
+            (var s, var q) = PlaneVectors(a, b, plane, c, channels, reference, aEnd, bEnd, tail);
             c = c + 1 == channels ? 0 : c + 1;
             first[plane] = (s[0] + s[1]) + (s[2] + s[3]);
             second[plane] = (q[0] + q[1]) + (q[2] + q[3]);
@@ -81,7 +81,7 @@ internal static unsafe partial class BatchNormKernels
     /// a·(b − r) with it; a gated from the block's output gradient with an active <paramref name="tail"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static (Vector256<double> First, Vector256<double> Second) PlaneVectors<T>(T* a, T* b, int plane, int channel, double* reference, T* aEnd, T* bEnd, in BlockTail tail)
+    private static (Vector256<double> First, Vector256<double> Second) PlaneVectors<T>(T* a, T* b, int plane, int channel, int channels, double* reference, T* aEnd, T* bEnd, in BlockTail tail)
         where T : unmanaged
     {
         long start = (long)plane * 16;
@@ -91,7 +91,7 @@ internal static unsafe partial class BatchNormKernels
         if (tail.Active)
         {
             // Widening is exact, so these are the values Load would give from the buffer's gated plane.
-            GatedLoad16(a + start, (T*)tail.Source + start, GateOf(tail, (T*)tail.Mask, plane, channel), default, RegisterStep, tail.Mask is not null, out var low, out var high);
+            GatedLoad16(a + start, (T*)tail.Source + start, GateOf(tail, (T*)tail.Mask, plane, channel, channels), default, RegisterStep, tail.Mask is not null, out var low, out var high);
             (a0, a1, a2, a3) = (low.GetLower().AsVector(), low.GetUpper().AsVector(), high.GetLower().AsVector(), high.GetUpper().AsVector());
         }
         else

@@ -634,7 +634,7 @@ internal static unsafe partial class BatchNormKernels
                 else
                 {
                     (First[plane], Second[plane]) = GatedProductSums(
-                        dy + start, source + start, B + start, Spatial, Reference[c], readable, GateOf(Tail, mask, plane, c), mask is not null);
+                        dy + start, source + start, B + start, Spatial, Reference[c], readable, GateOf(Tail, mask, plane, c, Channels), mask is not null);
                 }
             }
         }

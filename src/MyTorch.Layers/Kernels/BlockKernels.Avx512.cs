@@ -236,11 +236,11 @@ internal static unsafe partial class BlockKernels
 
     /// <summary>
     /// The gate over the whole 512-bit vectors of one channels-last row of C values, each lane with its channel's
-    /// threshold from <paramref name="rowGate"/> (<see cref="BlockTail.RowGate"/>) and its factor from
+    /// threshold from <paramref name="channelGate"/> (<see cref="BlockTail.ChannelGate"/>) and its factor from
     /// <paramref name="factors"/> (none if null). Returns how many values it gated; the rest take the formula.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static int GatedRowWide<T>(T* a, T* dy, T* g, int length, T* rowGate, T* factors)
+    private static int GatedRowWide<T>(T* a, T* dy, T* g, int length, T* channelGate, T* factors)
         where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
     {
         int lanes = Vector512<T>.Count;
@@ -248,8 +248,8 @@ internal static unsafe partial class BlockKernels
         bool scaled = factors is not null;
         for (; i <= length - lanes; i += lanes)
         {
-            var flip = Vector512.Load(rowGate + i);
-            var bound = Vector512.Load(rowGate + length + i);
+            var flip = Vector512.Load(channelGate + i);
+            var bound = Vector512.Load(channelGate + length + i);
             var factor = scaled ? Vector512.Load(factors + i) : default;
             new LaneGate<T>(factor, flip, bound).Apply(Vector512.Load(dy + i), Vector512.Load(a + i), scaled).Store(g + i);
         }
@@ -282,18 +282,18 @@ internal static unsafe partial class BlockKernels
     }
 
     /// <summary>
-    /// <see cref="BlockTail.RowGate"/> for <paramref name="thresholds"/> (none NaN) and the scales' signs: the C sign
-    /// flips, then the C flipped thresholds.
+    /// <see cref="BlockTail.ChannelGate"/> for <paramref name="thresholds"/> (none NaN) and the scales' signs: the C
+    /// sign flips, then the C flipped thresholds.
     /// </summary>
-    public static void RowGate<T>(ReadOnlySpan<double> thresholds, ReadOnlySpan<double> scale, Span<T> rowGate)
+    public static void ChannelGate<T>(ReadOnlySpan<double> thresholds, ReadOnlySpan<double> scale, Span<T> channelGate)
         where T : unmanaged
     {
         int channels = thresholds.Length;
         for (int c = 0; c < channels; c++)
         {
             bool rising = scale[c] > 0;
-            rowGate[c] = Element.FromDouble<T>(rising ? 0.0 : -0.0);
-            rowGate[channels + c] = Element.FromDouble<T>(rising ? thresholds[c] : -thresholds[c]);
+            channelGate[c] = Element.FromDouble<T>(rising ? 0.0 : -0.0);
+            channelGate[channels + c] = Element.FromDouble<T>(rising ? thresholds[c] : -thresholds[c]);
         }
     }
 

@@ -244,12 +244,12 @@ internal static unsafe partial class BlockKernels
         T* mask = (T*)tail.Mask;
         T* source = (T*)tail.Source;
         T* dy = (T*)tail.GradOutput;
-        bool wide = tail.Rectify && tail.RowGate is not null && WideGate<T>(channels);
+        bool wide = tail.Rectify && tail.ChannelGate is not null && WideGate<T>(channels);
         for (long row = start / channels, end = (start + length) / channels; row < end; row++)
         {
             long at = row * channels;
             T* factors = mask is null ? null : mask + ((row / spatial) * channels);
-            int done = wide ? GatedRowWide(source + at, dy + at, g + at, channels, (T*)tail.RowGate, factors) : 0;
+            int done = wide ? GatedRowWide(source + at, dy + at, g + at, channels, (T*)tail.ChannelGate, factors) : 0;
             GradientRow(
                 source + at + done, dy + at + done, g + at + done, channels - done, tail.Offset + done, tail.Scale + done, tail.Shift + done, factors is null ? null : factors + done, tail.Rectify);
         }

@@ -137,13 +137,10 @@ internal unsafe struct BlockTail
     /// </summary>
     public double* Threshold;
 
-    /// <summary>Backward: whether every channel has a <see cref="Threshold"/> (none is NaN), so that no chunk need look.</summary>
-    public bool EveryThreshold;
-
     /// <summary>
-    /// Backward, or null: for channels-last rows, C values of T that flip the sign of a falling channel's values (−0,
-    /// 0 for a rising one), then the C thresholds so flipped (see <see cref="LaneGate{T}"/>); null unless every channel
-    /// has a threshold.
+    /// Backward, or null: C values of T that flip the sign of a falling channel's values (−0, 0 for a rising one), then
+    /// the C thresholds so flipped (see <see cref="LaneGate{T}"/>), ready for the loops to broadcast or load a row of;
+    /// null unless every channel has a threshold, so that no chunk need look for one without.
     /// </summary>
-    public void* RowGate;
+    public void* ChannelGate;
 }
