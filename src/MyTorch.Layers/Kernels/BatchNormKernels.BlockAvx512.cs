@@ -579,18 +579,21 @@ internal static unsafe partial class BatchNormKernels
         T* endA = dy + length;
         T* endB = x + length;
         T* mask = (T*)tail.Mask;
-        T* channelGate = (T*)tail.ChannelGate;
-        long row = firstRow;
-        for (int i = 0; i <= length - period; i += period, row++)
+        T* flip = (T*)tail.ChannelGate;
+        T* bound = flip + period;
+        bool scaled = mask is not null;
+
+        // Row by row as GatedGradientPeriodByPeriodWide goes.
+        for (long row = firstRow; dy <= endA - period; row++, dy += period, source += period, x += period)
         {
-            T* factors = mask is null ? null : mask + ((row / spatial) * period);
+            T* factors = scaled ? mask + ((row / spatial) * period) : null;
             for (int k = 0; k < period; k += RegisterStep)
             {
                 Vector512<double> s0 = Load8(sum + k), s1 = Load8(sum + k + 8), p0 = Load8(products + k), p1 = Load8(products + k + 8);
-                PrefetchStep(dy + i + k, endA);
-                PrefetchStep(x + i + k, endB);
-                RowGated16(dy + i + k, source + i + k, channelGate + k, channelGate + period + k, factors is null ? null : factors + k, out var alo, out var ahi);
-                Load16(x + i + k, out var blo, out var bhi);
+                PrefetchStep(dy + k, endA);
+                PrefetchStep(x + k, endB);
+                RowGated16(dy + k, source + k, flip + k, bound + k, factors + k, scaled, out var alo, out var ahi);
+                Load16(x + k, out var blo, out var bhi);
                 s0 += alo;
                 s1 += ahi;
                 p0 = Avx512F.FusedMultiplyAdd(alo, blo - Load8(r + k), p0);
@@ -616,33 +619,35 @@ internal static unsafe partial class BatchNormKernels
         T* endA = dy + length;
         T* endB = x + length;
         T* mask = (T*)tail.Mask;
-        T* channelGate = (T*)tail.ChannelGate;
-        long row = firstRow;
-        for (int i = 0; i <= length - period; i += period, row++)
+        T* flip = (T*)tail.ChannelGate;
+        T* bound = flip + period;
+        bool scaled = mask is not null;
+
+        // Row by row, with the row's pointers moved on rather than offsets added: fewer live values, none on the stack.
+        for (long row = firstRow; dy <= endA - period; row++, dy += period, source += period, x += period, output += period)
         {
-            T* factors = mask is null ? null : mask + ((row / spatial) * period);
+            T* factors = scaled ? mask + ((row / spatial) * period) : null;
             for (int k = 0; k < period; k += RegisterStep)
             {
-                PrefetchStep(dy + i + k, endA);
-                PrefetchStep(x + i + k, endB);
-                RowGated16(dy + i + k, source + i + k, channelGate + k, channelGate + period + k, factors is null ? null : factors + k, out var alo, out var ahi);
-                Load16(x + i + k, out var blo, out var bhi);
+                PrefetchStep(dy + k, endA);
+                PrefetchStep(x + k, endB);
+                RowGated16(dy + k, source + k, flip + k, bound + k, factors + k, scaled, out var alo, out var ahi);
+                Load16(x + k, out var blo, out var bhi);
                 var lo = (alo - Load8(t + k) - ((blo - Load8(o + k)) * Load8(p + k))) * Load8(c + k);
                 var hi = (ahi - Load8(t + k + 8) - ((bhi - Load8(o + k + 8)) * Load8(p + k + 8))) * Load8(c + k + 8);
-                Store16<T, TStore>(lo, hi, output + i + k);
+                Store16<T, TStore>(lo, hi, output + k);
             }
         }
     }
 
     /// <summary>
     /// 16 gated values of a channels-last row as two vectors of doubles, each lane with its channel's sign flip and
-    /// threshold (<paramref name="flip"/>, <paramref name="bound"/>) and its factor (none if <paramref name="factors"/> is null).
+    /// threshold (<paramref name="flip"/>, <paramref name="bound"/>) and, if <paramref name="scaled"/>, its factor from <paramref name="factors"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void RowGated16<T>(T* dy, T* source, T* flip, T* bound, T* factors, out Vector512<double> lo, out Vector512<double> hi)
+    private static void RowGated16<T>(T* dy, T* source, T* flip, T* bound, T* factors, bool scaled, out Vector512<double> lo, out Vector512<double> hi)
         where T : unmanaged
     {
-        bool scaled = factors is not null;
         if (typeof(T) == typeof(float))
         {
             var f = scaled ? Vector512.Load(factors) : default;
