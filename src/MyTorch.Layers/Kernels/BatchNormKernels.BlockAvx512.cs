@@ -507,27 +507,29 @@ internal static unsafe partial class BatchNormKernels
         T* end = a + length;
         T* mask = (T*)tail.Mask;
         bool rectify = tail.Rectify;
-        long row = firstRow;
-        for (int i = 0; i <= length - period; i += period, row++)
+        bool scaled = mask is not null;
+
+        // Row by row as GatedGradientPeriodByPeriodWide goes.
+        for (long row = firstRow; a <= end - period; row++, a += period, output += period)
         {
-            T* factors = mask is null ? null : mask + ((row / spatial) * period);
+            T* factors = scaled ? mask + ((row / spatial) * period) : null;
             for (int k = 0; k < period; k += RegisterStep)
             {
-                PrefetchStep(a + i + k, end);
-                Load16(a + i + k, out var lo, out var hi);
+                PrefetchStep(a + k, end);
+                Load16(a + k, out var lo, out var hi);
                 lo = Avx512F.FusedMultiplyAdd(lo - Load8(o + k), Load8(c + k), Load8(t + k));
                 hi = Avx512F.FusedMultiplyAdd(hi - Load8(o + k + 8), Load8(c + k + 8), Load8(t + k + 8));
-                StoreFinishedLanes<T, TStore>(lo, hi, output + i + k, rectify, factors is null ? null : factors + k);
+                StoreFinishedLanes<T, TStore>(lo, hi, output + k, rectify, factors + k, scaled);
             }
         }
     }
 
     /// <summary>
-    /// Rounds 16 values to T, rectifies them and multiplies them by their own factors (none if
-    /// <paramref name="factors"/> is null) in T, then stores them, plainly or streaming.
+    /// Rounds 16 values to T, rectifies them and, if <paramref name="scaled"/>, multiplies them by their own factors from
+    /// <paramref name="factors"/> in T, then stores them, plainly or streaming.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreFinishedLanes<T, TStore>(Vector512<double> lo, Vector512<double> hi, T* destination, bool rectify, T* factors)
+    private static void StoreFinishedLanes<T, TStore>(Vector512<double> lo, Vector512<double> hi, T* destination, bool rectify, T* factors, bool scaled)
         where T : unmanaged
         where TStore : struct, IStoreMode
     {
@@ -541,7 +543,7 @@ internal static unsafe partial class BatchNormKernels
                 high = Vector256.ConditionalSelect(Vector256.LessThan(high, Vector256<float>.Zero), Vector256<float>.Zero, high);
             }
 
-            if (factors is not null)
+            if (scaled)
             {
                 low *= Vector256.Load((float*)factors);
                 high *= Vector256.Load((float*)factors + 8);
@@ -557,7 +559,7 @@ internal static unsafe partial class BatchNormKernels
             hi = Vector512.ConditionalSelect(Vector512.LessThan(hi, Vector512<double>.Zero), Vector512<double>.Zero, hi);
         }
 
-        if (factors is not null)
+        if (scaled)
         {
             lo *= Vector512.Load((double*)factors);
             hi *= Vector512.Load((double*)factors + 8);
