@@ -7,9 +7,17 @@ namespace MyTorch.Layers.Functional;
 /// <summary>
 /// The tensors of a block's ReLU and dropout for batch normalisation's kernels (see <see cref="BlockTail"/>): the N·C
 /// channel factors (or none) and whether the ReLU is applied; for the backward, the bias with which the ReLU's input is
-/// recomputed from x, or the ReLU's output itself (<paramref name="Rectified"/>) where the statistics were fixed.
+/// recomputed from x, or the ReLU's output itself (<paramref name="Rectified"/>) where the statistics were fixed; for a
+/// forward, <paramref name="Draw"/> if the mask is yet to be drawn.
 /// </summary>
-internal sealed record BlockTailTensors(Tensor? Mask, bool Rectify, Tensor? Bias = null, Tensor? Rectified = null);
+internal sealed record BlockTailTensors(Tensor? Mask, bool Rectify, Tensor? Bias = null, Tensor? Rectified = null, MaskDraw? Draw = null);
+
+/// <summary>
+/// A block's mask, allocated but not drawn, for its forward to draw as <see cref="Dropout2dFunctional"/> would have
+/// drawn it before the forward: Bernoulli(<paramref name="Keep"/>) from <paramref name="Generator"/> (TorchSharp's
+/// default when null), then divided by keep. The forward draws it while it sums the batch statistics.
+/// </summary>
+internal sealed record MaskDraw(double Keep, Generator? Generator);
 
 /// <summary>
 /// What a BatchNorm2d → ReLU → Dropout2d block adds to batch normalisation's functional layer: its dtype check, and the

@@ -385,6 +385,19 @@ public static class BatchNormFunctional
         }
     }
 
+    /// <summary>The batch statistics of a forward, as work a side piece can run beside (<see cref="Dropout2dFunctional.DrawMaskBeside{T, TWork}"/>).</summary>
+    private readonly ref struct StatisticsWork<T>(ReadOnlySpan<T> x, PlaneLayout plane, Span<double> mean, Span<double> variance, Span<double> scratch, int threads)
+        : Dropout2dFunctional.IWorkBeside
+        where T : unmanaged
+    {
+        private readonly ReadOnlySpan<T> _x = x;
+        private readonly Span<double> _mean = mean;
+        private readonly Span<double> _variance = variance;
+        private readonly Span<double> _scratch = scratch;
+
+        public void Run(SidePiece side) => BatchNormKernels.BatchStatisticsVectorized(_x, plane, _mean, _variance, _scratch, threads, side);
+    }
+
     private static unsafe void Forward<T, TParam>(
         Tensor input,
         Tensor output,
@@ -438,7 +451,25 @@ public static class BatchNormFunctional
                 }
                 else
                 {
-                    BatchNormKernels.BatchStatisticsVectorized(x, plane, mean, variance, kernelScratch, threads);
+                    var statistics = new StatisticsWork<T>(x, plane, mean, variance, kernelScratch, threads);
+                    if (tailTensors?.Draw is { } draw)
+                    {
+                        // The block's dropout mask, which only the normalisation needs, drawn on one thread while the others sum.
+                        var factors = tailTensors.Mask!;
+                        if (typeof(T) == typeof(float))
+                        {
+                            Dropout2dFunctional.DrawMaskBeside(factors, TensorMemory.Vector<float>(factors), draw.Keep, draw.Generator, statistics);
+                        }
+                        else
+                        {
+                            Dropout2dFunctional.DrawMaskBeside(factors, TensorMemory.Vector<double>(factors), draw.Keep, draw.Generator, statistics);
+                        }
+                    }
+                    else
+                    {
+                        statistics.Run(default);
+                    }
+
                     BatchNormKernels.InverseStandardDeviation(variance, eps, invstd);
 
                     if (runningMean is not null && runningVar is not null)

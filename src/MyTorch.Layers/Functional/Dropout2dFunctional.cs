@@ -448,7 +448,7 @@ public static class Dropout2dFunctional
     {
         System.Diagnostics.Debug.Assert(p > 0 && p <= 1 && dtype is ScalarType.Float32 or ScalarType.Float64);
         double keep = 1 - p;
-        var mask = p == 1 ? zeros(MaskShape(shape), dtype) : empty(MaskShape(shape), dtype);
+        var mask = MaskToDraw(shape, dtype, p);
         if (keep > 0)
         {
             if (dtype == ScalarType.Float32)
@@ -465,11 +465,27 @@ public static class Dropout2dFunctional
     }
 
     /// <summary>
+    /// The (N, C, 1, 1) tensor <see cref="DrawMask(long[], ScalarType, double, Generator?)"/> draws into: zeros for
+    /// p = 1, which draws nothing, otherwise uninitialised.
+    /// </summary>
+    internal static Tensor MaskToDraw(long[] shape, ScalarType dtype, double p) =>
+        p == 1 ? zeros(MaskShape(shape), dtype) : empty(MaskShape(shape), dtype);
+
+    /// <summary>
     /// Bernoulli(keep) draws into <paramref name="factors"/> (the memory of <paramref name="mask"/>), then divided by keep:
     /// from the generator's state by our kernel where it can be read, otherwise by libtorch's <c>bernoulli_</c>.
     /// </summary>
     private static void DrawMask<T>(Tensor mask, Span<T> factors, double keep, Generator? generator)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> =>
+        DrawMaskBeside(mask, factors, keep, generator, default(NoWork));
+
+    /// <summary>
+    /// <see cref="DrawMask{T}(Tensor, Span{T}, double, Generator?)"/> while <paramref name="work"/> runs: where our
+    /// kernel draws, it draws as a side piece of <paramref name="work"/>'s parallel run; otherwise before it.
+    /// </summary>
+    internal static unsafe void DrawMaskBeside<T, TWork>(Tensor mask, Span<T> factors, double keep, Generator? generator, TWork work)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
+        where TWork : IWorkBeside, allows ref struct
     {
         lock (GeneratorState.Gate)
         {
@@ -477,14 +493,37 @@ public static class Dropout2dFunctional
             if (state is null)
             {
                 mask.bernoulli_(keep, generator);
+                ChannelDropoutKernels.ScaleMask(factors, keep);
+                work.Run(default);
+                return;
             }
-            else
+
+            fixed (T* pf = factors)
             {
-                ChannelDropoutKernels.DrawMask(ref twister, factors, keep);
-                GeneratorState.Write(generator, state, twister);
+                var draw = new ChannelDropoutKernels.MaskDraw<T>(&twister, pf, factors.Length, keep);
+                work.Run(SidePiece.Of(&draw));
+            }
+
+            GeneratorState.Write(generator, state, twister);
+        }
+    }
+
+    /// <summary>Work that runs a side piece beside its own parallel run (see <see cref="SidePiece"/>).</summary>
+    internal interface IWorkBeside
+    {
+        /// <summary>Runs the work, with <paramref name="side"/> beside it if present.</summary>
+        void Run(SidePiece side);
+    }
+
+    /// <summary>No work: the side piece alone.</summary>
+    private readonly struct NoWork : IWorkBeside
+    {
+        public void Run(SidePiece side)
+        {
+            if (side.Present)
+            {
+                side.Run();
             }
         }
-
-        ChannelDropoutKernels.ScaleMask(factors, keep);
     }
 }

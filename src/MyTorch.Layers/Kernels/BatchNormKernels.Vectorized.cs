@@ -62,10 +62,10 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>
     /// μ[c] and the biased σ²[c] of each channel in one read of x. Same contract as <see cref="BatchStatistics{T}"/>;
-    /// the input must not be empty.
+    /// the input must not be empty. <paramref name="side"/>, if present, runs on one of the threads meanwhile.
     /// </summary>
     public static void BatchStatisticsVectorized<T>(
-        ReadOnlySpan<T> x, PlaneLayout layout, Span<double> mean, Span<double> variance, Span<double> scratch, int threads)
+        ReadOnlySpan<T> x, PlaneLayout layout, Span<double> mean, Span<double> variance, Span<double> scratch, int threads, SidePiece side = default)
         where T : unmanaged
     {
         Debug.Assert(layout.Length > 0 && x.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
@@ -73,7 +73,7 @@ internal static unsafe partial class BatchNormKernels
         Span<double> first = scratch[..channels];
         Span<double> second = scratch.Slice(channels, channels);
         Span<double> reference = scratch.Slice(2 * channels, channels);
-        ShiftedSumsVectorized(x, layout, reference, first, second, scratch, threads);
+        ShiftedSumsVectorized(x, layout, reference, first, second, scratch, threads, side);
         for (int c = 0; c < channels; c++)
         {
             (mean[c], variance[c]) = ShiftedMoments(reference[c], first[c], second[c], layout.ValuesPerChannel);
@@ -87,7 +87,7 @@ internal static unsafe partial class BatchNormKernels
     /// first four channel rows are not used, so the outputs may lie there.
     /// </summary>
     public static void ShiftedSumsVectorized<T>(
-        ReadOnlySpan<T> x, PlaneLayout layout, Span<double> reference, Span<double> sum, Span<double> squares, Span<double> scratch, int threads)
+        ReadOnlySpan<T> x, PlaneLayout layout, Span<double> reference, Span<double> sum, Span<double> squares, Span<double> scratch, int threads, SidePiece side = default)
         where T : unmanaged
     {
         Debug.Assert(layout.Length > 0 && x.Length >= layout.Length && scratch.Length >= VectorizedScratchLength(layout));
@@ -97,7 +97,7 @@ internal static unsafe partial class BatchNormKernels
             reference[c] = ShiftReference(x[c * layout.ChannelStride]);
         }
 
-        MomentSums(x, default, layout, reference, sum, squares, scratch[(4 * channels)..], threads);
+        MomentSums(x, default, layout, reference, sum, squares, scratch[(4 * channels)..], threads, side: side);
     }
 
     /// <summary>K for the shifted sums of a channel whose first value is <paramref name="first"/>.</summary>
@@ -259,7 +259,8 @@ internal static unsafe partial class BatchNormKernels
     /// <summary>
     /// Per channel c: first[c] = Σa and second[c] = Σa·(b − reference[c]); without b (empty), first[c] = Σ(a − reference[c])
     /// and second[c] = Σ(a − reference[c])². With <paramref name="planarA"/>, a is in NCHW memory under a channels-last
-    /// <paramref name="layout"/> (see <see cref="StagedPeriodicProductSums{T}"/>).
+    /// <paramref name="layout"/> (see <see cref="StagedPeriodicProductSums{T}"/>). <paramref name="side"/>, if present,
+    /// runs on one of the threads meanwhile.
     /// </summary>
     private static void MomentSums<T>(
         ReadOnlySpan<T> a,
@@ -271,7 +272,8 @@ internal static unsafe partial class BatchNormKernels
         Span<double> scratch,
         int threads,
         bool planarA = false,
-        BlockTail tail = default)
+        BlockTail tail = default,
+        SidePiece side = default)
         where T : unmanaged
     {
         Debug.Assert(!planarA || (layout.ChannelsLast && !b.IsEmpty));
@@ -300,7 +302,7 @@ internal static unsafe partial class BatchNormKernels
                     PlanesPerChunk = ChunkScheduler.UnitsPerChunk(layout.Spatial),
                     Tail = tail,
                 };
-                ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(planes, job.PlanesPerChunk), threads);
+                ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(planes, job.PlanesPerChunk), threads, side);
 
                 // Each channel's partial sums added in sample order, the samples taken in the order they lie in memory.
                 first.Clear();
@@ -331,7 +333,7 @@ internal static unsafe partial class BatchNormKernels
                     PlanarA = planarA,
                     Tail = tail,
                 };
-                ChunkScheduler.Run(ref job, blocks.Count, threads);
+                ChunkScheduler.Run(ref job, blocks.Count, threads, side);
 
                 // Each channel's partial sums added in block order, and within a block in period order: a row of C
                 // at a time, so the additions of the C channels go side by side in vectors.

@@ -252,4 +252,35 @@ internal static partial class ChannelDropoutKernels
             }
         }
     }
+
+    /// <summary>
+    /// A mask drawn and scaled as <see cref="DrawMask{T}"/> and <see cref="ScaleMask{T}"/> make it, as one piece of work
+    /// (<see cref="SidePiece"/>) that runs beside another kernel's chunks: the fused block's forward draws its dropout
+    /// mask while its statistics are summed, which do not need it.
+    /// </summary>
+    public unsafe struct MaskDraw<T> : IChunkJob
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        private readonly MersenneTwister* _generator;
+        private readonly T* _mask;
+        private readonly int _length;
+        private readonly double _keep;
+
+        /// <summary>The draw into <paramref name="length"/> values at <paramref name="mask"/>, from <paramref name="generator"/>; keep in (0, 1].</summary>
+        public MaskDraw(MersenneTwister* generator, T* mask, int length, double keep)
+        {
+            _generator = generator;
+            _mask = mask;
+            _length = length;
+            _keep = keep;
+        }
+
+        /// <summary>Draws and scales the whole mask, whatever the piece.</summary>
+        public readonly void Run(int chunk)
+        {
+            var mask = new Span<T>(_mask, _length);
+            DrawMask(ref *_generator, mask, _keep);
+            ScaleMask(mask, _keep);
+        }
+    }
 }

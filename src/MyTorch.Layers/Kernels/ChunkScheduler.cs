@@ -69,6 +69,24 @@ internal static unsafe class ChunkScheduler
     private static Region* currentRegion;
     private static int busyWorkers;
 
+    /// <summary>
+    /// <see cref="Run{TJob}(ref TJob, int, int)"/> with <paramref name="side"/>, if present, as one more piece: the first,
+    /// so that the thread that arrives first takes it while the others start on the chunks and then take its range's.
+    /// </summary>
+    public static void Run<TJob>(ref TJob job, int chunks, int threads, SidePiece side)
+        where TJob : unmanaged, IChunkJob
+    {
+        if (!side.Present)
+        {
+            Run(ref job, chunks, threads);
+            return;
+        }
+
+        var beside = new Beside<TJob> { Side = side, Job = job };
+        Run(ref beside, chunks + 1, threads);
+        job = beside.Job;
+    }
+
     /// <summary>Runs <c>job.Run(0 … chunks − 1)</c> on at most <paramref name="threads"/> threads and returns when all are done.</summary>
     public static void Run<TJob>(ref TJob job, int chunks, int threads)
         where TJob : unmanaged, IChunkJob
@@ -112,6 +130,26 @@ internal static unsafe class ChunkScheduler
         finally
         {
             Gate.Exit();
+        }
+    }
+
+    /// <summary>A job's chunks after a side piece: piece 0 is the side piece, piece k + 1 the job's chunk k.</summary>
+    private struct Beside<TJob> : IChunkJob
+        where TJob : unmanaged, IChunkJob
+    {
+        public SidePiece Side;
+        public TJob Job;
+
+        public void Run(int chunk)
+        {
+            if (chunk == 0)
+            {
+                Side.Run();
+            }
+            else
+            {
+                Job.Run(chunk - 1);
+            }
         }
     }
 
@@ -236,4 +274,34 @@ internal static unsafe class ChunkScheduler
             }
         }
     }
+}
+
+/// <summary>
+/// Work of its own to run as one piece beside a job's chunks (<see cref="ChunkScheduler.Run{TJob}(ref TJob, int, int, SidePiece)"/>):
+/// a job whose piece 0 is the work, reached through a pointer, so it must stay where it is until the run returns.
+/// The default is none.
+/// </summary>
+internal readonly unsafe struct SidePiece
+{
+    private readonly delegate*<void*, int, void> _run;
+    private readonly void* _job;
+
+    private SidePiece(delegate*<void*, int, void> run, void* job)
+    {
+        _run = run;
+        _job = job;
+    }
+
+    /// <summary>Whether there is work at all.</summary>
+    public bool Present => _run != null;
+
+    /// <summary>Piece 0 of the job at <paramref name="job"/>.</summary>
+    public static SidePiece Of<TJob>(TJob* job)
+        where TJob : unmanaged, IChunkJob => new(&RunFirst<TJob>, job);
+
+    /// <summary>Does the work.</summary>
+    public void Run() => _run(_job, 0);
+
+    private static void RunFirst<TJob>(void* job, int chunk)
+        where TJob : unmanaged, IChunkJob => ((TJob*)job)->Run(chunk);
 }

@@ -35,8 +35,8 @@ internal sealed class BatchNormBlockAutograd : autograd.SingleTensorFunction<Bat
         }
 
         var norm = call.Norm;
-        using var mask = DrawMask(input, call);
-        return BatchNormFunctional.ComputeOutput(input, norm.Shape, weight, bias, norm.RunningMean, norm.RunningVar, norm.Training, norm.Momentum, norm.Eps, Tail(mask, call.Rectify));
+        using var mask = MaskFor(input, call);
+        return BatchNormFunctional.ComputeOutput(input, norm.Shape, weight, bias, norm.RunningMean, norm.RunningVar, norm.Training, norm.Momentum, norm.Eps, Tail(mask, call));
     }
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
@@ -47,9 +47,9 @@ internal sealed class BatchNormBlockAutograd : autograd.SingleTensorFunction<Bat
         var call = (BatchNormBlockCall)vars[3];
         var norm = call.Norm;
         bool batch = norm.Training || norm.RunningMean is null;
-        var mask = DrawMask(input, call);
+        var mask = MaskFor(input, call);
         var (output, mean, invstd) = BatchNormFunctional.Compute(
-            input, norm.Shape, weight, bias, norm.RunningMean, norm.RunningVar, norm.Training, norm.Momentum, norm.Eps, ScalarType.Float64, Tail(mask, call.Rectify));
+            input, norm.Shape, weight, bias, norm.RunningMean, norm.RunningVar, norm.Training, norm.Momentum, norm.Eps, ScalarType.Float64, Tail(mask, call));
 
         // With batch statistics the backward recomputes the ReLU's input from x; with fixed ones (computed in the
         // input's dtype) it reads the ReLU's output, which is the block's output, dropout being off in evaluation.
@@ -102,12 +102,19 @@ internal sealed class BatchNormBlockAutograd : autograd.SingleTensorFunction<Bat
         }
     }
 
-    /// <summary>The tail batch normalisation's kernels apply, or null when there is neither a ReLU nor a mask.</summary>
-    private static BlockTailTensors? Tail(Tensor? mask, bool rectify) => rectify || mask is not null ? new BlockTailTensors(mask, rectify) : null;
-
-    /// <summary>The dropout's factors for this forward, drawn as Dropout2d draws them, or null when it drops nothing.</summary>
-    private static Tensor? DrawMask(Tensor input, BatchNormBlockCall call) =>
-        call.Norm.Training && call.P > 0 && input.numel() > 0
-            ? Dropout2dFunctional.DrawMask(call.Norm.Shape, input.dtype, call.P, call.Generator)
+    /// <summary>
+    /// The tail batch normalisation's kernels apply in a forward, or null when there is neither a ReLU nor a mask; the
+    /// mask, if any, to be drawn by the forward (unless p = 1, which draws nothing).
+    /// </summary>
+    private static BlockTailTensors? Tail(Tensor? mask, BatchNormBlockCall call) =>
+        call.Rectify || mask is not null
+            ? new BlockTailTensors(mask, call.Rectify, Draw: mask is not null && call.P < 1 ? new MaskDraw(1 - call.P, call.Generator) : null)
             : null;
+
+    /// <summary>
+    /// The tensor for the dropout's factors of this forward, which it draws as Dropout2d draws them before its own
+    /// work, or null when it drops nothing.
+    /// </summary>
+    private static Tensor? MaskFor(Tensor input, BatchNormBlockCall call) =>
+        call.Norm.Training && call.P > 0 && input.numel() > 0 ? Dropout2dFunctional.MaskToDraw(call.Norm.Shape, input.dtype, call.P) : null;
 }

@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using MyTorch.Layers.Functional;
 using MyTorch.Layers.Tests.Support;
 using NUnit.Framework;
 using TorchSharp;
@@ -103,6 +104,42 @@ public class BatchNormReLUDropout2dTests
             {
                 AssertBitIdentical(actual[name], value, $"{name} ({(training ? "training" : "evaluation")})");
             }
+        }
+    }
+
+    /// <summary>
+    /// The block's forward draws its mask while it sums the batch statistics, on one of two threads where the input is
+    /// large enough for two, or, where the kernels cannot make the generator's draws, by libtorch's <c>bernoulli_</c>
+    /// before the sums: either way the values and the default generator's state afterwards are the three layers'.
+    /// </summary>
+    [Test]
+    public void MaskDrawnBesideTheStatistics_LeavesTheGeneratorAsOurThreeLayersDo([Values] bool kernelDraws, [Values] bool channelsLast)
+    {
+        int original = get_num_threads();
+        set_num_threads(Math.Max(2, original));
+        GeneratorState.KernelDraws = kernelDraws;
+        try
+        {
+            using var scope = NewDisposeScope();
+            foreach (long[] shape in new long[][] { [512, 16, 4, 4], [8, 16, 40, 40], [3, 4, 2, 2] })
+            {
+                var (fused, unfused) = Pair((int)shape[1], ScalarType.Float32, relu: true, p: 0.4, affine: true, track: true, momentum: 0.1, seed: 8);
+                var x = Input(shape, ScalarType.Float32, channelsLast, seed: 13);
+                var dy = Input(shape, ScalarType.Float32, channelsLast, seed: 14);
+                var expected = Step(unfused, x, dy, seed: 23);
+                var expectedGenerator = get_rng_state();
+                var actual = Step(fused, x, dy, seed: 23);
+                Assert.That(get_rng_state().eq(expectedGenerator).all().item<bool>(), Is.True, $"the default generator's state afterwards, {string.Join("×", shape)}");
+                foreach (var (name, value) in expected)
+                {
+                    AssertBitIdentical(actual[name], value, $"{name}, {string.Join("×", shape)}");
+                }
+            }
+        }
+        finally
+        {
+            GeneratorState.KernelDraws = true;
+            set_num_threads(original);
         }
     }
 
