@@ -104,21 +104,20 @@ internal static unsafe partial class BatchNormKernels
                     Avx512F.FusedMultiplyAdd(lo - vo, vs, vt), Avx512F.FusedMultiplyAdd(hi - vo, vs, vt), output + i, rectify, scaled, factor, factor, RegisterStep);
             }
 
+            int nextChannel = channel + 1 == parameters.Count ? 0 : channel + 1;
             if (i < planeEnd && i <= end - RegisterStep)
             {
                 // Its first planeEnd − i lanes in this plane, the others in the next, whose constants and factor they take.
                 int inPlane = planeEnd - i;
                 Load16(a + i, out var lo, out var hi);
-                AffineAcrossPlanes(true, inPlane, ref channel, parameters, ref vo, ref vs, ref vt, ref lo, ref hi);
+                int across = channel;
+                AffineAcrossPlanes(true, inPlane, ref across, parameters, ref vo, ref vs, ref vt, ref lo, ref hi);
                 StoreFinished<T, TStore>(lo, hi, output + i, rectify, scaled, factor, Factor(mask, plane + 1), inPlane);
                 i += RegisterStep;
             }
-            else
-            {
-                channel = channel + 1 == parameters.Count ? 0 : channel + 1;
-            }
 
             plane++;
+            channel = nextChannel;
             planeEnd += spatial;
         }
     }
