@@ -35,8 +35,13 @@ internal static unsafe partial class BatchNormKernels
     /// With an active <paramref name="tail"/> (see <see cref="SmallSumsGateInLoop{T}"/>), a is the block's output
     /// gradient, and the sums are of the gated values the buffer would hold (<see cref="LaneGate{T}"/>).
     /// </summary>
+    /// <remarks>
+    /// <typeparamref name="TGate"/> is <see cref="Gated"/> or <see cref="Ungated"/>, so that the loop without the gate is
+    /// compiled without its code: for 16-bit types, the gate's inlined code used up the JIT's inlining budget, and the
+    /// loads and stores after it were left as calls.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void SmallPlaneSums<T>(T* a, T* b, double* reference, int channels, int begin, int end, double* first, double* second, BlockTail tail = default)
+    private static void SmallPlaneSums<T, TGate>(T* a, T* b, double* reference, int channels, int begin, int end, double* first, double* second, BlockTail tail = default)
         where T : unmanaged
     {
         const int Spatial = 16;
@@ -47,13 +52,13 @@ internal static unsafe partial class BatchNormKernels
         for (; plane <= end - 4; plane += 4)
         {
             Vector256<double> s0, s1, s2, s3, q0, q1, q2, q3;
-            (s0, q0) = PlaneVectors(a, b, plane, c, channels, reference, aEnd, bEnd, tail);
+            (s0, q0) = PlaneVectors<T, TGate>(a, b, plane, c, channels, reference, aEnd, bEnd, tail);
             c = c + 1 == channels ? 0 : c + 1;
-            (s1, q1) = PlaneVectors(a, b, plane + 1, c, channels, reference, aEnd, bEnd, tail);
+            (s1, q1) = PlaneVectors<T, TGate>(a, b, plane + 1, c, channels, reference, aEnd, bEnd, tail);
             c = c + 1 == channels ? 0 : c + 1;
-            (s2, q2) = PlaneVectors(a, b, plane + 2, c, channels, reference, aEnd, bEnd, tail);
+            (s2, q2) = PlaneVectors<T, TGate>(a, b, plane + 2, c, channels, reference, aEnd, bEnd, tail);
             c = c + 1 == channels ? 0 : c + 1;
-            (s3, q3) = PlaneVectors(a, b, plane + 3, c, channels, reference, aEnd, bEnd, tail);
+            (s3, q3) = PlaneVectors<T, TGate>(a, b, plane + 3, c, channels, reference, aEnd, bEnd, tail);
             c = c + 1 == channels ? 0 : c + 1;
             Across(s0, s1, s2, s3).Store(first + plane);
             Across(q0, q1, q2, q3).Store(second + plane);
@@ -61,7 +66,7 @@ internal static unsafe partial class BatchNormKernels
 
         for (; plane < end; plane++)
         {
-            (var s, var q) = PlaneVectors(a, b, plane, c, channels, reference, aEnd, bEnd, tail);
+            (var s, var q) = PlaneVectors<T, TGate>(a, b, plane, c, channels, reference, aEnd, bEnd, tail);
             c = c + 1 == channels ? 0 : c + 1;
             first[plane] = (s[0] + s[1]) + (s[2] + s[3]);
             second[plane] = (q[0] + q[1]) + (q[2] + q[3]);
@@ -81,14 +86,14 @@ internal static unsafe partial class BatchNormKernels
     /// a·(b − r) with it; a gated from the block's output gradient with an active <paramref name="tail"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static (Vector256<double> First, Vector256<double> Second) PlaneVectors<T>(T* a, T* b, int plane, int channel, int channels, double* reference, T* aEnd, T* bEnd, in BlockTail tail)
+    private static (Vector256<double> First, Vector256<double> Second) PlaneVectors<T, TGate>(T* a, T* b, int plane, int channel, int channels, double* reference, T* aEnd, T* bEnd, in BlockTail tail)
         where T : unmanaged
     {
         long start = (long)plane * 16;
         var vr = new Vector<double>(reference[channel]);
         Prefetch.Ahead(a + start, aEnd);
         Vector<double> a0, a1, a2, a3;
-        if (tail.Active)
+        if (typeof(TGate) == typeof(Gated))
         {
             // Widening is exact, so these are the values Load would give from the buffer's gated plane.
             GatedLoad16(a + start, (T*)tail.Source + start, GateOf(tail, (T*)tail.Mask, plane, channel, channels), default, RegisterStep, tail.Mask is not null, out var low, out var high);
@@ -128,6 +133,12 @@ internal static unsafe partial class BatchNormKernels
         var products = ((a0 * (b0 - vr)) + (a1 * (b1 - vr))) + ((a2 * (b2 - vr)) + (a3 * (b3 - vr)));
         return (plain.AsVector256(), products.AsVector256());
     }
+
+    /// <summary>A type argument: the loop reads the block's output gradient through its gate.</summary>
+    private readonly struct Gated;
+
+    /// <summary>A type argument: the loop reads its input as it is.</summary>
+    private readonly struct Ungated;
 
     /// <summary>(t[0] + t[1]) + (t[2] + t[3]) of each of four vectors, as one vector.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -578,7 +578,7 @@ internal static unsafe partial class BatchNormKernels
 
             if (Tail.Active && SmallSumsGateInLoop<T>(Spatial, Tail, Channels, chunk * PlanesPerChunk, end))
             {
-                SmallPlaneSums((T*)Tail.GradOutput, B, Reference, Channels, chunk * PlanesPerChunk, end, First, Second, Tail);
+                SmallPlaneSums<T, Gated>((T*)Tail.GradOutput, B, Reference, Channels, chunk * PlanesPerChunk, end, First, Second, Tail);
                 return;
             }
 
@@ -597,7 +597,7 @@ internal static unsafe partial class BatchNormKernels
 
             if (SumsFourPlanesAtOnce(Spatial))
             {
-                SmallPlaneSums(A, B, Reference, Channels, chunk * PlanesPerChunk, end, First, Second);
+                SmallPlaneSums<T, Ungated>(A, B, Reference, Channels, chunk * PlanesPerChunk, end, First, Second);
                 return;
             }
 
