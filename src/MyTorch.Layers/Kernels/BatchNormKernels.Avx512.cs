@@ -308,8 +308,9 @@ internal static unsafe partial class BatchNormKernels
         }
         else if (typeof(T) != typeof(double))
         {
-            // The 16 floats as one vector, rounded to the 16-bit type in one go.
-            var values = Vector512.Create(Avx512F.ConvertToVector256Single(lo), Avx512F.ConvertToVector256Single(hi));
+            // The 16 floats as one vector, rounded to the 16-bit type in one go. The upper half goes into the lower's
+            // register, not both into a zeroed one: that register would carry a dependency from step to step.
+            var values = Avx512F.InsertVector256(Avx512F.ConvertToVector256Single(lo).ToVector512Unsafe(), Avx512F.ConvertToVector256Single(hi), 1);
             var bits = typeof(T) == typeof(BFloat16) ? BFloat16Bits.Narrow16(values) : Float16Bits.Narrow16(values);
             if (TStore.Streaming)
             {
