@@ -308,9 +308,8 @@ internal static unsafe partial class BatchNormKernels
         }
         else if (typeof(T) != typeof(double))
         {
-            // The 16 floats as one vector, rounded to the 16-bit type in one go. The upper half goes into the lower's
-            // register, not both into a zeroed one: that register would carry a dependency from step to step.
-            var values = Avx512F.InsertVector256(Avx512F.ConvertToVector256Single(lo).ToVector512Unsafe(), Avx512F.ConvertToVector256Single(hi), 1);
+            // The 16 floats as one vector, rounded to the 16-bit type in one go.
+            var values = Joined(Avx512F.ConvertToVector256Single(lo), Avx512F.ConvertToVector256Single(hi));
             var bits = typeof(T) == typeof(BFloat16) ? BFloat16Bits.Narrow16(values) : Float16Bits.Narrow16(values);
             if (TStore.Streaming)
             {
@@ -331,6 +330,15 @@ internal static unsafe partial class BatchNormKernels
             Store8(lo, hi, (double*)destination);
         }
     }
+
+    /// <summary>
+    /// <paramref name="lower"/> and <paramref name="upper"/> as one vector: the upper half put into the lower's register.
+    /// <c>Vector512.Create(lower, upper)</c> puts both into one register that the JIT keeps from step to step, a
+    /// dependency carried through every step of a loop.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> Joined(Vector256<float> lower, Vector256<float> upper) =>
+        Avx512F.InsertVector256(lower.ToVector512Unsafe(), upper, 1);
 
     /// <summary>Stores 16 float32 values held as two halves, plainly or streaming.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

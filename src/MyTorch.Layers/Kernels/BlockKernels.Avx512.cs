@@ -317,7 +317,7 @@ internal static unsafe partial class BlockKernels
             var x = a.AsSingle();
             var lo = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Double(x.GetLower()) - offset, scale, shift);
             var hi = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Double(x.GetUpper()) - offset, scale, shift);
-            return Vector512.Create(Avx512F.ConvertToVector256Single(lo), Avx512F.ConvertToVector256Single(hi)).As<float, T>();
+            return BatchNormKernels.Joined(Avx512F.ConvertToVector256Single(lo), Avx512F.ConvertToVector256Single(hi)).As<float, T>();
         }
 
         Debug.Assert(typeof(T) == typeof(double));
