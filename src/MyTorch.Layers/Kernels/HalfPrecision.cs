@@ -36,6 +36,15 @@ internal interface IHalfPrecision
 
     /// <summary><see cref="Narrow(float)"/> of 32 values, for 512-bit steps, the lower 16 first.</summary>
     static abstract Vector512<ushort> Narrow(Vector512<float> lower, Vector512<float> upper);
+
+    /// <summary>
+    /// <see cref="Widen(ushort)"/> of 32 values taken as 16 pairs, with no shuffle: the values at even places (each
+    /// 32-bit lane's low half) and at odd places (its high half).
+    /// </summary>
+    static abstract (Vector512<float> Even, Vector512<float> Odd) WidenPairs(Vector512<uint> bits);
+
+    /// <summary><see cref="Narrow(float)"/> of 16 pairs, back in their places: the inverse of <see cref="WidenPairs"/>.</summary>
+    static abstract Vector512<uint> NarrowPairs(Vector512<float> even, Vector512<float> odd);
 }
 
 /// <summary>bfloat16: float32's sign and exponent with 7 fraction bits, the upper half of a float32's bits.</summary>
@@ -104,6 +113,20 @@ internal readonly struct BFloat16Bits : IHalfPrecision
     /// <summary><see cref="Narrow(float)"/> of 16 values, for 512-bit steps.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<ushort> Narrow16(Vector512<float> values) => Avx512F.ConvertToVector256UInt16(NarrowToLow(values));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (Vector512<float> Even, Vector512<float> Odd) WidenPairs(Vector512<uint> bits) =>
+        ((bits << 16).AsSingle(), (bits & Vector512.Create(0xFFFF0000u)).AsSingle());
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<uint> NarrowPairs(Vector512<float> even, Vector512<float> odd)
+    {
+        // Each value rounded where it lies: the odd ones keep their upper halves, the even ones move to the lower.
+        var oddBits = odd.AsUInt32();
+        var oddRounded = (oddBits + Vector512.Create(0x7FFFu) + ((oddBits >> 16) & Vector512<uint>.One)) & Vector512.Create(0xFFFF0000u);
+        oddRounded = Vector512.ConditionalSelect(Vector512.Equals(odd, odd).AsUInt32(), oddRounded, Vector512.Create((uint)QuietNaN << 16));
+        return NarrowToLow(even) | oddRounded;
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<uint> NarrowToLow(Vector512<float> value)
@@ -261,6 +284,13 @@ internal readonly struct Float16Bits : IHalfPrecision
         result = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(signed, Vector256.Create((int)Overflow)).AsUInt32(), large, result);
         return result | ((bits >> 16) & Vector256.Create(0x8000u));
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (Vector512<float> Even, Vector512<float> Odd) WidenPairs(Vector512<uint> bits) =>
+        (WidenLanes(bits & Vector512.Create(0xFFFFu)), WidenLanes(bits >> 16));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<uint> NarrowPairs(Vector512<float> even, Vector512<float> odd) => NarrowLanes(even) | (NarrowLanes(odd) << 16);
 
     /// <summary><see cref="WidenLanes(Vector256{uint})"/> of 16 lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

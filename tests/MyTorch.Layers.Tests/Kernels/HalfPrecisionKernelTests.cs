@@ -237,6 +237,40 @@ public class HalfPrecisionKernelTests
         }
     }
 
+    [TestCase("bfloat16")]
+    [TestCase("float16")]
+    public void PairVectors_GiveTheScalarBits(string format)
+    {
+        Assume.That(Vector512.IsHardwareAccelerated, Is.True, "no 512-bit path here");
+        if (format == "bfloat16")
+        {
+            PairsGiveTheScalarBits<BFloat16Bits>(Samples());
+        }
+        else
+        {
+            PairsGiveTheScalarBits<Float16Bits>(Float16Samples());
+        }
+    }
+
+    private static void PairsGiveTheScalarBits<TFormat>(uint[] samples)
+        where TFormat : struct, IHalfPrecision
+    {
+        for (int i = 0; i + 32 <= samples.Length; i += 32)
+        {
+            float[] values = samples.AsSpan(i, 32).ToArray().Select(BitConverter.UInt32BitsToSingle).ToArray();
+            var even = Vector512.Create(Enumerable.Range(0, 16).Select(k => values[2 * k]).ToArray());
+            var odd = Vector512.Create(Enumerable.Range(0, 16).Select(k => values[(2 * k) + 1]).ToArray());
+            var narrowed = TFormat.NarrowPairs(even, odd).AsUInt16();
+            var (evenWidened, oddWidened) = TFormat.WidenPairs(narrowed.AsUInt32());
+            for (int k = 0; k < 32; k++)
+            {
+                Assert.That(narrowed[k], Is.EqualTo(TFormat.Narrow(values[k])), $"0x{samples[i + k]:X8}");
+                float widened = k % 2 == 0 ? evenWidened[k / 2] : oddWidened[k / 2];
+                Assert.That(BitConverter.SingleToUInt32Bits(widened), Is.EqualTo(BitConverter.SingleToUInt32Bits(TFormat.Widen(narrowed[k]))), $"0x{narrowed[k]:X4}");
+            }
+        }
+    }
+
     [TestCase("bfloat16", true)]
     [TestCase("bfloat16", false)]
     [TestCase("float16", true)]
@@ -257,13 +291,14 @@ public class HalfPrecisionKernelTests
     private static void ApplyMaskEveryLength<TFormat>(bool channelsLast, Func<double, ushort> nearest)
         where TFormat : struct, IHalfPrecision
     {
-        // Up to 70: planes shorter than a 256-bit step, between one and two 512-bit steps, and past two.
+        // Up to 70: planes shorter than a 256-bit step, between one and two 512-bit steps, and past two. Fifteen NCHW
+        // planes, so that planes taken two at a time (4×4) meet unequal factors.
         var random = new Random(3);
         for (int inner = 1; inner <= 70; inner++)
         {
             foreach (int threads in new[] { 1, 2 })
             {
-                var layout = channelsLast ? new PlaneLayout(3, inner, 2, channelsLast: true) : new PlaneLayout(3, 2, inner, channelsLast: false);
+                var layout = channelsLast ? new PlaneLayout(3, inner, 2, channelsLast: true) : new PlaneLayout(5, 3, inner, channelsLast: false);
                 ushort[] x = Enumerable.Range(0, layout.Length).Select(_ => TFormat.Narrow((float)(random.NextDouble() * 8 - 4))).ToArray();
                 ushort[] mask = Enumerable.Range(0, layout.Batch * layout.Channels).Select(_ => TFormat.Narrow(random.Next(2) / 0.7f)).ToArray();
                 ushort[] y = new ushort[x.Length];
