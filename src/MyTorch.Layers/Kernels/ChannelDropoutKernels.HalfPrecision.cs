@@ -165,7 +165,8 @@ internal static partial class ChannelDropoutKernels
     /// <summary>
     /// y = x · factors[p] in the format over a run of whole planes of <paramref name="spatial"/> values, p the plane: one
     /// vector loop over the whole run where the format has vector conversions and a plane holds a step (see
-    /// <see cref="PlaneBoundaries"/>), so that small planes cost no call or scalar tail each.
+    /// <see cref="PlaneBoundaries"/>), or, with AVX-512, 4×4 planes two to a step, so that small planes cost no call or
+    /// scalar tail each.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static unsafe void ScaleHalfPrecisionPlanes<TFormat>(ushort* x, ushort* factors, ushort* y, int spatial, int length)
