@@ -369,6 +369,11 @@ internal static unsafe partial class BatchNormKernels
         where T : unmanaged
         where TStore : struct, IStoreMode
     {
+        if (typeof(T) == typeof(BFloat16) && parameters.Single is not null)
+        {
+            return AffinePlanesSingle<TStore>((BFloat16*)a, (BFloat16*)output, i, end, length, spatial, firstChannel, parameters);
+        }
+
         var planes = new PlaneBoundaries(spatial, i, RegisterStep);
         int channel = (firstChannel + planes.Plane) % parameters.Count;
         var vo = Vector512.Create(parameters.Offset[channel]);
@@ -426,6 +431,11 @@ internal static unsafe partial class BatchNormKernels
         where T : unmanaged
         where TStore : struct, IStoreMode
     {
+        if (typeof(T) == typeof(BFloat16) && parameters.Single is not null)
+        {
+            return GradientPlanesSingle<TStore>((BFloat16*)a, (BFloat16*)b, (BFloat16*)output, i, end, length, spatial, firstChannel, parameters);
+        }
+
         var planes = new PlaneBoundaries(spatial, i, RegisterStep);
         int channel = (firstChannel + planes.Plane) % parameters.Count;
         var vo = Vector512.Create(parameters.Offset[channel]);

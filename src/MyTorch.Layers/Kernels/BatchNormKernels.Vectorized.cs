@@ -53,7 +53,8 @@ internal static unsafe partial class BatchNormKernels
         int perChannel = 4 * layout.Channels;
         if (!layout.ChannelsLast)
         {
-            return perChannel + (2 * layout.Batch * layout.Channels);
+            // The partial sums' place serves the element-wise passes' float32 constants too (see SingleConstants).
+            return perChannel + Math.Max(2 * layout.Batch * layout.Channels, SingleScratchLength(layout.Channels));
         }
 
         var blocks = new RowBlocks(layout);
@@ -395,6 +396,12 @@ internal static unsafe partial class BatchNormKernels
             bool streaming = Vector.IsHardwareAccelerated && (streamingStores ?? StreamingStores.For<T>(layout.Length, run, tensors: gradient ? 3 : 2));
             if (!layout.ChannelsLast)
             {
+                if (CheckedSingle<T>(layout.Spatial))
+                {
+                    parameters.Single = (float*)periodicScratchPointer;
+                    SingleConstants(parameters);
+                }
+
                 int planes = layout.Batch * channels;
                 var job = new PlaneElementwiseJob<T>
                 {
@@ -550,6 +557,9 @@ internal static unsafe partial class BatchNormKernels
         public double* Scale;
         public double* Shift;
         public double* Projection;
+
+        /// <summary>The float32 form of the constants for bfloat16 NCHW planes (see <see cref="SingleConstants"/>); null where that is not taken.</summary>
+        public float* Single;
     }
 
     private struct PlaneMomentsJob<T> : IChunkJob

@@ -114,6 +114,29 @@ internal readonly struct BFloat16Bits : IHalfPrecision
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<ushort> Narrow16(Vector512<float> values) => Avx512F.ConvertToVector256UInt16(NarrowToLow(values));
 
+    /// <summary>
+    /// The bits <see cref="Narrow(float)"/> gives every float32 value strictly between <c>value − error</c> and
+    /// <c>value + error</c> (as float32 computes them), if it gives them all the same bits; false if it may not, or if
+    /// either end is not finite.
+    /// </summary>
+    /// <remarks>
+    /// Rounding magnitudes half up, the two ends have the same upper 16 bits (sign included) exactly when no rounding
+    /// boundary lies between them, so every value in between rounds half up to those bits. A value strictly inside
+    /// rounds to nearest even to them too: a tie inside would leave the smaller end, at least one float32 step below
+    /// it, rounding down.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TryNarrowWithin(Vector512<float> value, Vector512<float> error, out Vector256<ushort> bits)
+    {
+        var low = value - error;
+        var high = value + error;
+        var lowRounded = low.AsUInt32() + Vector512.Create(0x8000u);
+        var highRounded = high.AsUInt32() + Vector512.Create(0x8000u);
+        bits = Avx512F.ConvertToVector256UInt16(highRounded >> 16);
+        return ((lowRounded ^ highRounded) & Vector512.Create(0xFFFF0000u)) == Vector512<uint>.Zero
+            && Vector512.LessThanAll(high - low, Vector512.Create(float.PositiveInfinity));
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static (Vector512<float> Even, Vector512<float> Odd) WidenPairs(Vector512<uint> bits) =>
         ((bits << 16).AsSingle(), (bits & Vector512.Create(0xFFFF0000u)).AsSingle());

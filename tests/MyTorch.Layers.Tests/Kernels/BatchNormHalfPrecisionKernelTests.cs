@@ -103,6 +103,93 @@ public class BatchNormHalfPrecisionKernelTests
         }
     }
 
+    /// <summary>
+    /// bfloat16 NCHW planes of 16 values or more go through float32 arithmetic checked against its rounding
+    /// (BatchNormKernels.CheckedSingle.cs): every y and dx must still be the float64 result, rounded to float32 and then to
+    /// bfloat16, bit for bit. The channels are centred far from zero, so that y and dx cancel and float32 alone would
+    /// round many of them differently; some values and channels are beyond what float32 holds.
+    /// </summary>
+    [TestCase(16)]
+    [TestCase(49)]
+    [TestCase(1000)]
+    public void BFloat16Planes_GiveTheBitsOfFloat64Arithmetic(int spatial)
+    {
+        var random = new Random(spatial);
+        var layout = new PlaneLayout(3, 96, spatial, channelsLast: false);
+        int channels = layout.Channels;
+        double[] mean = new double[channels], invstd = new double[channels], sumDy = new double[channels], sumDyXmu = new double[channels];
+        float[] weight = new float[channels], bias = new float[channels];
+        for (int c = 0; c < channels; c++)
+        {
+            double spread = 1 + (random.NextDouble() * 20);
+            mean[c] = (random.NextDouble() - 0.5) * 400;
+            invstd[c] = 1 / spread;
+            weight[c] = (float)((random.NextDouble() + 0.5) * (random.Next(2) == 0 ? -1 : 1));
+            bias[c] = (float)((random.NextDouble() - 0.5) * 4);
+            sumDy[c] = (random.NextDouble() - 0.5) * layout.ValuesPerChannel;
+            sumDyXmu[c] = (random.NextDouble() - 0.5) * layout.ValuesPerChannel * spread;
+        }
+
+        // Channels whose constants float32 cannot hold (a subnormal scale on large values, values beyond its range), one
+        // without scale, and one whose float64 arithmetic rounds more than its result's size suggests (x − 10¹² + 10¹²).
+        (mean[1], invstd[1], bias[1]) = (0, 3e-44, 0);
+        bias[2] = 3e38f;
+        mean[3] = 1e300;
+        weight[4] = 0;
+        invstd[5] = 1e39;
+        (bias[6], weight[6], invstd[6]) = (1e12f, 1, 1);
+        mean[6] = bias[6];
+
+        var x = new BFloat16[layout.Length];
+        var dy = new BFloat16[layout.Length];
+        for (int i = 0; i < layout.Length; i++)
+        {
+            int c = ChannelOf(layout, i);
+            double spread = 1 / invstd[c];
+            double value = c switch
+            {
+                1 => (random.NextDouble() - 0.5) * 1e35,
+                3 or 5 or 6 => (random.NextDouble() - 0.5) * 2,
+                _ => mean[c] + ((random.NextDouble() - 0.5) * 4 * spread),
+            };
+            x[i] = Element.FromDouble<BFloat16>(value);
+            dy[i] = Element.FromDouble<BFloat16>((random.NextDouble() - 0.5) * 2);
+        }
+
+        double[] specials = [double.NaN, double.PositiveInfinity, double.NegativeInfinity, 0.0, -0.0, 1e-40, 3e38];
+        for (int k = 0; k < specials.Length; k++)
+        {
+            x[random.Next(layout.Length)] = Element.FromDouble<BFloat16>(specials[k]);
+            dy[random.Next(layout.Length)] = Element.FromDouble<BFloat16>(specials[k]);
+        }
+
+        double[] scratch = new double[BatchNormKernels.VectorizedScratchLength(layout)];
+        var y = new BFloat16[layout.Length];
+        BatchNormKernels.NormalizeVectorized<BFloat16, float>(x, y, layout, mean, invstd, weight, bias, scratch, threads: 2);
+        var dx = new BFloat16[layout.Length];
+        BatchNormKernels.BackwardInputVectorized<BFloat16, float>(x, dy, dx, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads: 2);
+        var dxFixed = new BFloat16[layout.Length];
+        BatchNormKernels.BackwardInputVectorized<BFloat16, float>(x, dy, dxFixed, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: false, scratch, threads: 2);
+
+        // The float64 loops' arithmetic, operation for operation.
+        double count = layout.ValuesPerChannel;
+        for (int i = 0; i < layout.Length; i++)
+        {
+            int c = ChannelOf(layout, i);
+            double scale = invstd[c] * weight[c];
+            double xi = Element.ToDouble(x[i]), dyi = Element.ToDouble(dy[i]);
+            ushort expectedY = Element.FromDouble<BFloat16>(double.FusedMultiplyAdd(xi - mean[c], scale, bias[c])).Bits;
+            double shift = sumDy[c] / count;
+            double projection = sumDyXmu[c] * invstd[c] * invstd[c] / count;
+            ushort expectedDx = Element.FromDouble<BFloat16>((dyi - shift - ((xi - mean[c]) * projection)) * scale).Bits;
+            ushort expectedFixed = Element.FromDouble<BFloat16>(double.FusedMultiplyAdd(dyi - 0.0, scale, 0.0)).Bits;
+            string where = $"index {i}, channel {c}, x = {x[i]}, dy = {dy[i]}, S = {spatial}";
+            Assert.That(y[i].Bits, Is.EqualTo(expectedY), $"y, {where}");
+            Assert.That(dx[i].Bits, Is.EqualTo(expectedDx), $"dx, {where}");
+            Assert.That(dxFixed[i].Bits, Is.EqualTo(expectedFixed), $"dx with fixed statistics, {where}");
+        }
+    }
+
     private static void CompareWithReference<T>(PlaneLayout layout, int seed)
         where T : unmanaged
     {

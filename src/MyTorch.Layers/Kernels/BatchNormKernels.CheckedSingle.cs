@@ -1,0 +1,274 @@
+using System;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace MyTorch.Layers.Kernels;
+
+/// <summary>
+/// bfloat16 y and dx over NCHW planes in float32 arithmetic, each step checked to round to the bits the float64
+/// arithmetic gives, and computed in float64 where it may not.
+/// </summary>
+/// <remarks>
+/// <para>
+/// The float64 loops widen every value to double and round it back: four conversions per 16 values, which make a
+/// bfloat16 pass cost as much time as a float32 one although it moves half the bytes. Here a step computes
+/// y = x · a + b (dx = dy · k₁ + x · k₂ + k₃) in float32 from the float64 constants rounded to float32, and with it a
+/// bound E on its distance from the float64 result, grown by three float32 steps of the result. If every float32
+/// value within E rounds to the same bfloat16 bits (<see cref="BFloat16Bits.TryNarrowWithin"/>), the float64 result,
+/// rounded to float32 strictly inside that interval, rounds to them as well; otherwise the step is computed in
+/// float64 as the other loops compute it. Either way each output is the bits of the float64 loops, bit for bit.
+/// </para>
+/// <para>
+/// The bound, for y: the constants' rounding costs at most 2⁻²⁴(|x·a| + |b|), the float64 arithmetic at most
+/// 2⁻⁵³(|x·s| + |o·s| + |y|) with o and s the float64 offset and scale, and three float32 steps of y at most
+/// 3·2⁻²³(|x·a| + |b|). E = 2⁻²⁰(|x|·|a| + |b|) + 2⁻⁴⁸|o·s| + 2⁻¹²⁶ covers all of it twice over; for dx,
+/// 2⁻²⁰(|dy|·|k₁| + |x|·|k₂| + |k₃|) + 2⁻⁴⁸(|shift·scale| + |offset·projection·scale|) + 2⁻¹²⁶ also covers the rounding
+/// of x · k₂ + k₃ and of the float64 constants. A constant that float32 cannot hold to its relative precision (subnormal, or beyond its range) makes
+/// E infinite, so its channel is computed in float64.
+/// </para>
+/// </remarks>
+internal static unsafe partial class BatchNormKernels
+{
+    /// <summary>Floats per channel in <see cref="ChannelParameters.Single"/>: y's four constants or dx's six, padded.</summary>
+    private const int SingleStride = 8;
+
+    /// <summary>The doubles of scratch that <see cref="SingleConstants"/> needs for <paramref name="channels"/>.</summary>
+    private static int SingleScratchLength(int channels) => channels * SingleStride / 2;
+
+    /// <summary>2⁻²⁰: E's factor on the terms that the float32 arithmetic rounds.</summary>
+    private const float RoundingBound = 1f / (1 << 20);
+
+    /// <summary>2⁻⁴⁸: E's factor on the terms that only the float64 arithmetic rounds.</summary>
+    private const double DoubleBound = 1.0 / (1L << 48);
+
+    /// <summary>2⁻¹²⁶, float32's smallest normal value.</summary>
+    private const float SmallestNormal = 1.17549435e-38f;
+
+    /// <summary>Whether an NCHW element-wise pass over <typeparamref name="T"/> takes the checked float32 loops.</summary>
+    private static bool CheckedSingle<T>(int spatial)
+        where T : unmanaged => typeof(T) == typeof(BFloat16) && WidePlanes(spatial);
+
+    /// <summary>
+    /// Fills <see cref="ChannelParameters.Single"/> per channel: for y (no projection) a, b, E's factor on |x| and its
+    /// fixed part; for dx k₁, k₂, k₃, E's factors on |dy| and |x| and its fixed part.
+    /// </summary>
+    private static void SingleConstants(ChannelParameters parameters)
+    {
+        for (int c = 0; c < parameters.Count; c++)
+        {
+            float* k = parameters.Single + (c * SingleStride);
+            double offset = parameters.Offset[c];
+            double scale = parameters.Scale[c];
+            double shift = parameters.Shift[c];
+            if (parameters.Projection is null)
+            {
+                // y = (x − offset) · scale + shift = x · scale + (shift − offset · scale).
+                float a = (float)scale;
+                float b = (float)double.FusedMultiplyAdd(-offset, scale, shift);
+                k[0] = a;
+                k[1] = b;
+                k[2] = Holds(scale, a) && float.IsFinite(b) ? RoundingBound * Math.Abs(a) : float.PositiveInfinity;
+                k[3] = Fixed(RoundingBound * Math.Abs(b), DoubleBound * Math.Abs(offset * scale));
+                continue;
+            }
+
+            // dx = (dy − shift − (x − offset) · projection) · scale = dy · k₁ + x · k₂ + k₃.
+            double projection = parameters.Projection[c];
+            float k1 = (float)scale;
+            float k2 = (float)(-projection * scale);
+            float k3 = (float)(((offset * projection) - shift) * scale);
+            k[0] = k1;
+            k[1] = k2;
+            k[2] = k3;
+            bool holds = Holds(scale, k1) && Holds(-projection * scale, k2) && float.IsFinite(k3);
+            k[3] = holds ? RoundingBound * Math.Abs(k1) : float.PositiveInfinity;
+            k[4] = RoundingBound * Math.Abs(k2);
+            k[5] = Fixed(RoundingBound * Math.Abs(k3), DoubleBound * (Math.Abs(shift * scale) + Math.Abs(offset * projection * scale)));
+        }
+
+        // A factor float32 holds to 2⁻²⁴ of itself: zero exactly, or normal and finite. A summand (b, k₃) need only be
+        // finite: the fixed part's 2⁻¹²⁶ covers a subnormal's rounding.
+        static bool Holds(double exact, float rounded) => (rounded == 0 && exact == 0) || float.IsNormal(rounded);
+
+        static float Fixed(float rounded, double fromDoubles) => (float)(rounded + fromDoubles + SmallestNormal);
+    }
+
+    /// <summary>
+    /// <see cref="AffinePlanesWide{T, TStore}"/> for bfloat16: each step in checked float32 arithmetic (see the type's
+    /// remarks), in float64 where the check fails and where a step reaches across two planes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static int AffinePlanesSingle<TStore>(BFloat16* a, BFloat16* output, int i, int end, int length, int spatial, int firstChannel, ChannelParameters parameters)
+        where TStore : struct, IStoreMode
+    {
+        var planes = new PlaneBoundaries(spatial, i, RegisterStep);
+        int channel = (firstChannel + planes.Plane) % parameters.Count;
+        float* k = parameters.Single + (channel * SingleStride);
+        var scale = Vector512.Create(k[0]);
+        var shift = Vector512.Create(k[1]);
+        var perValue = Vector512.Create(k[2]);
+        var fixedPart = Vector512.Create(k[3]);
+        for (; i <= end - RegisterStep; i += RegisterStep)
+        {
+            PrefetchStep(a + i, a + length);
+            if (planes.Crosses(i, out int inPlane))
+            {
+                if (inPlane != 0)
+                {
+                    // The step's lanes from two planes: in float64, as the other loops compute it.
+                    var vo = Vector512.Create(parameters.Offset[channel]);
+                    var vs = Vector512.Create(parameters.Scale[channel]);
+                    var vt = Vector512.Create(parameters.Shift[channel]);
+                    Load16(a + i, out var lo, out var hi);
+                    AffineAcrossPlanes(true, inPlane, ref channel, parameters, ref vo, ref vs, ref vt, ref lo, ref hi);
+                    Store16<BFloat16, TStore>(lo, hi, output + i);
+                }
+                else
+                {
+                    channel = channel + 1 == parameters.Count ? 0 : channel + 1;
+                }
+
+                k = parameters.Single + (channel * SingleStride);
+                scale = Vector512.Create(k[0]);
+                shift = Vector512.Create(k[1]);
+                perValue = Vector512.Create(k[2]);
+                fixedPart = Vector512.Create(k[3]);
+                if (inPlane != 0)
+                {
+                    continue;
+                }
+            }
+
+            var x = BFloat16Bits.Widen16(Vector256.Load((ushort*)(a + i)));
+            var y = Avx512F.FusedMultiplyAdd(x, scale, shift);
+            var bound = Avx512F.FusedMultiplyAdd(Vector512.Abs(x), perValue, fixedPart);
+            if (BFloat16Bits.TryNarrowWithin(y, bound, out var bits))
+            {
+                StoreBits<TStore>(bits, output + i);
+            }
+            else
+            {
+                AffineInDoubles<TStore>(a + i, output + i, parameters, channel);
+            }
+        }
+
+        return i;
+    }
+
+    /// <summary>
+    /// <see cref="GradientPlanesWide{T, TStore}"/> for bfloat16, checked as <see cref="AffinePlanesSingle{TStore}"/>
+    /// checks: out = a · k₁ + b · k₂ + k₃.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static int GradientPlanesSingle<TStore>(BFloat16* a, BFloat16* b, BFloat16* output, int i, int end, int length, int spatial, int firstChannel, ChannelParameters parameters)
+        where TStore : struct, IStoreMode
+    {
+        var planes = new PlaneBoundaries(spatial, i, RegisterStep);
+        int channel = (firstChannel + planes.Plane) % parameters.Count;
+        float* k = parameters.Single + (channel * SingleStride);
+        var k1 = Vector512.Create(k[0]);
+        var k2 = Vector512.Create(k[1]);
+        var k3 = Vector512.Create(k[2]);
+        var perA = Vector512.Create(k[3]);
+        var perB = Vector512.Create(k[4]);
+        var fixedPart = Vector512.Create(k[5]);
+        for (; i <= end - RegisterStep; i += RegisterStep)
+        {
+            PrefetchStep(a + i, a + length);
+            PrefetchStep(b + i, b + length);
+            if (planes.Crosses(i, out int inPlane))
+            {
+                if (inPlane != 0)
+                {
+                    var vo = Vector512.Create(parameters.Offset[channel]);
+                    var vs = Vector512.Create(parameters.Scale[channel]);
+                    var vt = Vector512.Create(parameters.Shift[channel]);
+                    var vp = Vector512.Create(parameters.Projection[channel]);
+                    Load16(a + i, out var alo, out var ahi);
+                    Load16(b + i, out var blo, out var bhi);
+                    GradientAcrossPlanes(true, inPlane, ref channel, parameters, ref vo, ref vs, ref vt, ref vp, ref alo, ref ahi, blo, bhi);
+                    Store16<BFloat16, TStore>(alo, ahi, output + i);
+                }
+                else
+                {
+                    channel = channel + 1 == parameters.Count ? 0 : channel + 1;
+                }
+
+                k = parameters.Single + (channel * SingleStride);
+                k1 = Vector512.Create(k[0]);
+                k2 = Vector512.Create(k[1]);
+                k3 = Vector512.Create(k[2]);
+                perA = Vector512.Create(k[3]);
+                perB = Vector512.Create(k[4]);
+                fixedPart = Vector512.Create(k[5]);
+                if (inPlane != 0)
+                {
+                    continue;
+                }
+            }
+
+            var va = BFloat16Bits.Widen16(Vector256.Load((ushort*)(a + i)));
+            var vb = BFloat16Bits.Widen16(Vector256.Load((ushort*)(b + i)));
+            var d = Avx512F.FusedMultiplyAdd(va, k1, Avx512F.FusedMultiplyAdd(vb, k2, k3));
+            var bound = Avx512F.FusedMultiplyAdd(Vector512.Abs(va), perA, Avx512F.FusedMultiplyAdd(Vector512.Abs(vb), perB, fixedPart));
+            if (BFloat16Bits.TryNarrowWithin(d, bound, out var bits))
+            {
+                StoreBits<TStore>(bits, output + i);
+            }
+            else
+            {
+                GradientInDoubles<TStore>(a + i, b + i, output + i, parameters, channel);
+            }
+        }
+
+        return i;
+    }
+
+    /// <summary>
+    /// One step of <paramref name="channel"/>'s y in float64, where the float32 check failed. Inlined: a call in the
+    /// loop would have the compiler store the loop's vector registers at every step, since no vector register
+    /// survives a call.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AffineInDoubles<TStore>(BFloat16* a, BFloat16* output, ChannelParameters parameters, int channel)
+        where TStore : struct, IStoreMode
+    {
+        var vo = Vector512.Create(parameters.Offset[channel]);
+        var vs = Vector512.Create(parameters.Scale[channel]);
+        var vt = Vector512.Create(parameters.Shift[channel]);
+        Load16(a, out var lo, out var hi);
+        AffineAcrossPlanes(false, RegisterStep, ref channel, parameters, ref vo, ref vs, ref vt, ref lo, ref hi);
+        Store16<BFloat16, TStore>(lo, hi, output);
+    }
+
+    /// <summary>One step of <paramref name="channel"/>'s dx in float64, where the float32 check failed; inlined, as <see cref="AffineInDoubles{TStore}"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GradientInDoubles<TStore>(BFloat16* a, BFloat16* b, BFloat16* output, ChannelParameters parameters, int channel)
+        where TStore : struct, IStoreMode
+    {
+        var vo = Vector512.Create(parameters.Offset[channel]);
+        var vs = Vector512.Create(parameters.Scale[channel]);
+        var vt = Vector512.Create(parameters.Shift[channel]);
+        var vp = Vector512.Create(parameters.Projection[channel]);
+        Load16(a, out var alo, out var ahi);
+        Load16(b, out var blo, out var bhi);
+        GradientAcrossPlanes(false, RegisterStep, ref channel, parameters, ref vo, ref vs, ref vt, ref vp, ref alo, ref ahi, blo, bhi);
+        Store16<BFloat16, TStore>(alo, ahi, output);
+    }
+
+    /// <summary>Stores 16 bfloat16 values' bits, plainly or streaming.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreBits<TStore>(Vector256<ushort> bits, BFloat16* destination)
+        where TStore : struct, IStoreMode
+    {
+        if (TStore.Streaming)
+        {
+            Avx.StoreAlignedNonTemporal((ushort*)destination, bits);
+        }
+        else
+        {
+            bits.Store((ushort*)destination);
+        }
+    }
+}
