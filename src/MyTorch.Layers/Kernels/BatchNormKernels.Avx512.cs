@@ -371,7 +371,9 @@ internal static unsafe partial class BatchNormKernels
     {
         if (typeof(T) == typeof(BFloat16) && parameters.Single is not null)
         {
-            return AffinePlanesSingle<TStore>((BFloat16*)a, (BFloat16*)output, i, end, length, spatial, firstChannel, parameters);
+            return SinglePairs(spatial)
+                ? AffinePlanesPairs<TStore>((BFloat16*)a, (BFloat16*)output, i, end, length, spatial, firstChannel, parameters)
+                : AffinePlanesSingle<TStore>((BFloat16*)a, (BFloat16*)output, i, end, length, spatial, firstChannel, parameters);
         }
 
         var planes = new PlaneBoundaries(spatial, i, RegisterStep);
@@ -433,7 +435,9 @@ internal static unsafe partial class BatchNormKernels
     {
         if (typeof(T) == typeof(BFloat16) && parameters.Single is not null)
         {
-            return GradientPlanesSingle<TStore>((BFloat16*)a, (BFloat16*)b, (BFloat16*)output, i, end, length, spatial, firstChannel, parameters);
+            return SinglePairs(spatial)
+                ? GradientPlanesPairs<TStore>((BFloat16*)a, (BFloat16*)b, (BFloat16*)output, i, end, length, spatial, firstChannel, parameters)
+                : GradientPlanesSingle<TStore>((BFloat16*)a, (BFloat16*)b, (BFloat16*)output, i, end, length, spatial, firstChannel, parameters);
         }
 
         var planes = new PlaneBoundaries(spatial, i, RegisterStep);

@@ -1,4 +1,5 @@
 using System;
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -223,6 +224,236 @@ internal static unsafe partial class BatchNormKernels
         }
 
         return i;
+    }
+
+    /// <summary>Values per step of the pair loops: 16 pairs.</summary>
+    private const int PairStep = 32;
+
+    /// <summary>
+    /// Whether the checked loops take 32 values a step as 16 pairs (<see cref="BFloat16Bits.WidenPairs"/>): on planes of
+    /// an even length of a step or more, where no plane boundary falls inside a pair.
+    /// </summary>
+    private static bool SinglePairs(int spatial) => spatial >= PairStep && spatial % 2 == 0;
+
+    /// <summary>
+    /// <see cref="AffinePlanesSingle{TStore}"/> 32 values a step, as 16 pairs: half the steps, with no shuffle to widen
+    /// or narrow. A step that reaches across two planes takes each pair's constants from its own plane.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static int AffinePlanesPairs<TStore>(BFloat16* a, BFloat16* output, int i, int end, int length, int spatial, int firstChannel, ChannelParameters parameters)
+        where TStore : struct, IStoreMode
+    {
+        Debug.Assert(i % 2 == 0 && SinglePairs(spatial));
+        var planes = new PlaneBoundaries(spatial, i, PairStep);
+        int channel = (firstChannel + planes.Plane) % parameters.Count;
+        float* k = parameters.Single + (channel * SingleStride);
+        var scale = Vector512.Create(k[0]);
+        var shift = Vector512.Create(k[1]);
+        var perValue = Vector512.Create(k[2]);
+        var fixedPart = Vector512.Create(k[3]);
+        for (; i <= end - PairStep; i += PairStep)
+        {
+            Prefetch.Ahead(a + i, a + length);
+            int inPlane = PairStep;
+            if (planes.Crosses(i, out inPlane))
+            {
+                int next = channel + 1 == parameters.Count ? 0 : channel + 1;
+                k = parameters.Single + (next * SingleStride);
+                var nextScale = Vector512.Create(k[0]);
+                var nextShift = Vector512.Create(k[1]);
+                var nextPerValue = Vector512.Create(k[2]);
+                var nextFixed = Vector512.Create(k[3]);
+                if (inPlane != 0)
+                {
+                    var before = Vector512.LessThan(Vector512<uint>.Indices, Vector512.Create((uint)inPlane / 2)).AsSingle();
+                    if (!AffinePair<TStore>(a + i, output + i, Vector512.ConditionalSelect(before, scale, nextScale), Vector512.ConditionalSelect(before, shift, nextShift), Vector512.ConditionalSelect(before, perValue, nextPerValue), Vector512.ConditionalSelect(before, fixedPart, nextFixed)))
+                    {
+                        AffinePairInDoubles<TStore>(a + i, output + i, parameters, channel, inPlane);
+                    }
+                }
+
+                (channel, scale, shift, perValue, fixedPart) = (next, nextScale, nextShift, nextPerValue, nextFixed);
+                if (inPlane != 0)
+                {
+                    continue;
+                }
+
+                inPlane = PairStep;
+            }
+
+            if (!AffinePair<TStore>(a + i, output + i, scale, shift, perValue, fixedPart))
+            {
+                AffinePairInDoubles<TStore>(a + i, output + i, parameters, channel, inPlane);
+            }
+        }
+
+        return i;
+    }
+
+    /// <summary>
+    /// <see cref="GradientPlanesSingle{TStore}"/> 32 values a step, as 16 pairs, as <see cref="AffinePlanesPairs{TStore}"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static int GradientPlanesPairs<TStore>(BFloat16* a, BFloat16* b, BFloat16* output, int i, int end, int length, int spatial, int firstChannel, ChannelParameters parameters)
+        where TStore : struct, IStoreMode
+    {
+        Debug.Assert(i % 2 == 0 && SinglePairs(spatial));
+        var planes = new PlaneBoundaries(spatial, i, PairStep);
+        int channel = (firstChannel + planes.Plane) % parameters.Count;
+        var constants = new GradientSingle(parameters.Single + (channel * SingleStride));
+        for (; i <= end - PairStep; i += PairStep)
+        {
+            Prefetch.Ahead(a + i, a + length);
+            Prefetch.Ahead(b + i, b + length);
+            int inPlane = PairStep;
+            if (planes.Crosses(i, out inPlane))
+            {
+                int next = channel + 1 == parameters.Count ? 0 : channel + 1;
+                var nextConstants = new GradientSingle(parameters.Single + (next * SingleStride));
+                if (inPlane != 0)
+                {
+                    var before = Vector512.LessThan(Vector512<uint>.Indices, Vector512.Create((uint)inPlane / 2)).AsSingle();
+                    if (!GradientPair<TStore>(a + i, b + i, output + i, GradientSingle.Select(before, constants, nextConstants)))
+                    {
+                        GradientPairInDoubles<TStore>(a + i, b + i, output + i, parameters, channel, inPlane);
+                    }
+                }
+
+                (channel, constants) = (next, nextConstants);
+                if (inPlane != 0)
+                {
+                    continue;
+                }
+
+                inPlane = PairStep;
+            }
+
+            if (!GradientPair<TStore>(a + i, b + i, output + i, constants))
+            {
+                GradientPairInDoubles<TStore>(a + i, b + i, output + i, parameters, channel, inPlane);
+            }
+        }
+
+        return i;
+    }
+
+    /// <summary>dx's float32 constants for a step's lanes (see <see cref="SingleConstants"/>).</summary>
+    private readonly struct GradientSingle
+    {
+        public readonly Vector512<float> K1, K2, K3, PerA, PerB, Fixed;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public GradientSingle(float* k)
+        {
+            (K1, K2, K3) = (Vector512.Create(k[0]), Vector512.Create(k[1]), Vector512.Create(k[2]));
+            (PerA, PerB, Fixed) = (Vector512.Create(k[3]), Vector512.Create(k[4]), Vector512.Create(k[5]));
+        }
+
+        private GradientSingle(Vector512<float> k1, Vector512<float> k2, Vector512<float> k3, Vector512<float> perA, Vector512<float> perB, Vector512<float> fixedPart) =>
+            (K1, K2, K3, PerA, PerB, Fixed) = (k1, k2, k3, perA, perB, fixedPart);
+
+        /// <summary>The lanes of <paramref name="first"/> where <paramref name="mask"/> is set, of <paramref name="second"/> elsewhere.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static GradientSingle Select(Vector512<float> mask, GradientSingle first, GradientSingle second) => new(
+            Vector512.ConditionalSelect(mask, first.K1, second.K1),
+            Vector512.ConditionalSelect(mask, first.K2, second.K2),
+            Vector512.ConditionalSelect(mask, first.K3, second.K3),
+            Vector512.ConditionalSelect(mask, first.PerA, second.PerA),
+            Vector512.ConditionalSelect(mask, first.PerB, second.PerB),
+            Vector512.ConditionalSelect(mask, first.Fixed, second.Fixed));
+    }
+
+    /// <summary>y of one pair step in checked float32: false, with nothing stored, where the check fails.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool AffinePair<TStore>(BFloat16* a, BFloat16* output, Vector512<float> scale, Vector512<float> shift, Vector512<float> perValue, Vector512<float> fixedPart)
+        where TStore : struct, IStoreMode
+    {
+        var (even, odd) = BFloat16Bits.WidenPairs(Vector512.Load((uint*)a));
+        var evenY = Avx512F.FusedMultiplyAdd(even, scale, shift);
+        var oddY = Avx512F.FusedMultiplyAdd(odd, scale, shift);
+        var evenBound = Avx512F.FusedMultiplyAdd(Vector512.Abs(even), perValue, fixedPart);
+        var oddBound = Avx512F.FusedMultiplyAdd(Vector512.Abs(odd), perValue, fixedPart);
+        if (!BFloat16Bits.TryNarrowPairsWithin(evenY, evenBound, oddY, oddBound, out var bits))
+        {
+            return false;
+        }
+
+        StorePair<TStore>(bits, output);
+        return true;
+    }
+
+    /// <summary>dx of one pair step in checked float32, as <see cref="AffinePair{TStore}"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool GradientPair<TStore>(BFloat16* a, BFloat16* b, BFloat16* output, GradientSingle k)
+        where TStore : struct, IStoreMode
+    {
+        var (evenA, oddA) = BFloat16Bits.WidenPairs(Vector512.Load((uint*)a));
+        var (evenB, oddB) = BFloat16Bits.WidenPairs(Vector512.Load((uint*)b));
+        var even = Avx512F.FusedMultiplyAdd(evenA, k.K1, Avx512F.FusedMultiplyAdd(evenB, k.K2, k.K3));
+        var odd = Avx512F.FusedMultiplyAdd(oddA, k.K1, Avx512F.FusedMultiplyAdd(oddB, k.K2, k.K3));
+        var evenBound = Avx512F.FusedMultiplyAdd(Vector512.Abs(evenA), k.PerA, Avx512F.FusedMultiplyAdd(Vector512.Abs(evenB), k.PerB, k.Fixed));
+        var oddBound = Avx512F.FusedMultiplyAdd(Vector512.Abs(oddA), k.PerA, Avx512F.FusedMultiplyAdd(Vector512.Abs(oddB), k.PerB, k.Fixed));
+        if (!BFloat16Bits.TryNarrowPairsWithin(even, evenBound, odd, oddBound, out var bits))
+        {
+            return false;
+        }
+
+        StorePair<TStore>(bits, output);
+        return true;
+    }
+
+    /// <summary>
+    /// y of one pair step in float64, as two 16-value steps: the first <paramref name="inPlane"/> values of
+    /// <paramref name="channel"/>, the rest of the next channel. Inlined, as <see cref="AffineInDoubles{TStore}"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AffinePairInDoubles<TStore>(BFloat16* a, BFloat16* output, ChannelParameters parameters, int channel, int inPlane)
+        where TStore : struct, IStoreMode
+    {
+        for (int half = 0; half < PairStep; half += RegisterStep)
+        {
+            int current = channel;
+            var vo = Vector512.Create(parameters.Offset[current]);
+            var vs = Vector512.Create(parameters.Scale[current]);
+            var vt = Vector512.Create(parameters.Shift[current]);
+            Load16(a + half, out var lo, out var hi);
+            AffineAcrossPlanes(inPlane - half < RegisterStep, inPlane - half, ref current, parameters, ref vo, ref vs, ref vt, ref lo, ref hi);
+            Store16<BFloat16, TStore>(lo, hi, output + half);
+        }
+    }
+
+    /// <summary>dx of one pair step in float64, as <see cref="AffinePairInDoubles{TStore}"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GradientPairInDoubles<TStore>(BFloat16* a, BFloat16* b, BFloat16* output, ChannelParameters parameters, int channel, int inPlane)
+        where TStore : struct, IStoreMode
+    {
+        for (int half = 0; half < PairStep; half += RegisterStep)
+        {
+            int current = channel;
+            var vo = Vector512.Create(parameters.Offset[current]);
+            var vs = Vector512.Create(parameters.Scale[current]);
+            var vt = Vector512.Create(parameters.Shift[current]);
+            var vp = Vector512.Create(parameters.Projection[current]);
+            Load16(a + half, out var alo, out var ahi);
+            Load16(b + half, out var blo, out var bhi);
+            GradientAcrossPlanes(inPlane - half < RegisterStep, inPlane - half, ref current, parameters, ref vo, ref vs, ref vt, ref vp, ref alo, ref ahi, blo, bhi);
+            Store16<BFloat16, TStore>(alo, ahi, output + half);
+        }
+    }
+
+    /// <summary>Stores 16 pairs of bfloat16 bits, plainly or streaming.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StorePair<TStore>(Vector512<uint> bits, BFloat16* destination)
+        where TStore : struct, IStoreMode
+    {
+        if (TStore.Streaming)
+        {
+            Avx512F.StoreAlignedNonTemporal((uint*)destination, bits);
+        }
+        else
+        {
+            bits.Store((uint*)destination);
+        }
     }
 
     /// <summary>

@@ -116,26 +116,49 @@ internal readonly struct BFloat16Bits : IHalfPrecision
 
     /// <summary>
     /// The bits <see cref="Narrow(float)"/> gives every float32 value strictly between <c>value − error</c> and
-    /// <c>value + error</c> (as float32 computes them), if it gives them all the same bits; false if it may not, or if
-    /// either end is not finite.
+    /// <c>value + error</c> (as float32 computes them), if it gives them all the same finite bits; false if it may not,
+    /// or if they are infinite or NaN.
     /// </summary>
     /// <remarks>
     /// Rounding magnitudes half up, the two ends have the same upper 16 bits (sign included) exactly when no rounding
     /// boundary lies between them, so every value in between rounds half up to those bits. A value strictly inside
     /// rounds to nearest even to them too: a tie inside would leave the smaller end, at least one float32 step below
-    /// it, rounding down.
+    /// it, rounding down. An end that is NaN or infinite shows in the bits: an exponent of all ones.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool TryNarrowWithin(Vector512<float> value, Vector512<float> error, out Vector256<ushort> bits)
     {
-        var low = value - error;
-        var high = value + error;
-        var lowRounded = low.AsUInt32() + Vector512.Create(0x8000u);
-        var highRounded = high.AsUInt32() + Vector512.Create(0x8000u);
-        bits = Avx512F.ConvertToVector256UInt16(highRounded >> 16);
-        return ((lowRounded ^ highRounded) & Vector512.Create(0xFFFF0000u)) == Vector512<uint>.Zero
-            && Vector512.LessThanAll(high - low, Vector512.Create(float.PositiveInfinity));
+        var low = RoundedHalfUp(value - error);
+        var high = RoundedHalfUp(value + error);
+        bits = Avx512F.ConvertToVector256UInt16(high >> 16);
+        return ((low ^ high) & Vector512.Create(0xFFFF0000u)) == Vector512<uint>.Zero && !Special(high);
     }
+
+    /// <summary>
+    /// <see cref="TryNarrowWithin(Vector512{float}, Vector512{float}, out Vector256{ushort})"/> of 16 pairs, as
+    /// <see cref="WidenPairs"/> gives them: the bits of both, in their places, if every pair rounds alike.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TryNarrowPairsWithin(Vector512<float> even, Vector512<float> evenError, Vector512<float> odd, Vector512<float> oddError, out Vector512<uint> bits)
+    {
+        var evenLow = RoundedHalfUp(even - evenError);
+        var evenHigh = RoundedHalfUp(even + evenError);
+        var oddLow = RoundedHalfUp(odd - oddError);
+        var oddHigh = RoundedHalfUp(odd + oddError);
+        var upper = Vector512.Create(0xFFFF0000u);
+        bits = (evenHigh >> 16) | (oddHigh & upper);
+        return (((evenLow ^ evenHigh) | (oddLow ^ oddHigh)) & upper) == Vector512<uint>.Zero
+            && !Vector512.EqualsAny(bits.AsUInt16() & Vector512.Create((ushort)0x7F80), Vector512.Create((ushort)0x7F80));
+    }
+
+    /// <summary>The float32 bits plus half of bfloat16's last place: their upper 16 bits are the magnitude rounded half up.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<uint> RoundedHalfUp(Vector512<float> value) => value.AsUInt32() + Vector512.Create(0x8000u);
+
+    /// <summary>Whether any lane's upper 16 bits have an exponent of all ones (infinity or NaN).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool Special(Vector512<uint> rounded) =>
+        Vector512.EqualsAny(rounded & Vector512.Create(0x7F800000u), Vector512.Create(0x7F800000u));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static (Vector512<float> Even, Vector512<float> Odd) WidenPairs(Vector512<uint> bits) =>
