@@ -12,21 +12,28 @@ namespace MyTorch.Layers.Kernels;
 /// </summary>
 /// <remarks>
 /// <para>
-/// The float64 loops widen every value to double and round it back: four conversions per 16 values, which make a
-/// bfloat16 pass cost as much time as a float32 one although it moves half the bytes. Here a step computes
+/// The float64 loops widen every value to double and round it back: four conversions per 16 values, which made a
+/// bfloat16 pass as slow as a float32 one although it moves half the bytes. Here a step computes
 /// y = x · a + b (dx = dy · k₁ + x · k₂ + k₃) in float32 from the float64 constants rounded to float32, and with it a
 /// bound E on its distance from the float64 result, grown by three float32 steps of the result. If every float32
-/// value within E rounds to the same bfloat16 bits (<see cref="BFloat16Bits.TryNarrowWithin"/>), the float64 result,
-/// rounded to float32 strictly inside that interval, rounds to them as well; otherwise the step is computed in
-/// float64 as the other loops compute it. Either way each output is the bits of the float64 loops, bit for bit.
+/// value within E rounds to the same finite bfloat16 bits (<see cref="BFloat16Bits.TryNarrowWithin"/>), the float64
+/// result, rounded to float32 strictly inside that interval, rounds to them as well; otherwise (and for NaN and
+/// infinities) the step is computed in float64 as the other loops compute it. Either way each output has the bits of
+/// the float64 loops.
 /// </para>
 /// <para>
 /// The bound, for y: the constants' rounding costs at most 2⁻²⁴(|x·a| + |b|), the float64 arithmetic at most
 /// 2⁻⁵³(|x·s| + |o·s| + |y|) with o and s the float64 offset and scale, and three float32 steps of y at most
 /// 3·2⁻²³(|x·a| + |b|). E = 2⁻²⁰(|x|·|a| + |b|) + 2⁻⁴⁸|o·s| + 2⁻¹²⁶ covers all of it twice over; for dx,
-/// 2⁻²⁰(|dy|·|k₁| + |x|·|k₂| + |k₃|) + 2⁻⁴⁸(|shift·scale| + |offset·projection·scale|) + 2⁻¹²⁶ also covers the rounding
-/// of x · k₂ + k₃ and of the float64 constants. A constant that float32 cannot hold to its relative precision (subnormal, or beyond its range) makes
-/// E infinite, so its channel is computed in float64.
+/// 2⁻²⁰(|dy|·|k₁| + |x|·|k₂| + |k₃|) + 2⁻⁴⁸(|shift·scale| + |offset·projection·scale|) + 2⁻¹²⁶ also covers the
+/// rounding of x · k₂ + k₃ and of the float64 constants. A factor that float32 cannot hold to its relative precision
+/// (subnormal, or beyond its range) makes E infinite, so its channel is computed in float64.
+/// </para>
+/// <para>
+/// On planes of an even length of 32 or more the loops take 16 pairs a step (<see cref="BFloat16Bits.WidenPairs"/>),
+/// which widen and narrow with no shuffle; on other planes of 16 or more, 16 values a step. float16 stays in the
+/// float64 loops: with 3 more fraction bits its check fails about 8 times as often, and its rounding in integer
+/// operations costs about what the float64 conversions do, so the shortcut made its step slower.
 /// </para>
 /// </remarks>
 internal static unsafe partial class BatchNormKernels

@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using MyTorch.Layers.Kernels;
 using MyTorch.Layers.Tests.Support;
@@ -105,15 +106,35 @@ public class BatchNormHalfPrecisionKernelTests
 
     /// <summary>
     /// bfloat16 NCHW planes of 16 values or more go through float32 arithmetic checked against its rounding
-    /// (BatchNormKernels.CheckedSingle.cs), 16 values a step or, on planes of an even length, 16 pairs: every y and dx must still be the float64 result, rounded to float32 and then to
-    /// bfloat16, bit for bit. The channels are centred far from zero, so that y and dx cancel and float32 alone would
-    /// round many of them differently; some values and channels are beyond what float32 holds.
+    /// (BatchNormKernels.CheckedSingle.cs), 16 values a step or, on planes of an even length, 16 pairs; float16 planes
+    /// through the float64 loops. Every y and dx must be the float64 result, rounded to float32 and then to the 16-bit
+    /// type, bit for bit. The channels are centred far from zero, so that y and dx cancel and float32 alone would round
+    /// many of them differently; some values and channels are beyond what float32 or the 16-bit type holds.
     /// </summary>
-    [TestCase(16)]
-    [TestCase(49)]
-    [TestCase(98)]
-    [TestCase(1000)]
-    public void BFloat16Planes_GiveTheBitsOfFloat64Arithmetic(int spatial)
+    [TestCase("bfloat16", 16)]
+    [TestCase("bfloat16", 49)]
+    [TestCase("bfloat16", 98)]
+    [TestCase("bfloat16", 1000)]
+    [TestCase("float16", 16)]
+    [TestCase("float16", 49)]
+    [TestCase("float16", 98)]
+    [TestCase("float16", 1000)]
+    public void HalfPrecisionPlanes_GiveTheBitsOfFloat64Arithmetic(string dtype, int spatial)
+    {
+        if (dtype == "bfloat16")
+        {
+            // Infinities, zeros, a subnormal, the largest values, and NaNs with a sign or a payload, which rounding
+            // through float64 makes the one quiet NaN.
+            GiveTheBitsOfFloat64Arithmetic<BFloat16>(spatial, [0x7F80, 0xFF80, 0x0000, 0x8000, 0x0001, 0x7F7F, 0xFF7F, 0x7FC0, 0xFFC0, 0x7F81, 0xFFC1], largest: 1e35);
+        }
+        else
+        {
+            GiveTheBitsOfFloat64Arithmetic<Half>(spatial, [0x7C00, 0xFC00, 0x0000, 0x8000, 0x0001, 0x03FF, 0x0400, 0x7BFF, 0xFBFF, 0x7E00, 0xFE00, 0x7C01, 0xFE01], largest: 6e4);
+        }
+    }
+
+    private static void GiveTheBitsOfFloat64Arithmetic<T>(int spatial, ushort[] specials, double largest)
+        where T : unmanaged
     {
         var random = new Random(spatial);
         var layout = new PlaneLayout(3, 96, spatial, channelsLast: false);
@@ -141,59 +162,61 @@ public class BatchNormHalfPrecisionKernelTests
         (bias[6], weight[6], invstd[6]) = (1e12f, 1, 1);
         mean[6] = bias[6];
 
-        var x = new BFloat16[layout.Length];
-        var dy = new BFloat16[layout.Length];
+        var x = new T[layout.Length];
+        var dy = new T[layout.Length];
         for (int i = 0; i < layout.Length; i++)
         {
             int c = ChannelOf(layout, i);
             double spread = 1 / invstd[c];
             double value = c switch
             {
-                1 => (random.NextDouble() - 0.5) * 1e35,
+                1 => (random.NextDouble() - 0.5) * largest,
                 3 or 5 or 6 => (random.NextDouble() - 0.5) * 2,
                 _ => mean[c] + ((random.NextDouble() - 0.5) * 4 * spread),
             };
-            x[i] = Element.FromDouble<BFloat16>(value);
-            dy[i] = Element.FromDouble<BFloat16>((random.NextDouble() - 0.5) * 2);
+            x[i] = Element.FromDouble<T>(value);
+            dy[i] = Element.FromDouble<T>((random.NextDouble() - 0.5) * 2);
         }
 
-        // Infinities, zeros, a subnormal, the largest values, and NaNs with a sign or a payload, which rounding through
-        // float64 makes the one quiet NaN; and a zero in the channel whose scale float32 cannot hold.
-        ushort[] specials = [0x7F80, 0xFF80, 0x0000, 0x8000, 0x0001, 0x7F7F, 0xFF7F, 0x7FC0, 0xFFC0, 0x7F81, 0xFFC1];
         foreach (ushort bits in specials)
         {
-            x[random.Next(layout.Length)] = new BFloat16(bits);
-            dy[random.Next(layout.Length)] = new BFloat16(bits);
+            x[random.Next(layout.Length)] = FromBits<T>(bits);
+            dy[random.Next(layout.Length)] = FromBits<T>(bits);
         }
 
-        x[layout.ChannelStride + random.Next(layout.Spatial)] = new BFloat16(0);
+        // A zero in the channel whose scale float32 cannot hold.
+        x[layout.ChannelStride + random.Next(layout.Spatial)] = FromBits<T>(0);
 
         double[] scratch = new double[BatchNormKernels.VectorizedScratchLength(layout)];
-        var y = new BFloat16[layout.Length];
-        BatchNormKernels.NormalizeVectorized<BFloat16, float>(x, y, layout, mean, invstd, weight, bias, scratch, threads: 2);
-        var dx = new BFloat16[layout.Length];
-        BatchNormKernels.BackwardInputVectorized<BFloat16, float>(x, dy, dx, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads: 2);
-        var dxFixed = new BFloat16[layout.Length];
-        BatchNormKernels.BackwardInputVectorized<BFloat16, float>(x, dy, dxFixed, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: false, scratch, threads: 2);
+        var y = new T[layout.Length];
+        BatchNormKernels.NormalizeVectorized<T, float>(x, y, layout, mean, invstd, weight, bias, scratch, threads: 2);
+        var dx = new T[layout.Length];
+        BatchNormKernels.BackwardInputVectorized<T, float>(x, dy, dx, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: true, scratch, threads: 2);
+        var dxFixed = new T[layout.Length];
+        BatchNormKernels.BackwardInputVectorized<T, float>(x, dy, dxFixed, layout, mean, invstd, weight, sumDy, sumDyXmu, batchStatistics: false, scratch, threads: 2);
 
         // The float64 loops' arithmetic, operation for operation.
         double count = layout.ValuesPerChannel;
+        ushort[] yBits = Bits(y), dxBits = Bits(dx), dxFixedBits = Bits(dxFixed);
         for (int i = 0; i < layout.Length; i++)
         {
             int c = ChannelOf(layout, i);
             double scale = invstd[c] * weight[c];
             double xi = Element.ToDouble(x[i]), dyi = Element.ToDouble(dy[i]);
-            ushort expectedY = Element.FromDouble<BFloat16>(double.FusedMultiplyAdd(xi - mean[c], scale, bias[c])).Bits;
+            T expectedY = Element.FromDouble<T>(double.FusedMultiplyAdd(xi - mean[c], scale, bias[c]));
             double shift = sumDy[c] / count;
             double projection = sumDyXmu[c] * invstd[c] * invstd[c] / count;
-            ushort expectedDx = Element.FromDouble<BFloat16>((dyi - shift - ((xi - mean[c]) * projection)) * scale).Bits;
-            ushort expectedFixed = Element.FromDouble<BFloat16>(double.FusedMultiplyAdd(dyi - 0.0, scale, 0.0)).Bits;
-            string where = $"index {i}, channel {c}, x = {x[i]}, dy = {dy[i]}, S = {spatial}";
-            Assert.That(y[i].Bits, Is.EqualTo(expectedY), $"y, {where}");
-            Assert.That(dx[i].Bits, Is.EqualTo(expectedDx), $"dx, {where}");
-            Assert.That(dxFixed[i].Bits, Is.EqualTo(expectedFixed), $"dx with fixed statistics, {where}");
+            T expectedDx = Element.FromDouble<T>((dyi - shift - ((xi - mean[c]) * projection)) * scale);
+            T expectedFixed = Element.FromDouble<T>(double.FusedMultiplyAdd(dyi - 0.0, scale, 0.0));
+            string where = $"{typeof(T).Name}, index {i}, channel {c}, x = {x[i]}, dy = {dy[i]}, S = {spatial}";
+            Assert.That(yBits[i], Is.EqualTo(Bits([expectedY])[0]), $"y, {where}");
+            Assert.That(dxBits[i], Is.EqualTo(Bits([expectedDx])[0]), $"dx, {where}");
+            Assert.That(dxFixedBits[i], Is.EqualTo(Bits([expectedFixed])[0]), $"dx with fixed statistics, {where}");
         }
     }
+
+    private static T FromBits<T>(ushort bits)
+        where T : unmanaged => Unsafe.As<ushort, T>(ref bits);
 
     private static void CompareWithReference<T>(PlaneLayout layout, int seed)
         where T : unmanaged
