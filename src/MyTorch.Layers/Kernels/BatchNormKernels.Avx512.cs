@@ -371,7 +371,9 @@ internal static unsafe partial class BatchNormKernels
     {
         if (typeof(T) == typeof(BFloat16) && parameters.Single is not null)
         {
-            return SinglePairs(spatial)
+            return spatial == RegisterStep && i % RegisterStep == 0
+                ? AffineTwoPlanes<TStore>((BFloat16*)a, (BFloat16*)output, i, end, length, firstChannel, parameters)
+                : SinglePairs(spatial)
                 ? AffinePlanesPairs<TStore>((BFloat16*)a, (BFloat16*)output, i, end, length, spatial, firstChannel, parameters)
                 : AffinePlanesSingle<TStore>((BFloat16*)a, (BFloat16*)output, i, end, length, spatial, firstChannel, parameters);
         }
@@ -435,7 +437,9 @@ internal static unsafe partial class BatchNormKernels
     {
         if (typeof(T) == typeof(BFloat16) && parameters.Single is not null)
         {
-            return SinglePairs(spatial)
+            return spatial == RegisterStep && i % RegisterStep == 0
+                ? GradientTwoPlanes<TStore>((BFloat16*)a, (BFloat16*)b, (BFloat16*)output, i, end, length, firstChannel, parameters)
+                : SinglePairs(spatial)
                 ? GradientPlanesPairs<TStore>((BFloat16*)a, (BFloat16*)b, (BFloat16*)output, i, end, length, spatial, firstChannel, parameters)
                 : GradientPlanesSingle<TStore>((BFloat16*)a, (BFloat16*)b, (BFloat16*)output, i, end, length, spatial, firstChannel, parameters);
         }

@@ -31,7 +31,7 @@ namespace MyTorch.Layers.Kernels;
 /// </para>
 /// <para>
 /// On planes of an even length of 32 or more the loops take 16 pairs a step (<see cref="BFloat16Bits.WidenPairs"/>),
-/// which widen and narrow with no shuffle; on other planes of 16 or more, 16 values a step. float16 stays in the
+/// which widen and narrow with no shuffle, and 4×4 planes two a step; on other planes of 16 or more, 16 values a step. float16 stays in the
 /// float64 loops: with 3 more fraction bits its check fails about 8 times as often, and its rounding in integer
 /// operations costs about what the float64 conversions do, so the shortcut made its step slower.
 /// </para>
@@ -344,10 +344,80 @@ internal static unsafe partial class BatchNormKernels
         return i;
     }
 
+    /// <summary>
+    /// <see cref="AffinePlanesPairs{TStore}"/> for planes of 16 values: two whole planes a step, the first 8 pairs of
+    /// one channel and the last 8 of the next, each pair's constants moved into its lanes from the two channels' rows.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static int AffineTwoPlanes<TStore>(BFloat16* a, BFloat16* output, int i, int end, int length, int firstChannel, ChannelParameters parameters)
+        where TStore : struct, IStoreMode
+    {
+        Debug.Assert(i % RegisterStep == 0);
+        int channel = (firstChannel + (i / RegisterStep)) % parameters.Count;
+        for (; i <= end - PairStep; i += PairStep)
+        {
+            Prefetch.Ahead(a + i, a + length);
+            int next = channel + 1 == parameters.Count ? 0 : channel + 1;
+            var rows = TwoRows(parameters.Single, channel, next);
+            if (!AffinePair<TStore>(a + i, output + i, Spread(rows, 0), Spread(rows, 1), Spread(rows, 2), Spread(rows, 3)))
+            {
+                AffineInDoubles<TStore>(a + i, output + i, parameters, channel);
+                AffineInDoubles<TStore>(a + i + RegisterStep, output + i + RegisterStep, parameters, next);
+            }
+
+            channel = next + 1 == parameters.Count ? 0 : next + 1;
+        }
+
+        return i;
+    }
+
+    /// <summary><see cref="GradientPlanesPairs{TStore}"/> for planes of 16 values, as <see cref="AffineTwoPlanes{TStore}"/>.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static int GradientTwoPlanes<TStore>(BFloat16* a, BFloat16* b, BFloat16* output, int i, int end, int length, int firstChannel, ChannelParameters parameters)
+        where TStore : struct, IStoreMode
+    {
+        Debug.Assert(i % RegisterStep == 0);
+        int channel = (firstChannel + (i / RegisterStep)) % parameters.Count;
+        for (; i <= end - PairStep; i += PairStep)
+        {
+            Prefetch.Ahead(a + i, a + length);
+            Prefetch.Ahead(b + i, b + length);
+            int next = channel + 1 == parameters.Count ? 0 : channel + 1;
+            var rows = TwoRows(parameters.Single, channel, next);
+            if (!GradientPair<TStore>(a + i, b + i, output + i, new GradientSingle(rows)))
+            {
+                GradientInDoubles<TStore>(a + i, b + i, output + i, parameters, channel);
+                GradientInDoubles<TStore>(a + i + RegisterStep, b + i + RegisterStep, output + i + RegisterStep, parameters, next);
+            }
+
+            channel = next + 1 == parameters.Count ? 0 : next + 1;
+        }
+
+        return i;
+    }
+
+    /// <summary>The float32 constants of <paramref name="first"/> in the lower half, those of <paramref name="second"/> in the upper.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> TwoRows(float* single, int first, int second) =>
+        Joined(Vector256.Load(single + (first * SingleStride)), Vector256.Load(single + (second * SingleStride)));
+
+    /// <summary>Constant <paramref name="index"/> of each half's row across that half's 8 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Spread(Vector512<float> rows, int index) =>
+        Avx512F.PermuteVar16x32(rows, Vector512.Create(index, index, index, index, index, index, index, index, 8 + index, 8 + index, 8 + index, 8 + index, 8 + index, 8 + index, 8 + index, 8 + index));
+
     /// <summary>dx's float32 constants for a step's lanes (see <see cref="SingleConstants"/>).</summary>
     private readonly struct GradientSingle
     {
         public readonly Vector512<float> K1, K2, K3, PerA, PerB, Fixed;
+
+        /// <summary>Each half's constants from its row of <see cref="TwoRows"/>.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public GradientSingle(Vector512<float> rows)
+        {
+            (K1, K2, K3) = (Spread(rows, 0), Spread(rows, 1), Spread(rows, 2));
+            (PerA, PerB, Fixed) = (Spread(rows, 3), Spread(rows, 4), Spread(rows, 5));
+        }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public GradientSingle(float* k)

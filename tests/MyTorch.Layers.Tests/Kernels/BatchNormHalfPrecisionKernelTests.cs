@@ -137,7 +137,8 @@ public class BatchNormHalfPrecisionKernelTests
         where T : unmanaged
     {
         var random = new Random(spatial);
-        var layout = new PlaneLayout(3, 96, spatial, channelsLast: false);
+        // An odd channel count, so that steps of two 4×4 planes take the last channel and the first.
+        var layout = new PlaneLayout(3, 97, spatial, channelsLast: false);
         int channels = layout.Channels;
         double[] mean = new double[channels], invstd = new double[channels], sumDy = new double[channels], sumDyXmu = new double[channels];
         float[] weight = new float[channels], bias = new float[channels];
