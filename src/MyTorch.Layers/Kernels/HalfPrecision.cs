@@ -123,7 +123,8 @@ internal readonly struct BFloat16Bits : IHalfPrecision
     /// Rounding magnitudes half up, the two ends have the same upper 16 bits (sign included) exactly when no rounding
     /// boundary lies between them, so every value in between rounds half up to those bits. A value strictly inside
     /// rounds to nearest even to them too: a tie inside would leave the smaller end, at least one float32 step below
-    /// it, rounding down. An end that is NaN or infinite shows in the bits: an exponent of all ones.
+    /// it, rounding down. An end that is NaN or infinite shows in the bits, an exponent of all ones, if a NaN's lower
+    /// 16 bits are clear, as they are in every NaN that arithmetic on bfloat16 values and finite constants makes.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool TryNarrowWithin(Vector512<float> value, Vector512<float> error, out Vector256<ushort> bits)
