@@ -373,7 +373,7 @@ internal static unsafe partial class BatchNormKernels
         {
             return spatial == RegisterStep && i % RegisterStep == 0
                 ? AffineTwoPlanes<TStore>((BFloat16*)a, (BFloat16*)output, i, end, length, firstChannel, parameters)
-                : SinglePairs(spatial)
+                : SinglePairs(spatial) && i % 2 == 0
                 ? AffinePlanesPairs<TStore>((BFloat16*)a, (BFloat16*)output, i, end, length, spatial, firstChannel, parameters)
                 : AffinePlanesSingle<TStore>((BFloat16*)a, (BFloat16*)output, i, end, length, spatial, firstChannel, parameters);
         }
@@ -439,7 +439,7 @@ internal static unsafe partial class BatchNormKernels
         {
             return spatial == RegisterStep && i % RegisterStep == 0
                 ? GradientTwoPlanes<TStore>((BFloat16*)a, (BFloat16*)b, (BFloat16*)output, i, end, length, firstChannel, parameters)
-                : SinglePairs(spatial)
+                : SinglePairs(spatial) && i % 2 == 0
                 ? GradientPlanesPairs<TStore>((BFloat16*)a, (BFloat16*)b, (BFloat16*)output, i, end, length, spatial, firstChannel, parameters)
                 : GradientPlanesSingle<TStore>((BFloat16*)a, (BFloat16*)b, (BFloat16*)output, i, end, length, spatial, firstChannel, parameters);
         }

@@ -238,7 +238,7 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>
     /// Whether the checked loops take 32 values a step as 16 pairs (<see cref="BFloat16Bits.WidenPairs"/>): on planes of
-    /// an even length of a step or more, where no plane boundary falls inside a pair.
+    /// an even length of a step or more, where no plane boundary falls inside a pair that starts at an even offset.
     /// </summary>
     private static bool SinglePairs(int spatial) => spatial >= PairStep && spatial % 2 == 0;
 
@@ -261,8 +261,7 @@ internal static unsafe partial class BatchNormKernels
         for (; i <= end - PairStep; i += PairStep)
         {
             Prefetch.Ahead(a + i, a + length);
-            int inPlane = PairStep;
-            if (planes.Crosses(i, out inPlane))
+            if (planes.Crosses(i, out int inPlane))
             {
                 int next = channel + 1 == parameters.Count ? 0 : channel + 1;
                 k = parameters.Single + (next * SingleStride);
@@ -312,8 +311,7 @@ internal static unsafe partial class BatchNormKernels
         {
             Prefetch.Ahead(a + i, a + length);
             Prefetch.Ahead(b + i, b + length);
-            int inPlane = PairStep;
-            if (planes.Crosses(i, out inPlane))
+            if (planes.Crosses(i, out int inPlane))
             {
                 int next = channel + 1 == parameters.Count ? 0 : channel + 1;
                 var nextConstants = new GradientSingle(parameters.Single + (next * SingleStride));
