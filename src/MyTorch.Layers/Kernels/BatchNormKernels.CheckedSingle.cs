@@ -11,30 +11,14 @@ namespace MyTorch.Layers.Kernels;
 /// arithmetic gives, and computed in float64 where it may not.
 /// </summary>
 /// <remarks>
-/// <para>
-/// The float64 loops widen every value to double and round it back: four conversions per 16 values, which made a
-/// bfloat16 pass as slow as a float32 one although it moves half the bytes. Here a step computes
-/// y = x · a + b (dx = dy · k₁ + x · k₂ + k₃) in float32 from the float64 constants rounded to float32, and with it a
-/// bound E on its distance from the float64 result, grown by three float32 steps of the result. If every float32
-/// value within E rounds to the same finite bfloat16 bits (<see cref="BFloat16Bits.TryNarrowWithin"/>), the float64
-/// result, rounded to float32 strictly inside that interval, rounds to them as well; otherwise (and for NaN and
-/// infinities) the step is computed in float64 as the other loops compute it. Either way each output has the bits of
-/// the float64 loops.
-/// </para>
-/// <para>
-/// The bound, for y: the constants' rounding costs at most 2⁻²⁴(|x·a| + |b|), the float64 arithmetic at most
-/// 2⁻⁵³(|x·s| + |o·s| + |y|) with o and s the float64 offset and scale, and three float32 steps of y at most
-/// 3·2⁻²³(|x·a| + |b|). E = 2⁻²⁰(|x|·|a| + |b|) + 2⁻⁴⁸|o·s| + 2⁻¹²⁶ covers all of it twice over; for dx,
-/// 2⁻²⁰(|dy|·|k₁| + |x|·|k₂| + |k₃|) + 2⁻⁴⁸(|shift·scale| + |offset·projection·scale|) + 2⁻¹²⁶ also covers the
-/// rounding of x · k₂ + k₃ and of the float64 constants. A factor that float32 cannot hold to its relative precision
-/// (subnormal, or beyond its range) makes E infinite, so its channel is computed in float64.
-/// </para>
-/// <para>
-/// On planes of an even length of 32 or more the loops take 16 pairs a step (<see cref="BFloat16Bits.WidenPairs"/>),
-/// which widen and narrow with no shuffle, and 4×4 planes two a step; on other planes of 16 or more, 16 values a step. float16 stays in the
-/// float64 loops: with 3 more fraction bits its check fails about 8 times as often, and its rounding in integer
-/// operations costs about what the float64 conversions do, so the shortcut made its step slower.
-/// </para>
+/// The float64 loops convert every value to double and back, which made a bfloat16 pass as slow as a float32 one on
+/// half the bytes. Here a step computes y = x · a + b (dx = dy · k₁ + x · k₂ + k₃) in float32 from the constants rounded
+/// to float32, with a bound E on its distance from the float64 result (<see cref="SingleConstants"/>), grown by three
+/// float32 steps of the result. If every float32 value within E rounds to the same finite bfloat16 bits
+/// (<see cref="BFloat16Bits.TryNarrowWithin"/>), so does the float64 result, which lies strictly inside; otherwise the
+/// step runs in float64, as the other loops do. Either way each output has the float64 loops' bits. Planes of an even
+/// length go 16 pairs a step (<see cref="BFloat16Bits.WidenPairs"/>), 4×4 planes two a step, others 16 values. float16
+/// stays in float64: its check fails about 8 times as often, and its integer rounding costs what the conversions do.
 /// </remarks>
 internal static unsafe partial class BatchNormKernels
 {
@@ -61,6 +45,13 @@ internal static unsafe partial class BatchNormKernels
     /// Fills <see cref="ChannelParameters.Single"/> per channel: for y (no projection) a, b, E's factor on |x| and its
     /// fixed part; for dx k₁, k₂, k₃, E's factors on |dy| and |x| and its fixed part.
     /// </summary>
+    /// <remarks>
+    /// For y, the constants' rounding costs at most 2⁻²⁴(|x·a| + |b|), the float64 arithmetic 2⁻⁵³(|x·s| + |o·s| + |y|)
+    /// (o and s the float64 offset and scale), three float32 steps of y 3·2⁻²³(|x·a| + |b|): E = 2⁻²⁰(|x|·|a| + |b|) +
+    /// 2⁻⁴⁸|o·s| + 2⁻¹²⁶ covers it twice over. dx's E, 2⁻²⁰(|dy|·|k₁| + |x|·|k₂| + |k₃|) + 2⁻⁴⁸(|shift·scale| +
+    /// |offset·projection·scale|) + 2⁻¹²⁶, also covers the rounding of x · k₂ + k₃. A factor float32 cannot hold to its
+    /// relative precision (subnormal, or beyond its range) makes E infinite: its channel runs in float64.
+    /// </remarks>
     private static void SingleConstants(ChannelParameters parameters)
     {
         for (int c = 0; c < parameters.Count; c++)
@@ -112,11 +103,7 @@ internal static unsafe partial class BatchNormKernels
     {
         var planes = new PlaneBoundaries(spatial, i, RegisterStep);
         int channel = (firstChannel + planes.Plane) % parameters.Count;
-        float* k = parameters.Single + (channel * SingleStride);
-        var scale = Vector512.Create(k[0]);
-        var shift = Vector512.Create(k[1]);
-        var perValue = Vector512.Create(k[2]);
-        var fixedPart = Vector512.Create(k[3]);
+        var constants = new AffineSingle(parameters.Single + (channel * SingleStride));
         for (; i <= end - RegisterStep; i += RegisterStep)
         {
             PrefetchStep(a + i, a + length);
@@ -137,11 +124,7 @@ internal static unsafe partial class BatchNormKernels
                     channel = channel + 1 == parameters.Count ? 0 : channel + 1;
                 }
 
-                k = parameters.Single + (channel * SingleStride);
-                scale = Vector512.Create(k[0]);
-                shift = Vector512.Create(k[1]);
-                perValue = Vector512.Create(k[2]);
-                fixedPart = Vector512.Create(k[3]);
+                constants = new AffineSingle(parameters.Single + (channel * SingleStride));
                 if (inPlane != 0)
                 {
                     continue;
@@ -149,8 +132,8 @@ internal static unsafe partial class BatchNormKernels
             }
 
             var x = BFloat16Bits.Widen16(Vector256.Load((ushort*)(a + i)));
-            var y = Avx512F.FusedMultiplyAdd(x, scale, shift);
-            var bound = Avx512F.FusedMultiplyAdd(Vector512.Abs(x), perValue, fixedPart);
+            var y = Avx512F.FusedMultiplyAdd(x, constants.Scale, constants.Shift);
+            var bound = Avx512F.FusedMultiplyAdd(Vector512.Abs(x), constants.PerValue, constants.Fixed);
             if (BFloat16Bits.TryNarrowWithin(y, bound, out var bits))
             {
                 StoreBits<TStore>(bits, output + i);
@@ -174,13 +157,7 @@ internal static unsafe partial class BatchNormKernels
     {
         var planes = new PlaneBoundaries(spatial, i, RegisterStep);
         int channel = (firstChannel + planes.Plane) % parameters.Count;
-        float* k = parameters.Single + (channel * SingleStride);
-        var k1 = Vector512.Create(k[0]);
-        var k2 = Vector512.Create(k[1]);
-        var k3 = Vector512.Create(k[2]);
-        var perA = Vector512.Create(k[3]);
-        var perB = Vector512.Create(k[4]);
-        var fixedPart = Vector512.Create(k[5]);
+        var constants = new GradientSingle(parameters.Single + (channel * SingleStride));
         for (; i <= end - RegisterStep; i += RegisterStep)
         {
             PrefetchStep(a + i, a + length);
@@ -203,13 +180,7 @@ internal static unsafe partial class BatchNormKernels
                     channel = channel + 1 == parameters.Count ? 0 : channel + 1;
                 }
 
-                k = parameters.Single + (channel * SingleStride);
-                k1 = Vector512.Create(k[0]);
-                k2 = Vector512.Create(k[1]);
-                k3 = Vector512.Create(k[2]);
-                perA = Vector512.Create(k[3]);
-                perB = Vector512.Create(k[4]);
-                fixedPart = Vector512.Create(k[5]);
+                constants = new GradientSingle(parameters.Single + (channel * SingleStride));
                 if (inPlane != 0)
                 {
                     continue;
@@ -218,8 +189,8 @@ internal static unsafe partial class BatchNormKernels
 
             var va = BFloat16Bits.Widen16(Vector256.Load((ushort*)(a + i)));
             var vb = BFloat16Bits.Widen16(Vector256.Load((ushort*)(b + i)));
-            var d = Avx512F.FusedMultiplyAdd(va, k1, Avx512F.FusedMultiplyAdd(vb, k2, k3));
-            var bound = Avx512F.FusedMultiplyAdd(Vector512.Abs(va), perA, Avx512F.FusedMultiplyAdd(Vector512.Abs(vb), perB, fixedPart));
+            var d = Avx512F.FusedMultiplyAdd(va, constants.K1, Avx512F.FusedMultiplyAdd(vb, constants.K2, constants.K3));
+            var bound = Avx512F.FusedMultiplyAdd(Vector512.Abs(va), constants.PerA, Avx512F.FusedMultiplyAdd(Vector512.Abs(vb), constants.PerB, constants.Fixed));
             if (BFloat16Bits.TryNarrowWithin(d, bound, out var bits))
             {
                 StoreBits<TStore>(bits, output + i);
@@ -253,32 +224,24 @@ internal static unsafe partial class BatchNormKernels
         Debug.Assert(i % 2 == 0 && SinglePairs(spatial));
         var planes = new PlaneBoundaries(spatial, i, PairStep);
         int channel = (firstChannel + planes.Plane) % parameters.Count;
-        float* k = parameters.Single + (channel * SingleStride);
-        var scale = Vector512.Create(k[0]);
-        var shift = Vector512.Create(k[1]);
-        var perValue = Vector512.Create(k[2]);
-        var fixedPart = Vector512.Create(k[3]);
+        var constants = new AffineSingle(parameters.Single + (channel * SingleStride));
         for (; i <= end - PairStep; i += PairStep)
         {
             Prefetch.Ahead(a + i, a + length);
             if (planes.Crosses(i, out int inPlane))
             {
                 int next = channel + 1 == parameters.Count ? 0 : channel + 1;
-                k = parameters.Single + (next * SingleStride);
-                var nextScale = Vector512.Create(k[0]);
-                var nextShift = Vector512.Create(k[1]);
-                var nextPerValue = Vector512.Create(k[2]);
-                var nextFixed = Vector512.Create(k[3]);
+                var nextConstants = new AffineSingle(parameters.Single + (next * SingleStride));
                 if (inPlane != 0)
                 {
                     var before = Vector512.LessThan(Vector512<uint>.Indices, Vector512.Create((uint)inPlane / 2)).AsSingle();
-                    if (!AffinePair<TStore>(a + i, output + i, Vector512.ConditionalSelect(before, scale, nextScale), Vector512.ConditionalSelect(before, shift, nextShift), Vector512.ConditionalSelect(before, perValue, nextPerValue), Vector512.ConditionalSelect(before, fixedPart, nextFixed)))
+                    if (!AffinePair<TStore>(a + i, output + i, AffineSingle.Select(before, constants, nextConstants)))
                     {
                         AffinePairInDoubles<TStore>(a + i, output + i, parameters, channel, inPlane);
                     }
                 }
 
-                (channel, scale, shift, perValue, fixedPart) = (next, nextScale, nextShift, nextPerValue, nextFixed);
+                (channel, constants) = (next, nextConstants);
                 if (inPlane != 0)
                 {
                     continue;
@@ -287,7 +250,7 @@ internal static unsafe partial class BatchNormKernels
                 inPlane = PairStep;
             }
 
-            if (!AffinePair<TStore>(a + i, output + i, scale, shift, perValue, fixedPart))
+            if (!AffinePair<TStore>(a + i, output + i, constants))
             {
                 AffinePairInDoubles<TStore>(a + i, output + i, parameters, channel, inPlane);
             }
@@ -357,7 +320,7 @@ internal static unsafe partial class BatchNormKernels
             Prefetch.Ahead(a + i, a + length);
             int next = channel + 1 == parameters.Count ? 0 : channel + 1;
             var rows = TwoRows(parameters.Single, channel, next);
-            if (!AffinePair<TStore>(a + i, output + i, Spread(rows, 0), Spread(rows, 1), Spread(rows, 2), Spread(rows, 3)))
+            if (!AffinePair<TStore>(a + i, output + i, new AffineSingle(rows)))
             {
                 AffineInDoubles<TStore>(a + i, output + i, parameters, channel);
                 AffineInDoubles<TStore>(a + i + RegisterStep, output + i + RegisterStep, parameters, next);
@@ -404,6 +367,32 @@ internal static unsafe partial class BatchNormKernels
     private static Vector512<float> Spread(Vector512<float> rows, int index) =>
         Avx512F.PermuteVar16x32(rows, Vector512.Create(index, index, index, index, index, index, index, index, 8 + index, 8 + index, 8 + index, 8 + index, 8 + index, 8 + index, 8 + index, 8 + index));
 
+    /// <summary>y's float32 constants for a step's lanes (see <see cref="SingleConstants"/>).</summary>
+    private readonly struct AffineSingle
+    {
+        public readonly Vector512<float> Scale, Shift, PerValue, Fixed;
+
+        /// <summary>Each half's constants from its row of <see cref="TwoRows"/>.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public AffineSingle(Vector512<float> rows) =>
+            (Scale, Shift, PerValue, Fixed) = (Spread(rows, 0), Spread(rows, 1), Spread(rows, 2), Spread(rows, 3));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public AffineSingle(float* k) =>
+            (Scale, Shift, PerValue, Fixed) = (Vector512.Create(k[0]), Vector512.Create(k[1]), Vector512.Create(k[2]), Vector512.Create(k[3]));
+
+        private AffineSingle(Vector512<float> scale, Vector512<float> shift, Vector512<float> perValue, Vector512<float> fixedPart) =>
+            (Scale, Shift, PerValue, Fixed) = (scale, shift, perValue, fixedPart);
+
+        /// <summary>The lanes of <paramref name="first"/> where <paramref name="mask"/> is set, of <paramref name="second"/> elsewhere.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static AffineSingle Select(Vector512<float> mask, AffineSingle first, AffineSingle second) => new(
+            Vector512.ConditionalSelect(mask, first.Scale, second.Scale),
+            Vector512.ConditionalSelect(mask, first.Shift, second.Shift),
+            Vector512.ConditionalSelect(mask, first.PerValue, second.PerValue),
+            Vector512.ConditionalSelect(mask, first.Fixed, second.Fixed));
+    }
+
     /// <summary>dx's float32 constants for a step's lanes (see <see cref="SingleConstants"/>).</summary>
     private readonly struct GradientSingle
     {
@@ -440,14 +429,14 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>y of one pair step in checked float32: false, with nothing stored, where the check fails.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool AffinePair<TStore>(BFloat16* a, BFloat16* output, Vector512<float> scale, Vector512<float> shift, Vector512<float> perValue, Vector512<float> fixedPart)
+    private static bool AffinePair<TStore>(BFloat16* a, BFloat16* output, AffineSingle k)
         where TStore : struct, IStoreMode
     {
         var (even, odd) = BFloat16Bits.WidenPairs(Vector512.Load((uint*)a));
-        var evenY = Avx512F.FusedMultiplyAdd(even, scale, shift);
-        var oddY = Avx512F.FusedMultiplyAdd(odd, scale, shift);
-        var evenBound = Avx512F.FusedMultiplyAdd(Vector512.Abs(even), perValue, fixedPart);
-        var oddBound = Avx512F.FusedMultiplyAdd(Vector512.Abs(odd), perValue, fixedPart);
+        var evenY = Avx512F.FusedMultiplyAdd(even, k.Scale, k.Shift);
+        var oddY = Avx512F.FusedMultiplyAdd(odd, k.Scale, k.Shift);
+        var evenBound = Avx512F.FusedMultiplyAdd(Vector512.Abs(even), k.PerValue, k.Fixed);
+        var oddBound = Avx512F.FusedMultiplyAdd(Vector512.Abs(odd), k.PerValue, k.Fixed);
         if (!BFloat16Bits.TryNarrowPairsWithin(evenY, evenBound, oddY, oddBound, out var bits))
         {
             return false;
