@@ -281,6 +281,178 @@ internal static unsafe partial class BlockKernels
         return i;
     }
 
+    /// <summary>The longest period <see cref="FinishRowsPeriodic{T}"/> and <see cref="GateRowsPeriodic{T}"/> take, in values.</summary>
+    private const int MaxRowPeriod = 1024;
+
+    /// <summary>
+    /// The values after which channels-last rows of C channels meet the same channels in the same lanes of 512-bit
+    /// vectors: lcm(C, lanes).
+    /// </summary>
+    private static int RowPeriod<T>(int channels)
+        where T : unmanaged => channels / Math.Min(channels & -channels, Vector512<T>.Count) * Vector512<T>.Count;
+
+    /// <summary>
+    /// Whether channels-last rows of C = <paramref name="channels"/> values take the periodic loops: rows of one sample
+    /// as one run of whole vectors, each lane with the constants of its position in the period (see <see cref="RowPeriod{T}"/>).
+    /// </summary>
+    /// <remarks>
+    /// Row by row, a row shorter than a vector went value by value through the double formula, and every row paid a
+    /// call: the fused block over channels-last input of 3 to 64 channels took up to many times our BatchNorm2d's time.
+    /// </remarks>
+    private static bool PeriodicRows<T>(int channels)
+        where T : unmanaged =>
+        WideGate<T>(Vector512<T>.Count) && RowPeriod<T>(channels) <= MaxRowPeriod;
+
+    /// <summary>
+    /// period[j] = row[j mod C] for j &lt; P, or <paramref name="row"/> itself when P = C: a row of per-channel values
+    /// laid out as the periodic loops read them.
+    /// </summary>
+    private static T* Repeated<T>(T* row, int channels, T* period, int length)
+        where T : unmanaged
+    {
+        if (length == channels)
+        {
+            return row;
+        }
+
+        for (int j = 0; j < length; j++)
+        {
+            period[j] = row[j % channels];
+        }
+
+        return period;
+    }
+
+    /// <summary>
+    /// <see cref="FinishRows{T}"/> by the periodic loops (<see cref="PeriodicRows{T}"/>): y = ReLU(y) · factor, each
+    /// value by <see cref="OutputRow{T}"/>'s operations, so the same bits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void FinishRowsPeriodic<T>(T* y, long start, int length, int channels, int spatial, T* mask, bool rectify)
+        where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
+    {
+        int period = RowPeriod<T>(channels);
+        T* repeated = stackalloc T[period];
+        long end = start + length;
+        for (long at = start; at < end;)
+        {
+            // One sample's rows share one row of factors.
+            long sample = at / channels / spatial;
+            long runEnd = Math.Min(end, (sample + 1) * spatial * channels);
+            int count = (int)(runEnd - at);
+            if (mask is null)
+            {
+                FinishRun(y + at, count, null, period, rectify, scaled: false);
+            }
+            else if (rectify)
+            {
+                FinishRun(y + at, count, Repeated(mask + (sample * channels), channels, repeated, period), period, rectify: true, scaled: true);
+            }
+            else
+            {
+                FinishRun(y + at, count, Repeated(mask + (sample * channels), channels, repeated, period), period, rectify: false, scaled: true);
+            }
+
+            at = runEnd;
+        }
+    }
+
+    /// <summary>One run of <see cref="FinishRowsPeriodic{T}"/>, inlined with its flags constant so the loop has no branch.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FinishRun<T>(T* run, int count, T* factors, int period, bool rectify, bool scaled)
+        where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
+    {
+        int lanes = Vector512<T>.Count;
+        int i = 0;
+        for (int position = 0; i <= count - lanes; i += lanes)
+        {
+            var v = Vector512.Load(run + i);
+            if (rectify)
+            {
+                v = Vector512.ConditionalSelect(Vector512.LessThan(v, Vector512<T>.Zero), Vector512<T>.Zero, v);
+            }
+
+            (scaled ? v * Vector512.Load(factors + position) : v).Store(run + i);
+            position = position + lanes == period ? 0 : position + lanes;
+        }
+
+        for (; i < count; i++)
+        {
+            T v = rectify && run[i] < T.Zero ? T.Zero : run[i];
+            run[i] = scaled ? v * factors[i % period] : v;
+        }
+    }
+
+    /// <summary>
+    /// <see cref="GateRows{T}"/> by the periodic loops (<see cref="PeriodicRows{T}"/>), with the ReLU only where
+    /// <paramref name="channelGate"/> (<see cref="BlockTail.ChannelGate"/>) is given: each value as
+    /// <see cref="LaneGate{T}"/> or <see cref="GradientRow{T}"/> without the ReLU computes it, so the same bits. g may
+    /// be dy itself: each value is read before it is written, and no step overlaps another.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void GateRowsPeriodic<T>(T* a, T* dy, T* g, long start, int length, int channels, int spatial, T* mask, T* channelGate)
+        where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
+    {
+        int period = RowPeriod<T>(channels);
+        T* repeated = stackalloc T[3 * period];
+        T* flips = channelGate is null ? null : Repeated(channelGate, channels, repeated + period, period);
+        T* bounds = channelGate is null ? null : Repeated(channelGate + channels, channels, repeated + (2 * period), period);
+        long end = start + length;
+        for (long at = start; at < end;)
+        {
+            long sample = at / channels / spatial;
+            long runEnd = Math.Min(end, (sample + 1) * spatial * channels);
+            int count = (int)(runEnd - at);
+            T* factors = mask is null ? null : Repeated(mask + (sample * channels), channels, repeated, period);
+            if (channelGate is not null && mask is not null)
+            {
+                GateRun(a + at, dy + at, g + at, count, factors, flips, bounds, period, rectify: true, scaled: true);
+            }
+            else if (channelGate is not null)
+            {
+                GateRun(a + at, dy + at, g + at, count, null, flips, bounds, period, rectify: true, scaled: false);
+            }
+            else if (mask is not null)
+            {
+                GateRun(null, dy + at, g + at, count, factors, null, null, period, rectify: false, scaled: true);
+            }
+            else
+            {
+                GateRun(null, dy + at, g + at, count, null, null, null, period, rectify: false, scaled: false);
+            }
+
+            at = runEnd;
+        }
+    }
+
+    /// <summary>One run of <see cref="GateRowsPeriodic{T}"/>, inlined with its flags constant so the loop has no branch.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GateRun<T>(T* a, T* dy, T* g, int count, T* factors, T* flips, T* bounds, int period, bool rectify, bool scaled)
+        where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
+    {
+        int lanes = Vector512<T>.Count;
+        int i = 0;
+        for (int position = 0; i <= count - lanes; i += lanes)
+        {
+            var d = Vector512.Load(dy + i);
+            var factor = scaled ? Vector512.Load(factors + position) : default;
+            var gated = rectify
+                ? new LaneGate<T>(factor, Vector512.Load(flips + position), Vector512.Load(bounds + position)).Apply(d, Vector512.Load(a + i), scaled)
+                : scaled ? d * factor : d;
+            gated.Store(g + i);
+            position = position + lanes == period ? 0 : position + lanes;
+        }
+
+        for (; i < count; i++)
+        {
+            int position = i % period;
+            T factor = scaled ? factors[position] : T.One;
+            g[i] = rectify
+                ? new LaneGate<T>(Vector512.Create(factor), Vector512.Create(flips[position]), Vector512.Create(bounds[position])).Apply(dy[i], a[i], scaled)
+                : scaled ? dy[i] * factor : dy[i];
+        }
+    }
+
     /// <summary>
     /// <see cref="BlockTail.ChannelGate"/> for <paramref name="thresholds"/> (none NaN) and the scales' signs: the C
     /// sign flips, then the C flipped thresholds.

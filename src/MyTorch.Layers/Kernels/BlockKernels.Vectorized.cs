@@ -37,7 +37,7 @@ internal static unsafe partial class BlockKernels
     /// <summary>
     /// <see cref="Gradient{T}"/>, vectorised, on up to <paramref name="threads"/> threads. <paramref name="gradient"/>
     /// may be <paramref name="gradOutput"/> itself. <paramref name="thresholds"/>, if given, are the constants'
-    /// <see cref="GateThresholds{T}"/>.
+    /// <see cref="GateThresholds{T}"/>, and <paramref name="channelGate"/>, if given, their <see cref="ChannelGate{T}"/>.
     /// </summary>
     public static void GradientVectorized<T>(
         ReadOnlySpan<T> a,
@@ -50,11 +50,13 @@ internal static unsafe partial class BlockKernels
         ReadOnlySpan<T> mask,
         bool rectify,
         int threads,
-        ReadOnlySpan<double> thresholds = default)
+        ReadOnlySpan<double> thresholds = default,
+        ReadOnlySpan<T> channelGate = default)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         Debug.Assert(gradOutput.Length >= layout.Length && gradient.Length >= layout.Length);
         Debug.Assert(thresholds.IsEmpty || thresholds.Length >= layout.Channels);
+        Debug.Assert(channelGate.IsEmpty || (!thresholds.IsEmpty && channelGate.Length >= 2 * layout.Channels));
         Debug.Assert(!rectify || (a.Length >= layout.Length && offset.Length >= layout.Channels && scale.Length >= layout.Channels && shift.Length >= layout.Channels));
         if (layout.Length == 0)
         {
@@ -69,6 +71,7 @@ internal static unsafe partial class BlockKernels
         fixed (double* ps = scale)
         fixed (double* pt = shift)
         fixed (double* pc = thresholds)
+        fixed (T* pgate = channelGate)
         {
             var tail = new BlockTail
             {
@@ -81,6 +84,7 @@ internal static unsafe partial class BlockKernels
                 Scale = ps,
                 Shift = pt,
                 Threshold = thresholds.IsEmpty ? null : pc,
+                ChannelGate = channelGate.IsEmpty ? null : pgate,
             };
             var job = new TailJob<T>(layout, pg, tail, gradient: true);
             ChunkScheduler.Run(ref job, job.Chunks, ChunkScheduler.ThreadsFor(layout.Length, threads));
@@ -200,6 +204,12 @@ internal static unsafe partial class BlockKernels
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         T* mask = (T*)tail.Mask;
+        if (PeriodicRows<T>(channels))
+        {
+            FinishRowsPeriodic(y, start, length, channels, spatial, mask, tail.Rectify);
+            return;
+        }
+
         bool wide = WideGate<T>(channels);
         for (long row = start / channels, end = (start + length) / channels; row < end; row++)
         {
@@ -244,6 +254,12 @@ internal static unsafe partial class BlockKernels
         T* mask = (T*)tail.Mask;
         T* source = (T*)tail.Source;
         T* dy = (T*)tail.GradOutput;
+        if (PeriodicRows<T>(channels) && (!tail.Rectify || tail.ChannelGate is not null))
+        {
+            GateRowsPeriodic(source, dy, g, start, length, channels, spatial, mask, tail.Rectify ? (T*)tail.ChannelGate : null);
+            return;
+        }
+
         bool wide = tail.Rectify && tail.ChannelGate is not null && WideGate<T>(channels);
         for (long row = start / channels, end = (start + length) / channels; row < end; row++)
         {

@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using System.Runtime.InteropServices;
 using MyTorch.Layers.Kernels;
 using MyTorch.Layers.Tests.Support;
 using NUnit.Framework;
@@ -71,6 +72,73 @@ public class BlockKernelTests
                 float[] gatedInPlace = (float[])dy.Clone();
                 BlockKernels.GradientVectorized<float>(x, gatedInPlace, gatedInPlace, layout, offset, scale, shift, mask, rectify, threads, thresholds);
                 AssertBits(gatedInPlace, expected, $"thresholds in place, length {length}, {threads} threads");
+
+                // With the gate ready in T as well, as the block's backward passes it.
+                float[] channelGate = new float[2 * channels];
+                BlockKernels.ChannelGate(thresholds, scale, channelGate.AsSpan());
+                float[] ready = (float[])dy.Clone();
+                BlockKernels.GradientVectorized<float>(x, ready, ready, layout, offset, scale, shift, mask, rectify, threads, thresholds, channelGate);
+                AssertBits(ready, expected, $"channel gate in place, length {length}, {threads} threads");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Channels-last rows of few channels over several chunks and threads, with samples that end inside a chunk and
+    /// inside a vector: the periodic loops against the reference, float32 and float64, bit for bit.
+    /// </summary>
+    [TestCase(2, 3, 20011)]
+    [TestCase(3, 17, 2503)]
+    [TestCase(2, 48, 1399)]
+    [TestCase(5, 5, 7)]
+    [TestCase(3, 96, 1)]
+    public void ChannelsLastRowsOfFewChannels_MatchTheReference_BitForBit(int batch, int channels, int spatial)
+    {
+        CheckRows<float>(batch, channels, spatial);
+        CheckRows<double>(batch, channels, spatial);
+    }
+
+    private static void CheckRows<T>(int batch, int channels, int spatial)
+        where T : unmanaged, System.Numerics.IBinaryFloatingPointIeee754<T>
+    {
+        var random = new Random(channels);
+        var layout = new PlaneLayout(batch, channels, spatial, true);
+        T[] x = KernelInputs.Uniform<T>(random, layout.Length, 4, -2);
+        T[] dy = KernelInputs.Uniform<T>(random, layout.Length, 2, -1);
+        x[1] = T.NaN;
+        x[2] = T.NegativeZero;
+        double[] offset = Enumerable.Range(0, channels).Select(c => (random.NextDouble() * 2) - 1).ToArray();
+        double[] scale = Enumerable.Range(0, channels).Select(c => (random.NextDouble() + 0.5) * (c % 3 == 1 ? -1 : 1)).ToArray();
+        double[] shift = Enumerable.Range(0, channels).Select(c => random.NextDouble() - 0.5).ToArray();
+        double[] thresholds = new double[channels];
+        BlockKernels.GateThresholds<T>(offset, scale, shift, thresholds);
+        Assert.That(thresholds.Any(double.IsNaN), Is.False, "every channel has a threshold, as the channel gate needs");
+        T[] channelGate = new T[2 * channels];
+        BlockKernels.ChannelGate(thresholds, scale, channelGate.AsSpan());
+        T factor = T.CreateTruncating(1 / 0.6);
+        T[] mask = Enumerable.Range(0, batch * channels).Select(_ => random.NextDouble() < 0.4 ? T.Zero : factor).ToArray();
+        foreach (bool rectify in new[] { false, true })
+        {
+            foreach (bool masked in new[] { false, true })
+            {
+                T[] m = masked ? mask : [];
+                T[] expectedY = (T[])x.Clone();
+                BlockKernels.RectifyAndScale<T>(expectedY, layout, m, rectify);
+                T[] expectedG = new T[layout.Length];
+                BlockKernels.Gradient<T>(x, dy, expectedG, layout, offset, scale, shift, m, rectify);
+                foreach (int threads in new[] { 1, 3 })
+                {
+                    string what = $"{typeof(T).Name}, rectify {rectify}, masked {masked}, {threads} threads";
+                    T[] y = (T[])x.Clone();
+                    BlockKernels.RectifyAndScaleVectorized<T>(y, layout, m, rectify, threads);
+                    AssertBits(y, expectedY, $"y, {what}");
+                    T[] g = new T[layout.Length];
+                    BlockKernels.GradientVectorized<T>(x, dy, g, layout, offset, scale, shift, m, rectify, threads, thresholds, rectify ? channelGate : []);
+                    AssertBits(g, expectedG, $"gradient, {what}");
+                    T[] inPlace = (T[])dy.Clone();
+                    BlockKernels.GradientVectorized<T>(x, inPlace, inPlace, layout, offset, scale, shift, m, rectify, threads, thresholds, rectify ? channelGate : []);
+                    AssertBits(inPlace, expectedG, $"gradient in place, {what}");
+                }
             }
         }
     }
@@ -186,9 +254,12 @@ public class BlockKernelTests
     private static float[] Mask(Random random, int length) =>
         Enumerable.Range(0, length).Select(_ => random.NextDouble() < 0.4 ? 0f : 1f / 0.6f).ToArray();
 
-    private static void AssertBits(float[] actual, float[] expected, string what)
+    private static void AssertBits<T>(T[] actual, T[] expected, string what)
+        where T : unmanaged
     {
-        int differing = actual.Zip(expected).Count(p => BitConverter.SingleToInt32Bits(p.First) != BitConverter.SingleToInt32Bits(p.Second));
+        int differing = MemoryMarshal.AsBytes(actual.AsSpan()).SequenceEqual(MemoryMarshal.AsBytes(expected.AsSpan()))
+            ? 0
+            : Enumerable.Range(0, expected.Length).Count(i => !MemoryMarshal.AsBytes(actual.AsSpan(i, 1)).SequenceEqual(MemoryMarshal.AsBytes(expected.AsSpan(i, 1))));
         Assert.That(differing, Is.Zero, $"{what}: {differing} of {expected.Length} values differ");
     }
 }
