@@ -501,12 +501,31 @@ internal static unsafe partial class BatchNormKernels
         where T : unmanaged
         where TStore : struct, IStoreMode
     {
+        // Each case with its flags constant, so that the loop tests none of them.
+        T* mask = (T*)tail.Mask;
+        if (tail.Rectify && mask is not null)
+        {
+            AffineFinishedRows<T, TStore>(a, output, length, parameters, firstRow, mask, spatial, rectify: true, scaled: true);
+        }
+        else if (tail.Rectify)
+        {
+            AffineFinishedRows<T, TStore>(a, output, length, parameters, firstRow, null, spatial, rectify: true, scaled: false);
+        }
+        else
+        {
+            AffineFinishedRows<T, TStore>(a, output, length, parameters, firstRow, mask, spatial, rectify: false, scaled: mask is not null);
+        }
+    }
+
+    /// <summary><see cref="AffineFinishedPeriodByPeriodWide{T, TStore}"/>'s loop, inlined into each case.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AffineFinishedRows<T, TStore>(T* a, T* output, int length, ChannelParameters parameters, long firstRow, T* mask, int spatial, bool rectify, bool scaled)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
         int period = parameters.Count;
         double* o = parameters.Offset, c = parameters.Scale, t = parameters.Shift;
         T* end = a + length;
-        T* mask = (T*)tail.Mask;
-        bool rectify = tail.Rectify;
-        bool scaled = mask is not null;
 
         // Row by row as GatedGradientPeriodByPeriodWide goes.
         for (long row = firstRow; a <= end - period; row++, a += period, output += period)
@@ -577,12 +596,26 @@ internal static unsafe partial class BatchNormKernels
         T* dy, T* source, T* x, int length, int period, double* r, double* sum, double* products, long firstRow, in BlockTail tail, int spatial)
         where T : unmanaged
     {
+        T* mask = (T*)tail.Mask;
+        if (mask is not null)
+        {
+            GatedProductSumsRows(dy, source, x, length, period, r, sum, products, firstRow, mask, (T*)tail.ChannelGate, spatial, scaled: true);
+        }
+        else
+        {
+            GatedProductSumsRows(dy, source, x, length, period, r, sum, products, firstRow, null, (T*)tail.ChannelGate, spatial, scaled: false);
+        }
+    }
+
+    /// <summary><see cref="GatedProductSumsPeriodByPeriodWide{T}"/>'s loop, inlined into each case.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GatedProductSumsRows<T>(
+        T* dy, T* source, T* x, int length, int period, double* r, double* sum, double* products, long firstRow, T* mask, T* flip, int spatial, bool scaled)
+        where T : unmanaged
+    {
         T* endA = dy + length;
         T* endB = x + length;
-        T* mask = (T*)tail.Mask;
-        T* flip = (T*)tail.ChannelGate;
         T* bound = flip + period;
-        bool scaled = mask is not null;
 
         // Row by row as GatedGradientPeriodByPeriodWide goes.
         for (long row = firstRow; dy <= endA - period; row++, dy += period, source += period, x += period)
@@ -615,14 +648,29 @@ internal static unsafe partial class BatchNormKernels
         where T : unmanaged
         where TStore : struct, IStoreMode
     {
+        T* mask = (T*)tail.Mask;
+        if (mask is not null)
+        {
+            GatedGradientRows<T, TStore>(dy, source, x, output, length, parameters, firstRow, mask, (T*)tail.ChannelGate, spatial, scaled: true);
+        }
+        else
+        {
+            GatedGradientRows<T, TStore>(dy, source, x, output, length, parameters, firstRow, null, (T*)tail.ChannelGate, spatial, scaled: false);
+        }
+    }
+
+    /// <summary><see cref="GatedGradientPeriodByPeriodWide{T, TStore}"/>'s loop, inlined into each case.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GatedGradientRows<T, TStore>(
+        T* dy, T* source, T* x, T* output, int length, ChannelParameters parameters, long firstRow, T* mask, T* flip, int spatial, bool scaled)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
         int period = parameters.Count;
         double* o = parameters.Offset, c = parameters.Scale, t = parameters.Shift, p = parameters.Projection;
         T* endA = dy + length;
         T* endB = x + length;
-        T* mask = (T*)tail.Mask;
-        T* flip = (T*)tail.ChannelGate;
         T* bound = flip + period;
-        bool scaled = mask is not null;
 
         // Row by row, with the row's pointers moved on rather than offsets added: fewer live values, none on the stack.
         for (long row = firstRow; dy <= endA - period; row++, dy += period, source += period, x += period, output += period)

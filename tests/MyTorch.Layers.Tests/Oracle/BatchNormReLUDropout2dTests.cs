@@ -108,6 +108,32 @@ public class BatchNormReLUDropout2dTests
     }
 
     /// <summary>
+    /// Channels-last rows that the kernels take whole vectors of (128 and 96 channels) or a period of several rows of
+    /// (3, 16 and 24 channels), with and without the ReLU and the mask: each loop's case against the three layers.
+    /// </summary>
+    [TestCase(4, 128, 6, 6, ScalarType.Float32)]
+    [TestCase(3, 96, 5, 5, ScalarType.Float64)]
+    [TestCase(4, 3, 9, 9, ScalarType.Float32)]
+    [TestCase(4, 16, 6, 6, ScalarType.Float32)]
+    [TestCase(3, 24, 5, 7, ScalarType.Float64)]
+    public void ChannelsLastRows_WithAndWithoutReLUAndMask_AreBitIdenticalToOurThreeLayers(int n, int c, int h, int w, ScalarType dtype)
+    {
+        foreach (var (relu, p) in new[] { (true, 0.3), (true, 0.0), (false, 0.5) })
+        {
+            using var scope = NewDisposeScope();
+            var (fused, unfused) = Pair(c, dtype, relu, p, affine: true, track: true, momentum: 0.1, seed: 9);
+            var x = Input([n, c, h, w], dtype, channelsLast: true, seed: 15);
+            var dy = Input([n, c, h, w], dtype, channelsLast: true, seed: 16);
+            var expected = Step(unfused, x, dy, seed: 24);
+            var actual = Step(fused, x, dy, seed: 24);
+            foreach (var (name, value) in expected)
+            {
+                AssertBitIdentical(actual[name], value, $"{name} (relu {relu}, p {p})");
+            }
+        }
+    }
+
+    /// <summary>
     /// The block's forward draws its mask while it sums the batch statistics, on one of two threads where the input is
     /// large enough for two, or, where the kernels cannot make the generator's draws, by libtorch's <c>bernoulli_</c>
     /// before the sums: either way the values and the default generator's state afterwards are the three layers'.
