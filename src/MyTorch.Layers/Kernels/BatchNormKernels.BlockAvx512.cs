@@ -528,9 +528,9 @@ internal static unsafe partial class BatchNormKernels
         T* end = a + length;
 
         // Row by row as GatedGradientPeriodByPeriodWide goes.
-        for (long row = firstRow; a <= end - period; row++, a += period, output += period)
+        T* factors = scaled ? mask + ((firstRow / spatial) * period) : null;
+        for (long inSample = firstRow % spatial; a <= end - period; a += period, output += period)
         {
-            T* factors = scaled ? mask + ((row / spatial) * period) : null;
             for (int k = 0; k < period; k += RegisterStep)
             {
                 PrefetchStep(a + k, end);
@@ -538,6 +538,13 @@ internal static unsafe partial class BatchNormKernels
                 lo = Avx512F.FusedMultiplyAdd(lo - Load8(o + k), Load8(c + k), Load8(t + k));
                 hi = Avx512F.FusedMultiplyAdd(hi - Load8(o + k + 8), Load8(c + k + 8), Load8(t + k + 8));
                 StoreFinishedLanes<T, TStore>(lo, hi, output + k, rectify, factors + k, scaled);
+            }
+
+            // The next sample's factors from its first row on, with no division per row.
+            if (scaled && ++inSample == spatial)
+            {
+                inSample = 0;
+                factors += period;
             }
         }
     }
@@ -618,9 +625,9 @@ internal static unsafe partial class BatchNormKernels
         T* bound = flip + period;
 
         // Row by row as GatedGradientPeriodByPeriodWide goes.
-        for (long row = firstRow; dy <= endA - period; row++, dy += period, source += period, x += period)
+        T* factors = scaled ? mask + ((firstRow / spatial) * period) : null;
+        for (long inSample = firstRow % spatial; dy <= endA - period; dy += period, source += period, x += period)
         {
-            T* factors = scaled ? mask + ((row / spatial) * period) : null;
             for (int k = 0; k < period; k += RegisterStep)
             {
                 Vector512<double> s0 = Load8(sum + k), s1 = Load8(sum + k + 8), p0 = Load8(products + k), p1 = Load8(products + k + 8);
@@ -634,6 +641,13 @@ internal static unsafe partial class BatchNormKernels
                 p1 = Avx512F.FusedMultiplyAdd(ahi, bhi - Load8(r + k + 8), p1);
                 Store8(s0, s1, sum + k);
                 Store8(p0, p1, products + k);
+            }
+
+            // The next sample's factors from its first row on, with no division per row.
+            if (scaled && ++inSample == spatial)
+            {
+                inSample = 0;
+                factors += period;
             }
         }
     }
@@ -673,9 +687,9 @@ internal static unsafe partial class BatchNormKernels
         T* bound = flip + period;
 
         // Row by row, with the row's pointers moved on rather than offsets added: fewer live values, none on the stack.
-        for (long row = firstRow; dy <= endA - period; row++, dy += period, source += period, x += period, output += period)
+        T* factors = scaled ? mask + ((firstRow / spatial) * period) : null;
+        for (long inSample = firstRow % spatial; dy <= endA - period; dy += period, source += period, x += period, output += period)
         {
-            T* factors = scaled ? mask + ((row / spatial) * period) : null;
             for (int k = 0; k < period; k += RegisterStep)
             {
                 PrefetchStep(dy + k, endA);
@@ -685,6 +699,13 @@ internal static unsafe partial class BatchNormKernels
                 var lo = (alo - Load8(t + k) - ((blo - Load8(o + k)) * Load8(p + k))) * Load8(c + k);
                 var hi = (ahi - Load8(t + k + 8) - ((bhi - Load8(o + k + 8)) * Load8(p + k + 8))) * Load8(c + k + 8);
                 Store16<T, TStore>(lo, hi, output + k);
+            }
+
+            // The next sample's factors from its first row on, with no division per row.
+            if (scaled && ++inSample == spatial)
+            {
+                inSample = 0;
+                factors += period;
             }
         }
     }
