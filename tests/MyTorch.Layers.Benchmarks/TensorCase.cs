@@ -112,11 +112,12 @@ public sealed class TensorCase : IEquatable<TensorCase>, IComparable<TensorCase>
 
     /// <summary>
     /// float32 NCHW on every 4-D shape and 64×16×28×28 (a CNN block on small images), where a BatchNorm2d → ReLU →
-    /// Dropout2d block runs; and channels-last on the two shapes where our BatchNorm2d's channels-last step is closest to
-    /// TorchSharp's.
+    /// Dropout2d block runs; channels-last on the two shapes where our BatchNorm2d's channels-last step is closest to
+    /// TorchSharp's, and on two of few channels, whose rows are shorter than a vector.
     /// </summary>
     public static IEnumerable<TensorCase> Block() =>
-        Of([.. Shapes, [64, 16, 28, 28]], Layout.Nchw, ScalarType.Float32).Concat(Of([[32, 256, 14, 14], [256, 512, 4, 4]], Layout.ChannelsLast, ScalarType.Float32));
+        Of([.. Shapes, [64, 16, 28, 28]], Layout.Nchw, ScalarType.Float32)
+            .Concat(Of([[32, 256, 14, 14], [256, 512, 4, 4], [64, 16, 28, 28], [8, 3, 224, 224]], Layout.ChannelsLast, ScalarType.Float32));
 
     /// <summary>float32, contiguous, on every shape of the other ranks.</summary>
     public static IEnumerable<TensorCase> Family() => Of(FamilyShapes, Layout.Nchw, ScalarType.Float32);
