@@ -296,8 +296,8 @@ internal static unsafe partial class BlockKernels
     /// as one run of whole vectors, each lane with the constants of its position in the period (see <see cref="RowPeriod{T}"/>).
     /// </summary>
     /// <remarks>
-    /// Row by row, a row shorter than a vector went value by value through the double formula, and every row paid a
-    /// call: the fused block over channels-last input of 3 to 64 channels took up to many times our BatchNorm2d's time.
+    /// Taken row by row, a row shorter than a vector would go value by value through the double formula, and every row
+    /// would pay a call; a run of a whole sample has one short end.
     /// </remarks>
     private static bool PeriodicRows<T>(int channels)
         where T : unmanaged =>
