@@ -461,7 +461,7 @@ internal static unsafe partial class BatchNormKernels
     /// row[k] = perChannel[k mod C] for k &lt; <paramref name="period"/>, a multiple of C: the channels' values copied
     /// period / C times, with no division per value.
     /// </summary>
-    private static void RepeatOverPeriod<T>(ReadOnlySpan<T> perChannel, T* row, int period)
+    internal static void RepeatOverPeriod<T>(ReadOnlySpan<T> perChannel, T* row, int period)
         where T : unmanaged
     {
         Debug.Assert(period % perChannel.Length == 0);

@@ -304,8 +304,8 @@ internal static unsafe partial class BlockKernels
         WideGate<T>(Vector512<T>.Count) && RowPeriod<T>(channels) <= MaxRowPeriod;
 
     /// <summary>
-    /// period[j] = row[j mod C] for j &lt; P, or <paramref name="row"/> itself when P = C: a row of per-channel values
-    /// laid out as the periodic loops read them.
+    /// period[j] = row[j mod C] for j &lt; P (<see cref="BatchNormKernels.RepeatOverPeriod{T}"/>), or <paramref name="row"/>
+    /// itself when P = C: a row of per-channel values laid out as the periodic loops read them.
     /// </summary>
     private static T* Repeated<T>(T* row, int channels, T* period, int length)
         where T : unmanaged
@@ -315,11 +315,7 @@ internal static unsafe partial class BlockKernels
             return row;
         }
 
-        for (int j = 0; j < length; j++)
-        {
-            period[j] = row[j % channels];
-        }
-
+        BatchNormKernels.RepeatOverPeriod(new ReadOnlySpan<T>(row, channels), period, length);
         return period;
     }
 
