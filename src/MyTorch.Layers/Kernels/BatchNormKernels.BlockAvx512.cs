@@ -686,9 +686,48 @@ internal static unsafe partial class BatchNormKernels
         T* endB = x + length;
         T* bound = flip + period;
 
-        // Row by row, with the row's pointers moved on rather than offsets added: fewer live values, none on the stack.
+        // Two rows a step, with the rows' pointers moved on rather than offsets added: each channel's constants are
+        // loaded once for both rows, and no value lives on the stack.
         T* factors = scaled ? mask + ((firstRow / spatial) * period) : null;
-        for (long inSample = firstRow % spatial; dy <= endA - period; dy += period, source += period, x += period, output += period)
+        long inSample = firstRow % spatial;
+        for (; dy <= endA - (2 * period); dy += 2 * period, source += 2 * period, x += 2 * period, output += 2 * period)
+        {
+            // The second row's factors are the next sample's where the first row ends its sample.
+            T* second = scaled && inSample + 1 == spatial ? factors + period : factors;
+            for (int k = 0; k < period; k += RegisterStep)
+            {
+                PrefetchStep(dy + k, endA);
+                PrefetchStep(x + k, endB);
+                PrefetchStep(dy + period + k, endA);
+                PrefetchStep(x + period + k, endB);
+                var tLo = Load8(t + k);
+                var tHi = Load8(t + k + 8);
+                var oLo = Load8(o + k);
+                var oHi = Load8(o + k + 8);
+                var pLo = Load8(p + k);
+                var pHi = Load8(p + k + 8);
+                var cLo = Load8(c + k);
+                var cHi = Load8(c + k + 8);
+                RowGated16(dy + k, source + k, flip + k, bound + k, factors + k, scaled, out var alo, out var ahi);
+                Load16(x + k, out var blo, out var bhi);
+                Store16<T, TStore>((alo - tLo - ((blo - oLo) * pLo)) * cLo, (ahi - tHi - ((bhi - oHi) * pHi)) * cHi, output + k);
+                RowGated16(dy + period + k, source + period + k, flip + k, bound + k, second + k, scaled, out alo, out ahi);
+                Load16(x + period + k, out blo, out bhi);
+                Store16<T, TStore>((alo - tLo - ((blo - oLo) * pLo)) * cLo, (ahi - tHi - ((bhi - oHi) * pHi)) * cHi, output + period + k);
+            }
+
+            // The next rows' sample, with no division per row (a sample may be a single row).
+            if (scaled)
+            {
+                for (inSample += 2; inSample >= spatial; inSample -= spatial)
+                {
+                    factors += period;
+                }
+            }
+        }
+
+        // A last row of its own.
+        if (dy <= endA - period)
         {
             for (int k = 0; k < period; k += RegisterStep)
             {
@@ -699,13 +738,6 @@ internal static unsafe partial class BatchNormKernels
                 var lo = (alo - Load8(t + k) - ((blo - Load8(o + k)) * Load8(p + k))) * Load8(c + k);
                 var hi = (ahi - Load8(t + k + 8) - ((bhi - Load8(o + k + 8)) * Load8(p + k + 8))) * Load8(c + k + 8);
                 Store16<T, TStore>(lo, hi, output + k);
-            }
-
-            // The next sample's factors from its first row on, with no division per row.
-            if (scaled && ++inSample == spatial)
-            {
-                inSample = 0;
-                factors += period;
             }
         }
     }
