@@ -527,7 +527,7 @@ internal static unsafe partial class BatchNormKernels
         double* o = parameters.Offset, c = parameters.Scale, t = parameters.Shift;
         T* end = a + length;
 
-        // Row by row as GatedGradientPeriodByPeriodWide goes.
+        // Row by row, the sample's factors moved on with no division, as in GatedGradientPeriodByPeriodWide.
         T* factors = scaled ? mask + ((firstRow / spatial) * period) : null;
         for (long inSample = firstRow % spatial; a <= end - period; a += period, output += period)
         {
@@ -624,7 +624,7 @@ internal static unsafe partial class BatchNormKernels
         T* endB = x + length;
         T* bound = flip + period;
 
-        // Row by row as GatedGradientPeriodByPeriodWide goes.
+        // Row by row, the sample's factors moved on with no division, as in GatedGradientPeriodByPeriodWide.
         T* factors = scaled ? mask + ((firstRow / spatial) * period) : null;
         for (long inSample = firstRow % spatial; dy <= endA - period; dy += period, source += period, x += period)
         {
