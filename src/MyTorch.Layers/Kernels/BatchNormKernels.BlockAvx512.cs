@@ -696,24 +696,11 @@ internal static unsafe partial class BatchNormKernels
             T* second = scaled && inSample + 1 == spatial ? factors + period : factors;
             for (int k = 0; k < period; k += RegisterStep)
             {
-                PrefetchStep(dy + k, endA);
-                PrefetchStep(x + k, endB);
-                PrefetchStep(dy + period + k, endA);
-                PrefetchStep(x + period + k, endB);
-                var tLo = Load8(t + k);
-                var tHi = Load8(t + k + 8);
-                var oLo = Load8(o + k);
-                var oHi = Load8(o + k + 8);
-                var pLo = Load8(p + k);
-                var pHi = Load8(p + k + 8);
-                var cLo = Load8(c + k);
-                var cHi = Load8(c + k + 8);
-                RowGated16(dy + k, source + k, flip + k, bound + k, factors + k, scaled, out var alo, out var ahi);
-                Load16(x + k, out var blo, out var bhi);
-                Store16<T, TStore>((alo - tLo - ((blo - oLo) * pLo)) * cLo, (ahi - tHi - ((bhi - oHi) * pHi)) * cHi, output + k);
-                RowGated16(dy + period + k, source + period + k, flip + k, bound + k, second + k, scaled, out alo, out ahi);
-                Load16(x + period + k, out blo, out bhi);
-                Store16<T, TStore>((alo - tLo - ((blo - oLo) * pLo)) * cLo, (ahi - tHi - ((bhi - oHi) * pHi)) * cHi, output + period + k);
+                Vector512<double> oLo = Load8(o + k), oHi = Load8(o + k + 8), cLo = Load8(c + k), cHi = Load8(c + k + 8);
+                Vector512<double> tLo = Load8(t + k), tHi = Load8(t + k + 8), pLo = Load8(p + k), pHi = Load8(p + k + 8);
+                GatedGradientStep<T, TStore>(dy + k, source + k, x + k, endA, endB, output + k, flip + k, bound + k, factors + k, scaled, oLo, oHi, cLo, cHi, tLo, tHi, pLo, pHi);
+                int j = period + k;
+                GatedGradientStep<T, TStore>(dy + j, source + j, x + j, endA, endB, output + j, flip + k, bound + k, second + k, scaled, oLo, oHi, cLo, cHi, tLo, tHi, pLo, pHi);
             }
 
             // The next rows' sample, with no division per row (a sample may be a single row).
@@ -731,15 +718,46 @@ internal static unsafe partial class BatchNormKernels
         {
             for (int k = 0; k < period; k += RegisterStep)
             {
-                PrefetchStep(dy + k, endA);
-                PrefetchStep(x + k, endB);
-                RowGated16(dy + k, source + k, flip + k, bound + k, factors + k, scaled, out var alo, out var ahi);
-                Load16(x + k, out var blo, out var bhi);
-                var lo = (alo - Load8(t + k) - ((blo - Load8(o + k)) * Load8(p + k))) * Load8(c + k);
-                var hi = (ahi - Load8(t + k + 8) - ((bhi - Load8(o + k + 8)) * Load8(p + k + 8))) * Load8(c + k + 8);
-                Store16<T, TStore>(lo, hi, output + k);
+                GatedGradientStep<T, TStore>(
+                    dy + k, source + k, x + k, endA, endB, output + k, flip + k, bound + k, factors + k, scaled, Load8(o + k), Load8(o + k + 8), Load8(c + k), Load8(c + k + 8), Load8(t + k), Load8(t + k + 8), Load8(p + k), Load8(p + k + 8));
             }
         }
+    }
+
+    /// <summary>
+    /// One step of <see cref="GatedGradientRows{T, TStore}"/>: <see cref="GradientStep{T, TStore}"/> with a the block's
+    /// gate makes from <paramref name="dy"/> (<see cref="RowGated16{T}"/>), each value computed as there.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GatedGradientStep<T, TStore>(
+        T* dy,
+        T* source,
+        T* x,
+        T* endA,
+        T* endB,
+        T* output,
+        T* flip,
+        T* bound,
+        T* factors,
+        bool scaled,
+        Vector512<double> offsetLo,
+        Vector512<double> offsetHi,
+        Vector512<double> scaleLo,
+        Vector512<double> scaleHi,
+        Vector512<double> shiftLo,
+        Vector512<double> shiftHi,
+        Vector512<double> projectionLo,
+        Vector512<double> projectionHi)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
+        PrefetchStep(dy, endA);
+        PrefetchStep(x, endB);
+        RowGated16(dy, source, flip, bound, factors, scaled, out var alo, out var ahi);
+        Load16(x, out var blo, out var bhi);
+        var lo = (alo - shiftLo - ((blo - offsetLo) * projectionLo)) * scaleLo;
+        var hi = (ahi - shiftHi - ((bhi - offsetHi) * projectionHi)) * scaleHi;
+        Store16<T, TStore>(lo, hi, output);
     }
 
     /// <summary>
