@@ -657,10 +657,15 @@ public static class BatchNormFunctional
                 everyThreshold = !double.IsNaN(thresholds[c]);
             }
 
-            Span<T> channelGate = everyThreshold ? gates.AsSpan(0, 2 * channels) : default;
+            // Without the ReLU, a gate that never closes, so that the loops take the dropout's factors alone.
+            Span<T> channelGate = everyThreshold || !tail.Rectify ? gates.AsSpan(0, 2 * channels) : default;
             if (everyThreshold)
             {
                 BlockKernels.ChannelGate(thresholds, scale, channelGate);
+            }
+            else if (!tail.Rectify)
+            {
+                BlockKernels.OpenChannelGate(channelGate);
             }
 
             fixed (T* dy = blockGradOutput)
@@ -675,7 +680,7 @@ public static class BatchNormFunctional
                 var blockTail = new BlockTail
                 {
                     Active = true, Rectify = tail.Rectify, Mask = mask, GradOutput = dy, Source = source, Offset = o, Scale = s, Shift = t, Threshold = tail.Rectify ? closing : null,
-                    ChannelGate = everyThreshold ? gate : null,
+                    ChannelGate = channelGate.IsEmpty ? null : gate,
                 };
                 BatchNormKernels.BackwardReductionsVectorized(x, blockGradOutput, plane, mean, sumDy, sumDyXmu, scratch, threads, blockTail);
                 BatchNormKernels.BackwardInputVectorized(

@@ -208,7 +208,13 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     private static bool SumsGateInLoop<T>(int spatial, in BlockTail tail)
         where T : unmanaged =>
-        tail.Rectify && tail.Threshold is not null && FinishesInLoop<T>(spatial) && !SumsFourPlanesAtOnce(spatial);
+        HasGate(tail) && FinishesInLoop<T>(spatial) && !SumsFourPlanesAtOnce(spatial);
+
+    /// <summary>
+    /// Whether the tail gives its gate to the loops: a <see cref="BlockTail.ChannelGate"/> (the ReLU's, or one that never
+    /// closes, for the dropout alone), or the ReLU's thresholds.
+    /// </summary>
+    private static bool HasGate(in BlockTail tail) => tail.ChannelGate is not null || (tail.Rectify && tail.Threshold is not null);
 
     /// <summary>
     /// (Σg, Σg·(x − r)) over one NCHW plane, g = 0 where <paramref name="gate"/> is closed for the source and
@@ -285,7 +291,7 @@ internal static unsafe partial class BatchNormKernels
     private static bool GradientGateInLoop<T>(int spatial, in BlockTail tail, int channels, int first, int end)
         where T : unmanaged
     {
-        if (!tail.Rectify || tail.Threshold is null || !FinishesInLoop<T>(spatial))
+        if (!HasGate(tail) || !FinishesInLoop<T>(spatial))
         {
             return false;
         }
@@ -475,7 +481,7 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     private static bool RowsGateInLoop<T>(in BlockTail tail, int period, int channels)
         where T : unmanaged =>
-        tail.Rectify && tail.ChannelGate is not null && tail.GradOutput is not null && RowsPeriodByPeriodWide<T>(period, channels);
+        tail.ChannelGate is not null && tail.GradOutput is not null && RowsPeriodByPeriodWide<T>(period, channels);
 
     /// <summary>
     /// Whether the channels-last forward over rows of <paramref name="period"/> values finishes y (ReLU, factors) in its

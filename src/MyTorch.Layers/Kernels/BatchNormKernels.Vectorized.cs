@@ -636,8 +636,7 @@ internal static unsafe partial class BatchNormKernels
                 long start = (long)plane * Spatial;
                 int c = plane % Channels;
                 int readable = (end - plane) * Spatial;
-                double threshold = Tail.Threshold[c];
-                if (double.IsNaN(threshold))
+                if (Tail.ChannelGate is null && double.IsNaN(Tail.Threshold[c]))
                 {
                     T* g = BlockKernels.ChunkScratch<T>(start, Spatial);
                     BlockKernels.GatePlanes(g, Spatial, Channels, plane, plane + 1, Tail);

@@ -466,6 +466,18 @@ internal static unsafe partial class BlockKernels
     }
 
     /// <summary>
+    /// <see cref="BlockTail.ChannelGate"/> for a tail without the ReLU: no flips, and NaN for every threshold, which no
+    /// value is at or below, so that the gate passes dy · factor everywhere, as the dropout alone does.
+    /// </summary>
+    public static void OpenChannelGate<T>(Span<T> channelGate)
+        where T : unmanaged
+    {
+        int channels = channelGate.Length / 2;
+        channelGate[..channels].Fill(Element.FromDouble<T>(0.0));
+        channelGate[channels..].Fill(Element.FromDouble<T>(double.NaN));
+    }
+
+    /// <summary>
     /// Whether the gate of a channel with <paramref name="threshold"/> (<see cref="GateThresholds{T}"/>) is closed for
     /// the source value <paramref name="a"/>: at or below the threshold for a <paramref name="rising"/> channel, at or
     /// above it for a falling one; never for NaN.

@@ -140,7 +140,8 @@ internal unsafe struct BlockTail
     /// <summary>
     /// Backward, or null: C values of T that flip the sign of a falling channel's values (−0, 0 for a rising one), then
     /// the C thresholds so flipped (see <see cref="LaneGate{T}"/>), ready for the loops to broadcast or load a row of;
-    /// null unless every channel has a threshold, so that no chunk need look for one without.
+    /// null unless every channel has a threshold, so that no chunk need look for one without. Without the ReLU, one that
+    /// never closes (<see cref="BlockKernels.OpenChannelGate{T}"/>), so that the loops take the dropout's factors alone.
     /// </summary>
     public void* ChannelGate;
 }
