@@ -484,6 +484,16 @@ internal static unsafe partial class BatchNormKernels
         tail.ChannelGate is not null && tail.GradOutput is not null && RowsPeriodByPeriodWide<T>(period, channels);
 
     /// <summary>
+    /// Whether the channels-last sums and dx over rows of <paramref name="period"/> values take the block's gate in the
+    /// loops that hold a period's constants in registers (<see cref="RegisterSteps"/>): rows of 16, 32, 48 or 64
+    /// channels, a period each, where every channel has a threshold (<see cref="BlockTail.ChannelGate"/>).
+    /// </summary>
+    private static bool RowsGateInRegisters<T>(in BlockTail tail, int period, int channels)
+        where T : unmanaged =>
+        tail.ChannelGate is not null && tail.GradOutput is not null && period == channels
+        && (typeof(T) == typeof(float) || typeof(T) == typeof(double)) && period != 3 * Lanes && RegisterSteps(period) > 0;
+
+    /// <summary>
     /// Whether the channels-last forward over rows of <paramref name="period"/> values finishes y (ReLU, factors) in its
     /// own loop: where it would go period by period 16 values a step, as <see cref="RowsGateInLoop{T}"/>.
     /// </summary>
@@ -637,14 +647,7 @@ internal static unsafe partial class BatchNormKernels
             for (int k = 0; k < period; k += RegisterStep)
             {
                 Vector512<double> s0 = Load8(sum + k), s1 = Load8(sum + k + 8), p0 = Load8(products + k), p1 = Load8(products + k + 8);
-                PrefetchStep(dy + k, endA);
-                PrefetchStep(x + k, endB);
-                RowGated16(dy + k, source + k, flip + k, bound + k, factors + k, scaled, out var alo, out var ahi);
-                Load16(x + k, out var blo, out var bhi);
-                s0 += alo;
-                s1 += ahi;
-                p0 = Avx512F.FusedMultiplyAdd(alo, blo - Load8(r + k), p0);
-                p1 = Avx512F.FusedMultiplyAdd(ahi, bhi - Load8(r + k + 8), p1);
+                AddGatedProducts(dy + k, source + k, x + k, endA, endB, flip + k, bound + k, factors + k, scaled, Load8(r + k), Load8(r + k + 8), ref s0, ref s1, ref p0, ref p1);
                 Store8(s0, s1, sum + k);
                 Store8(p0, p1, products + k);
             }
@@ -654,6 +657,242 @@ internal static unsafe partial class BatchNormKernels
             {
                 inSample = 0;
                 factors += period;
+            }
+        }
+    }
+
+    /// <summary>
+    /// One step of the gated sums: <see cref="ProductSumsInRegisters{T, TSteps}"/>'s step with a the block's gate makes from <paramref name="dy"/>
+    /// (<see cref="RowGated16{T}"/>), each value added as there.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddGatedProducts<T>(
+        T* dy,
+        T* source,
+        T* x,
+        T* endA,
+        T* endB,
+        T* flip,
+        T* bound,
+        T* factors,
+        bool scaled,
+        Vector512<double> rLo,
+        Vector512<double> rHi,
+        ref Vector512<double> sumLo,
+        ref Vector512<double> sumHi,
+        ref Vector512<double> productsLo,
+        ref Vector512<double> productsHi)
+        where T : unmanaged
+    {
+        PrefetchStep(dy, endA);
+        PrefetchStep(x, endB);
+        RowGated16(dy, source, flip, bound, factors, scaled, out var alo, out var ahi);
+        Load16(x, out var blo, out var bhi);
+        sumLo += alo;
+        sumHi += ahi;
+        productsLo = Avx512F.FusedMultiplyAdd(alo, blo - rLo, productsLo);
+        productsHi = Avx512F.FusedMultiplyAdd(ahi, bhi - rHi, productsHi);
+    }
+
+    /// <summary>
+    /// The channels-last block's gated sums over rows [<paramref name="start"/>, + <paramref name="length"/>) of C =
+    /// <paramref name="period"/> values, in registers where <see cref="RowsGateInRegisters{T}"/> says so, else period by
+    /// period (<see cref="GatedProductSumsPeriodByPeriodWide{T}"/>); dy, source and x point at the rows' start.
+    /// </summary>
+    private static void GatedRowSums<T>(
+        T* dy, T* source, T* x, long start, int length, int period, double* r, double* sum, double* products, in BlockTail tail, int spatial)
+        where T : unmanaged
+    {
+        if (RegisterSteps(period) == 0)
+        {
+            GatedProductSumsPeriodByPeriodWide(dy, source, x, length, period, r, sum, products, start / period, tail, spatial);
+            return;
+        }
+
+        T* mask = (T*)tail.Mask;
+        T* flip = (T*)tail.ChannelGate;
+        switch (period / RegisterStep)
+        {
+            case 1:
+                GatedProductSumsInRegisters<T, OneStep>(dy, source, x, start, length, r, sum, products, mask, flip, spatial);
+                break;
+            case 2:
+                GatedProductSumsInRegisters<T, TwoSteps>(dy, source, x, start, length, r, sum, products, mask, flip, spatial);
+                break;
+            case 3:
+                GatedProductSumsInRegisters<T, ThreeRegisterSteps>(dy, source, x, start, length, r, sum, products, mask, flip, spatial);
+                break;
+            default:
+                GatedProductSumsInRegisters<T, FourSteps>(dy, source, x, start, length, r, sum, products, mask, flip, spatial);
+                break;
+        }
+    }
+
+    /// <summary>
+    /// <see cref="ProductSumsInRegisters{T, TSteps}"/> over channels-last rows of one period each, with a the block's gate
+    /// makes it from <paramref name="dy"/>, each sample's rows with that sample's factors: the values the buffer would
+    /// hold, into the same lanes in the same order, so the same bits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void GatedProductSumsInRegisters<T, TSteps>(
+        T* dy, T* source, T* x, long start, int length, double* r, double* sum, double* products, T* mask, T* flip, int spatial)
+        where T : unmanaged
+        where TSteps : struct, IStepCount
+    {
+        if (mask is not null)
+        {
+            GatedProductSumsRegisterRuns<T, TSteps>(dy, source, x, start, length, r, sum, products, mask, flip, spatial, scaled: true);
+        }
+        else
+        {
+            GatedProductSumsRegisterRuns<T, TSteps>(dy, source, x, start, length, r, sum, products, null, flip, spatial, scaled: false);
+        }
+    }
+
+    /// <summary><see cref="GatedProductSumsInRegisters{T, TSteps}"/>'s loop, inlined into each case.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GatedProductSumsRegisterRuns<T, TSteps>(
+        T* dy, T* source, T* x, long start, int length, double* r, double* sum, double* products, T* mask, T* flip, int spatial, bool scaled)
+        where T : unmanaged
+        where TSteps : struct, IStepCount
+    {
+        int period = TSteps.Count * RegisterStep;
+        Debug.Assert(start % period == 0 && length % period == 0);
+        T* bound = flip + period;
+        var (r0, r1, r2, r3, r4, r5, r6, r7) = LoadRow<TSteps>(r);
+        var (s0, s1, s2, s3, s4, s5, s6, s7) = LoadRow<TSteps>(sum);
+        var (p0, p1, p2, p3, p4, p5, p6, p7) = LoadRow<TSteps>(products);
+        T* endA = dy + length;
+        T* endB = x + length;
+        long sampleLength = (long)spatial * period;
+        for (long sample = start / sampleLength, i = 0; i < length; sample++)
+        {
+            // A sample's rows at a time, with its factors: a sample is a whole number of periods.
+            long runEnd = Math.Min(length, ((sample + 1) * sampleLength) - start);
+            T* factors = scaled ? mask + (sample * period) : null;
+            for (; i < runEnd; i += period)
+            {
+                AddGatedProducts(dy + i, source + i, x + i, endA, endB, flip, bound, factors, scaled, r0, r1, ref s0, ref s1, ref p0, ref p1);
+                if (TSteps.Count > 1)
+                {
+                    AddGatedProducts(dy + i + 16, source + i + 16, x + i + 16, endA, endB, flip + 16, bound + 16, factors + 16, scaled, r2, r3, ref s2, ref s3, ref p2, ref p3);
+                }
+
+                if (TSteps.Count > 2)
+                {
+                    AddGatedProducts(dy + i + 32, source + i + 32, x + i + 32, endA, endB, flip + 32, bound + 32, factors + 32, scaled, r4, r5, ref s4, ref s5, ref p4, ref p5);
+                }
+
+                if (TSteps.Count > 3)
+                {
+                    AddGatedProducts(dy + i + 48, source + i + 48, x + i + 48, endA, endB, flip + 48, bound + 48, factors + 48, scaled, r6, r7, ref s6, ref s7, ref p6, ref p7);
+                }
+            }
+        }
+
+        StoreRow<TSteps>(sum, s0, s1, s2, s3, s4, s5, s6, s7);
+        StoreRow<TSteps>(products, p0, p1, p2, p3, p4, p5, p6, p7);
+    }
+
+    /// <summary>
+    /// The channels-last block's gated dx over rows [<paramref name="start"/>, + <paramref name="length"/>) of C =
+    /// parameters.Count values, in registers where <see cref="RowsGateInRegisters{T}"/> says so, else period by period
+    /// (<see cref="GatedGradientPeriodByPeriodWide{T, TStore}"/>); the pointers are at the rows' start.
+    /// </summary>
+    private static void GatedRowGradient<T, TStore>(
+        T* dy, T* source, T* x, T* output, long start, int length, ChannelParameters parameters, in BlockTail tail, int spatial)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
+        int period = parameters.Count;
+        if (RegisterSteps(period) == 0)
+        {
+            GatedGradientPeriodByPeriodWide<T, TStore>(dy, source, x, output, length, parameters, start / period, tail, spatial);
+            return;
+        }
+
+        T* mask = (T*)tail.Mask;
+        T* flip = (T*)tail.ChannelGate;
+        switch (period / RegisterStep)
+        {
+            case 1:
+                GatedGradientInRegisters<T, TStore, OneStep>(dy, source, x, output, start, length, parameters, mask, flip, spatial);
+                break;
+            case 2:
+                GatedGradientInRegisters<T, TStore, TwoSteps>(dy, source, x, output, start, length, parameters, mask, flip, spatial);
+                break;
+            case 3:
+                GatedGradientInRegisters<T, TStore, ThreeRegisterSteps>(dy, source, x, output, start, length, parameters, mask, flip, spatial);
+                break;
+            default:
+                GatedGradientInRegisters<T, TStore, FourSteps>(dy, source, x, output, start, length, parameters, mask, flip, spatial);
+                break;
+        }
+    }
+
+    /// <summary>
+    /// <see cref="GradientInRegisters{T, TStore, TSteps}"/> over channels-last rows of one period each, with a the block's
+    /// gate makes it from <paramref name="dy"/>, each sample's rows with that sample's factors, each value computed as there.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void GatedGradientInRegisters<T, TStore, TSteps>(
+        T* dy, T* source, T* x, T* output, long start, int length, ChannelParameters parameters, T* mask, T* flip, int spatial)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+        where TSteps : struct, IStepCount
+    {
+        if (mask is not null)
+        {
+            GatedGradientRegisterRuns<T, TStore, TSteps>(dy, source, x, output, start, length, parameters, mask, flip, spatial, scaled: true);
+        }
+        else
+        {
+            GatedGradientRegisterRuns<T, TStore, TSteps>(dy, source, x, output, start, length, parameters, null, flip, spatial, scaled: false);
+        }
+    }
+
+    /// <summary><see cref="GatedGradientInRegisters{T, TStore, TSteps}"/>'s loop, inlined into each case.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GatedGradientRegisterRuns<T, TStore, TSteps>(
+        T* dy, T* source, T* x, T* output, long start, int length, ChannelParameters parameters, T* mask, T* flip, int spatial, bool scaled)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+        where TSteps : struct, IStepCount
+    {
+        int period = TSteps.Count * RegisterStep;
+        Debug.Assert(period == parameters.Count && start % period == 0 && length % period == 0);
+        T* bound = flip + period;
+        var (o0, o1, o2, o3, o4, o5, o6, o7) = LoadRow<TSteps>(parameters.Offset);
+        var (c0, c1, c2, c3, c4, c5, c6, c7) = LoadRow<TSteps>(parameters.Scale);
+        var (t0, t1, t2, t3, t4, t5, t6, t7) = LoadRow<TSteps>(parameters.Shift);
+        var (p0, p1, p2, p3, p4, p5, p6, p7) = LoadRow<TSteps>(parameters.Projection);
+        T* endA = dy + length;
+        T* endB = x + length;
+        long sampleLength = (long)spatial * period;
+        for (long sample = start / sampleLength, i = 0; i < length; sample++)
+        {
+            long runEnd = Math.Min(length, ((sample + 1) * sampleLength) - start);
+            T* factors = scaled ? mask + (sample * period) : null;
+            for (; i < runEnd; i += period)
+            {
+                GatedGradientStep<T, TStore>(dy + i, source + i, x + i, endA, endB, output + i, flip, bound, factors, scaled, o0, o1, c0, c1, t0, t1, p0, p1);
+                if (TSteps.Count > 1)
+                {
+                    GatedGradientStep<T, TStore>(
+                        dy + i + 16, source + i + 16, x + i + 16, endA, endB, output + i + 16, flip + 16, bound + 16, factors + 16, scaled, o2, o3, c2, c3, t2, t3, p2, p3);
+                }
+
+                if (TSteps.Count > 2)
+                {
+                    GatedGradientStep<T, TStore>(
+                        dy + i + 32, source + i + 32, x + i + 32, endA, endB, output + i + 32, flip + 32, bound + 32, factors + 32, scaled, o4, o5, c4, c5, t4, t5, p4, p5);
+                }
+
+                if (TSteps.Count > 3)
+                {
+                    GatedGradientStep<T, TStore>(
+                        dy + i + 48, source + i + 48, x + i + 48, endA, endB, output + i + 48, flip + 48, bound + 48, factors + 48, scaled, o6, o7, c6, c7, t6, t7, p6, p7);
+                }
             }
         }
     }

@@ -671,13 +671,13 @@ internal static unsafe partial class BatchNormKernels
         {
             int period = Blocks.Period;
             (long start, int length) = Blocks.Span(chunk);
-            if (Tail.Active && RowsGateInLoop<T>(Tail, period, Blocks.Channels))
+            if (Tail.Active && (RowsGateInLoop<T>(Tail, period, Blocks.Channels) || RowsGateInRegisters<T>(Tail, period, Blocks.Channels)))
             {
                 var sums = First + ((long)chunk * Blocks.AccumulatorStride);
                 var products = Second + ((long)chunk * Blocks.AccumulatorStride);
                 new Span<double>(sums, period).Clear();
                 new Span<double>(products, period).Clear();
-                GatedProductSumsPeriodByPeriodWide((T*)Tail.GradOutput + start, (T*)Tail.Source + start, B + start, length, period, Reference, sums, products, start / period, Tail, Blocks.Spatial);
+                GatedRowSums((T*)Tail.GradOutput + start, (T*)Tail.Source + start, B + start, start, length, period, Reference, sums, products, Tail, Blocks.Spatial);
                 return;
             }
 
@@ -879,18 +879,18 @@ internal static unsafe partial class BatchNormKernels
                 return;
             }
 
-            if (Tail.Active && Gradient && RowsGateInLoop<T>(Tail, Parameters.Count, Blocks.Channels))
+            if (Tail.Active && Gradient && (RowsGateInLoop<T>(Tail, Parameters.Count, Blocks.Channels) || RowsGateInRegisters<T>(Tail, Parameters.Count, Blocks.Channels)))
             {
                 (long start, int length) = Blocks.Span(chunk);
                 T* dy = (T*)Tail.GradOutput + start;
                 T* source = (T*)Tail.Source + start;
                 if (Streaming && StreamingStores.Aligned(Output + start))
                 {
-                    GatedGradientPeriodByPeriodWide<T, StreamingStores>(dy, source, B + start, Output + start, length, Parameters, start / Parameters.Count, Tail, Blocks.Spatial);
+                    GatedRowGradient<T, StreamingStores>(dy, source, B + start, Output + start, start, length, Parameters, Tail, Blocks.Spatial);
                 }
                 else
                 {
-                    GatedGradientPeriodByPeriodWide<T, PlainStores>(dy, source, B + start, Output + start, length, Parameters, start / Parameters.Count, Tail, Blocks.Spatial);
+                    GatedRowGradient<T, PlainStores>(dy, source, B + start, Output + start, start, length, Parameters, Tail, Blocks.Spatial);
                 }
 
                 return;
