@@ -501,6 +501,15 @@ internal static unsafe partial class BatchNormKernels
         where T : unmanaged =>
         tail.Active && tail.GradOutput is null && RowsPeriodByPeriodWide<T>(period, channels);
 
+    /// <summary>
+    /// Whether the channels-last forward over rows of <paramref name="period"/> values finishes y in the loop that holds
+    /// a period's constants in registers: rows of 16, 32, 48 or 64 channels, as <see cref="RowsGateInRegisters{T}"/>.
+    /// </summary>
+    private static bool RowsFinishInRegisters<T>(in BlockTail tail, int period, int channels)
+        where T : unmanaged =>
+        tail.Active && tail.GradOutput is null && period == channels
+        && (typeof(T) == typeof(float) || typeof(T) == typeof(double)) && period != 3 * Lanes && RegisterSteps(period) > 0;
+
     /// <summary>Whether the channels-last loops take rows of C = <paramref name="period"/> values period by period, 16 values a step.</summary>
     private static bool RowsPeriodByPeriodWide<T>(int period, int channels)
         where T : unmanaged =>
@@ -549,11 +558,7 @@ internal static unsafe partial class BatchNormKernels
         {
             for (int k = 0; k < period; k += RegisterStep)
             {
-                PrefetchStep(a + k, end);
-                Load16(a + k, out var lo, out var hi);
-                lo = Avx512F.FusedMultiplyAdd(lo - Load8(o + k), Load8(c + k), Load8(t + k));
-                hi = Avx512F.FusedMultiplyAdd(hi - Load8(o + k + 8), Load8(c + k + 8), Load8(t + k + 8));
-                StoreFinishedLanes<T, TStore>(lo, hi, output + k, rectify, factors + k, scaled);
+                FinishedStep<T, TStore>(a + k, end, output + k, Load8(o + k), Load8(o + k + 8), Load8(c + k), Load8(c + k + 8), Load8(t + k), Load8(t + k + 8), rectify, factors + k, scaled);
             }
 
             // The next sample's factors from its first row on, with no division per row.
@@ -563,6 +568,130 @@ internal static unsafe partial class BatchNormKernels
                 factors += period;
             }
         }
+    }
+
+    /// <summary>
+    /// The channels-last block's finished forward over rows [<paramref name="start"/>, + <paramref name="length"/>) of C =
+    /// parameters.Count values, in registers where <see cref="RowsFinishInRegisters{T}"/> says so, else period by period
+    /// (<see cref="AffineFinishedPeriodByPeriodWide{T, TStore}"/>); the pointers are at the rows' start.
+    /// </summary>
+    private static void FinishedRowAffine<T, TStore>(T* a, T* output, long start, int length, ChannelParameters parameters, in BlockTail tail, int spatial)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
+        int period = parameters.Count;
+        switch (RegisterSteps(period))
+        {
+            case 0:
+                AffineFinishedPeriodByPeriodWide<T, TStore>(a, output, length, parameters, start / period, tail, spatial);
+                break;
+            case 1:
+                AffineFinishedInRegisters<T, TStore, OneStep>(a, output, start, length, parameters, tail, spatial);
+                break;
+            case 2:
+                AffineFinishedInRegisters<T, TStore, TwoSteps>(a, output, start, length, parameters, tail, spatial);
+                break;
+            case 3:
+                AffineFinishedInRegisters<T, TStore, ThreeRegisterSteps>(a, output, start, length, parameters, tail, spatial);
+                break;
+            default:
+                AffineFinishedInRegisters<T, TStore, FourSteps>(a, output, start, length, parameters, tail, spatial);
+                break;
+        }
+    }
+
+    /// <summary>
+    /// <see cref="AffineInRegisters{T, TStore, TSteps}"/> over channels-last rows of one period each, each y rounded to T,
+    /// rectified and multiplied by its lane's factor as <see cref="BlockKernels.FinishRows{T}"/> does in the buffer, each
+    /// sample's rows with that sample's factors: the same operations, so the same bits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void AffineFinishedInRegisters<T, TStore, TSteps>(T* a, T* output, long start, int length, ChannelParameters parameters, in BlockTail tail, int spatial)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+        where TSteps : struct, IStepCount
+    {
+        // Each case with its flags constant, so that the loop tests none of them.
+        T* mask = (T*)tail.Mask;
+        if (tail.Rectify && mask is not null)
+        {
+            AffineFinishedRegisterRuns<T, TStore, TSteps>(a, output, start, length, parameters, mask, spatial, rectify: true, scaled: true);
+        }
+        else if (tail.Rectify)
+        {
+            AffineFinishedRegisterRuns<T, TStore, TSteps>(a, output, start, length, parameters, null, spatial, rectify: true, scaled: false);
+        }
+        else
+        {
+            AffineFinishedRegisterRuns<T, TStore, TSteps>(a, output, start, length, parameters, mask, spatial, rectify: false, scaled: mask is not null);
+        }
+    }
+
+    /// <summary><see cref="AffineFinishedInRegisters{T, TStore, TSteps}"/>'s loop, inlined into each case.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AffineFinishedRegisterRuns<T, TStore, TSteps>(
+        T* a, T* output, long start, int length, ChannelParameters parameters, T* mask, int spatial, bool rectify, bool scaled)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+        where TSteps : struct, IStepCount
+    {
+        int period = TSteps.Count * RegisterStep;
+        Debug.Assert(period == parameters.Count && start % period == 0 && length % period == 0);
+        var (o0, o1, o2, o3, o4, o5, o6, o7) = LoadRow<TSteps>(parameters.Offset);
+        var (c0, c1, c2, c3, c4, c5, c6, c7) = LoadRow<TSteps>(parameters.Scale);
+        var (t0, t1, t2, t3, t4, t5, t6, t7) = LoadRow<TSteps>(parameters.Shift);
+        T* end = a + length;
+        long sampleLength = (long)spatial * period;
+        for (long sample = start / sampleLength, i = 0; i < length; sample++)
+        {
+            // A sample's rows at a time, with its factors: a sample is a whole number of periods.
+            long runEnd = Math.Min(length, ((sample + 1) * sampleLength) - start);
+            T* factors = scaled ? mask + (sample * period) : null;
+            for (; i < runEnd; i += period)
+            {
+                FinishedStep<T, TStore>(a + i, end, output + i, o0, o1, c0, c1, t0, t1, rectify, factors, scaled);
+                if (TSteps.Count > 1)
+                {
+                    FinishedStep<T, TStore>(a + i + 16, end, output + i + 16, o2, o3, c2, c3, t2, t3, rectify, factors + 16, scaled);
+                }
+
+                if (TSteps.Count > 2)
+                {
+                    FinishedStep<T, TStore>(a + i + 32, end, output + i + 32, o4, o5, c4, c5, t4, t5, rectify, factors + 32, scaled);
+                }
+
+                if (TSteps.Count > 3)
+                {
+                    FinishedStep<T, TStore>(a + i + 48, end, output + i + 48, o6, o7, c6, c7, t6, t7, rectify, factors + 48, scaled);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// One step of the finished forward: <see cref="AffineStep{T, TStore}"/>'s y, finished by
+    /// <see cref="StoreFinishedLanes{T, TStore}"/> on its way to memory.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FinishedStep<T, TStore>(
+        T* a,
+        T* end,
+        T* output,
+        Vector512<double> offsetLo,
+        Vector512<double> offsetHi,
+        Vector512<double> scaleLo,
+        Vector512<double> scaleHi,
+        Vector512<double> shiftLo,
+        Vector512<double> shiftHi,
+        bool rectify,
+        T* factors,
+        bool scaled)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
+        PrefetchStep(a, end);
+        Load16(a, out var lo, out var hi);
+        StoreFinishedLanes<T, TStore>(Avx512F.FusedMultiplyAdd(lo - offsetLo, scaleLo, shiftLo), Avx512F.FusedMultiplyAdd(hi - offsetHi, scaleHi, shiftHi), output, rectify, factors, scaled);
     }
 
     /// <summary>

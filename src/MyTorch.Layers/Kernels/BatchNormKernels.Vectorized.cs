@@ -896,16 +896,16 @@ internal static unsafe partial class BatchNormKernels
                 return;
             }
 
-            if (RowsFinishInLoop<T>(Tail, Parameters.Count, Blocks.Channels) && !Gradient)
+            if (!Gradient && (RowsFinishInLoop<T>(Tail, Parameters.Count, Blocks.Channels) || RowsFinishInRegisters<T>(Tail, Parameters.Count, Blocks.Channels)))
             {
                 (long start, int length) = Blocks.Span(chunk);
                 if (Streaming && StreamingStores.Aligned(Output + start))
                 {
-                    AffineFinishedPeriodByPeriodWide<T, StreamingStores>(A + start, Output + start, length, Parameters, start / Parameters.Count, Tail, Blocks.Spatial);
+                    FinishedRowAffine<T, StreamingStores>(A + start, Output + start, start, length, Parameters, Tail, Blocks.Spatial);
                 }
                 else
                 {
-                    AffineFinishedPeriodByPeriodWide<T, PlainStores>(A + start, Output + start, length, Parameters, start / Parameters.Count, Tail, Blocks.Spatial);
+                    FinishedRowAffine<T, PlainStores>(A + start, Output + start, start, length, Parameters, Tail, Blocks.Spatial);
                 }
 
                 return;
