@@ -485,13 +485,12 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>
     /// Whether the channels-last sums and dx over rows of <paramref name="period"/> values take the block's gate in the
-    /// loops that hold a period's constants in registers (<see cref="RegisterSteps"/>): rows of 16, 32, 48 or 64
-    /// channels, a period each, where every channel has a threshold (<see cref="BlockTail.ChannelGate"/>).
+    /// loops that hold a period's constants in registers (<see cref="RowsInRegisters{T}"/>), where every channel has a
+    /// threshold (<see cref="BlockTail.ChannelGate"/>).
     /// </summary>
-    private static bool RowsGateInRegisters<T>(in BlockTail tail, int period, int channels)
+    private static bool RowsGateInRegisters<T>(in BlockTail tail, int period, int channels, int spatial)
         where T : unmanaged =>
-        tail.ChannelGate is not null && tail.GradOutput is not null && period == channels
-        && (typeof(T) == typeof(float) || typeof(T) == typeof(double)) && period != 3 * Lanes && RegisterSteps(period) > 0;
+        tail.ChannelGate is not null && tail.GradOutput is not null && RowsInRegisters<T>(period, channels, spatial);
 
     /// <summary>
     /// Whether the channels-last forward over rows of <paramref name="period"/> values finishes y (ReLU, factors) in its
@@ -503,12 +502,11 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>
     /// Whether the channels-last forward over rows of <paramref name="period"/> values finishes y in the loop that holds
-    /// a period's constants in registers: rows of 16, 32, 48 or 64 channels, as <see cref="RowsGateInRegisters{T}"/>.
+    /// a period's constants in registers (<see cref="RowsInRegisters{T}"/>).
     /// </summary>
-    private static bool RowsFinishInRegisters<T>(in BlockTail tail, int period, int channels)
+    private static bool RowsFinishInRegisters<T>(in BlockTail tail, int period, int channels, int spatial)
         where T : unmanaged =>
-        tail.Active && tail.GradOutput is null && period == channels
-        && (typeof(T) == typeof(float) || typeof(T) == typeof(double)) && period != 3 * Lanes && RegisterSteps(period) > 0;
+        tail.Active && tail.GradOutput is null && RowsInRegisters<T>(period, channels, spatial);
 
     /// <summary>Whether the channels-last loops take rows of C = <paramref name="period"/> values period by period, 16 values a step.</summary>
     private static bool RowsPeriodByPeriodWide<T>(int period, int channels)
@@ -575,11 +573,17 @@ internal static unsafe partial class BatchNormKernels
     /// parameters.Count values, in registers where <see cref="RowsFinishInRegisters{T}"/> says so, else period by period
     /// (<see cref="AffineFinishedPeriodByPeriodWide{T, TStore}"/>); the pointers are at the rows' start.
     /// </summary>
-    private static void FinishedRowAffine<T, TStore>(T* a, T* output, long start, int length, ChannelParameters parameters, in BlockTail tail, int spatial)
+    private static void FinishedRowAffine<T, TStore>(T* a, T* output, long start, int length, ChannelParameters parameters, in BlockTail tail, int channels, int spatial)
         where T : unmanaged
         where TStore : struct, IStoreMode
     {
         int period = parameters.Count;
+        if (period == 3 * Lanes)
+        {
+            AffineFinishedThreeSteps<T, TStore>(a, output, start, length, parameters, tail, channels, spatial);
+            return;
+        }
+
         switch (RegisterSteps(period))
         {
             case 0:
@@ -829,9 +833,15 @@ internal static unsafe partial class BatchNormKernels
     /// period (<see cref="GatedProductSumsPeriodByPeriodWide{T}"/>); dy, source and x point at the rows' start.
     /// </summary>
     private static void GatedRowSums<T>(
-        T* dy, T* source, T* x, long start, int length, int period, double* r, double* sum, double* products, in BlockTail tail, int spatial)
+        T* dy, T* source, T* x, long start, int length, int period, double* r, double* sum, double* products, in BlockTail tail, int channels, int spatial)
         where T : unmanaged
     {
+        if (period == 3 * Lanes)
+        {
+            GatedProductSumsThreeSteps(dy, source, x, start, length, r, sum, products, tail, channels, spatial);
+            return;
+        }
+
         if (RegisterSteps(period) == 0)
         {
             GatedProductSumsPeriodByPeriodWide(dy, source, x, length, period, r, sum, products, start / period, tail, spatial);
@@ -929,11 +939,17 @@ internal static unsafe partial class BatchNormKernels
     /// (<see cref="GatedGradientPeriodByPeriodWide{T, TStore}"/>); the pointers are at the rows' start.
     /// </summary>
     private static void GatedRowGradient<T, TStore>(
-        T* dy, T* source, T* x, T* output, long start, int length, ChannelParameters parameters, in BlockTail tail, int spatial)
+        T* dy, T* source, T* x, T* output, long start, int length, ChannelParameters parameters, in BlockTail tail, int channels, int spatial)
         where T : unmanaged
         where TStore : struct, IStoreMode
     {
         int period = parameters.Count;
+        if (period == 3 * Lanes)
+        {
+            GatedGradientThreeSteps<T, TStore>(dy, source, x, output, start, length, parameters, tail, channels, spatial);
+            return;
+        }
+
         if (RegisterSteps(period) == 0)
         {
             GatedGradientPeriodByPeriodWide<T, TStore>(dy, source, x, output, length, parameters, start / period, tail, spatial);

@@ -671,13 +671,13 @@ internal static unsafe partial class BatchNormKernels
         {
             int period = Blocks.Period;
             (long start, int length) = Blocks.Span(chunk);
-            if (Tail.Active && (RowsGateInLoop<T>(Tail, period, Blocks.Channels) || RowsGateInRegisters<T>(Tail, period, Blocks.Channels)))
+            if (Tail.Active && (RowsGateInLoop<T>(Tail, period, Blocks.Channels) || RowsGateInRegisters<T>(Tail, period, Blocks.Channels, Blocks.Spatial)))
             {
                 var sums = First + ((long)chunk * Blocks.AccumulatorStride);
                 var products = Second + ((long)chunk * Blocks.AccumulatorStride);
                 new Span<double>(sums, period).Clear();
                 new Span<double>(products, period).Clear();
-                GatedRowSums((T*)Tail.GradOutput + start, (T*)Tail.Source + start, B + start, start, length, period, Reference, sums, products, Tail, Blocks.Spatial);
+                GatedRowSums((T*)Tail.GradOutput + start, (T*)Tail.Source + start, B + start, start, length, period, Reference, sums, products, Tail, Blocks.Channels, Blocks.Spatial);
                 return;
             }
 
@@ -879,33 +879,33 @@ internal static unsafe partial class BatchNormKernels
                 return;
             }
 
-            if (Tail.Active && Gradient && (RowsGateInLoop<T>(Tail, Parameters.Count, Blocks.Channels) || RowsGateInRegisters<T>(Tail, Parameters.Count, Blocks.Channels)))
+            if (Tail.Active && Gradient && (RowsGateInLoop<T>(Tail, Parameters.Count, Blocks.Channels) || RowsGateInRegisters<T>(Tail, Parameters.Count, Blocks.Channels, Blocks.Spatial)))
             {
                 (long start, int length) = Blocks.Span(chunk);
                 T* dy = (T*)Tail.GradOutput + start;
                 T* source = (T*)Tail.Source + start;
                 if (Streaming && StreamingStores.Aligned(Output + start))
                 {
-                    GatedRowGradient<T, StreamingStores>(dy, source, B + start, Output + start, start, length, Parameters, Tail, Blocks.Spatial);
+                    GatedRowGradient<T, StreamingStores>(dy, source, B + start, Output + start, start, length, Parameters, Tail, Blocks.Channels, Blocks.Spatial);
                 }
                 else
                 {
-                    GatedRowGradient<T, PlainStores>(dy, source, B + start, Output + start, start, length, Parameters, Tail, Blocks.Spatial);
+                    GatedRowGradient<T, PlainStores>(dy, source, B + start, Output + start, start, length, Parameters, Tail, Blocks.Channels, Blocks.Spatial);
                 }
 
                 return;
             }
 
-            if (!Gradient && (RowsFinishInLoop<T>(Tail, Parameters.Count, Blocks.Channels) || RowsFinishInRegisters<T>(Tail, Parameters.Count, Blocks.Channels)))
+            if (!Gradient && (RowsFinishInLoop<T>(Tail, Parameters.Count, Blocks.Channels) || RowsFinishInRegisters<T>(Tail, Parameters.Count, Blocks.Channels, Blocks.Spatial)))
             {
                 (long start, int length) = Blocks.Span(chunk);
                 if (Streaming && StreamingStores.Aligned(Output + start))
                 {
-                    FinishedRowAffine<T, StreamingStores>(A + start, Output + start, start, length, Parameters, Tail, Blocks.Spatial);
+                    FinishedRowAffine<T, StreamingStores>(A + start, Output + start, start, length, Parameters, Tail, Blocks.Channels, Blocks.Spatial);
                 }
                 else
                 {
-                    FinishedRowAffine<T, PlainStores>(A + start, Output + start, start, length, Parameters, Tail, Blocks.Spatial);
+                    FinishedRowAffine<T, PlainStores>(A + start, Output + start, start, length, Parameters, Tail, Blocks.Channels, Blocks.Spatial);
                 }
 
                 return;

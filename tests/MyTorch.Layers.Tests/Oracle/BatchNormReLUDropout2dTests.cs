@@ -109,12 +109,15 @@ public class BatchNormReLUDropout2dTests
 
     /// <summary>
     /// Channels-last rows that the kernels take whole vectors of (128 and 96 channels), a period in registers of (16,
-    /// 32, 48 and 64 channels) or a period of several rows of (3 and 24 channels), with and without the ReLU and the
-    /// mask: each loop's case against the three layers.
+    /// 32, 48 and 64 channels, and 3, 12 and 24 channels where a sample is whole periods of three vector steps) or a
+    /// period of several rows of (3 channels on 9×9), with and without the ReLU and the mask: each loop's case against
+    /// the three layers.
     /// </summary>
     [TestCase(4, 128, 6, 6, ScalarType.Float32)]
     [TestCase(3, 96, 5, 5, ScalarType.Float64)]
     [TestCase(4, 3, 9, 9, ScalarType.Float32)]
+    [TestCase(4, 3, 8, 8, ScalarType.Float32)]
+    [TestCase(3, 12, 4, 6, ScalarType.Float64)]
     [TestCase(4, 16, 6, 6, ScalarType.Float32)]
     [TestCase(3, 32, 5, 5, ScalarType.Float64)]
     [TestCase(3, 48, 4, 5, ScalarType.Float32)]
