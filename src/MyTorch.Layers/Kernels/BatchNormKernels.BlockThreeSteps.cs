@@ -46,20 +46,22 @@ internal static unsafe partial class BatchNormKernels
         PeriodGate(tail, channels, flip, period);
         if (mask is not null)
         {
-            GatedProductSumsThreeStepRuns(dy, source, x, start, length, r, sum, products, mask, lanes, flip, bound, channels, spatial, scaled: true);
+            GatedProductSumsThreeStepRuns<T, ByFactors>(dy, source, x, start, length, r, sum, products, mask, lanes, flip, bound, channels, spatial);
         }
         else
         {
-            GatedProductSumsThreeStepRuns(dy, source, x, start, length, r, sum, products, null, null, flip, bound, channels, spatial, scaled: false);
+            GatedProductSumsThreeStepRuns<T, NotByFactors>(dy, source, x, start, length, r, sum, products, null, null, flip, bound, channels, spatial);
         }
     }
 
-    /// <summary><see cref="GatedProductSumsThreeSteps{T}"/>'s loop, inlined into each case.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void GatedProductSumsThreeStepRuns<T>(
-        T* dy, T* source, T* x, long start, int length, double* r, double* sum, double* products, T* mask, T* factors, T* flip, T* bound, int channels, int spatial, bool scaled)
+    /// <summary><see cref="GatedProductSumsThreeSteps{T}"/>'s loop, compiled for each case.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void GatedProductSumsThreeStepRuns<T, TScaling>(
+        T* dy, T* source, T* x, long start, int length, double* r, double* sum, double* products, T* mask, T* factors, T* flip, T* bound, int channels, int spatial)
         where T : unmanaged
+        where TScaling : struct, IScaling
     {
+        bool scaled = TScaling.Scaled;
         int period = 3 * Lanes;
         Debug.Assert(start % period == 0 && length % period == 0);
         var (r0, r1, r2, r3, r4, r5) = ThreeSteps(r);
@@ -123,21 +125,23 @@ internal static unsafe partial class BatchNormKernels
         PeriodGate(tail, channels, flip, period);
         if (mask is not null)
         {
-            GatedGradientThreeStepRuns<T, TStore>(dy, source, x, output, start, length, parameters, mask, lanes, flip, bound, channels, spatial, scaled: true);
+            GatedGradientThreeStepRuns<T, TStore, ByFactors>(dy, source, x, output, start, length, parameters, mask, lanes, flip, bound, channels, spatial);
         }
         else
         {
-            GatedGradientThreeStepRuns<T, TStore>(dy, source, x, output, start, length, parameters, null, null, flip, bound, channels, spatial, scaled: false);
+            GatedGradientThreeStepRuns<T, TStore, NotByFactors>(dy, source, x, output, start, length, parameters, null, null, flip, bound, channels, spatial);
         }
     }
 
-    /// <summary><see cref="GatedGradientThreeSteps{T, TStore}"/>'s loop, inlined into each case.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void GatedGradientThreeStepRuns<T, TStore>(
-        T* dy, T* source, T* x, T* output, long start, int length, ChannelParameters parameters, T* mask, T* factors, T* flip, T* bound, int channels, int spatial, bool scaled)
+    /// <summary><see cref="GatedGradientThreeSteps{T, TStore}"/>'s loop, compiled for each case.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void GatedGradientThreeStepRuns<T, TStore, TScaling>(
+        T* dy, T* source, T* x, T* output, long start, int length, ChannelParameters parameters, T* mask, T* factors, T* flip, T* bound, int channels, int spatial)
         where T : unmanaged
         where TStore : struct, IStoreMode
+        where TScaling : struct, IScaling
     {
+        bool scaled = TScaling.Scaled;
         int period = 3 * Lanes;
         Debug.Assert(parameters.Count == period && start % period == 0 && length % period == 0);
         var (o0, o1, o2, o3, o4, o5) = ThreeSteps(parameters.Offset);
@@ -322,5 +326,24 @@ internal static unsafe partial class BatchNormKernels
         }
 
         Store<T, TStore>(lo, hi, destination);
+    }
+
+    /// <summary>
+    /// Whether a gated loop multiplies by the dropout's factors, fixed at compile time: the gated loops here are too long
+    /// for the JIT to inline a copy per case, so each case is its own instantiation instead.
+    /// </summary>
+    private interface IScaling
+    {
+        static abstract bool Scaled { get; }
+    }
+
+    private readonly struct ByFactors : IScaling
+    {
+        public static bool Scaled => true;
+    }
+
+    private readonly struct NotByFactors : IScaling
+    {
+        public static bool Scaled => false;
     }
 }
