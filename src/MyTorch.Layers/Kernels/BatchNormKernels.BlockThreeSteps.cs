@@ -9,9 +9,10 @@ namespace MyTorch.Layers.Kernels;
 /// A BatchNorm2d → ReLU → Dropout2d block's tail in the channels-last loops whose period is three vector steps (rows of
 /// 3, 6, 12 or 24 channels with 256-bit vectors), as <see cref="ShiftedSumsThreeSteps{T}"/> and its kin hold it in
 /// registers: forward, each y is rounded to T, rectified and multiplied by its lane's factor on its way to memory;
-/// backward, the sums and dx gate the block's output gradient as they load it. Each lane takes its position's factor,
-/// flip and threshold, laid out over the period once per sample (a sample is a whole number of periods there), and each
-/// value goes through the buffer path's operations in its order, so the bits are the buffer path's.
+/// backward, the sums and dx gate the block's output gradient as they load it. Each lane takes its position's flip and
+/// threshold, laid out over the period once a call, and its factor, laid out once a sample (a sample is a whole number
+/// of periods there); each value goes through the buffer path's operations in its order, so the bits are the buffer
+/// path's.
 /// </summary>
 internal static unsafe partial class BatchNormKernels
 {
