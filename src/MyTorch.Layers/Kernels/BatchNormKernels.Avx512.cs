@@ -291,8 +291,33 @@ internal static unsafe partial class BatchNormKernels
         PrefetchStep(b, endB);
         Load16(a, out var alo, out var ahi);
         Load16(b, out var blo, out var bhi);
-        var lo = (alo - shiftLo - ((blo - offsetLo) * projectionLo)) * scaleLo;
-        var hi = (ahi - shiftHi - ((bhi - offsetHi) * projectionHi)) * scaleHi;
+        StoreGradient<T, TStore>(alo, ahi, blo, bhi, output, offsetLo, offsetHi, scaleLo, scaleHi, shiftLo, shiftHi, projectionLo, projectionHi);
+    }
+
+    /// <summary>
+    /// out = (a − shift − (b − offset) · projection) · scale for 16 values already loaded as doubles, stored as T: the
+    /// arithmetic of <see cref="GradientStep{T, TStore}"/> and of the block's gated step, written once.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreGradient<T, TStore>(
+        Vector512<double> aLo,
+        Vector512<double> aHi,
+        Vector512<double> bLo,
+        Vector512<double> bHi,
+        T* output,
+        Vector512<double> offsetLo,
+        Vector512<double> offsetHi,
+        Vector512<double> scaleLo,
+        Vector512<double> scaleHi,
+        Vector512<double> shiftLo,
+        Vector512<double> shiftHi,
+        Vector512<double> projectionLo,
+        Vector512<double> projectionHi)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+    {
+        var lo = (aLo - shiftLo - ((bLo - offsetLo) * projectionLo)) * scaleLo;
+        var hi = (aHi - shiftHi - ((bHi - offsetHi) * projectionHi)) * scaleHi;
         Store16<T, TStore>(lo, hi, output);
     }
 
@@ -787,10 +812,30 @@ internal static unsafe partial class BatchNormKernels
         PrefetchStep(b, endB);
         Load16(a, out var alo, out var ahi);
         Load16(b, out var blo, out var bhi);
-        sumLo += alo;
-        sumHi += ahi;
-        productsLo = Avx512F.FusedMultiplyAdd(alo, blo - rLo, productsLo);
-        productsHi = Avx512F.FusedMultiplyAdd(ahi, bhi - rHi, productsHi);
+        AccumulateProducts(alo, ahi, blo, bhi, rLo, rHi, ref sumLo, ref sumHi, ref productsLo, ref productsHi);
+    }
+
+    /// <summary>
+    /// sum += a and products += a · (b − r) for 16 values already loaded as doubles: the arithmetic of
+    /// <see cref="ProductSumsInRegisters{T, TSteps}"/>'s step and of the block's gated step, written once.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AccumulateProducts(
+        Vector512<double> aLo,
+        Vector512<double> aHi,
+        Vector512<double> bLo,
+        Vector512<double> bHi,
+        Vector512<double> rLo,
+        Vector512<double> rHi,
+        ref Vector512<double> sumLo,
+        ref Vector512<double> sumHi,
+        ref Vector512<double> productsLo,
+        ref Vector512<double> productsHi)
+    {
+        sumLo += aLo;
+        sumHi += aHi;
+        productsLo = Avx512F.FusedMultiplyAdd(aLo, bLo - rLo, productsLo);
+        productsHi = Avx512F.FusedMultiplyAdd(aHi, bHi - rHi, productsHi);
     }
 
     /// <summary>Prefetches the lines of the step <see cref="Prefetch.DistanceBytes"/> ahead of <paramref name="current"/> (see <see cref="PrefetchAt{T}"/>).</summary>

@@ -821,10 +821,7 @@ internal static unsafe partial class BatchNormKernels
         PrefetchStep(x, endB);
         RowGated16(dy, source, flip, bound, factors, scaled, out var alo, out var ahi);
         Load16(x, out var blo, out var bhi);
-        sumLo += alo;
-        sumHi += ahi;
-        productsLo = Avx512F.FusedMultiplyAdd(alo, blo - rLo, productsLo);
-        productsHi = Avx512F.FusedMultiplyAdd(ahi, bhi - rHi, productsHi);
+        AccumulateProducts(alo, ahi, blo, bhi, rLo, rHi, ref sumLo, ref sumHi, ref productsLo, ref productsHi);
     }
 
     /// <summary>
@@ -1145,9 +1142,7 @@ internal static unsafe partial class BatchNormKernels
         PrefetchStep(x, endB);
         RowGated16(dy, source, flip, bound, factors, scaled, out var alo, out var ahi);
         Load16(x, out var blo, out var bhi);
-        var lo = (alo - shiftLo - ((blo - offsetLo) * projectionLo)) * scaleLo;
-        var hi = (ahi - shiftHi - ((bhi - offsetHi) * projectionHi)) * scaleHi;
-        Store16<T, TStore>(lo, hi, output);
+        StoreGradient<T, TStore>(alo, ahi, blo, bhi, output, offsetLo, offsetHi, scaleLo, scaleHi, shiftLo, shiftHi, projectionLo, projectionHi);
     }
 
     /// <summary>
