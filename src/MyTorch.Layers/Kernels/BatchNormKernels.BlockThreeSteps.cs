@@ -76,7 +76,7 @@ internal static unsafe partial class BatchNormKernels
             long runEnd = Math.Min(length, ((sample + 1) * sampleLength) - start);
             if (scaled)
             {
-                RepeatOverPeriod(new ReadOnlySpan<T>(mask + (sample * channels), channels), factors, period);
+                SampleFactors(mask + (sample * channels), factors, channels, period);
             }
 
             for (; i < runEnd; i += period)
@@ -157,7 +157,7 @@ internal static unsafe partial class BatchNormKernels
             long runEnd = Math.Min(length, ((sample + 1) * sampleLength) - start);
             if (scaled)
             {
-                RepeatOverPeriod(new ReadOnlySpan<T>(mask + (sample * channels), channels), factors, period);
+                SampleFactors(mask + (sample * channels), factors, channels, period);
             }
 
             for (; i < runEnd; i += period)
@@ -223,7 +223,7 @@ internal static unsafe partial class BatchNormKernels
             long runEnd = Math.Min(length, ((sample + 1) * sampleLength) - start);
             if (scaled)
             {
-                RepeatOverPeriod(new ReadOnlySpan<T>(mask + (sample * channels), channels), factors, period);
+                SampleFactors(mask + (sample * channels), factors, channels, period);
             }
 
             for (; i < runEnd; i += period)
@@ -236,6 +236,23 @@ internal static unsafe partial class BatchNormKernels
                 StoreFinishedVectors<T, TStore>(Vector.FusedMultiplyAdd(x2 - o2, s2, t2), Vector.FusedMultiplyAdd(x3 - o3, s3, t3), output + i + Lanes, rectify, factors + Lanes, scaled);
                 StoreFinishedVectors<T, TStore>(
                     Vector.FusedMultiplyAdd(x4 - o4, s4, t4), Vector.FusedMultiplyAdd(x5 - o5, s5, t5), output + i + (2 * Lanes), rectify, factors + (2 * Lanes), scaled);
+            }
+        }
+    }
+
+    /// <summary>
+    /// A sample's factors laid out over a period, as <see cref="RepeatOverPeriod{T}"/> does but with no call: a call
+    /// inside the sample loop would make the JIT keep the period's constants on the stack and reload them every step.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void SampleFactors<T>(T* perChannel, T* factors, int channels, int period)
+        where T : unmanaged
+    {
+        for (int k = 0; k < period; k += channels)
+        {
+            for (int c = 0; c < channels; c++)
+            {
+                factors[k + c] = perChannel[c];
             }
         }
     }
