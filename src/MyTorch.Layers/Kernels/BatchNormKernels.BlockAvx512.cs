@@ -609,36 +609,51 @@ internal static unsafe partial class BatchNormKernels
     /// rectified and multiplied by its lane's factor as <see cref="BlockKernels.FinishRows{T}"/> does in the buffer, each
     /// sample's rows with that sample's factors: the same operations, so the same bits.
     /// </summary>
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void AffineFinishedInRegisters<T, TStore, TSteps>(T* a, T* output, long start, int length, ChannelParameters parameters, in BlockTail tail, int spatial)
         where T : unmanaged
         where TStore : struct, IStoreMode
         where TSteps : struct, IStepCount
     {
-        // Each case with its flags constant, so that the loop tests none of them.
         T* mask = (T*)tail.Mask;
-        if (tail.Rectify && mask is not null)
+        if (tail.Rectify)
         {
-            AffineFinishedRegisterRuns<T, TStore, TSteps>(a, output, start, length, parameters, mask, spatial, rectify: true, scaled: true);
-        }
-        else if (tail.Rectify)
-        {
-            AffineFinishedRegisterRuns<T, TStore, TSteps>(a, output, start, length, parameters, null, spatial, rectify: true, scaled: false);
+            AffineFinishedInRegisters<T, TStore, TSteps, Rectified>(a, output, start, length, parameters, mask, spatial);
         }
         else
         {
-            AffineFinishedRegisterRuns<T, TStore, TSteps>(a, output, start, length, parameters, mask, spatial, rectify: false, scaled: mask is not null);
+            AffineFinishedInRegisters<T, TStore, TSteps, NotRectified>(a, output, start, length, parameters, mask, spatial);
         }
     }
 
-    /// <summary><see cref="AffineFinishedInRegisters{T, TStore, TSteps}"/>'s loop, inlined into each case.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AffineFinishedRegisterRuns<T, TStore, TSteps>(
-        T* a, T* output, long start, int length, ChannelParameters parameters, T* mask, int spatial, bool rectify, bool scaled)
+    /// <summary><see cref="AffineFinishedInRegisters{T, TStore, TSteps}"/> with the ReLU decided, the factors not yet.</summary>
+    private static void AffineFinishedInRegisters<T, TStore, TSteps, TRectifying>(T* a, T* output, long start, int length, ChannelParameters parameters, T* mask, int spatial)
         where T : unmanaged
         where TStore : struct, IStoreMode
         where TSteps : struct, IStepCount
+        where TRectifying : struct, IRectifying
     {
+        if (mask is not null)
+        {
+            AffineFinishedRegisterRuns<T, TStore, TSteps, TRectifying, ByFactors>(a, output, start, length, parameters, mask, spatial);
+        }
+        else
+        {
+            AffineFinishedRegisterRuns<T, TStore, TSteps, TRectifying, NotByFactors>(a, output, start, length, parameters, null, spatial);
+        }
+    }
+
+    /// <summary><see cref="AffineFinishedInRegisters{T, TStore, TSteps}"/>'s loop, compiled for each case.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void AffineFinishedRegisterRuns<T, TStore, TSteps, TRectifying, TScaling>(
+        T* a, T* output, long start, int length, ChannelParameters parameters, T* mask, int spatial)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+        where TSteps : struct, IStepCount
+        where TRectifying : struct, IRectifying
+        where TScaling : struct, IScaling
+    {
+        bool rectify = TRectifying.Rectifies;
+        bool scaled = TScaling.Scaled;
         int period = TSteps.Count * RegisterStep;
         Debug.Assert(period == parameters.Count && start % period == 0 && length % period == 0);
         var (o0, o1, o2, o3, o4, o5, o6, o7) = LoadRow<TSteps>(parameters.Offset);
@@ -869,7 +884,6 @@ internal static unsafe partial class BatchNormKernels
     /// makes it from <paramref name="dy"/>, each sample's rows with that sample's factors: the values the buffer would
     /// hold, into the same lanes in the same order, so the same bits.
     /// </summary>
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void GatedProductSumsInRegisters<T, TSteps>(
         T* dy, T* source, T* x, long start, int length, double* r, double* sum, double* products, T* mask, T* flip, int spatial)
         where T : unmanaged
@@ -877,21 +891,23 @@ internal static unsafe partial class BatchNormKernels
     {
         if (mask is not null)
         {
-            GatedProductSumsRegisterRuns<T, TSteps>(dy, source, x, start, length, r, sum, products, mask, flip, spatial, scaled: true);
+            GatedProductSumsRegisterRuns<T, TSteps, ByFactors>(dy, source, x, start, length, r, sum, products, mask, flip, spatial);
         }
         else
         {
-            GatedProductSumsRegisterRuns<T, TSteps>(dy, source, x, start, length, r, sum, products, null, flip, spatial, scaled: false);
+            GatedProductSumsRegisterRuns<T, TSteps, NotByFactors>(dy, source, x, start, length, r, sum, products, null, flip, spatial);
         }
     }
 
-    /// <summary><see cref="GatedProductSumsInRegisters{T, TSteps}"/>'s loop, inlined into each case.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void GatedProductSumsRegisterRuns<T, TSteps>(
-        T* dy, T* source, T* x, long start, int length, double* r, double* sum, double* products, T* mask, T* flip, int spatial, bool scaled)
+    /// <summary><see cref="GatedProductSumsInRegisters{T, TSteps}"/>'s loop, compiled for each case.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void GatedProductSumsRegisterRuns<T, TSteps, TScaling>(
+        T* dy, T* source, T* x, long start, int length, double* r, double* sum, double* products, T* mask, T* flip, int spatial)
         where T : unmanaged
         where TSteps : struct, IStepCount
+        where TScaling : struct, IScaling
     {
+        bool scaled = TScaling.Scaled;
         int period = TSteps.Count * RegisterStep;
         Debug.Assert(start % period == 0 && length % period == 0);
         T* bound = flip + period;
@@ -976,7 +992,6 @@ internal static unsafe partial class BatchNormKernels
     /// <see cref="GradientInRegisters{T, TStore, TSteps}"/> over channels-last rows of one period each, with a the block's
     /// gate makes it from <paramref name="dy"/>, each sample's rows with that sample's factors, each value computed as there.
     /// </summary>
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void GatedGradientInRegisters<T, TStore, TSteps>(
         T* dy, T* source, T* x, T* output, long start, int length, ChannelParameters parameters, T* mask, T* flip, int spatial)
         where T : unmanaged
@@ -985,22 +1000,24 @@ internal static unsafe partial class BatchNormKernels
     {
         if (mask is not null)
         {
-            GatedGradientRegisterRuns<T, TStore, TSteps>(dy, source, x, output, start, length, parameters, mask, flip, spatial, scaled: true);
+            GatedGradientRegisterRuns<T, TStore, TSteps, ByFactors>(dy, source, x, output, start, length, parameters, mask, flip, spatial);
         }
         else
         {
-            GatedGradientRegisterRuns<T, TStore, TSteps>(dy, source, x, output, start, length, parameters, null, flip, spatial, scaled: false);
+            GatedGradientRegisterRuns<T, TStore, TSteps, NotByFactors>(dy, source, x, output, start, length, parameters, null, flip, spatial);
         }
     }
 
-    /// <summary><see cref="GatedGradientInRegisters{T, TStore, TSteps}"/>'s loop, inlined into each case.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void GatedGradientRegisterRuns<T, TStore, TSteps>(
-        T* dy, T* source, T* x, T* output, long start, int length, ChannelParameters parameters, T* mask, T* flip, int spatial, bool scaled)
+    /// <summary><see cref="GatedGradientInRegisters{T, TStore, TSteps}"/>'s loop, compiled for each case.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void GatedGradientRegisterRuns<T, TStore, TSteps, TScaling>(
+        T* dy, T* source, T* x, T* output, long start, int length, ChannelParameters parameters, T* mask, T* flip, int spatial)
         where T : unmanaged
         where TStore : struct, IStoreMode
         where TSteps : struct, IStepCount
+        where TScaling : struct, IScaling
     {
+        bool scaled = TScaling.Scaled;
         int period = TSteps.Count * RegisterStep;
         Debug.Assert(period == parameters.Count && start % period == 0 && length % period == 0);
         T* bound = flip + period;

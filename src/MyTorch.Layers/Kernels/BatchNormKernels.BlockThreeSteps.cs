@@ -182,35 +182,49 @@ internal static unsafe partial class BatchNormKernels
     /// each y rounded to T, rectified and multiplied by its lane's factor as <see cref="BlockKernels.FinishRows{T}"/>
     /// does in the buffer: the same operations, so the same bits.
     /// </summary>
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void AffineFinishedThreeSteps<T, TStore>(T* a, T* output, long start, int length, ChannelParameters parameters, in BlockTail tail, int channels, int spatial)
         where T : unmanaged
         where TStore : struct, IStoreMode
     {
-        // Each case with its flags constant, so that the loop tests none of them.
-        T* factors = stackalloc T[3 * Lanes];
         T* mask = (T*)tail.Mask;
-        if (tail.Rectify && mask is not null)
+        if (tail.Rectify)
         {
-            AffineFinishedThreeStepRuns<T, TStore>(a, output, start, length, parameters, mask, factors, channels, spatial, rectify: true, scaled: true);
-        }
-        else if (tail.Rectify)
-        {
-            AffineFinishedThreeStepRuns<T, TStore>(a, output, start, length, parameters, null, null, channels, spatial, rectify: true, scaled: false);
+            AffineFinishedThreeSteps<T, TStore, Rectified>(a, output, start, length, parameters, mask, channels, spatial);
         }
         else
         {
-            AffineFinishedThreeStepRuns<T, TStore>(a, output, start, length, parameters, mask, factors, channels, spatial, rectify: false, scaled: mask is not null);
+            AffineFinishedThreeSteps<T, TStore, NotRectified>(a, output, start, length, parameters, mask, channels, spatial);
         }
     }
 
-    /// <summary><see cref="AffineFinishedThreeSteps{T, TStore}"/>'s loop, inlined into each case.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AffineFinishedThreeStepRuns<T, TStore>(
-        T* a, T* output, long start, int length, ChannelParameters parameters, T* mask, T* factors, int channels, int spatial, bool rectify, bool scaled)
+    /// <summary><see cref="AffineFinishedThreeSteps{T, TStore}"/> with the ReLU decided, the factors not yet.</summary>
+    private static void AffineFinishedThreeSteps<T, TStore, TRectifying>(T* a, T* output, long start, int length, ChannelParameters parameters, T* mask, int channels, int spatial)
         where T : unmanaged
         where TStore : struct, IStoreMode
+        where TRectifying : struct, IRectifying
     {
+        if (mask is not null)
+        {
+            AffineFinishedThreeStepRuns<T, TStore, TRectifying, ByFactors>(a, output, start, length, parameters, mask, channels, spatial);
+        }
+        else
+        {
+            AffineFinishedThreeStepRuns<T, TStore, TRectifying, NotByFactors>(a, output, start, length, parameters, null, channels, spatial);
+        }
+    }
+
+    /// <summary><see cref="AffineFinishedThreeSteps{T, TStore}"/>'s loop, compiled for each case.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void AffineFinishedThreeStepRuns<T, TStore, TRectifying, TScaling>(
+        T* a, T* output, long start, int length, ChannelParameters parameters, T* mask, int channels, int spatial)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+        where TRectifying : struct, IRectifying
+        where TScaling : struct, IScaling
+    {
+        bool rectify = TRectifying.Rectifies;
+        bool scaled = TScaling.Scaled;
+        T* factors = stackalloc T[3 * Lanes];
         int period = 3 * Lanes;
         Debug.Assert(parameters.Count == period && start % period == 0 && length % period == 0);
         var (o0, o1, o2, o3, o4, o5) = ThreeSteps(parameters.Offset);
@@ -347,8 +361,9 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary>
-    /// Whether a gated loop multiplies by the dropout's factors, fixed at compile time: the gated loops here are too long
-    /// for the JIT to inline a copy per case, so each case is its own instantiation instead.
+    /// Whether a block's loop multiplies by the dropout's factors, fixed at compile time: the loops are too long for the
+    /// JIT to inline a copy per case within its budget (when it runs out, it silently calls the loop with its flags as
+    /// arguments), so each case is its own instantiation instead.
     /// </summary>
     private interface IScaling
     {
@@ -363,5 +378,21 @@ internal static unsafe partial class BatchNormKernels
     private readonly struct NotByFactors : IScaling
     {
         public static bool Scaled => false;
+    }
+
+    /// <summary>Whether a finished forward's loop applies the ReLU, fixed at compile time as <see cref="IScaling"/> is.</summary>
+    private interface IRectifying
+    {
+        static abstract bool Rectifies { get; }
+    }
+
+    private readonly struct Rectified : IRectifying
+    {
+        public static bool Rectifies => true;
+    }
+
+    private readonly struct NotRectified : IRectifying
+    {
+        public static bool Rectifies => false;
     }
 }
