@@ -519,33 +519,47 @@ internal static unsafe partial class BatchNormKernels
     /// value rounded to T, rectified and multiplied by its lane's factor as <see cref="BlockKernels.FinishRows{T}"/> does
     /// in the buffer, then stored: the same operations, so the same bits.
     /// </summary>
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void AffineFinishedPeriodByPeriodWide<T, TStore>(T* a, T* output, int length, ChannelParameters parameters, long firstRow, in BlockTail tail, int spatial)
         where T : unmanaged
         where TStore : struct, IStoreMode
     {
-        // Each case with its flags constant, so that the loop tests none of them.
         T* mask = (T*)tail.Mask;
-        if (tail.Rectify && mask is not null)
+        if (tail.Rectify)
         {
-            AffineFinishedRows<T, TStore>(a, output, length, parameters, firstRow, mask, spatial, rectify: true, scaled: true);
-        }
-        else if (tail.Rectify)
-        {
-            AffineFinishedRows<T, TStore>(a, output, length, parameters, firstRow, null, spatial, rectify: true, scaled: false);
+            AffineFinishedPeriodByPeriodWide<T, TStore, Rectified>(a, output, length, parameters, firstRow, mask, spatial);
         }
         else
         {
-            AffineFinishedRows<T, TStore>(a, output, length, parameters, firstRow, mask, spatial, rectify: false, scaled: mask is not null);
+            AffineFinishedPeriodByPeriodWide<T, TStore, NotRectified>(a, output, length, parameters, firstRow, mask, spatial);
         }
     }
 
-    /// <summary><see cref="AffineFinishedPeriodByPeriodWide{T, TStore}"/>'s loop, inlined into each case.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AffineFinishedRows<T, TStore>(T* a, T* output, int length, ChannelParameters parameters, long firstRow, T* mask, int spatial, bool rectify, bool scaled)
+    /// <summary><see cref="AffineFinishedPeriodByPeriodWide{T, TStore}"/> with the ReLU decided, the factors not yet.</summary>
+    private static void AffineFinishedPeriodByPeriodWide<T, TStore, TRectifying>(T* a, T* output, int length, ChannelParameters parameters, long firstRow, T* mask, int spatial)
         where T : unmanaged
         where TStore : struct, IStoreMode
+        where TRectifying : struct, IRectifying
     {
+        if (mask is not null)
+        {
+            AffineFinishedRows<T, TStore, TRectifying, ByFactors>(a, output, length, parameters, firstRow, mask, spatial);
+        }
+        else
+        {
+            AffineFinishedRows<T, TStore, TRectifying, NotByFactors>(a, output, length, parameters, firstRow, null, spatial);
+        }
+    }
+
+    /// <summary><see cref="AffineFinishedPeriodByPeriodWide{T, TStore}"/>'s loop, compiled for each case.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void AffineFinishedRows<T, TStore, TRectifying, TScaling>(T* a, T* output, int length, ChannelParameters parameters, long firstRow, T* mask, int spatial)
+        where T : unmanaged
+        where TStore : struct, IStoreMode
+        where TRectifying : struct, IRectifying
+        where TScaling : struct, IScaling
+    {
+        bool rectify = TRectifying.Rectifies;
+        bool scaled = TScaling.Scaled;
         int period = parameters.Count;
         double* o = parameters.Offset, c = parameters.Scale, t = parameters.Shift;
         T* end = a + length;
@@ -762,7 +776,6 @@ internal static unsafe partial class BatchNormKernels
     /// the block's gate makes it from <paramref name="dy"/> (<see cref="RowGated16{T}"/>): the values the buffer would
     /// hold, into the same lanes in the same order, so the same bits.
     /// </summary>
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void GatedProductSumsPeriodByPeriodWide<T>(
         T* dy, T* source, T* x, int length, int period, double* r, double* sum, double* products, long firstRow, in BlockTail tail, int spatial)
         where T : unmanaged
@@ -770,20 +783,22 @@ internal static unsafe partial class BatchNormKernels
         T* mask = (T*)tail.Mask;
         if (mask is not null)
         {
-            GatedProductSumsRows(dy, source, x, length, period, r, sum, products, firstRow, mask, (T*)tail.ChannelGate, spatial, scaled: true);
+            GatedProductSumsRows<T, ByFactors>(dy, source, x, length, period, r, sum, products, firstRow, mask, (T*)tail.ChannelGate, spatial);
         }
         else
         {
-            GatedProductSumsRows(dy, source, x, length, period, r, sum, products, firstRow, null, (T*)tail.ChannelGate, spatial, scaled: false);
+            GatedProductSumsRows<T, NotByFactors>(dy, source, x, length, period, r, sum, products, firstRow, null, (T*)tail.ChannelGate, spatial);
         }
     }
 
-    /// <summary><see cref="GatedProductSumsPeriodByPeriodWide{T}"/>'s loop, inlined into each case.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void GatedProductSumsRows<T>(
-        T* dy, T* source, T* x, int length, int period, double* r, double* sum, double* products, long firstRow, T* mask, T* flip, int spatial, bool scaled)
+    /// <summary><see cref="GatedProductSumsPeriodByPeriodWide{T}"/>'s loop, compiled for each case.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void GatedProductSumsRows<T, TScaling>(
+        T* dy, T* source, T* x, int length, int period, double* r, double* sum, double* products, long firstRow, T* mask, T* flip, int spatial)
         where T : unmanaged
+        where TScaling : struct, IScaling
     {
+        bool scaled = TScaling.Scaled;
         T* endA = dy + length;
         T* endB = x + length;
         T* bound = flip + period;
@@ -1060,7 +1075,6 @@ internal static unsafe partial class BatchNormKernels
     /// <see cref="GradientPeriodByPeriodWide{T, TStore}"/> over channels-last rows from row <paramref name="firstRow"/>,
     /// with a the block's gate makes it from <paramref name="dy"/> (<see cref="RowGated16{T}"/>), each value computed as there.
     /// </summary>
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void GatedGradientPeriodByPeriodWide<T, TStore>(
         T* dy, T* source, T* x, T* output, int length, ChannelParameters parameters, long firstRow, in BlockTail tail, int spatial)
         where T : unmanaged
@@ -1069,21 +1083,23 @@ internal static unsafe partial class BatchNormKernels
         T* mask = (T*)tail.Mask;
         if (mask is not null)
         {
-            GatedGradientRows<T, TStore>(dy, source, x, output, length, parameters, firstRow, mask, (T*)tail.ChannelGate, spatial, scaled: true);
+            GatedGradientRows<T, TStore, ByFactors>(dy, source, x, output, length, parameters, firstRow, mask, (T*)tail.ChannelGate, spatial);
         }
         else
         {
-            GatedGradientRows<T, TStore>(dy, source, x, output, length, parameters, firstRow, null, (T*)tail.ChannelGate, spatial, scaled: false);
+            GatedGradientRows<T, TStore, NotByFactors>(dy, source, x, output, length, parameters, firstRow, null, (T*)tail.ChannelGate, spatial);
         }
     }
 
-    /// <summary><see cref="GatedGradientPeriodByPeriodWide{T, TStore}"/>'s loop, inlined into each case.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void GatedGradientRows<T, TStore>(
-        T* dy, T* source, T* x, T* output, int length, ChannelParameters parameters, long firstRow, T* mask, T* flip, int spatial, bool scaled)
+    /// <summary><see cref="GatedGradientPeriodByPeriodWide{T, TStore}"/>'s loop, compiled for each case.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void GatedGradientRows<T, TStore, TScaling>(
+        T* dy, T* source, T* x, T* output, int length, ChannelParameters parameters, long firstRow, T* mask, T* flip, int spatial)
         where T : unmanaged
         where TStore : struct, IStoreMode
+        where TScaling : struct, IScaling
     {
+        bool scaled = TScaling.Scaled;
         int period = parameters.Count;
         double* o = parameters.Offset, c = parameters.Scale, t = parameters.Shift, p = parameters.Projection;
         T* endA = dy + length;
@@ -1129,7 +1145,7 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary>
-    /// One step of <see cref="GatedGradientRows{T, TStore}"/>: <see cref="GradientStep{T, TStore}"/> with a the block's
+    /// One step of <see cref="GatedGradientRows{T, TStore, TScaling}"/>: <see cref="GradientStep{T, TStore}"/> with a the block's
     /// gate makes from <paramref name="dy"/> (<see cref="RowGated16{T}"/>), each value computed as there.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
