@@ -524,29 +524,21 @@ internal static unsafe partial class BatchNormKernels
         where TStore : struct, IStoreMode
     {
         T* mask = (T*)tail.Mask;
-        if (tail.Rectify)
+        if (tail.Rectify && mask is not null)
         {
-            AffineFinishedPeriodByPeriodWide<T, TStore, Rectified>(a, output, length, parameters, firstRow, mask, spatial);
+            AffineFinishedRows<T, TStore, Rectified, ByFactors>(a, output, length, parameters, firstRow, mask, spatial);
+        }
+        else if (tail.Rectify)
+        {
+            AffineFinishedRows<T, TStore, Rectified, NotByFactors>(a, output, length, parameters, firstRow, null, spatial);
+        }
+        else if (mask is not null)
+        {
+            AffineFinishedRows<T, TStore, NotRectified, ByFactors>(a, output, length, parameters, firstRow, mask, spatial);
         }
         else
         {
-            AffineFinishedPeriodByPeriodWide<T, TStore, NotRectified>(a, output, length, parameters, firstRow, mask, spatial);
-        }
-    }
-
-    /// <summary><see cref="AffineFinishedPeriodByPeriodWide{T, TStore}"/> with the ReLU decided, the factors not yet.</summary>
-    private static void AffineFinishedPeriodByPeriodWide<T, TStore, TRectifying>(T* a, T* output, int length, ChannelParameters parameters, long firstRow, T* mask, int spatial)
-        where T : unmanaged
-        where TStore : struct, IStoreMode
-        where TRectifying : struct, IRectifying
-    {
-        if (mask is not null)
-        {
-            AffineFinishedRows<T, TStore, TRectifying, ByFactors>(a, output, length, parameters, firstRow, mask, spatial);
-        }
-        else
-        {
-            AffineFinishedRows<T, TStore, TRectifying, NotByFactors>(a, output, length, parameters, firstRow, null, spatial);
+            AffineFinishedRows<T, TStore, NotRectified, NotByFactors>(a, output, length, parameters, firstRow, null, spatial);
         }
     }
 
@@ -629,30 +621,21 @@ internal static unsafe partial class BatchNormKernels
         where TSteps : struct, IStepCount
     {
         T* mask = (T*)tail.Mask;
-        if (tail.Rectify)
+        if (tail.Rectify && mask is not null)
         {
-            AffineFinishedInRegisters<T, TStore, TSteps, Rectified>(a, output, start, length, parameters, mask, spatial);
+            AffineFinishedRegisterRuns<T, TStore, TSteps, Rectified, ByFactors>(a, output, start, length, parameters, mask, spatial);
+        }
+        else if (tail.Rectify)
+        {
+            AffineFinishedRegisterRuns<T, TStore, TSteps, Rectified, NotByFactors>(a, output, start, length, parameters, null, spatial);
+        }
+        else if (mask is not null)
+        {
+            AffineFinishedRegisterRuns<T, TStore, TSteps, NotRectified, ByFactors>(a, output, start, length, parameters, mask, spatial);
         }
         else
         {
-            AffineFinishedInRegisters<T, TStore, TSteps, NotRectified>(a, output, start, length, parameters, mask, spatial);
-        }
-    }
-
-    /// <summary><see cref="AffineFinishedInRegisters{T, TStore, TSteps}"/> with the ReLU decided, the factors not yet.</summary>
-    private static void AffineFinishedInRegisters<T, TStore, TSteps, TRectifying>(T* a, T* output, long start, int length, ChannelParameters parameters, T* mask, int spatial)
-        where T : unmanaged
-        where TStore : struct, IStoreMode
-        where TSteps : struct, IStepCount
-        where TRectifying : struct, IRectifying
-    {
-        if (mask is not null)
-        {
-            AffineFinishedRegisterRuns<T, TStore, TSteps, TRectifying, ByFactors>(a, output, start, length, parameters, mask, spatial);
-        }
-        else
-        {
-            AffineFinishedRegisterRuns<T, TStore, TSteps, TRectifying, NotByFactors>(a, output, start, length, parameters, null, spatial);
+            AffineFinishedRegisterRuns<T, TStore, TSteps, NotRectified, NotByFactors>(a, output, start, length, parameters, null, spatial);
         }
     }
 

@@ -76,7 +76,7 @@ internal static unsafe partial class BatchNormKernels
             long runEnd = Math.Min(length, ((sample + 1) * sampleLength) - start);
             if (scaled)
             {
-                SampleFactors(mask + (sample * channels), factors, channels, period);
+                RepeatOverPeriod(new ReadOnlySpan<T>(mask + (sample * channels), channels), factors, period);
             }
 
             for (; i < runEnd; i += period)
@@ -157,7 +157,7 @@ internal static unsafe partial class BatchNormKernels
             long runEnd = Math.Min(length, ((sample + 1) * sampleLength) - start);
             if (scaled)
             {
-                SampleFactors(mask + (sample * channels), factors, channels, period);
+                RepeatOverPeriod(new ReadOnlySpan<T>(mask + (sample * channels), channels), factors, period);
             }
 
             for (; i < runEnd; i += period)
@@ -187,29 +187,21 @@ internal static unsafe partial class BatchNormKernels
         where TStore : struct, IStoreMode
     {
         T* mask = (T*)tail.Mask;
-        if (tail.Rectify)
+        if (tail.Rectify && mask is not null)
         {
-            AffineFinishedThreeSteps<T, TStore, Rectified>(a, output, start, length, parameters, mask, channels, spatial);
+            AffineFinishedThreeStepRuns<T, TStore, Rectified, ByFactors>(a, output, start, length, parameters, mask, channels, spatial);
+        }
+        else if (tail.Rectify)
+        {
+            AffineFinishedThreeStepRuns<T, TStore, Rectified, NotByFactors>(a, output, start, length, parameters, null, channels, spatial);
+        }
+        else if (mask is not null)
+        {
+            AffineFinishedThreeStepRuns<T, TStore, NotRectified, ByFactors>(a, output, start, length, parameters, mask, channels, spatial);
         }
         else
         {
-            AffineFinishedThreeSteps<T, TStore, NotRectified>(a, output, start, length, parameters, mask, channels, spatial);
-        }
-    }
-
-    /// <summary><see cref="AffineFinishedThreeSteps{T, TStore}"/> with the ReLU decided, the factors not yet.</summary>
-    private static void AffineFinishedThreeSteps<T, TStore, TRectifying>(T* a, T* output, long start, int length, ChannelParameters parameters, T* mask, int channels, int spatial)
-        where T : unmanaged
-        where TStore : struct, IStoreMode
-        where TRectifying : struct, IRectifying
-    {
-        if (mask is not null)
-        {
-            AffineFinishedThreeStepRuns<T, TStore, TRectifying, ByFactors>(a, output, start, length, parameters, mask, channels, spatial);
-        }
-        else
-        {
-            AffineFinishedThreeStepRuns<T, TStore, TRectifying, NotByFactors>(a, output, start, length, parameters, null, channels, spatial);
+            AffineFinishedThreeStepRuns<T, TStore, NotRectified, NotByFactors>(a, output, start, length, parameters, null, channels, spatial);
         }
     }
 
@@ -237,7 +229,7 @@ internal static unsafe partial class BatchNormKernels
             long runEnd = Math.Min(length, ((sample + 1) * sampleLength) - start);
             if (scaled)
             {
-                SampleFactors(mask + (sample * channels), factors, channels, period);
+                RepeatOverPeriod(new ReadOnlySpan<T>(mask + (sample * channels), channels), factors, period);
             }
 
             for (; i < runEnd; i += period)
@@ -250,23 +242,6 @@ internal static unsafe partial class BatchNormKernels
                 StoreFinishedVectors<T, TStore>(Vector.FusedMultiplyAdd(x2 - o2, s2, t2), Vector.FusedMultiplyAdd(x3 - o3, s3, t3), output + i + Lanes, rectify, factors + Lanes, scaled);
                 StoreFinishedVectors<T, TStore>(
                     Vector.FusedMultiplyAdd(x4 - o4, s4, t4), Vector.FusedMultiplyAdd(x5 - o5, s5, t5), output + i + (2 * Lanes), rectify, factors + (2 * Lanes), scaled);
-            }
-        }
-    }
-
-    /// <summary>
-    /// A sample's factors laid out over a period, as <see cref="RepeatOverPeriod{T}"/> does but with no call: a call
-    /// inside the sample loop would make the JIT keep the period's constants on the stack and reload them every step.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void SampleFactors<T>(T* perChannel, T* factors, int channels, int period)
-        where T : unmanaged
-    {
-        for (int k = 0; k < period; k += channels)
-        {
-            for (int c = 0; c < channels; c++)
-            {
-                factors[k + c] = perChannel[c];
             }
         }
     }

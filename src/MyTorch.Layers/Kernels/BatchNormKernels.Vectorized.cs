@@ -461,13 +461,21 @@ internal static unsafe partial class BatchNormKernels
     /// row[k] = perChannel[k mod C] for k &lt; <paramref name="period"/>, a multiple of C: the channels' values copied
     /// period / C times, with no division per value.
     /// </summary>
+    /// <remarks>
+    /// Value by value and inlined, with no call: the block's loops lay out each sample's factors with it, and across a
+    /// call inside their sample loop the JIT would keep the period's constants on the stack and reload them every step.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void RepeatOverPeriod<T>(ReadOnlySpan<T> perChannel, T* row, int period)
         where T : unmanaged
     {
         Debug.Assert(period % perChannel.Length == 0);
         for (int k = 0; k < period; k += perChannel.Length)
         {
-            perChannel.CopyTo(new Span<T>(row + k, perChannel.Length));
+            for (int c = 0; c < perChannel.Length; c++)
+            {
+                row[k + c] = perChannel[c];
+            }
         }
     }
 
