@@ -9,7 +9,8 @@ namespace MyTorch.Layers.Benchmarks;
 /// <summary>
 /// A Conv2d (C → C channels, stride 1, padding that keeps H × W, no bias) then a BatchNorm2d, in evaluation under
 /// no_grad: TorchSharp's Conv2d then TorchSharp's BatchNorm2d (the baseline), the same conv then our BatchNorm2d, and
-/// the one conv <c>layers.fuse_conv_bn_eval</c> folds the baseline's pair into. The case is the BatchNorm2d's input
+/// the one conv <c>layers.fuse_conv_bn_eval</c> folds the baseline's pair into, and the conv alone, which is as fast as
+/// folding can make the pair. The case is the BatchNorm2d's input
 /// (N, C, H, W), which is also the conv's input and output. 2 passes: the folded conv's own read of x and write of y
 /// (the pair also writes the conv's output and reads it back, 4); the roofline ignores the conv's arithmetic.
 /// </summary>
@@ -20,6 +21,8 @@ namespace MyTorch.Layers.Benchmarks;
 public abstract class ConvBatchNormFoldedEvalForward : LayerBenchmark
 {
     private nn.Module<Tensor, Tensor>? _ourPair;
+
+    private Conv2d? _convAlone;
 
     [ParamsSource(typeof(TensorCase), nameof(TensorCase.Float32Nchw))]
     public override TensorCase Case { get; set; } = null!;
@@ -37,6 +40,10 @@ public abstract class ConvBatchNormFoldedEvalForward : LayerBenchmark
     [Benchmark]
     public void MyTorchLayers() => NoGradForward(Ours);
 
+    /// <summary>The pair's conv without the BatchNorm2d: the floor of the folded conv's time, so that folded / pair is at least this / pair.</summary>
+    [Benchmark]
+    public void ConvAlone() => NoGradForward(_convAlone!);
+
     /// <summary>The conv of this kind for <paramref name="channels"/> channels in and out, with TorchSharp's initialisation.</summary>
     protected abstract Conv2d CreateConv(long channels);
 
@@ -48,13 +55,16 @@ public abstract class ConvBatchNormFoldedEvalForward : LayerBenchmark
         var (theirNorm, ourNorm) = BatchNormModules.Create(tensorCase, training: false);
         var conv = CreateConv(tensorCase.C);
         var ourConv = CreateConv(tensorCase.C);
+        _convAlone = CreateConv(tensorCase.C);
         using (no_grad())
         {
             ourConv.weight!.copy_(conv.weight!);
+            _convAlone.weight!.copy_(conv.weight!);
         }
 
         conv.eval();
         ourConv.eval();
+        _convAlone.eval();
         var folded = layers.fuse_conv_bn_eval(conv, (BatchNorm)theirNorm);
         folded.eval();
         _ourPair = nn.Sequential(("conv", ourConv), ("bn", ourNorm));
@@ -65,6 +75,8 @@ public abstract class ConvBatchNormFoldedEvalForward : LayerBenchmark
     {
         _ourPair?.Dispose();
         _ourPair = null;
+        _convAlone?.Dispose();
+        _convAlone = null;
     }
 }
 
