@@ -540,7 +540,7 @@ internal static unsafe partial class BatchNormKernels
     /// doubles holds two of that loop's four accumulators side by side, takes the same values in the same order, and is
     /// added across as there, so the same bits. Returns how many values it read.
     /// </summary>
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int ShiftedSumsWide<T>(T* x, int length, double r, int readable, out double sum, out double squares)
         where T : unmanaged
     {
@@ -574,7 +574,7 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary>The vector part of <see cref="ProductSums{T}"/> 16 values a step, as <see cref="ShiftedSumsWide{T}"/>.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int ProductSumsWide<T>(T* a, T* b, int length, double r, int readable, out double sum, out double products)
         where T : unmanaged
     {
