@@ -8,11 +8,11 @@ namespace MyTorch.Layers.Benchmarks;
 
 /// <summary>
 /// A Conv2d (C → C channels, stride 1, padding that keeps H × W, no bias) then a BatchNorm2d, in evaluation under
-/// no_grad: TorchSharp's Conv2d then TorchSharp's BatchNorm2d (the baseline), the same conv then our BatchNorm2d, and
-/// the one conv <c>layers.fuse_conv_bn_eval</c> folds the baseline's pair into, and the conv alone, which is as fast as
-/// folding can make the pair. The case is the BatchNorm2d's input
-/// (N, C, H, W), which is also the conv's input and output. 2 passes: the folded conv's own read of x and write of y
-/// (the pair also writes the conv's output and reads it back, 4); the roofline ignores the conv's arithmetic.
+/// no_grad: TorchSharp's Conv2d then TorchSharp's BatchNorm2d (the baseline), the same conv then our BatchNorm2d, the
+/// one conv <c>layers.fuse_conv_bn_eval</c> folds the baseline's pair into, and the conv alone, which is as fast as
+/// folding can make the pair. The case is the BatchNorm2d's input (N, C, H, W), which is also the conv's input and
+/// output. 2 passes: the folded conv's own read of x and write of y (the pair also writes the conv's output and reads
+/// it back, 4); the roofline ignores the conv's arithmetic.
 /// </summary>
 /// <remarks>
 /// Every float32 NCHW performance shape is kept for both kinds of conv: in a short check on 2 cores none took more
