@@ -141,13 +141,14 @@ internal static partial class ChannelDropoutKernels
             {
                 // NCHW: the chunk's planes are one contiguous run, each plane under one factor.
                 long offset = (long)first * Layout.Spatial;
+                bool keepsValues = TFormat.KeepValues(new ReadOnlySpan<ushort>(Mask + first, end - first));
                 if (Streaming)
                 {
-                    ScaleHalfPrecisionPlanesWide<TFormat, StreamingStores>(X + offset, Mask + first, Y + offset, Layout.Spatial, (end - first) * Layout.Spatial);
+                    ScaleHalfPrecisionPlanesWide<TFormat, StreamingStores>(X + offset, Mask + first, Y + offset, Layout.Spatial, (end - first) * Layout.Spatial, keepsValues);
                 }
                 else
                 {
-                    ScaleHalfPrecisionPlanes<TFormat>(X + offset, Mask + first, Y + offset, Layout.Spatial, (end - first) * Layout.Spatial);
+                    ScaleHalfPrecisionPlanes<TFormat>(X + offset, Mask + first, Y + offset, Layout.Spatial, (end - first) * Layout.Spatial, keepsValues);
                 }
 
                 return;
@@ -166,17 +167,19 @@ internal static partial class ChannelDropoutKernels
     /// y = x · factors[p] in the format over a run of whole planes of <paramref name="spatial"/> values, p the plane: one
     /// vector loop over the whole run where the format has vector conversions and a plane holds a step (see
     /// <see cref="PlaneBoundaries"/>), or, with AVX-512, 4×4 planes two to a step, so that small planes cost no call or
-    /// scalar tail each.
+    /// scalar tail each. Where the factors keep the format's values (<see cref="IHalfPrecision.KeepValues"/>: bfloat16's
+    /// 0 and 1 / (1 − p) for the default p = 0.5), <paramref name="keepsValues"/> has the 512-bit steps take the
+    /// products' bits as they are, unless a product is infinite or NaN.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void ScaleHalfPrecisionPlanes<TFormat>(ushort* x, ushort* factors, ushort* y, int spatial, int length)
+    private static unsafe void ScaleHalfPrecisionPlanes<TFormat>(ushort* x, ushort* factors, ushort* y, int spatial, int length, bool keepsValues)
         where TFormat : struct, IHalfPrecision
     {
         int lanes = Vector256<ushort>.Count;
         int i = 0;
         if (WidePlanes<TFormat>(spatial))
         {
-            ScaleHalfPrecisionPlanesWide<TFormat, PlainStores>(x, factors, y, spatial, length);
+            ScaleHalfPrecisionPlanesWide<TFormat, PlainStores>(x, factors, y, spatial, length, keepsValues);
             return;
         }
 
@@ -190,7 +193,13 @@ internal static partial class ChannelDropoutKernels
                 Prefetch.Ahead(x + i, x + length);
                 var (even, odd) = TFormat.WidenPairs(Vector512.Load(x + i).AsUInt32());
                 var factor = BatchNormKernels.Joined(Vector256.Create(TFormat.Widen(factors[plane])), Vector256.Create(TFormat.Widen(factors[plane + 1])));
-                TFormat.NarrowPairs(even * factor, odd * factor).AsUInt16().Store(y + i);
+                (even, odd) = (even * factor, odd * factor);
+                if (!keepsValues || !TFormat.TryPairsOfValues(even, odd, out var bits))
+                {
+                    bits = TFormat.NarrowPairs(even, odd);
+                }
+
+                bits.AsUInt16().Store(y + i);
             }
         }
         else if (TFormat.Vectorized && spatial >= lanes)
@@ -240,7 +249,7 @@ internal static partial class ChannelDropoutKernels
     /// run's first whole cache line to its last, each step one line, the values outside computed one by one the same way.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void ScaleHalfPrecisionPlanesWide<TFormat, TStore>(ushort* x, ushort* factors, ushort* y, int spatial, int length)
+    private static unsafe void ScaleHalfPrecisionPlanesWide<TFormat, TStore>(ushort* x, ushort* factors, ushort* y, int spatial, int length, bool keepsValues)
         where TFormat : struct, IHalfPrecision
         where TStore : struct, IStoreMode
     {
@@ -281,14 +290,19 @@ internal static partial class ChannelDropoutKernels
                 factor = next;
             }
 
-            var bits = TFormat.NarrowPairs(even * evenFactor, odd * oddFactor).AsUInt16();
+            (even, odd) = (even * evenFactor, odd * oddFactor);
+            if (!keepsValues || !TFormat.TryPairsOfValues(even, odd, out var bits))
+            {
+                bits = TFormat.NarrowPairs(even, odd);
+            }
+
             if (TStore.Streaming)
             {
-                bits.StoreAlignedNonTemporal(y + i);
+                bits.AsUInt16().StoreAlignedNonTemporal(y + i);
             }
             else
             {
-                bits.Store(y + i);
+                bits.AsUInt16().Store(y + i);
             }
         }
 

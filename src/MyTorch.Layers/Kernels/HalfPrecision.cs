@@ -1,5 +1,6 @@
 using System;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -45,6 +46,23 @@ internal interface IHalfPrecision
 
     /// <summary><see cref="Narrow(float)"/> of 16 pairs, back in their places: the inverse of <see cref="WidenPairs"/>.</summary>
     static abstract Vector512<uint> NarrowPairs(Vector512<float> even, Vector512<float> odd);
+
+    /// <summary>
+    /// Whether every product of a value of the format and any of <paramref name="factors"/> (their bits), computed in
+    /// float32, is itself a value of the format, infinite or NaN, so that rounding it changes nothing; false where that
+    /// does not hold or is not known.
+    /// </summary>
+    static virtual bool KeepValues(ReadOnlySpan<ushort> factors) => false;
+
+    /// <summary>
+    /// <see cref="NarrowPairs"/> of 16 pairs that are each a value of the format already, with no rounding to do; false
+    /// if any is infinite or NaN, or if the format has no such shortcut, for <see cref="NarrowPairs"/> to take instead.
+    /// </summary>
+    static virtual bool TryPairsOfValues(Vector512<float> even, Vector512<float> odd, out Vector512<uint> bits)
+    {
+        bits = default;
+        return false;
+    }
 }
 
 /// <summary>bfloat16: float32's sign and exponent with 7 fraction bits, the upper half of a float32's bits.</summary>
@@ -164,6 +182,56 @@ internal readonly struct BFloat16Bits : IHalfPrecision
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static (Vector512<float> Even, Vector512<float> Odd) WidenPairs(Vector512<uint> bits) =>
         ((bits << 16).AsSingle(), (bits & Vector512.Create(0xFFFF0000u)).AsSingle());
+
+    /// <summary>
+    /// Whether every factor is 0 or a power of two from 1 up: multiplying by one keeps a value's 8 significant bits, and
+    /// cannot fall into the subnormals, where float32 keeps more bits than bfloat16; past float32's range the product is
+    /// infinite in both.
+    /// </summary>
+    public static bool KeepValues(ReadOnlySpan<ushort> factors)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            // Whole vectors of factors, 16 at a time: the masks of exceptions, or-ed, must stay empty.
+            var exceptions = Vector256<ushort>.Zero;
+            ref ushort start = ref MemoryMarshal.GetReference(factors);
+            for (; i <= factors.Length - Vector256<ushort>.Count; i += Vector256<ushort>.Count)
+            {
+                var f = Vector256.LoadUnsafe(ref start, (nuint)i);
+                var power = Vector256.Equals(f & Vector256.Create((ushort)0x807F), Vector256<ushort>.Zero)
+                    & Vector256.GreaterThanOrEqual(f, Vector256.Create((ushort)0x3F80)) & Vector256.LessThan(f, Vector256.Create((ushort)0x7F80));
+                exceptions |= ~(power | Vector256.Equals(f, Vector256<ushort>.Zero));
+            }
+
+            if (exceptions != Vector256<ushort>.Zero)
+            {
+                return false;
+            }
+        }
+
+        for (; i < factors.Length; i++)
+        {
+            ushort f = factors[i];
+            if (f != 0 && ((f & 0x807F) != 0 || f < 0x3F80 || f >= 0x7F80))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// The upper halves of the pairs: a bfloat16 value's float32 bits end in 16 zeros. Infinity and NaN, whose exponent
+    /// bits are all ones, go to <see cref="NarrowPairs"/>, which gives NaN its one quiet bit pattern.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TryPairsOfValues(Vector512<float> even, Vector512<float> odd, out Vector512<uint> bits)
+    {
+        bits = (even.AsUInt32() >> 16) | (odd.AsUInt32() & Vector512.Create(0xFFFF0000u));
+        return !Vector512.EqualsAny(bits.AsUInt16() & Vector512.Create((ushort)0x7F80), Vector512.Create((ushort)0x7F80));
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<uint> NarrowPairs(Vector512<float> even, Vector512<float> odd)
