@@ -376,16 +376,28 @@ public static class Dropout2dFunctional
         }
     }
 
-    /// <summary>
-    /// <see cref="DrawAndApplyMask{T}"/> for a 16-bit dtype: the same draws, the mask drawn whole and then applied (the
-    /// mask is N·C values, small beside the input).
-    /// </summary>
+    /// <summary><see cref="DrawAndApplyMask{T}"/> for a 16-bit dtype: the same draws, in the same two ways.</summary>
     private static void DrawAndApplyHalfPrecisionMask<TFormat>(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask, double keep, Generator? generator)
         where TFormat : struct, IHalfPrecision
     {
         Span<ushort> y = TensorMemory.Span<ushort>(destination, plane);
         ReadOnlySpan<ushort> x = ReferenceEquals(source, destination) ? y : TensorMemory.Span<ushort>(source, plane);
         Span<ushort> factors = TensorMemory.Vector<ushort>(mask);
+        int threads = KernelThreads.Count;
+        if (keep > 0 && ChannelDropoutKernels.DrawWhileApplying(plane, threads))
+        {
+            lock (GeneratorState.Gate)
+            {
+                using var state = GeneratorState.TryRead(generator, out var twister);
+                if (state is not null)
+                {
+                    ChannelDropoutKernels.DrawAndApplyHalfPrecisionMask<TFormat>(x, y, plane, factors, keep, ref twister, threads);
+                    GeneratorState.Write(generator, state, twister);
+                    return;
+                }
+            }
+        }
+
         if (keep > 0)
         {
             lock (GeneratorState.Gate)
@@ -405,7 +417,7 @@ public static class Dropout2dFunctional
             ChannelDropoutKernels.ScaleHalfPrecisionMask<TFormat>(factors, keep);
         }
 
-        ChannelDropoutKernels.ApplyHalfPrecisionMask<TFormat>(x, y, plane, factors, KernelThreads.Count);
+        ChannelDropoutKernels.ApplyHalfPrecisionMask<TFormat>(x, y, plane, factors, threads);
     }
 
     private static void DrawAndApplyMask<T>(Tensor source, Tensor destination, PlaneLayout plane, Tensor mask, double keep, Generator? generator)

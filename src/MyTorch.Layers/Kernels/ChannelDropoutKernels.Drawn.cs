@@ -184,72 +184,105 @@ internal static partial class ChannelDropoutKernels
         fixed (T* pm = mask)
         fixed (MersenneTwister* pg = &generator)
         {
-            var job = new DrawAndApplyJob<T>
-            {
-                Apply = ApplyMaskJob<T>.For(px, py, pm, layout, streamingStores),
-                Generator = pg,
-                Keep = keepProbability,
-                SamplesPerPart = Math.Max(1, DrawPartValues / Math.Max(1, layout.Channels)),
-                UnitsPerSample = layout.ChannelsLast ? layout.Spatial : layout.Channels,
-            };
+            var apply = ApplyMaskJob<T>.For(px, py, pm, layout, streamingStores);
+            var job = new DrawAndApplyJob<ApplyMaskJob<T>, T, MaskDrawing<T>>(apply, apply.Units, apply.UnitsPerChunk, layout, pg, pm, keepProbability);
 
             // Piece 0 draws; each of the others applies the next chunk of the input whose samples are drawn.
-            ChunkScheduler.Run(ref job, 1 + job.Apply.Chunks, threads);
+            ChunkScheduler.Run(ref job, 1 + job.Chunks, threads);
+        }
+    }
+
+    /// <summary>How a part of a mask is drawn and scaled, for <see cref="DrawAndApplyJob{TApply, TElement, TDrawing}"/>.</summary>
+    private interface IMaskDrawing<TElement>
+        where TElement : unmanaged
+    {
+        /// <summary>Draws <paramref name="part"/>, the next values in the generator's order, and scales them.</summary>
+        static abstract void DrawAndScale(ref MersenneTwister generator, Span<TElement> part, double keep);
+    }
+
+    /// <summary>A float32 or float64 mask, as <see cref="DrawMask{T}"/> and <see cref="ScaleMask{T}"/> make it.</summary>
+    private readonly struct MaskDrawing<T> : IMaskDrawing<T>
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        public static void DrawAndScale(ref MersenneTwister generator, Span<T> part, double keep)
+        {
+            DrawMask(ref generator, part, keep);
+            ScaleMask(part, keep);
         }
     }
 
     /// <summary>
-    /// Piece 0 draws the mask part by part and publishes how many samples are drawn; each of the other pieces, one per
-    /// chunk of <see cref="Apply"/>, claims the next chunk in order and waits for its samples.
+    /// Piece 0 draws the mask part by part, whole samples at a time, and publishes how many samples are drawn; each of
+    /// the other pieces, one per chunk of the apply job, claims the next chunk in order and waits for its samples.
     /// </summary>
-    private unsafe struct DrawAndApplyJob<T> : IChunkJob
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    private unsafe struct DrawAndApplyJob<TApply, TElement, TDrawing> : IChunkJob
+        where TApply : struct, IChunkJob
+        where TElement : unmanaged
+        where TDrawing : struct, IMaskDrawing<TElement>
     {
-        public ApplyMaskJob<T> Apply;
-        public MersenneTwister* Generator;
-        public double Keep;
-        public int SamplesPerPart;
-        public int UnitsPerSample;
+        private readonly TApply _apply;
+        private readonly int _units;
+        private readonly int _unitsPerChunk;
+        private readonly MersenneTwister* _generator;
+        private readonly TElement* _mask;
+        private readonly double _keep;
+        private readonly int _batch;
+        private readonly int _channels;
+        private readonly int _samplesPerPart;
+        private readonly int _unitsPerSample;
 
         /// <summary>Samples whose mask values are drawn and scaled, published after their values.</summary>
-        public int DrawnSamples;
+        private int _drawnSamples;
 
-        /// <summary>The next chunk of <see cref="Apply"/> to claim.</summary>
-        public int NextChunk;
+        /// <summary>The next chunk of the apply job to claim.</summary>
+        private int _nextChunk;
+
+        /// <summary>
+        /// <paramref name="apply"/>'s <paramref name="units"/> (planes in NCHW, rows in NHWC), <paramref name="unitsPerChunk"/>
+        /// to a chunk, over <paramref name="layout"/>, with the mask at <paramref name="mask"/> drawn from <paramref name="generator"/>.
+        /// </summary>
+        public DrawAndApplyJob(TApply apply, int units, int unitsPerChunk, PlaneLayout layout, MersenneTwister* generator, TElement* mask, double keep)
+        {
+            _apply = apply;
+            _units = units;
+            _unitsPerChunk = unitsPerChunk;
+            _generator = generator;
+            _mask = mask;
+            _keep = keep;
+            _batch = layout.Batch;
+            _channels = layout.Channels;
+            _samplesPerPart = Math.Max(1, DrawPartValues / Math.Max(1, layout.Channels));
+            _unitsPerSample = layout.ChannelsLast ? layout.Spatial : layout.Channels;
+        }
+
+        /// <summary>The chunks of the apply job.</summary>
+        public readonly int Chunks => _units == 0 ? 0 : ChunkScheduler.ChunkCount(_units, _unitsPerChunk);
 
         public void Run(int chunk)
         {
             if (chunk == 0)
             {
-                DrawAll();
+                for (int first = 0; first < _batch; first += _samplesPerPart)
+                {
+                    int samples = Math.Min(_samplesPerPart, _batch - first);
+                    TDrawing.DrawAndScale(ref *_generator, new Span<TElement>(_mask + ((long)first * _channels), samples * _channels), _keep);
+                    Volatile.Write(ref _drawnSamples, first + samples);
+                }
+
                 return;
             }
 
             // Pieces may run in any order on any thread; chunks are claimed in memory order, so each waits for the least.
-            int claimed = Interlocked.Increment(ref NextChunk) - 1;
-            int lastUnit = Math.Min(Apply.Units, (claimed + 1) * Apply.UnitsPerChunk) - 1;
-            int needed = (lastUnit / UnitsPerSample) + 1;
+            int claimed = Interlocked.Increment(ref _nextChunk) - 1;
+            int lastUnit = Math.Min(_units, (claimed + 1) * _unitsPerChunk) - 1;
+            int needed = (lastUnit / _unitsPerSample) + 1;
             var spin = default(SpinWait);
-            while (Volatile.Read(ref DrawnSamples) < needed)
+            while (Volatile.Read(ref _drawnSamples) < needed)
             {
                 spin.SpinOnce(sleep1Threshold: -1);
             }
 
-            Apply.Run(claimed);
-        }
-
-        private void DrawAll()
-        {
-            int batch = Apply.Layout.Batch;
-            int channels = Apply.Layout.Channels;
-            for (int first = 0; first < batch; first += SamplesPerPart)
-            {
-                int samples = Math.Min(SamplesPerPart, batch - first);
-                var part = new Span<T>(Apply.Mask + ((long)first * channels), samples * channels);
-                DrawMask(ref *Generator, part, Keep);
-                ScaleMask(part, Keep);
-                Volatile.Write(ref DrawnSamples, first + samples);
-            }
+            _apply.Run(claimed);
         }
     }
 
@@ -278,9 +311,7 @@ internal static partial class ChannelDropoutKernels
         /// <summary>Draws and scales the whole mask, whatever the piece.</summary>
         public readonly void Run(int chunk)
         {
-            var mask = new Span<T>(_mask, _length);
-            DrawMask(ref *_generator, mask, _keep);
-            ScaleMask(mask, _keep);
+            MaskDrawing<T>.DrawAndScale(ref *_generator, new Span<T>(_mask, _length), _keep);
         }
     }
 }

@@ -102,19 +102,49 @@ internal static partial class ChannelDropoutKernels
         fixed (ushort* py = y)
         fixed (ushort* pm = mask)
         {
-            int unitLength = layout.ChannelsLast ? layout.Channels : layout.Spatial;
-            var job = new HalfPrecisionMaskJob<TFormat>
-            {
-                X = px,
-                Y = py,
-                Mask = pm,
-                Layout = layout,
-                Units = layout.Length / unitLength,
-                UnitsPerChunk = ChunkScheduler.UnitsPerChunk(unitLength),
-                Streaming = !layout.ChannelsLast && WidePlanes<TFormat>(layout.Spatial)
-                    && (streamingStores ?? StreamingStores.For<ushort>(layout.Length, PlaneBoundaries.RunLength(layout.Spatial, Vector512<ushort>.Count), tensors: 2)),
-            };
+            var job = HalfPrecisionMaskJob<TFormat>.For(px, py, pm, layout, streamingStores);
             ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(job.Units, job.UnitsPerChunk), ChunkScheduler.ThreadsFor(layout.Length, threads));
+        }
+    }
+
+    /// <summary>
+    /// <see cref="DrawHalfPrecisionMask{TFormat}"/>, <see cref="ScaleHalfPrecisionMask{TFormat}"/> and
+    /// <see cref="ApplyHalfPrecisionMask{TFormat}"/> at once, as <see cref="DrawAndApplyMask{T}"/> does them in float32:
+    /// one thread draws the mask part by part while the others apply the parts drawn. The same mask, y and generator
+    /// state, bit for bit. <paramref name="y"/> may be <paramref name="x"/> itself.
+    /// </summary>
+    public static unsafe void DrawAndApplyHalfPrecisionMask<TFormat>(
+        ReadOnlySpan<ushort> x,
+        Span<ushort> y,
+        PlaneLayout layout,
+        Span<ushort> mask,
+        double keepProbability,
+        ref MersenneTwister generator,
+        int threads)
+        where TFormat : struct, IHalfPrecision
+    {
+        Debug.Assert(x.Length >= layout.Length && y.Length >= layout.Length);
+        Debug.Assert(mask.Length >= layout.Batch * layout.Channels && keepProbability > 0 && keepProbability <= 1);
+        fixed (ushort* px = x)
+        fixed (ushort* py = y)
+        fixed (ushort* pm = mask)
+        fixed (MersenneTwister* pg = &generator)
+        {
+            var apply = HalfPrecisionMaskJob<TFormat>.For(px, py, pm, layout, streamingStores: null);
+            var job = new DrawAndApplyJob<HalfPrecisionMaskJob<TFormat>, ushort, HalfPrecisionMaskDrawing<TFormat>>(
+                apply, apply.Units, apply.UnitsPerChunk, layout, pg, pm, keepProbability);
+            ChunkScheduler.Run(ref job, 1 + job.Chunks, threads);
+        }
+    }
+
+    /// <summary>A 16-bit mask, as <see cref="DrawHalfPrecisionMask{TFormat}"/> and <see cref="ScaleHalfPrecisionMask{TFormat}"/> make it.</summary>
+    private readonly struct HalfPrecisionMaskDrawing<TFormat> : IMaskDrawing<ushort>
+        where TFormat : struct, IHalfPrecision
+    {
+        public static void DrawAndScale(ref MersenneTwister generator, Span<ushort> part, double keep)
+        {
+            DrawHalfPrecisionMask<TFormat>(ref generator, part, keep);
+            ScaleHalfPrecisionMask<TFormat>(part, keep);
         }
     }
 
@@ -132,6 +162,23 @@ internal static partial class ChannelDropoutKernels
         public int Units;
         public int UnitsPerChunk;
         public bool Streaming;
+
+        /// <summary>The job over <paramref name="layout"/>: streaming stores as <see cref="ApplyHalfPrecisionMask{TFormat}"/> says.</summary>
+        public static HalfPrecisionMaskJob<TFormat> For(ushort* x, ushort* y, ushort* mask, PlaneLayout layout, bool? streamingStores)
+        {
+            int unitLength = layout.ChannelsLast ? layout.Channels : layout.Spatial;
+            return new HalfPrecisionMaskJob<TFormat>
+            {
+                X = x,
+                Y = y,
+                Mask = mask,
+                Layout = layout,
+                Units = layout.Length / unitLength,
+                UnitsPerChunk = ChunkScheduler.UnitsPerChunk(unitLength),
+                Streaming = !layout.ChannelsLast && WidePlanes<TFormat>(layout.Spatial)
+                    && (streamingStores ?? StreamingStores.For<ushort>(layout.Length, PlaneBoundaries.RunLength(layout.Spatial, Vector512<ushort>.Count), tensors: 2)),
+            };
+        }
 
         public readonly void Run(int chunk)
         {

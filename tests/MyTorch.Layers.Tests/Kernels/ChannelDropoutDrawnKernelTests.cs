@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Linq;
 using MyTorch.Layers.Kernels;
 using MyTorch.Layers.Tests.Support;
 using NUnit.Framework;
@@ -9,8 +10,8 @@ namespace MyTorch.Layers.Tests.Kernels;
 /// <summary>
 /// The mask's draws: ChannelDropoutKernels.DrawMask against libtorch's formula applied one value at a time
 /// (<see cref="Reference"/>), wherever the generator stands in its words; and DrawAndApplyMask against DrawMask of
-/// the whole mask, ScaleMask and ApplyMask, on any thread count and either kind of thread. Equal means bit for bit,
-/// generator included.
+/// the whole mask, ScaleMask and ApplyMask (and their 16-bit forms), on any thread count and either kind of thread.
+/// Equal means bit for bit, generator included.
 /// </summary>
 [TestFixture]
 public class ChannelDropoutDrawnKernelTests
@@ -122,6 +123,45 @@ public class ChannelDropoutDrawnKernelTests
                     yield return new TestCaseData(batch, channels, spatial, channelsLast, openMpTeam)
                         .SetArgDisplayNames($"{batch}×{channels}×{spatial}", channelsLast ? "NHWC" : "NCHW", openMpTeam ? "OpenMP team" : "own workers");
                 }
+            }
+        }
+    }
+
+    [TestCaseSource(nameof(Layouts))]
+    public void DrawAndApplyHalfPrecision_GivesOneDrawsMaskOutputAndGeneratorState(int batch, int channels, int spatial, bool channelsLast, bool openMpTeam)
+    {
+        DrawAndApplyHalfPrecision<BFloat16Bits>(batch, channels, spatial, channelsLast, openMpTeam, keep: 1 - 0.3);
+        DrawAndApplyHalfPrecision<BFloat16Bits>(batch, channels, spatial, channelsLast, openMpTeam, keep: 1 - 0.5);
+        DrawAndApplyHalfPrecision<Float16Bits>(batch, channels, spatial, channelsLast, openMpTeam, keep: 1 - 0.3);
+    }
+
+    private static void DrawAndApplyHalfPrecision<TFormat>(int batch, int channels, int spatial, bool channelsLast, bool openMpTeam, double keep)
+        where TFormat : struct, IHalfPrecision
+    {
+        var layout = new PlaneLayout(batch, channels, spatial, channelsLast);
+        Assert.That(ChannelDropoutKernels.DrawWhileApplying(layout, threads: 2), Is.True, "the layout must take the drawn path");
+        ushort[] x = KernelInputs.Uniform<float>(new Random(channels), layout.Length, 4, 0).Select(TFormat.Narrow).ToArray();
+
+        // What drawing the whole mask at once, scaling it and applying it gives.
+        var expectedGenerator = MersenneTwisterTests.Seeded(99);
+        ushort[] expectedMask = new ushort[batch * channels];
+        ChannelDropoutKernels.DrawHalfPrecisionMask<TFormat>(ref expectedGenerator, expectedMask, keep);
+        ChannelDropoutKernels.ScaleHalfPrecisionMask<TFormat>(expectedMask, keep);
+        ushort[] expected = new ushort[x.Length];
+        ChannelDropoutKernels.ApplyHalfPrecisionMask<TFormat>(x, expected, layout, expectedMask);
+
+        foreach (int threads in new[] { 1, 2, 5 })
+        {
+            foreach (bool inPlace in new[] { false, true })
+            {
+                ushort[] y = inPlace ? (ushort[])x.Clone() : new ushort[x.Length];
+                ushort[] mask = new ushort[batch * channels];
+                var generator = MersenneTwisterTests.Seeded(99);
+                KernelTeams.Run(openMpTeam, () => ChannelDropoutKernels.DrawAndApplyHalfPrecisionMask<TFormat>(inPlace ? y : x, y, layout, mask, keep, ref generator, threads));
+                string at = $"{typeof(TFormat).Name}, keep {keep}, {threads} threads, {(inPlace ? "in place" : "out of place")}";
+                Assert.That(mask, Is.EqualTo(expectedMask), $"{at}: mask");
+                Assert.That(y, Is.EqualTo(expected), $"{at}: y");
+                MersenneTwisterTests.AssertSameState(generator, expectedGenerator, at);
             }
         }
     }
