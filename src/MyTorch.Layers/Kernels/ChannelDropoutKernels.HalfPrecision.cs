@@ -240,13 +240,7 @@ internal static partial class ChannelDropoutKernels
                 Prefetch.Ahead(x + i, x + length);
                 var (even, odd) = TFormat.WidenPairs(Vector512.Load(x + i).AsUInt32());
                 var factor = BatchNormKernels.Joined(Vector256.Create(TFormat.Widen(factors[plane])), Vector256.Create(TFormat.Widen(factors[plane + 1])));
-                (even, odd) = (even * factor, odd * factor);
-                if (!keepsValues || !TFormat.TryPairsOfValues(even, odd, out var bits))
-                {
-                    bits = TFormat.NarrowPairs(even, odd);
-                }
-
-                bits.AsUInt16().Store(y + i);
+                ProductBits<TFormat>(even * factor, odd * factor, keepsValues).AsUInt16().Store(y + i);
             }
         }
         else if (TFormat.Vectorized && spatial >= lanes)
@@ -286,6 +280,15 @@ internal static partial class ChannelDropoutKernels
             y[i] = TFormat.Narrow(TFormat.Widen(x[i]) * TFormat.Widen(factors[i / spatial]));
         }
     }
+
+    /// <summary>
+    /// The bits of 16 pairs of float32 products in the format: taken as they are where <paramref name="keepsValues"/>
+    /// and no product is infinite or NaN (<see cref="IHalfPrecision.TryPairsOfValues"/>), rounded otherwise.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<uint> ProductBits<TFormat>(Vector512<float> even, Vector512<float> odd, bool keepsValues)
+        where TFormat : struct, IHalfPrecision =>
+        keepsValues && TFormat.TryPairsOfValues(even, odd, out var bits) ? bits : TFormat.NarrowPairs(even, odd);
 
     /// <summary>Whether NCHW planes of <paramref name="spatial"/> values take 512-bit steps of 32 values.</summary>
     private static bool WidePlanes<TFormat>(int spatial)
@@ -337,12 +340,7 @@ internal static partial class ChannelDropoutKernels
                 factor = next;
             }
 
-            (even, odd) = (even * evenFactor, odd * oddFactor);
-            if (!keepsValues || !TFormat.TryPairsOfValues(even, odd, out var bits))
-            {
-                bits = TFormat.NarrowPairs(even, odd);
-            }
-
+            var bits = ProductBits<TFormat>(even * evenFactor, odd * oddFactor, keepsValues);
             if (TStore.Streaming)
             {
                 bits.AsUInt16().StoreAlignedNonTemporal(y + i);

@@ -299,12 +299,14 @@ public class HalfPrecisionKernelTests
     [TestCase(false, 4f)]
     [TestCase(true, 0f)]
     [TestCase(false, 0f)]
-    public void ApplyHalfPrecisionMask_WithPowerOfTwoFactors_IsTheRoundedProduct(bool channelsLast, float oddOne)
+    public void ApplyHalfPrecisionMask_WithPowerOfTwoFactors_IsTheRoundedProduct(bool channelsLast, float kept)
     {
+        // Masks of 0 and kept (all zeros for kept = 0); and of 0, kept and 1 / 0.7, which no chunk may take unrounded
+        // (for kept = 0: of 0 and 2 only).
         ushort[] specials = [0x7F80, 0xFF80, 0x7FC0, 0xFFC1, 0x7F81, 0x7F7F, 0xFF7F, 0x0001, 0x807F, 0x8000, 0x0000];
-        float[] factors = oddOne == 0f ? [0f, 2f] : [0f, oddOne, 1 / 0.7f];
-        ApplyMaskEveryLength<BFloat16Bits>(channelsLast, exact => NearestBFloat16((float)exact), random => factors[random.Next(factors.Length)], specials);
-        ApplyMaskEveryLength<BFloat16Bits>(channelsLast, exact => NearestBFloat16((float)exact), random => random.Next(2) * oddOne, specials);
+        float[] mixed = kept == 0f ? [0f, 2f] : [0f, kept, 1 / 0.7f];
+        ApplyMaskEveryLength<BFloat16Bits>(channelsLast, exact => NearestBFloat16((float)exact), random => random.Next(2) * kept, specials);
+        ApplyMaskEveryLength<BFloat16Bits>(channelsLast, exact => NearestBFloat16((float)exact), random => mixed[random.Next(mixed.Length)], specials);
     }
 
     /// <summary>
