@@ -538,7 +538,9 @@ internal static unsafe partial class BatchNormKernels
     /// <summary>
     /// The vector part of <see cref="ShiftedSums{T}"/> 16 values a step, for a run of at least 8: each vector of 8
     /// doubles holds two of that loop's four accumulators side by side, takes the same values in the same order, and is
-    /// added across as there, so the same bits. Returns how many values it read.
+    /// added across as there, so the same bits. bfloat16 is the exception: its steps hold a step's values at even places
+    /// and at odd places (<see cref="LoadForSums16{T}"/>), so its sums may differ from that loop's in the last bits.
+    /// Returns how many values it read.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int ShiftedSumsWide<T>(T* x, int length, double r, int readable, out double sum, out double squares)
@@ -551,7 +553,7 @@ internal static unsafe partial class BatchNormKernels
         for (; i <= length - RegisterStep; i += RegisterStep)
         {
             Prefetch.Ahead(x + i, end);
-            Load16(x + i, out var lo, out var hi);
+            LoadForSums16(x + i, out var lo, out var hi);
             lo -= vr;
             hi -= vr;
             s0 += lo;
@@ -587,8 +589,8 @@ internal static unsafe partial class BatchNormKernels
         {
             Prefetch.Ahead(a + i, endA);
             Prefetch.Ahead(b + i, endB);
-            Load16(a + i, out var alo, out var ahi);
-            Load16(b + i, out var blo, out var bhi);
+            LoadForSums16(a + i, out var alo, out var ahi);
+            LoadForSums16(b + i, out var blo, out var bhi);
             s0 += alo;
             s1 += ahi;
             p0 = Avx512F.FusedMultiplyAdd(alo, blo - vr, p0);
@@ -879,12 +881,38 @@ internal static unsafe partial class BatchNormKernels
             lo = Vector512.Load((double*)source);
             hi = Vector512.Load((double*)source + 8);
         }
+        else if (typeof(T) == typeof(BFloat16))
+        {
+            // Each half widened from its own 128-bit load: no 512-bit widening and no extraction of its upper half.
+            lo = Avx512F.ConvertToVector512Double(BFloat16Bits.Widen(Vector128.Load((ushort*)source)));
+            hi = Avx512F.ConvertToVector512Double(BFloat16Bits.Widen(Vector128.Load((ushort*)source + 8)));
+        }
         else
         {
-            var bits = Vector256.Load((ushort*)source);
-            var values = typeof(T) == typeof(BFloat16) ? BFloat16Bits.Widen16(bits) : Float16Bits.Widen16(bits);
+            var values = Float16Bits.Widen16(Vector256.Load((ushort*)source));
             lo = Avx512F.ConvertToVector512Double(values.GetLower());
             hi = Avx512F.ConvertToVector512Double(values.GetUpper());
+        }
+    }
+
+    /// <summary>
+    /// 16 values from <paramref name="source"/> as two vectors of 8 doubles, for a sum in which a value's lane does not
+    /// matter: bfloat16 as its values at even places and at odd places (<see cref="BFloat16Bits.WidenPairs(Vector256{uint})"/>,
+    /// no shuffle), any other type as <see cref="Load16{T}"/> gives them.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void LoadForSums16<T>(T* source, out Vector512<double> lo, out Vector512<double> hi)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(BFloat16))
+        {
+            var (even, odd) = BFloat16Bits.WidenPairs(Vector256.Load((uint*)source));
+            lo = Avx512F.ConvertToVector512Double(even);
+            hi = Avx512F.ConvertToVector512Double(odd);
+        }
+        else
+        {
+            Load16(source, out lo, out hi);
         }
     }
 

@@ -17,7 +17,7 @@ namespace MyTorch.Layers.Kernels;
 /// float32 steps of the result. If every float32 value within E rounds to the same finite bfloat16 bits
 /// (<see cref="BFloat16Bits.TryNarrowWithin"/>), so does the float64 result, which lies strictly inside; otherwise the
 /// step runs in float64, as the other loops do. Either way each output has the float64 loops' bits. Planes of an even
-/// length go 16 pairs a step (<see cref="BFloat16Bits.WidenPairs"/>), 4×4 planes two a step, others 16 values. float16
+/// length go 16 pairs a step (<see cref="BFloat16Bits.WidenPairs(Vector512{uint})"/>), 4×4 planes two a step, others 16 values. float16
 /// stays in float64: its check fails about 8 times as often, and its integer rounding costs what the conversions do.
 /// </remarks>
 internal static unsafe partial class BatchNormKernels
@@ -208,7 +208,7 @@ internal static unsafe partial class BatchNormKernels
     private const int PairStep = 32;
 
     /// <summary>
-    /// Whether the checked loops take 32 values a step as 16 pairs (<see cref="BFloat16Bits.WidenPairs"/>): on planes of
+    /// Whether the checked loops take 32 values a step as 16 pairs (<see cref="BFloat16Bits.WidenPairs(Vector512{uint})"/>): on planes of
     /// an even length of a step or more, where no plane boundary falls inside a pair that starts at an even offset.
     /// </summary>
     private static bool SinglePairs(int spatial) => spatial >= PairStep && spatial % 2 == 0;

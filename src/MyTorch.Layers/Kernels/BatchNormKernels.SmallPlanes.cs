@@ -181,8 +181,9 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary>
-    /// A plane as two vectors of 8 doubles, lo and hi, t = lo + hi (the squares and products with one rounding fewer,
-    /// as a fused multiply-add), summed ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7])).
+    /// A plane as two vectors of 8 doubles, lo and hi (for bfloat16 its values at even and at odd places, see
+    /// <see cref="LoadForSums16{T}"/>), t = lo + hi (the squares and products with one rounding fewer, as a fused
+    /// multiply-add), summed ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7])).
     /// </summary>
     private readonly struct PlaneVectors512 : IPlaneVectors<Vector512<double>>
     {
@@ -200,7 +201,7 @@ internal static unsafe partial class BatchNormKernels
             }
             else
             {
-                Load16(a + start, out lo, out hi);
+                LoadForSums16(a + start, out lo, out hi);
             }
 
             if (sizeof(T) == sizeof(double))
@@ -216,7 +217,7 @@ internal static unsafe partial class BatchNormKernels
             }
 
             Prefetch.Ahead(b + start, bEnd);
-            Load16(b + start, out var blo, out var bhi);
+            LoadForSums16(b + start, out var blo, out var bhi);
             if (sizeof(T) == sizeof(double))
             {
                 Prefetch.Ahead(b + start + 8, bEnd);

@@ -155,7 +155,7 @@ internal readonly struct BFloat16Bits : IHalfPrecision
 
     /// <summary>
     /// <see cref="TryNarrowWithin(Vector512{float}, Vector512{float}, out Vector256{ushort})"/> of 16 pairs, as
-    /// <see cref="WidenPairs"/> gives them: the bits of both, in their places, if every pair rounds alike.
+    /// <see cref="WidenPairs(Vector512{uint})"/> gives them: the bits of both, in their places, if every pair rounds alike.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool TryNarrowPairsWithin(Vector512<float> even, Vector512<float> evenError, Vector512<float> odd, Vector512<float> oddError, out Vector512<uint> bits)
@@ -182,6 +182,11 @@ internal readonly struct BFloat16Bits : IHalfPrecision
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static (Vector512<float> Even, Vector512<float> Odd) WidenPairs(Vector512<uint> bits) =>
         ((bits << 16).AsSingle(), (bits & Vector512.Create(0xFFFF0000u)).AsSingle());
+
+    /// <summary><see cref="WidenPairs(Vector512{uint})"/> of 8 pairs, for 256-bit steps.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (Vector256<float> Even, Vector256<float> Odd) WidenPairs(Vector256<uint> bits) =>
+        ((bits << 16).AsSingle(), (bits & Vector256.Create(0xFFFF0000u)).AsSingle());
 
     /// <summary>
     /// Whether every factor is 0 or a power of two from 1 up: multiplying by one keeps a value's 8 significant bits, and
