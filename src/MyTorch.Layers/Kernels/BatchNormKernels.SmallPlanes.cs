@@ -119,7 +119,10 @@ internal static unsafe partial class BatchNormKernels
         static abstract Vector256<double> Across(TVector t0, TVector t1, TVector t2, TVector t3);
     }
 
-    /// <summary>A plane as four vectors of 4 doubles v0…v3, t = (v0 + v1) + (v2 + v3), summed (t[0] + t[1]) + (t[2] + t[3]).</summary>
+    /// <summary>
+    /// A plane as four vectors of 4 doubles v0…v3 (for bfloat16 each half's values at even and at odd places, see
+    /// <see cref="LoadForSums{T}"/>), t = (v0 + v1) + (v2 + v3), summed (t[0] + t[1]) + (t[2] + t[3]).
+    /// </summary>
     private readonly struct PlaneVectors256 : IPlaneVectors<Vector256<double>>
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -137,8 +140,8 @@ internal static unsafe partial class BatchNormKernels
             }
             else
             {
-                Load(a + start, out a0, out a1);
-                Load(a + start + Lanes, out a2, out a3);
+                LoadForSums(ref a[start], 0, out a0, out a1);
+                LoadForSums(ref a[start + Lanes], 0, out a2, out a3);
             }
 
             if (sizeof(T) == sizeof(double))
@@ -158,8 +161,8 @@ internal static unsafe partial class BatchNormKernels
             }
 
             Prefetch.Ahead(b + start, bEnd);
-            Load(b + start, out var b0, out var b1);
-            Load(b + start + Lanes, out var b2, out var b3);
+            LoadForSums(ref b[start], 0, out var b0, out var b1);
+            LoadForSums(ref b[start + Lanes], 0, out var b2, out var b3);
             if (sizeof(T) == sizeof(double))
             {
                 Prefetch.Ahead(b + start + Lanes, bEnd);

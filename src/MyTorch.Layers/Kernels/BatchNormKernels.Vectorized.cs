@@ -1083,7 +1083,7 @@ internal static unsafe partial class BatchNormKernels
         ref T x, int i, Vector<double> r, ref Vector<double> sumLo, ref Vector<double> sumHi, ref Vector<double> squaresLo, ref Vector<double> squaresHi)
         where T : unmanaged
     {
-        Load(ref x, (nuint)i, out var lo, out var hi);
+        LoadForSums(ref x, (nuint)i, out var lo, out var hi);
         lo -= r;
         hi -= r;
         sumLo += lo;
@@ -1098,8 +1098,8 @@ internal static unsafe partial class BatchNormKernels
         ref T a, ref T b, int i, Vector<double> r, ref Vector<double> sumLo, ref Vector<double> sumHi, ref Vector<double> productsLo, ref Vector<double> productsHi)
         where T : unmanaged
     {
-        Load(ref a, (nuint)i, out var alo, out var ahi);
-        Load(ref b, (nuint)i, out var blo, out var bhi);
+        LoadForSums(ref a, (nuint)i, out var alo, out var ahi);
+        LoadForSums(ref b, (nuint)i, out var blo, out var bhi);
         sumLo += alo;
         sumHi += ahi;
         productsLo = Vector.FusedMultiplyAdd(alo, blo - r, productsLo);
@@ -1905,6 +1905,27 @@ internal static unsafe partial class BatchNormKernels
         {
             StreamingStores.Store<double, TStore>(lo, (double*)destination);
             StreamingStores.Store<double, TStore>(hi, (double*)destination + Vector<double>.Count);
+        }
+    }
+
+    /// <summary>
+    /// Lanes values from <paramref name="source"/> + <paramref name="index"/> as two vectors of doubles, for a sum in which
+    /// a value's lane does not matter: bfloat16 with 256-bit vectors as its values at even places and at odd places (a
+    /// shift and a mask, with no widening shuffle or extraction), any other type as <see cref="Load{T}(ref T, nuint, out Vector{double}, out Vector{double})"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void LoadForSums<T>(ref T source, nuint index, out Vector<double> lo, out Vector<double> hi)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(BFloat16) && Avx.IsSupported && Vector<double>.Count == Vector256<double>.Count)
+        {
+            var bits = Vector128.LoadUnsafe(ref Unsafe.As<T, ushort>(ref source), index).AsUInt32();
+            lo = Avx.ConvertToVector256Double((bits << 16).AsSingle()).AsVector();
+            hi = Avx.ConvertToVector256Double((bits & Vector128.Create(0xFFFF0000u)).AsSingle()).AsVector();
+        }
+        else
+        {
+            Load(ref source, index, out lo, out hi);
         }
     }
 
