@@ -286,7 +286,33 @@ internal static unsafe partial class BatchNormKernels
         fixed (double* pr = reference)
         fixed (double* ps = scratch)
         {
-            if (!layout.ChannelsLast)
+            if (!layout.ChannelsLast && SumsFourPlanesAtOnce(layout.Spatial))
+            {
+                // Partial sums per group of samples and channel: G·C firsts, then G·C seconds, G the groups.
+                int groups = SmallPlaneGroups(layout.Batch);
+                var job = new SmallPlaneColumnsJob<T>
+                {
+                    A = pa,
+                    B = b.IsEmpty ? null : pb,
+                    Reference = pr,
+                    First = ps,
+                    Second = ps + ((long)groups * channels),
+                    Batch = layout.Batch,
+                    Channels = channels,
+                    Tail = tail,
+                };
+                ChunkScheduler.Run(ref job, ChunkScheduler.ChunkCount(job.Units, SmallPlaneColumnsJob<T>.UnitsPerChunk), threads, side);
+
+                // Each channel's group sums added in group order.
+                first.Clear();
+                second.Clear();
+                for (int g = 0; g < groups; g++)
+                {
+                    AddRow(new ReadOnlySpan<double>(job.First + ((long)g * channels), channels), first);
+                    AddRow(new ReadOnlySpan<double>(job.Second + ((long)g * channels), channels), second);
+                }
+            }
+            else if (!layout.ChannelsLast)
             {
                 // Partial sums per (n, c) plane: N·C firsts, then N·C seconds.
                 int planes = layout.Batch * channels;
@@ -594,12 +620,6 @@ internal static unsafe partial class BatchNormKernels
                 return;
             }
 
-            if (Tail.Active && SmallSumsGateInLoop<T>(Spatial, Tail, Channels, chunk * PlanesPerChunk, end))
-            {
-                SmallPlaneSums<T, Gated>((T*)Tail.GradOutput, B, Reference, Channels, chunk * PlanesPerChunk, end, First, Second, Tail);
-                return;
-            }
-
             if (Tail.Active)
             {
                 // The chunk's dy, made by the tail from the block's output gradient in a buffer that stays in cache,
@@ -610,12 +630,6 @@ internal static unsafe partial class BatchNormKernels
                 inner.Tail = default;
                 BlockKernels.GatePlanes(inner.A, Spatial, Channels, first, end, Tail);
                 inner.Run(chunk);
-                return;
-            }
-
-            if (SumsFourPlanesAtOnce(Spatial))
-            {
-                SmallPlaneSums<T, Ungated>(A, B, Reference, Channels, chunk * PlanesPerChunk, end, First, Second);
                 return;
             }
 
