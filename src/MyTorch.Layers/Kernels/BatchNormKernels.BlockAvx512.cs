@@ -208,7 +208,7 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     private static bool SumsGateInLoop<T>(int spatial, in BlockTail tail)
         where T : unmanaged =>
-        HasGate(tail) && FinishesInLoop<T>(spatial) && !SumsFourPlanesAtOnce(spatial);
+        HasGate(tail) && FinishesInLoop<T>(spatial) && !SumsSmallPlanesInColumns(spatial);
 
     /// <summary>
     /// Whether the tail gives its gate to the loops: a <see cref="BlockTail.ChannelGate"/> (the ReLU's, or one that never

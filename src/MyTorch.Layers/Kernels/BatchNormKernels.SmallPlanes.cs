@@ -21,8 +21,8 @@ namespace MyTorch.Layers.Kernels;
 /// vectors of 8 doubles and each sum ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7])).
 /// </para>
 /// <para>
-/// A unit of work is one group and four channels, the last channels of a row fewer (the group's last channel read again
-/// in place of the missing ones, its result not stored); each channel's sums are its own lanes' whatever its place
+/// A unit of work is one group and four channels, a row's last channels fewer (the row's last channel read again in
+/// place of the missing ones, their results not stored); each channel's sums are its own lanes' whatever its place
 /// among the four, and each group's sums come whole from one unit, so they are the same bits for any thread count.
 /// The groups' sums are then added in group order. The order differs from the one <see cref="ShiftedSums{T}"/> uses for
 /// other plane lengths; the tests hold both to the reference.
@@ -34,7 +34,7 @@ internal static unsafe partial class BatchNormKernels
     private const int SmallPlaneGroup = 8;
 
     /// <summary>Whether planes of <paramref name="spatial"/> values are summed here: 16 values, on AVX.</summary>
-    private static bool SumsFourPlanesAtOnce(int spatial) =>
+    private static bool SumsSmallPlanesInColumns(int spatial) =>
         Avx.IsSupported && Vector.IsHardwareAccelerated && Vector<double>.Count == Vector256<double>.Count && spatial == 2 * Lanes;
 
     /// <summary>The groups of <see cref="SmallPlaneGroup"/> samples (the last one fewer) of a batch of <paramref name="batch"/>.</summary>
@@ -118,8 +118,14 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>
     /// The sums of one column: a's plane of sample i and channel j at a + (column's first plane)·16 + i·<paramref name="aRow"/>
-    /// + j·16, b's as in the tensor; sums stored at first[c] and second[c] for the column's channels c.
+    /// + j·16 (<paramref name="aRow"/> the column's <see cref="SmallPlaneColumn.Row"/> where a is the tensor), b's as in
+    /// the tensor; sums stored at first[c] and second[c] for the column's channels c.
     /// </summary>
+    /// <remarks>
+    /// <typeparamref name="TGate"/> is <see cref="Gated"/> or <see cref="Ungated"/>, so that the loop without the gate is
+    /// compiled without its code: for 16-bit types, the gate's inlined code used up the JIT's inlining budget, and the
+    /// loads and stores after it were left as calls. With AVX-512 a plane is two vectors of 8 doubles, otherwise four of 4.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void SmallPlaneColumnSums<T, TGate>(T* a, long aRow, T* b, SmallPlaneColumn column, double* reference, double* first, double* second, BlockTail tail)
         where T : unmanaged
@@ -149,6 +155,7 @@ internal static unsafe partial class BatchNormKernels
         T* aPlanes = a + (firstPlane * 16);
         T* bPlanes = b == null ? null : b + (firstPlane * 16);
         long bRow = column.Row;
+        bool aInTensor = aRow == column.Row;
         TVector s0 = default, s1 = default, s2 = default, s3 = default, q0 = default, q1 = default, q2 = default, q3 = default;
         for (int i = 0; i < column.Samples; i++)
         {
@@ -156,18 +163,19 @@ internal static unsafe partial class BatchNormKernels
             T* bi = b == null ? null : bPlanes + (i * bRow);
             int plane = column.Plane(i, 0);
 
-            // Each sample's row is read unit after unit, four planes at a time: ahead along the rows read from the tensor.
-            T* rowEnd = aPlanes + (i * aRow) + ((channels - c0) * 16);
+            // A sample's row is read unit after unit, four planes at a time: ahead along each row read from the tensor,
+            // up to the row's end.
+            int rest = (channels - c0) * 16;
             for (int line = 0; line < 4 * 16 * sizeof(T); line += CacheLine.Bytes)
             {
-                if (aRow == bRow)
+                if (aInTensor)
                 {
-                    Prefetch.Ahead((byte*)ai + line, rowEnd);
+                    Prefetch.Ahead((byte*)ai + line, ai + rest);
                 }
 
                 if (b != null)
                 {
-                    Prefetch.Ahead((byte*)bi + line, bPlanes + (i * bRow) + ((channels - c0) * 16));
+                    Prefetch.Ahead((byte*)bi + line, bi + rest);
                 }
             }
 
@@ -195,11 +203,12 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>
     /// Whether the backward sums over NCHW planes [<paramref name="first"/>, <paramref name="end"/>) summed here take the
-    /// block's gate in their own loop: as dx does (<see cref="GradientGateInLoop{T}"/>).
+    /// block's gate in their own loop: as dx does (<see cref="GradientGateInLoop{T}"/>). A column passes its channels as
+    /// the planes of sample 0: only the planes' channels matter.
     /// </summary>
     private static bool SmallSumsGateInLoop<T>(int spatial, in BlockTail tail, int channels, int first, int end)
         where T : unmanaged =>
-        SumsFourPlanesAtOnce(spatial) && GradientGateInLoop<T>(spatial, tail, channels, first, end);
+        SumsSmallPlanesInColumns(spatial) && GradientGateInLoop<T>(spatial, tail, channels, first, end);
 
     /// <summary>A type argument: the loop reads the block's output gradient through its gate.</summary>
     private readonly struct Gated;

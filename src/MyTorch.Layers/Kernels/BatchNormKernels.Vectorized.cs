@@ -286,7 +286,7 @@ internal static unsafe partial class BatchNormKernels
         fixed (double* pr = reference)
         fixed (double* ps = scratch)
         {
-            if (!layout.ChannelsLast && SumsFourPlanesAtOnce(layout.Spatial))
+            if (!layout.ChannelsLast && SumsSmallPlanesInColumns(layout.Spatial))
             {
                 // Partial sums per group of samples and channel: G·C firsts, then G·C seconds, G the groups.
                 int groups = SmallPlaneGroups(layout.Batch);

@@ -105,12 +105,13 @@ public class BatchNormVectorizedKernelTests
     }
 
     [Test]
-    public void Float32_4x4Planes_SameSumsWhereverAPlaneFalls([Values(4, 5, 7, 9)] int channels)
+    public void Float32_4x4Planes_SameSumsWhereverAPlaneFalls([Values(4, 5, 7, 9)] int channels, [Values(1, 11)] int batch)
     {
-        // Planes of 16 values are summed four at a time and a leftover plane alone: with one sample, each channel's
-        // statistics and backward sums are its plane's, so rotating the channels (which moves each plane into or out of
-        // a group of four) must give every channel the same bits.
-        var layout = new PlaneLayout(1, channels, 16, channelsLast: false);
+        // Planes of 16 values are summed in columns of four channels, a row's last channels fewer, each channel in its
+        // own lanes: a channel's statistics and backward sums are its planes' alone, so rotating the channels of every
+        // sample (which moves each channel to another place in a column, or into or out of the last one) must give
+        // every channel the same bits. 11 samples make a group of 8 and one of 3.
+        var layout = new PlaneLayout(batch, channels, 16, channelsLast: false);
         var random = new Random(31);
         float[] x = KernelInputs.Uniform<float>(random, layout.Length, 3, 1);
         float[] dy = KernelInputs.Uniform<float>(random, layout.Length, 1, 0.25);
@@ -132,9 +133,12 @@ public class BatchNormVectorizedKernelTests
         float[] Rotate(float[] values, int by)
         {
             var rotated = new float[values.Length];
-            for (int c = 0; c < channels; c++)
+            for (int n = 0; n < batch; n++)
             {
-                Array.Copy(values, c * 16, rotated, ((c + by) % channels) * 16, 16);
+                for (int c = 0; c < channels; c++)
+                {
+                    Array.Copy(values, ((n * channels) + c) * 16, rotated, ((n * channels) + ((c + by) % channels)) * 16, 16);
+                }
             }
 
             return rotated;
@@ -153,7 +157,7 @@ public class BatchNormVectorizedKernelTests
                 yield return new TestCaseData(4, 5, 4099, channelsLast, openMpTeam).SetArgDisplayNames(["4x5x4099", .. names]);
                 yield return new TestCaseData(64, 70, 9, channelsLast, openMpTeam).SetArgDisplayNames(["64x70x9", .. names]);
 
-                // 4×4 planes, summed four at a time, with a plane left over at the end of the last chunk.
+                // 4×4 planes, summed in columns: a last group of 3 samples (131 = 16 · 8 + 3) and a last column of 3 channels.
                 yield return new TestCaseData(131, 35, 16, channelsLast, openMpTeam).SetArgDisplayNames(["131x35x16", .. names]);
 
                 // An NHWC period of 64 values, whose sums AVX-512 keeps in registers, over several blocks of rows.
